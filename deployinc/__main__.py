@@ -1,0 +1,5 @@
+"""``python -m deployinc``."""
+
+from .cli.main import main
+
+main()

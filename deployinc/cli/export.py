@@ -1,0 +1,99 @@
+"""``deployinc export``: from a model name to a fused, simplified, checked ONNX file."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import CheckFailed
+from .options import force_option, model_options, parse_floats, parse_shape, threads_option
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Export config (TOML); flags override it.")
+@click.option("--out", "-o", default=None, help="Output .onnx file or directory (default: ./<model>.onnx).")
+@click.option("--opset", type=int, default=None, help="ai.onnx opset, 13..21 (default 17).")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=None, help="torch.export-based (default) or TorchScript exporter.")
+@click.option("--dynamic-batch/--no-dynamic-batch", default=None, help="Symbolic batch dimension (default) or static.")
+@click.option("--simplifier", type=click.Choice(["onnxsim", "onnxslim"]), default=None, help="Graph simplifier (default onnxsim).")
+@click.option("--no-simplify", is_flag=True, help="Skip the simplifier.")
+@click.option("--skip-pass", "skip_passes", multiple=True, help="Skip a prepare pass (eval, remove_aux_heads, remove_dropout, fold_conv_bn).")
+@click.option("--aux-head", "aux_heads", multiple=True, help="Submodule path of an auxiliary head to drop (known ones are found).")
+@click.option("--no-check", is_flag=True, help="Skip the quick ORT-vs-torch parity check.")
+@model_options
+@threads_option
+@force_option
+def export(
+    model: str | None,
+    config: str | None,
+    out: str | None,
+    opset: int | None,
+    exporter: str | None,
+    dynamic_batch: bool | None,
+    simplifier: str | None,
+    no_simplify: bool,
+    skip_passes: tuple[str, ...],
+    aux_heads: tuple[str, ...],
+    no_check: bool,
+    weights: str | None,
+    num_classes: int | None,
+    input_shape: str | None,
+    mean: str | None,
+    std: str | None,
+    seed: int | None,
+    threads: int | None,
+    force: bool,
+) -> None:
+    """Export MODEL (a name from `deployinc models`, timm/NAME, or package.module:function) to ONNX.
+
+    \b
+      deployinc export googlenet --opset 17
+      deployinc export resnet50 --weights resnet50.pth --out models/
+      deployinc export mypkg.nets:build --weights ckpt.safetensors --input-shape 1,3,64,64
+      deployinc export --config export_configs/mobilenet_v2.toml --no-dynamic-batch
+    """
+    from ..export import export_pipeline, resolve_config
+
+    overrides = dict(
+        opset=opset,
+        exporter=exporter,
+        dynamic_batch=dynamic_batch,
+        simplifier=simplifier,
+        weights=weights,
+        num_classes=num_classes,
+        input_shape=parse_shape(input_shape),
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+        seed=seed,
+        skip_passes=tuple(skip_passes) or None,
+        aux_heads=tuple(aux_heads) or None,
+    )
+    cfg = resolve_config(model, config, **overrides)
+    target = out if out is not None else f"{cfg.name}.onnx"
+
+    def log(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    result = export_pipeline(
+        model,
+        config=config,
+        out=target,
+        force=force,
+        simplify=not no_simplify,
+        quick_check=not no_check,
+        threads=threads,
+        log=log,
+        **overrides,
+    )
+    for note in result.notes:
+        log(note)
+    t = result.timings
+    click.echo(
+        f"wrote {result.path} (opset {result.provenance.opset}, {result.provenance.exporter}, "
+        f"{'dynamic' if result.provenance.dynamic_batch else 'static'} batch) in {t.get('total', 0):.1f} s"
+    )
+    if result.quick_check and not result.passed:
+        raise CheckFailed(
+            f"the exported model does not match the prepared torch model: {result.quick_check_line}",
+            hint=f"run deployinc verify {result.path} --localize to find where it departs",
+        )

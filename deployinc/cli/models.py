@@ -1,0 +1,43 @@
+"""``deployinc models``: the zoo — name, family, input size, parameters, config file."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--source", type=click.Choice(["all", "builtin", "torchvision"]), default="all", help="Which models to list.")
+@click.option("--family", default=None, help="Only this family (inception, resnet, mobilenet, depthwise, other).")
+@click.option("--count-params", is_flag=True, help="Build each model to count its parameters (slow).")
+def models(source: str, family: str | None, count_params: bool) -> None:
+    """List the models deployinc can export by name."""
+    from ..config import bundled_config_path
+    from ..models.registry import get_model_info, list_models
+
+    rows = []
+    for name in list_models(None if source == "all" else source):
+        info = get_model_info(name)
+        if family and info.family != family:
+            continue
+        params = info.num_params
+        if params is None and (count_params or info.source == "builtin"):
+            from ..models.registry import create_model
+
+            params = sum(p.numel() for p in create_model(name).parameters())
+        cfg = bundled_config_path(name)
+        rows.append(
+            (
+                name,
+                info.family,
+                "x".join(str(v) for v in info.input_size),
+                f"{params / 1e6:.2f}M" if params else "-",
+                info.source,
+                f"export_configs/{cfg.name}" if cfg else "",
+            )
+        )
+    headers = ("name", "family", "input", "params", "source", "config")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    click.echo(f"\n{len(rows)} models; timm models as timm/<name> when timm is installed; your own as package.module:function")

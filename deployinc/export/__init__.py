@@ -1,0 +1,396 @@
+"""Export a prepared PyTorch model to ONNX, and the whole ``deployinc export`` pipeline.
+
+Two exporters: the torch.export-based one (``dynamo``, the default; needs onnxscript; its graph is optimised by
+onnxscript, which folds constants) and the TorchScript one (``torchscript``; deprecated in torch but fast and
+still sound). The dynamo exporter writes opset 18 at the lowest; lower opsets are reached by
+:mod:`deployinc.export.downgrade`. Every result has one input ``input`` [N, C, H, W] (N symbolic unless
+``dynamic_batch=False``) and one output ``logits``, passes ``onnx.checker.check_model(full_check=True)``, and
+carries an IR version that the installed ONNX Runtime can read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError, ExportError
+
+EXPORTERS = ("dynamo", "torchscript")
+#: Opsets deployinc exports, per exporter (both checked by tests; dynamo below 18 via downgrade).
+SUPPORTED_OPSETS = {"dynamo": tuple(range(13, 22)), "torchscript": tuple(range(13, 22))}
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def check_opset(exporter: str, opset: int) -> None:
+    """Raise a clear error for an exporter/opset pair deployinc does not export."""
+    if exporter not in EXPORTERS:
+        raise BadInputError(f"unknown exporter {exporter!r}", hint=f"use one of {', '.join(EXPORTERS)}")
+    ok = SUPPORTED_OPSETS[exporter]
+    if opset not in ok:
+        raise BadInputError(
+            f"opset {opset} is not supported by the {exporter} exporter (supported: {ok[0]}..{ok[-1]})",
+            hint=f"pass --opset between {ok[0]} and {ok[-1]}",
+        )
+
+
+@lru_cache(maxsize=1)
+def max_readable_ir_version() -> int:
+    """The highest ONNX IR version the installed ONNX Runtime loads (probed once with a one-node model)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return onnx.IR_VERSION
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    for ir in range(onnx.IR_VERSION, 6, -1):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = ir
+        try:
+            so = ort.SessionOptions()
+            so.log_severity_level = 4
+            ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            return ir
+        except Exception:  # noqa: BLE001 - "Unsupported model IR version"
+            continue
+    return 7
+
+
+def cap_ir_version(model: Any) -> list[str]:
+    """Lower ``model.ir_version`` to what the installed ONNX Runtime reads; return a note when it did."""
+    cap = max_readable_ir_version()
+    if model.ir_version > cap:
+        old = model.ir_version
+        model.ir_version = cap
+        return [f"IR version {old} lowered to {cap}, the highest the installed onnxruntime reads"]
+    return []
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence the exporters' progress chatter and deprecation warnings (errors still raise)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch.fx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def export_onnx(
+    module: Any,
+    input_shape: tuple[int, ...],
+    opset: int = 17,
+    exporter: str = "dynamo",
+    dynamic_batch: bool = True,
+) -> Any:
+    """Export ``module`` (already prepared: eval mode, one output) to an ``onnx.ModelProto``.
+
+    Args:
+        module: The prepared ``nn.Module``.
+        input_shape: N, C, H, W of the example input.
+        opset: ai.onnx opset of the result.
+        exporter: ``dynamo`` or ``torchscript``.
+        dynamic_batch: Make the batch dimension symbolic (``batch``).
+
+    Raises:
+        BadInputError: Unsupported exporter/opset.
+        ExportError: The exporter failed or produced something invalid.
+    """
+    import onnx
+    import torch
+
+    check_opset(exporter, opset)
+    x = torch.zeros(tuple(input_shape), dtype=torch.float32)
+    dyn = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    try:
+        with _quiet(), torch.no_grad():
+            if exporter == "dynamo":
+                program = torch.onnx.export(
+                    module,
+                    (x,),
+                    dynamo=True,
+                    opset_version=max(opset, 18),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes=dyn,
+                    optimize=True,
+                    verify=False,
+                    report=False,
+                )
+                model = program.model_proto
+            else:
+                buf = io.BytesIO()
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    buf,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes=dyn,
+                    do_constant_folding=True,
+                )
+                model = onnx.load_model_from_string(buf.getvalue())
+    except Exception as exc:  # noqa: BLE001 - both exporters raise a wide range of types
+        raise ExportError(
+            f"the {exporter} exporter failed: {_first_line(exc)}",
+            hint="try the other exporter (--exporter torchscript or dynamo); run with --debug for the traceback",
+        ) from exc
+    have = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if have is not None and have > opset:
+        from .downgrade import downgrade_opset
+
+        model = downgrade_opset(model, opset)
+        have = opset
+    if have != opset:
+        raise ExportError(
+            f"the {exporter} exporter wrote opset {have}, not the {opset} asked for",
+            hint="choose another --opset or exporter",
+        )
+    cap_ir_version(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported model is not valid ONNX: {_first_line(exc)}", hint="try the other exporter") from exc
+    return model
+
+
+def node_counts(model: Any) -> dict[str, int]:
+    """Node count per op type (``domain::op`` for non-default domains)."""
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+@dataclass
+class ExportResult:
+    """What ``deployinc export`` produced and how."""
+
+    path: Path | None
+    model: Any
+    provenance: Any
+    prepare_report: Any
+    simplify_report: Any
+    quick_check: list[Any]
+    quick_check_line: str
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.quick_check)
+
+
+def resolve_config(
+    model: str | None = None, config: str | os.PathLike[str] | None = None, **overrides: Any
+) -> Any:
+    """The :class:`~deployinc.config.ExportConfig` for a model name and/or config file, flags applied last.
+
+    ``deployinc export googlenet`` uses the bundled ``googlenet.toml`` when there is one.
+    """
+    from ..config import ExportConfig, bundled_config_path, load_config, validate
+
+    if config is not None:
+        cfg = load_config(config)
+        if model is not None and model != cfg.model:
+            cfg = cfg.with_overrides(model=model)
+    elif model is not None:
+        bundled = bundled_config_path(model) if ":" not in model and "/" not in model else None
+        cfg = load_config(bundled) if bundled else ExportConfig(model=model)
+    else:
+        raise BadInputError("no model given", hint="deployinc export NAME, or deployinc export --config FILE")
+    return validate(cfg.with_overrides(**overrides))
+
+
+def export_pipeline(
+    model: str | None = None,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    simplify: bool = True,
+    quick_check: bool = True,
+    threads: int | None = None,
+    log: Any = None,
+    **overrides: Any,
+) -> ExportResult:
+    """Load, prepare, export, simplify, check and save a model: the library form of ``deployinc export``.
+
+    Args:
+        model: Model spec (registry name, ``timm/<name>``, ``package.module:function``).
+        config: Export config file (TOML); ``model`` overrides its model name.
+        out: Output ``.onnx`` path, or an existing directory (the file is named after the model); ``None``
+            writes nothing and returns the model in memory.
+        force: Overwrite an existing output.
+        simplify: Run the simplifier named in the config.
+        quick_check: Compare ORT CPU with the prepared torch module at batch 1 and 2.
+        threads: torch and ORT intra-op threads.
+        log: ``callable(str)`` for progress lines.
+        **overrides: ExportConfig fields (weights, num_classes, input_shape, opset, exporter, dynamic_batch,
+            simplifier, skip_passes, aux_heads, mean, std, seed).
+    """
+    from .. import io as dio
+    from ..metadata import Provenance, versions, write_provenance
+    from ..models.loading import load_model
+    from ..prepare import prepare
+
+    say = log or (lambda _msg: None)
+    cfg = resolve_config(model, config, **overrides)
+    timings: dict[str, float] = {}
+    target: Path | None = None
+    if out is not None:
+        target = Path(out)
+        if target.is_dir() or str(out).endswith(os.sep):
+            target = target / f"{cfg.name}.onnx"
+        dio.check_output_path(target, force)  # fail before minutes of work, not after
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    t0 = time.perf_counter()
+    loaded = load_model(
+        cfg.model,
+        weights=cfg.weights,
+        num_classes=cfg.num_classes,
+        input_shape=cfg.input_shape,
+        mean=cfg.mean,
+        std=cfg.std,
+        seed=cfg.seed,
+    )
+    timings["load"] = time.perf_counter() - t0
+    info = loaded.info
+    input_shape = (1, *info.input_size)
+    for note in loaded.notes:
+        say(note)
+    t = time.perf_counter()
+    prepared, prep_report = prepare(
+        loaded.module,
+        input_shape,
+        aux_heads=tuple(cfg.aux_heads) + tuple(info.aux_heads),
+        skip=tuple(cfg.skip_passes),
+        mean=info.mean,
+        std=info.std,
+    )
+    timings["prepare"] = time.perf_counter() - t
+    say(f"prepare: {prep_report.summary()}")
+    t = time.perf_counter()
+    onnx_model = export_onnx(prepared, input_shape, cfg.opset, cfg.exporter, cfg.dynamic_batch)
+    timings["export"] = time.perf_counter() - t
+    notes = cap_ir_version(onnx_model)
+
+    from ..simplify import simplify as run_simplify
+
+    simp_report = None
+    simplifier = cfg.simplifier if simplify else "none"
+    if simplifier != "none":
+        t = time.perf_counter()
+        onnx_model, simp_report = run_simplify(onnx_model, simplifier, input_shape=input_shape, threads=threads)
+        timings["simplify"] = time.perf_counter() - t
+        say(simp_report.summary())
+        notes += simp_report.notes
+        cap_ir_version(onnx_model)
+
+    prov = Provenance(
+        model_spec=cfg.model,
+        weights=loaded.weights,
+        weights_sha256=loaded.weights_sha256,
+        state_sha256=loaded.state_sha256,
+        seed=loaded.seed,
+        bn_recalibrated=loaded.bn_recalibrated,
+        num_classes=info.num_classes,
+        input_shape=list(input_shape),
+        mean=list(info.mean),
+        std=list(info.std),
+        passes=prep_report.applied + (simp_report.applied if simp_report else []),
+        exporter=cfg.exporter,
+        opset=cfg.opset,
+        dynamic_batch=cfg.dynamic_batch,
+        family=info.family,
+        config=cfg.source,
+        tolerances=cfg.tolerances or None,
+        versions=versions(),
+        aux_heads=[c for p in prep_report.passes if p.name == "remove_aux_heads" for c in p.changed],
+    )
+    write_provenance(onnx_model, prov)
+
+    checks: list[Any] = []
+    line = "quick check skipped"
+    if quick_check:
+        t = time.perf_counter()
+        checks, line = quick_parity(onnx_model, prepared, input_shape, info.mean, info.std, cfg.dynamic_batch, threads)
+        timings["quick_check"] = time.perf_counter() - t
+        say(f"quick check (ORT CPU vs torch, batch {'1 and 2' if cfg.dynamic_batch else '1'}): {line}")
+    if target is not None:
+        t = time.perf_counter()
+        dio.save_onnx(onnx_model, target, force=force)
+        timings["save"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    return ExportResult(
+        path=target,
+        model=onnx_model,
+        provenance=prov,
+        prepare_report=prep_report,
+        simplify_report=simp_report,
+        quick_check=checks,
+        quick_check_line=line,
+        timings=timings,
+        notes=notes,
+    )
+
+
+def quick_parity(
+    onnx_model: Any,
+    module: Any,
+    input_shape: tuple[int, ...],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    dynamic_batch: bool = True,
+    threads: int | None = None,
+) -> tuple[list[Any], str]:
+    """ORT CPU against the prepared torch module on natural images at batch 1 and 2 (1 when static).
+
+    Uses the same runners and comparison as ``deployinc verify``.
+    """
+    import numpy as np
+
+    from ..runners.ort import OrtRunner
+    from ..runners.torch_runner import TorchRunner
+    from ..verify.inputs import natural_images
+    from ..verify.metrics import compare_outputs, one_line, preset
+
+    batches = (1, 2) if dynamic_batch else (input_shape[0],)
+    x = natural_images(sum(batches), input_shape[1:], mean, std, seed=2024)
+    results = []
+    with OrtRunner(onnx_model.SerializeToString(), "cpu", threads=threads) as ort_r, TorchRunner(module, threads=threads) as t_r:
+        start = 0
+        for b in batches:
+            feed = {INPUT_NAME: np.ascontiguousarray(x[start : start + b])}
+            start += b
+            results += compare_outputs(t_r.infer(feed), ort_r.infer(feed), preset("fp32", "cpu"))
+    return results, one_line(results)

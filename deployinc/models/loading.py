@@ -1,0 +1,411 @@
+"""From a model spec and a weights spec to an ``nn.Module`` with known provenance.
+
+A model spec is a registry name (``googlenet``, ``inception_cifar``), ``timm/<name>``, or the user's own
+``package.module:function`` factory. Weights are ``none`` (a seeded random initialisation), a torchvision weights
+name (``DEFAULT``, ``IMAGENET1K_V1``; read from the torch hub cache, downloaded when online), or a local
+``.pt``/``.pth``/``.safetensors`` file (weights-only loading, see :mod:`deployinc.io`).
+
+Random weights get their BatchNorm running statistics recalibrated on seeded natural-image batches. At
+initialisation those statistics are 0/1, so activations grow layer after layer (torchvision's inception_v3 gives
+logits near 1e12) and every parity figure computed on such a model is meaningless. After recalibration each BN
+normalises what it actually sees and the logits have a realistic scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError, ModelSpecError, WeightsError
+from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, get_model_info
+
+#: Module names whose parameters belong to auxiliary heads, for every architecture we know.
+KNOWN_AUX_HEADS = ("aux1", "aux2", "AuxLogits", "aux_classifier", "aux_logits_head", "aux")
+
+
+@dataclass
+class LoadedModel:
+    """A built model and what it was built from."""
+
+    module: Any
+    info: ModelInfo
+    spec: str
+    weights: str
+    weights_sha256: str | None
+    state_sha256: str
+    seed: int
+    bn_recalibrated: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """N=1, C, H, W."""
+        return (1, *self.info.input_size)
+
+
+def state_sha256(module: Any) -> str:
+    """sha256 over a module's state dict: names, dtypes, shapes and bytes, in order."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# specs ------------------------------------------------------------------------------------------------------------
+
+
+def _resolve_factory(spec: str) -> Any:
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise ModelSpecError(f"model spec {spec!r} is not package.module:function", hint="e.g. mypkg.nets:build_model")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`, let users point at modules in the current folder
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelSpecError(
+            f"cannot import module {module_name!r} of model spec {spec!r}: {exc}",
+            hint="check the name and that the package is installed or in the current directory",
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - user code failing at import time
+        raise ModelSpecError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}", hint="fix the module so it imports"
+        ) from exc
+    fn = getattr(mod, func_name, None)
+    if fn is None:
+        public = [n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n))]
+        import difflib
+
+        close = difflib.get_close_matches(func_name, public, n=3)
+        raise ModelSpecError(
+            f"module {module_name!r} has no function {func_name!r}",
+            hint=f"did you mean {', '.join(close)}?" if close else "check the function name after the colon",
+        )
+    if not callable(fn):
+        raise ModelSpecError(f"{spec} is not callable", hint="point at a function that returns an nn.Module")
+    return fn
+
+
+def _call_factory(fn: Any, spec: str, num_classes: int | None) -> Any:
+    import torch.nn as nn
+
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        try:
+            params = inspect.signature(fn).parameters
+            if "num_classes" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                kwargs["num_classes"] = num_classes
+        except (TypeError, ValueError):
+            pass
+    try:
+        module = fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise ModelSpecError(f"{spec}() raised {type(exc).__name__}: {exc}", hint="fix the factory function") from exc
+    if not isinstance(module, nn.Module):
+        raise ModelSpecError(
+            f"{spec}() returned {type(module).__name__}, not a torch.nn.Module", hint="return the model instance"
+        )
+    return module
+
+
+def resolve_info(spec: str, input_shape: tuple[int, ...] | None = None) -> ModelInfo:
+    """The :class:`ModelInfo` of a spec; user factories get defaults overridable by ``input_shape``."""
+    if ":" in spec:
+        c, h, w = (input_shape[-3:] if input_shape else (3, 224, 224))
+        return ModelInfo(name=spec, family="other", input_size=(c, h, w), num_classes=1000, source="user")
+    return get_model_info(spec)
+
+
+# weights ----------------------------------------------------------------------------------------------------------
+
+
+def _torchvision_weights_file(name: str, weights: str) -> Path:
+    import torch
+    import torchvision.models as tvm
+
+    try:
+        enum = tvm.get_model_weights(name)
+    except (ValueError, KeyError) as exc:
+        raise WeightsError(f"torchvision has no weights for {name!r}", hint="use --weights none or a file") from exc
+    try:
+        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise WeightsError(
+            f"unknown weights {weights!r} for {name}",
+            hint=f"available: DEFAULT, {', '.join(m.name for m in enum)}; or a .pt/.pth/.safetensors path",
+        ) from None
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
+    if cache.is_file():
+        return cache
+    import socket
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(w.url, str(cache), progress=False)
+    except Exception as exc:  # noqa: BLE001 - urllib/ssl/socket errors when offline
+        raise WeightsError(
+            f"weights {name}.{w.name} are not in the torch hub cache and could not be downloaded ({type(exc).__name__})",
+            hint=f"put {os.path.basename(w.url)} in {cache.parent}, or pass --weights path/to/file.pth",
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(old)
+    return cache
+
+
+def _aux_prefixes(module: Any, info: ModelInfo) -> tuple[str, ...]:
+    names = set(info.aux_heads)
+    for n, _ in module.named_children():
+        if n in KNOWN_AUX_HEADS:
+            names.add(n)
+    return tuple(f"{n}." for n in names)
+
+
+def load_state_into(module: Any, sd: dict[str, Any], info: ModelInfo, source: str) -> list[str]:
+    """Load ``sd`` into ``module``, with errors that name the first missing/unexpected/mismatched key.
+
+    Keys of auxiliary heads may be missing or extra (deployment drops those heads), as may BatchNorm's
+    ``num_batches_tracked``. Returns notes on what was tolerated.
+    """
+    own = module.state_dict()
+    aux = _aux_prefixes(module, info)
+
+    def ignorable(k: str) -> bool:
+        return k.endswith("num_batches_tracked") or (bool(aux) and k.startswith(aux))
+
+    missing = [k for k in own if k not in sd and not ignorable(k)]
+    unexpected = [k for k in sd if k not in own and not ignorable(k)]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        if unexpected:
+            parts.append(
+                f"unexpected {unexpected[0]!r}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "")
+            )
+        raise WeightsError(
+            f"weights {source} do not match {info.name}: {'; '.join(parts)}",
+            hint=f"is the checkpoint for {info.name}? keys must match model.state_dict() (prefixes like 'module.' are stripped)",
+        )
+    for k, v in sd.items():
+        if k in own and tuple(own[k].shape) != tuple(v.shape):
+            hint = "is the checkpoint for this architecture?"
+            if len(v.shape) >= 1 and len(own[k].shape) >= 1 and v.shape[1:] == own[k].shape[1:]:
+                hint = f"the checkpoint has {v.shape[0]} outputs here: pass --num-classes {v.shape[0]}"
+            raise WeightsError(
+                f"weights {source} do not match {info.name}: {k!r} has shape {tuple(v.shape)}, the model {tuple(own[k].shape)}",
+                hint=hint,
+            )
+    load = {k: v for k, v in sd.items() if k in own}
+    module.load_state_dict(load, strict=False)
+    notes = []
+    skipped = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    if skipped:
+        notes.append(f"{len(skipped)} auxiliary-head tensors not in the checkpoint (heads are removed for deployment)")
+    return notes
+
+
+# BatchNorm recalibration ------------------------------------------------------------------------------------------
+
+
+def recalibrate_batchnorm(
+    module: Any,
+    input_size: tuple[int, int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    seed: int = 0,
+    batches: int = 3,
+    batch_size: int = 8,
+) -> bool:
+    """Re-estimate BatchNorm running statistics on seeded natural-image batches. Returns whether any BN exists.
+
+    Only the BN layers run in training mode (a cumulative average, ``momentum=None``); everything else stays in
+    eval mode, so dropout and auxiliary heads do not change what the BNs see.
+    """
+    import numpy as np
+    import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from ..verify.inputs import natural_images
+
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not bns:
+        return False
+    module.eval()
+    saved = [(bn, bn.momentum) for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    try:
+        x = natural_images(batches * batch_size, input_size, mean, std, seed=seed + 7919)
+        with torch.no_grad():
+            for i in range(batches):
+                module(torch.from_numpy(np.ascontiguousarray(x[i * batch_size : (i + 1) * batch_size])))
+    except RuntimeError as exc:
+        raise BadInputError(
+            f"the model rejects input shape {list(input_size)} (while recalibrating BatchNorm): {str(exc).splitlines()[0][:200]}",
+            hint="pass --input-shape N,C,H,W that the model accepts",
+        ) from exc
+    finally:
+        for bn, momentum in saved:
+            bn.momentum = momentum
+        module.eval()
+    return True
+
+
+# public -----------------------------------------------------------------------------------------------------------
+
+
+def load_model(
+    spec: str,
+    weights: str | None = None,
+    num_classes: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    seed: int = 0,
+    calibrate_bn: bool = True,
+) -> LoadedModel:
+    """Build a model from a spec and load its weights.
+
+    Args:
+        spec: Registry name, ``timm/<name>`` or ``package.module:function``.
+        weights: ``none``/None (seeded random init), a torchvision weights name, or a checkpoint path.
+        num_classes: Logit count (default: the model's).
+        input_shape: ``N,C,H,W`` (or ``C,H,W``) overriding the registry's input size.
+        mean: Normalisation mean override.
+        std: Normalisation std override.
+        seed: Seed of the random initialisation and BN recalibration.
+        calibrate_bn: Recalibrate BatchNorm statistics when the weights are random.
+
+    Raises:
+        ModelSpecError: The spec cannot be resolved.
+        WeightsError: The weights cannot be found, read, or do not fit.
+    """
+    import torch
+
+    info = resolve_info(spec, input_shape)
+    changes: dict[str, Any] = {}
+    if num_classes is not None:
+        changes["num_classes"] = int(num_classes)
+    if input_shape is not None:
+        c, h, w = (int(v) for v in input_shape[-3:])
+        changes["input_size"] = (c, h, w)
+    if mean is not None:
+        changes["mean"] = tuple(float(v) for v in mean)
+    if std is not None:
+        changes["std"] = tuple(float(v) for v in std)
+    info = info.with_overrides(**changes)
+    if info.source == "user" and (mean is None and std is None):
+        info = info.with_overrides(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    torch.manual_seed(seed)
+    if info.source == "user":
+        module = _call_factory(_resolve_factory(spec), spec, num_classes)
+    else:
+        assert info.builder is not None
+        try:
+            module = info.builder(num_classes=info.num_classes)
+        except (TypeError, ValueError) as exc:
+            raise ModelSpecError(f"cannot build {spec}: {exc}", hint="check --num-classes and the model name") from exc
+    module.eval()
+
+    wspec = "none" if weights in (None, "", "none", "random") else str(weights)
+    file_sha = None
+    notes: list[str] = []
+    random_init = wspec == "none"
+    if not random_init:
+        looks_like_path = any(wspec.endswith(ext) for ext in (".pt", ".pth", ".bin", ".ckpt", ".safetensors")) or os.sep in wspec
+        if looks_like_path or Path(wspec).exists():
+            path = Path(wspec)
+            from ..io import load_checkpoint, sha256_file
+
+            sd = load_checkpoint(path)
+            file_sha = sha256_file(path)
+            notes += load_state_into(module, sd, info, str(path))
+            wspec = str(path.resolve())
+        elif info.source == "torchvision" and (wspec == "DEFAULT" or wspec.isupper() or "_" in wspec):
+            from ..io import load_checkpoint, sha256_file
+
+            path = _torchvision_weights_file(spec, wspec)
+            sd = load_checkpoint(path)
+            file_sha = sha256_file(path)
+            notes += load_state_into(module, sd, info, f"{spec}.{wspec}")
+        else:
+            raise WeightsError(
+                f"weights {wspec!r} is neither a file nor a torchvision weights name",
+                hint="give none, DEFAULT, IMAGENET1K_V1 (torchvision models) or a .pt/.pth/.safetensors path",
+            )
+    sha = state_sha256(module)
+    recal = False
+    if random_init and calibrate_bn:
+        recal = recalibrate_batchnorm(module, info.input_size, info.mean, info.std, seed=seed)
+        if recal:
+            notes.append("random weights: BatchNorm statistics recalibrated on seeded natural-image batches")
+    return LoadedModel(
+        module=module,
+        info=info,
+        spec=spec,
+        weights=wspec,
+        weights_sha256=file_sha,
+        state_sha256=sha,
+        seed=seed,
+        bn_recalibrated=recal,
+        notes=notes,
+    )
+
+
+def load_from_provenance(prov: Any, weights: str | None = None) -> LoadedModel:
+    """Rebuild exactly the model an ONNX file was exported from, using its :class:`~deployinc.metadata.Provenance`.
+
+    Args:
+        prov: The provenance read from the file.
+        weights: Use this weights file instead of the recorded one (a moved checkpoint).
+
+    Raises:
+        WeightsError: The weights file changed since export, or the rebuilt weights differ.
+    """
+    w = weights if weights is not None else prov.weights
+    if w not in (None, "none") and weights is None and (os.sep in str(w)) and not Path(w).exists():
+        raise WeightsError(
+            f"the weights this model was exported from, {w}, are not there any more",
+            hint="pass --weights with the checkpoint's new path",
+        )
+    loaded = load_model(
+        prov.model_spec,
+        weights=w,
+        num_classes=prov.num_classes,
+        input_shape=tuple(prov.input_shape),
+        mean=tuple(prov.mean),
+        std=tuple(prov.std),
+        seed=prov.seed,
+        calibrate_bn=prov.bn_recalibrated,
+    )
+    if prov.weights_sha256 and loaded.weights_sha256 and prov.weights_sha256 != loaded.weights_sha256:
+        raise WeightsError(
+            f"weights file {loaded.weights} changed since export (sha256 {loaded.weights_sha256[:12]}, exported from {prov.weights_sha256[:12]})",
+            hint="export the model again, or pass the original checkpoint with --weights",
+        )
+    if prov.state_sha256 and loaded.state_sha256 != prov.state_sha256:
+        raise WeightsError(
+            f"the rebuilt {prov.model_spec} weights differ from those exported (state sha256 {loaded.state_sha256[:12]} vs {prov.state_sha256[:12]})",
+            hint="random initialisation differs between torch versions; compare with the same torch version "
+            f"({prov.versions.get('torch', '?')}) or export from a checkpoint",
+        )
+    return loaded

@@ -1,0 +1,336 @@
+"""int8 static quantization with ONNX Runtime, calibrated on images, with a calibration report.
+
+The result is a QDQ model (QuantizeLinear/DequantizeLinear pairs around the quantized operators) with per-channel
+int8 weights. ONNX Runtime's CPU provider fuses the pairs into int8 kernels (VNNI where the CPU has it), and
+TensorRT builds a QDQ model as an explicitly quantized int8 engine, which is the only int8 path TensorRT 10.1+ keeps
+(its implicit calibrators are deprecated). Two activation schemes:
+
+- ``target="tensorrt"`` (default): symmetric int8 activations and weights (zero points 0), which TensorRT requires
+  and ORT's CPU provider runs as well;
+- ``target="cpu"``: asymmetric uint8 activations, int8 weights (ORT's U8S8), for ORT CPU only; TensorRT refuses it.
+
+Steps: ``quant_pre_process`` (shape inference and ORT's basic graph optimisations, which fold what quantization
+should not see) unless disabled; calibration with ``create_calibrator`` (MinMax, Entropy or Percentile), fed in
+chunks of a few images so the activations of a large network are never all held at once; the ranges saved as ORT's
+calibration cache and handed to ``quantize_static`` (QDQ, per-channel); a smoke session on the CPU; the model and a
+JSON report (per-tensor ranges and the scales/zero points the model ended up with) written atomically.
+
+Calibration needs enough images: the histogram methods estimate a distribution, so they need more than MinMax.
+Fewer than :data:`MIN_IMAGES` is an error; fewer than :data:`RECOMMENDED_IMAGES` a warning that names the count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import BadInputError, CheckFailed
+from ._common import InputSpec, batches, input_spec
+
+METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("tensorrt", "cpu")
+#: Fewer calibration images than this is an error.
+MIN_IMAGES = {"minmax": 1, "entropy": 16, "percentile": 16}
+#: Fewer than this is a warning (TensorRT's and ORT's examples calibrate on hundreds of images).
+RECOMMENDED_IMAGES = {"minmax": 32, "entropy": 100, "percentile": 100}
+#: Images per collect_data call: bounds memory (every intermediate activation of the chunk is held at once).
+CHUNK_IMAGES = 4
+
+
+@dataclass
+class Int8Result:
+    """What :func:`quantize_int8` produced."""
+
+    model: Any
+    report: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_image_count(n: int, method: str) -> list[str]:
+    """Raise for too few calibration images for ``method``; return a warning when below the recommendation."""
+    if method not in METHODS:
+        raise BadInputError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if n < MIN_IMAGES[method]:
+        raise BadInputError(
+            f"{n} calibration image(s) is fewer than {method} needs ({MIN_IMAGES[method]})",
+            hint=f"add images to --data (at least {MIN_IMAGES[method]}, {RECOMMENDED_IMAGES[method]}+ recommended)"
+            + (", or use --method minmax" if method != "minmax" else ""),
+        )
+    if n < RECOMMENDED_IMAGES[method]:
+        return [
+            f"calibrating {method} on {n} image(s); {RECOMMENDED_IMAGES[method]}+ representative images are "
+            "recommended, ranges from fewer may not cover the deployment data"
+        ]
+    return []
+
+
+class _ChunkReader:
+    """A CalibrationDataReader over some images: batches of ``batch`` (the model's static batch, or up to 4)."""
+
+    def __init__(self, name: str, images: np.ndarray, batch: int):
+        self._it: Iterator[np.ndarray] = iter(batches(images, batch))
+        self.name = name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = next(self._it, None)
+        return None if chunk is None else {self.name: np.ascontiguousarray(chunk, dtype=np.float32)}
+
+    def __len__(self) -> int:  # some ORT code paths ask
+        return 0
+
+
+def _calibration_method(method: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
+def _scales_in(model: Any) -> dict[str, dict[str, Any]]:
+    """tensor -> {scale, zero_point, type} read from the QuantizeLinear nodes of a QDQ model (activations)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    out: dict[str, dict[str, Any]] = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 2:
+            continue
+        src = node.input[0]
+        if src in inits:
+            continue  # a weight quantized in the graph (AddQDQPairToWeight): not an activation
+        entry: dict[str, Any] = {}
+        if node.input[1] in inits:
+            s = numpy_helper.to_array(inits[node.input[1]])
+            entry["scale"] = float(s.reshape(-1)[0]) if s.size == 1 else [float(v) for v in s.reshape(-1)]
+        if len(node.input) > 2 and node.input[2] in inits:
+            z = numpy_helper.to_array(inits[node.input[2]])
+            entry["zero_point"] = int(z.reshape(-1)[0]) if z.size == 1 else [int(v) for v in z.reshape(-1)]
+            entry["type"] = str(z.dtype)
+        out[src] = entry
+    return out
+
+
+def quantize_int8(
+    model_path: str | os.PathLike[str],
+    images: np.ndarray,
+    *,
+    method: str = "minmax",
+    target: str = "tensorrt",
+    per_channel: bool = True,
+    preprocess: bool = True,
+    exclude_nodes: Sequence[str] = (),
+    percentile: float = 99.999,
+    spec: InputSpec | None = None,
+    data_source: dict[str, Any] | None = None,
+) -> Int8Result:
+    """Quantize the float32 model at ``model_path`` to a QDQ int8 model calibrated on ``images``.
+
+    Args:
+        model_path: The float32 ONNX model.
+        images: Calibration images, N x C x H x W float32, normalised as the model expects.
+        method: ``minmax``, ``entropy`` or ``percentile``.
+        target: ``tensorrt`` (symmetric int8 activations; runs on ORT CPU too) or ``cpu`` (uint8 activations).
+        per_channel: Per-channel weight scales (per output channel of Conv/Gemm).
+        preprocess: Run ORT's ``quant_pre_process`` first.
+        exclude_nodes: Node names to leave in float.
+        percentile: The percentile for ``method="percentile"``.
+        spec: The model's input spec (read from the model when None).
+        data_source: What the images are (folder, count, skipped files), recorded in the report.
+
+    Returns:
+        The quantized ``ModelProto`` (not yet written), the report, warnings (image count, preprocessing).
+
+    Raises:
+        BadInputError: Unknown method or target, too few images, images of the wrong shape.
+        CheckFailed: The quantized model does not load in ONNX Runtime.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    from ..io import load_onnx, sha256_file
+
+    if target not in TARGETS:
+        raise BadInputError(f"unknown quantization target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+    warnings = check_image_count(int(len(images)), method)
+    model_path = Path(model_path)
+    src = load_onnx(model_path)
+    spec = spec or input_spec(src.model)
+    if images.ndim != 4 or tuple(images.shape[1:]) != spec.chw:
+        raise BadInputError(
+            f"calibration images have shape {tuple(images.shape)}; the model's input {spec.name!r} takes N x "
+            f"{' x '.join(map(str, spec.chw))}",
+            hint="check --input-size, or the images' channel count",
+        )
+    exclude = list(exclude_nodes)
+    names = {n.name for n in src.model.graph.node}
+    missing = [n for n in exclude if n not in names]
+    if missing:
+        raise BadInputError(f"no node named {missing[0]!r} to exclude", hint="node names are listed by deployinc check")
+
+    symmetric = target == "tensorrt"
+    act_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
+    batch = spec.static_batch or min(CHUNK_IMAGES, len(images))
+    if spec.static_batch and len(images) % spec.static_batch:
+        raise BadInputError(
+            f"{len(images)} calibration images do not split into the model's static batch of {spec.static_batch}",
+            hint=f"use a multiple of {spec.static_batch} images (--limit)",
+        )
+
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="deployinc-int8-") as tmp:
+        tmpdir = Path(tmp)
+        work = tmpdir / "model.onnx"
+        if src.has_external_data:
+            onnx.save_model(src.model, str(work), save_as_external_data=True, location="model.onnx.data")
+        else:
+            work.write_bytes(src.model.SerializeToString())
+        calib_input = work
+        if preprocess:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            t0 = time.perf_counter()
+            pre = tmpdir / "pre.onnx"
+            try:
+                quant_pre_process(str(work), str(pre), skip_symbolic_shape=False)
+                calib_input = pre
+            except Exception as exc:  # noqa: BLE001 - preprocessing is an optimisation; go on without it
+                warnings.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantizing the model as is")
+            timings["preprocess_s"] = time.perf_counter() - t0
+
+        calib_options: dict[str, Any] = {"symmetric": symmetric}
+        if method == "percentile":
+            calib_options["percentile"] = float(percentile)
+        t0 = time.perf_counter()
+        calibrator = create_calibrator(
+            calib_input,
+            None,
+            augmented_model_path=str(tmpdir / "augmented.onnx"),
+            calibrate_method=_calibration_method(method),
+            providers=["CPUExecutionProvider"],
+            extra_options=calib_options,
+        )
+        # ORT's histogram collector prints progress on stdout; keep the CLI's output ours.
+        with contextlib.redirect_stdout(io.StringIO()):
+            for chunk in batches(images, max(CHUNK_IMAGES, batch)):
+                calibrator.collect_data(_ChunkReader(spec.name, chunk, batch))
+            ranges = calibrator.compute_data()
+        del calibrator
+        timings["calibrate_s"] = time.perf_counter() - t0
+        cache = tmpdir / "calibration.json"
+        save_tensors_data(ranges, cache)
+
+        t0 = time.perf_counter()
+        out = tmpdir / "quantized.onnx"
+        # quantize_static logs a pre-processing advice through the root logger even when we did pre-process.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_static(
+                str(calib_input),
+                str(out),
+                calibration_data_reader=None,
+                calibration_cache_path=str(cache),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=False,
+                activation_type=act_type,
+                weight_type=QuantType.QInt8,
+                calibrate_method=_calibration_method(method),
+                nodes_to_exclude=exclude,
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+            )
+        finally:
+            root.setLevel(level)
+        timings["quantize_s"] = time.perf_counter() - t0
+        qmodel = onnx.load_model(str(out))  # loads any external data the quantizer wrote into memory
+
+    try:
+        from ._common import cpu_session
+
+        cpu_session(qmodel, threads=1)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is a failed check
+        raise CheckFailed(
+            f"the quantized model does not load in ONNX Runtime: {str(exc).splitlines()[0][:200]}",
+            hint="try --no-preprocess, or exclude the failing node with --exclude-node",
+        ) from exc
+
+    meta = {p.key: p.value for p in qmodel.metadata_props}
+    meta.update(
+        {
+            "deployinc.precision": "int8",
+            "deployinc.int8.method": method,
+            "deployinc.int8.target": target,
+            "deployinc.int8.calibration_images": str(len(images)),
+            "deployinc.int8.per_channel": str(bool(per_channel)).lower(),
+        }
+    )
+    del qmodel.metadata_props[:]
+    for k, v in meta.items():
+        e = qmodel.metadata_props.add()
+        e.key, e.value = k, v
+
+    qparams = _scales_in(qmodel)
+    tensors = {}
+    for name, td in sorted(ranges.data.items()):
+        lo, hi = td.range_value
+        entry: dict[str, Any] = {"min": float(np.asarray(lo).reshape(-1)[0]), "max": float(np.asarray(hi).reshape(-1)[0])}
+        entry.update(qparams.get(name, {}))
+        entry["quantized"] = name in qparams
+        tensors[name] = entry
+    op_counts: dict[str, int] = {}
+    for n in qmodel.graph.node:
+        op_counts[n.op_type] = op_counts.get(n.op_type, 0) + 1
+    report = {
+        "deployinc_version": __version__,
+        "source_model": str(model_path),
+        "source_sha256": sha256_file(model_path),
+        "method": method,
+        "percentile": float(percentile) if method == "percentile" else None,
+        "target": target,
+        "activation_type": "int8 (symmetric)" if symmetric else "uint8 (asymmetric)",
+        "weight_type": "int8 (symmetric)",
+        "per_channel": bool(per_channel),
+        "quant_format": "QDQ",
+        "preprocessed": calib_input.name == "pre.onnx",
+        "calibration_images": int(len(images)),
+        "calibration_data": data_source or {"source": "array"},
+        "excluded_nodes": exclude,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "op_counts": op_counts,
+        "warnings": warnings,
+        "tensors": tensors,
+    }
+    return Int8Result(model=qmodel, report=report, warnings=warnings)
+
+
+def report_path_for(model_out: str | os.PathLike[str]) -> Path:
+    """Where the calibration report goes: beside the model, ``<name>.calibration.json``."""
+    p = Path(model_out)
+    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.calibration.json")
+
+
+def write_int8(result: Int8Result, out: str | os.PathLike[str], *, force: bool = False) -> tuple[list[Path], Path]:
+    """Write the model (through :func:`deployinc.io.save_onnx`) and its report beside it, atomically."""
+    from ..io import atomic_write_text, check_output_path, save_onnx
+
+    report_path = report_path_for(out)
+    check_output_path(out, force)
+    check_output_path(report_path, force)
+    written = save_onnx(result.model, out, force=force)
+    atomic_write_text(report_path, json.dumps(result.report, indent=2) + "\n", force=force)
+    return written, report_path

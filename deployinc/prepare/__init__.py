@@ -1,0 +1,158 @@
+"""Prepare a PyTorch model for deployment: eval mode, auxiliary heads and dropout removed, Conv+BN folded.
+
+:func:`prepare` deep-copies the model (unless ``inplace=True``), runs the passes in order, and checks that the
+prepared model computes what the original computes in eval mode (max error relative to the logits' scale at
+most 1e-5, or, for deep networks whose own float32 noise is larger, no further from a float64 run of the original
+than twice the original's own float32 error) — a fold that would change the numbers is a bug, and is reported as
+an error rather than exported.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ExportError
+from .fusion import fold_conv_bn_weights
+from .passes import PassRecord
+
+PASSES = ("eval", "remove_aux_heads", "remove_dropout", "fold_conv_bn")
+#: The prepared model must match the original within this error relative to the output scale.
+SELF_CHECK_MAX_REL = 1e-5
+
+__all__ = ["PASSES", "PassRecord", "PrepareReport", "fold_conv_bn_weights", "prepare"]
+
+
+@dataclass
+class PrepareReport:
+    """The record of :func:`prepare`: one :class:`PassRecord` per pass, and the self-check."""
+
+    passes: list[PassRecord] = field(default_factory=list)
+    self_check_max_rel: float | None = None
+    self_check_float64: dict[str, float] | None = None
+
+    @property
+    def applied(self) -> list[str]:
+        """Names of the passes that ran."""
+        return [p.name for p in self.passes]
+
+    @property
+    def folds(self) -> list[tuple[str, str]]:
+        """(conv path, bn path) of every folded pair."""
+        out = []
+        for p in self.passes:
+            if p.name == "fold_conv_bn":
+                for c in p.changed:
+                    conv, _, bn = c.partition(" <- ")
+                    out.append((conv, bn))
+        return out
+
+    def get(self, name: str) -> PassRecord | None:
+        return next((p for p in self.passes if p.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passes": [p.to_dict() for p in self.passes],
+            "self_check_max_rel": self.self_check_max_rel,
+            "self_check_float64": self.self_check_float64,
+        }
+
+    def summary(self) -> str:
+        return "; ".join(p.summary() for p in self.passes)
+
+
+def prepare(
+    model: Any,
+    input_shape: tuple[int, ...] = (1, 3, 224, 224),
+    aux_heads: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    inplace: bool = False,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> tuple[Any, PrepareReport]:
+    """Run the deployment passes on a model.
+
+    Args:
+        model: The ``nn.Module``.
+        input_shape: N, C, H, W of an example input (N is raised to 2 for the checks).
+        aux_heads: Extra auxiliary heads to drop, by submodule path.
+        skip: Pass names to skip (see :data:`PASSES`).
+        inplace: Change ``model`` itself instead of a deep copy.
+        mean: Normalisation mean of the example inputs.
+        std: Normalisation std of the example inputs.
+
+    Returns:
+        The prepared module and the report.
+
+    Raises:
+        ExportError: The prepared model does not match the original.
+        BadInputError: The model rejects the input shape.
+    """
+    import numpy as np
+    import torch
+
+    from ..errors import BadInputError
+    from ..runners.torch_runner import first_output
+    from ..verify.inputs import natural_images
+    from ..verify.metrics import Tolerance, compare_arrays
+    from . import passes as P
+
+    unknown = set(skip) - set(PASSES)
+    if unknown:
+        raise BadInputError(f"unknown prepare pass(es) {sorted(unknown)}", hint=f"passes: {', '.join(PASSES)}")
+    original = model
+    model = model if inplace else copy.deepcopy(model)
+    report = PrepareReport()
+    c, h, w = input_shape[-3:]
+    x = torch.from_numpy(natural_images(2, (c, h, w), mean, std, seed=12345))
+    # Reference before anything changes (eval mode: what the user's model computes at inference).
+    was_training = original.training
+    original.eval()
+    try:
+        with torch.no_grad():
+            ref = first_output(original(x)).float().numpy()
+    except RuntimeError as exc:
+        raise BadInputError(
+            f"the model rejects input shape {[1, c, h, w]}: {str(exc).splitlines()[0][:200]}",
+            hint="pass --input-shape N,C,H,W that the model accepts",
+        ) from exc
+    finally:
+        original.train(was_training)
+    if inplace:
+        model.eval()
+
+    report.passes.append(P.eval_mode(model) if "eval" not in skip else PassRecord("eval", notes=["skipped"]))
+    if "remove_aux_heads" not in skip:
+        report.passes.append(P.remove_aux_heads(model, tuple(aux_heads)))
+    model, rec = P.single_output(model, x)
+    if rec.changed or rec.skipped:
+        report.passes.append(rec)
+    if "remove_dropout" not in skip:
+        report.passes.append(P.remove_dropout(model))
+    if "fold_conv_bn" not in skip:
+        report.passes.append(P.fold_conv_bn(model, x))
+    model.eval()
+    with torch.no_grad():
+        out = first_output(model(x)).float().numpy()
+    tol = Tolerance(max_rel=SELF_CHECK_MAX_REL, min_cosine=None, min_top1=None, name="prepare")
+    cmp = compare_arrays("logits", ref, out, tol)
+    report.self_check_max_rel = float(cmp.max_rel)
+    if cmp.passed and np.isfinite(out).all():
+        return model, report
+    # Deep networks have a float32 noise floor of their own (random-weight inception_v3: ~1.5e-5 of the logits'
+    # scale between float32 and float64 runs of the *same* model). Judge the prepared model against a float64 run
+    # of the original: it may not be further from it than twice the original's own float32 error.
+    with torch.no_grad():
+        truth = first_output(copy.deepcopy(original).eval().double()(x.double())).numpy()
+    scale = float(np.abs(truth).max()) or 1.0
+    own = float(np.abs(ref - truth).max()) / scale
+    ours = float(np.abs(out - truth).max()) / scale
+    report.self_check_float64 = {"original_fp32_vs_fp64": own, "prepared_fp32_vs_fp64": ours}
+    if np.isfinite(out).all() and ours <= max(SELF_CHECK_MAX_REL, 2 * own):
+        return model, report
+    raise ExportError(
+        f"the prepared model differs from the original: {'; '.join(cmp.failures)} "
+        f"(float64 check: prepared {ours:.1e} vs the original's own float32 error {own:.1e})",
+        hint="skip the pass that breaks it with --skip-pass fold_conv_bn and report the model",
+    )

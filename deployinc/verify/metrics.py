@@ -1,0 +1,240 @@
+"""Parity metrics and tolerance presets: the one comparison code path of deployinc.
+
+Every comparison (export's quick check, ``deployinc verify``, the simplifier's re-check, localisation) goes
+through :func:`compare_arrays`. Metrics, per output:
+
+- ``max_abs``: max |test - ref|.
+- ``max_rel``: ``max_abs / max|ref|``, the error relative to the output's scale. Element-wise relative error is
+  meaningless for logits near zero; the scale of the output is what a user compares an error with.
+- ``cosine``: the smallest per-sample cosine similarity of the flattened outputs.
+- ``top1``: fraction of samples whose arg-max agrees. ``top1`` in the verdict is *tie-aware*: a sample whose
+  reference top-1 and the test's choice are closer in the reference than the observed max_abs error is a tie
+  that no implementation can be blamed for, and does not count as a disagreement. Raw agreement is reported too.
+- ``top5``: fraction of samples whose reference top-1 class is among the test's top 5.
+- ``nan`` / ``inf``: non-finite values in the test output (and the reference, reported apart).
+
+Tolerances are presets per precision and backend (:data:`PRESETS`), printed with the verdict, overridable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Budgets a comparison must meet. ``None`` means the metric is reported but not judged."""
+
+    max_rel: float | None = 1e-4
+    max_abs: float | None = None
+    min_cosine: float | None = 0.99999
+    min_top1: float | None = 1.0
+    min_top5: float | None = None
+    name: str = "custom"
+
+    def with_overrides(self, **kw: Any) -> Tolerance:
+        """A copy with the given budgets replaced (``None`` values are ignored)."""
+        valid = {f.name for f in fields(self)}
+        unknown = set(kw) - valid
+        if unknown:
+            raise BadInputError(
+                f"unknown tolerance key(s) {sorted(unknown)}", hint=f"known: {', '.join(sorted(valid - {'name'}))}"
+            )
+        changes = {k: v for k, v in kw.items() if v is not None}
+        return replace(self, **changes, name=f"{self.name}+override") if changes else self
+
+    def describe(self) -> str:
+        """``max_rel<=1e-04 cos>=0.99999 top1>=1.00``."""
+        parts = []
+        if self.max_rel is not None:
+            parts.append(f"max_rel<={self.max_rel:.0e}")
+        if self.max_abs is not None:
+            parts.append(f"max_abs<={self.max_abs:.0e}")
+        if self.min_cosine is not None:
+            parts.append(f"cos>={self.min_cosine:g}")
+        if self.min_top1 is not None:
+            parts.append(f"top1>={self.min_top1:.2f}")
+        if self.min_top5 is not None:
+            parts.append(f"top5>={self.min_top5:.2f}")
+        return " ".join(parts)
+
+
+#: (precision, backend family) -> preset. Backend family: cpu, cuda, tensorrt.
+PRESETS: dict[tuple[str, str], Tolerance] = {
+    ("fp32", "cpu"): Tolerance(max_rel=1e-4, min_cosine=0.99999, min_top1=1.0, min_top5=1.0, name="fp32-cpu"),
+    # cuDNN may pick TF32 or Winograd kernels: allow a little more.
+    ("fp32", "cuda"): Tolerance(max_rel=1e-3, min_cosine=0.9999, min_top1=1.0, min_top5=1.0, name="fp32-cuda"),
+    ("fp32", "tensorrt"): Tolerance(max_rel=5e-3, min_cosine=0.9999, min_top1=0.99, min_top5=1.0, name="fp32-tensorrt"),
+    # fp16 has an 11-bit mantissa: ~1e-3 per op, accumulating through depth.
+    ("fp16", "cpu"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
+    ("fp16", "cuda"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
+    ("fp16", "tensorrt"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
+    # int8 is judged on agreement, not on element error.
+    ("int8", "cpu"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
+    ("int8", "cuda"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
+    ("int8", "tensorrt"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
+}
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def preset(precision: str, backend: str = "cpu") -> Tolerance:
+    """The tolerance preset for a precision on a backend (``ort-cpu`` / ``cpu`` / ``cuda`` / ``tensorrt``...)."""
+    if precision not in PRECISIONS:
+        raise BadInputError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+    fam = "tensorrt" if ("trt" in backend or "tensorrt" in backend) else ("cuda" if "cuda" in backend else "cpu")
+    return PRESETS[(precision, fam)]
+
+
+@dataclass
+class OutputComparison:
+    """Metrics of one output of one backend against the reference, and the verdict."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    ref_scale: float
+    cosine: float
+    top1: float | None
+    top1_raw: float | None
+    top5: float | None
+    nan: int
+    inf: int
+    ref_nonfinite: int
+    tolerance: Tolerance
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        d["tolerance"] = asdict(self.tolerance)
+        return d
+
+
+def _cosines(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
+    r = ref.reshape(ref.shape[0], -1).astype(np.float64)
+    t = test.reshape(test.shape[0], -1).astype(np.float64)
+    num = (r * t).sum(axis=1)
+    den = np.linalg.norm(r, axis=1) * np.linalg.norm(t, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(np.abs(r).sum(1) == np.abs(t).sum(1), 1.0, 0.0))
+    return cos
+
+
+def compare_arrays(name: str, ref: np.ndarray, test: np.ndarray, tolerance: Tolerance) -> OutputComparison:
+    """Compare one output; classification metrics when the output is N x classes.
+
+    Raises:
+        BadInputError: The shapes differ.
+    """
+    ref = np.asarray(ref)
+    test = np.asarray(test)
+    if ref.shape != test.shape:
+        raise BadInputError(
+            f"output {name!r} has shape {tuple(test.shape)}, the reference {tuple(ref.shape)}",
+            hint="the two models do not compute the same thing; check the model spec and input shape",
+        )
+    r64, t64 = ref.astype(np.float64), test.astype(np.float64)
+    nan = int(np.isnan(t64).sum())
+    inf = int(np.isinf(t64).sum())
+    ref_bad = int((~np.isfinite(r64)).sum())
+    finite = np.isfinite(r64) & np.isfinite(t64)
+    diff = np.abs(t64 - r64)
+    max_abs = float(diff[finite].max()) if finite.any() else float("inf")
+    if nan or inf:
+        max_abs = float("inf")
+    scale = float(np.abs(r64[np.isfinite(r64)]).max()) if np.isfinite(r64).any() else 0.0
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    cos = float(_cosines(np.nan_to_num(r64), np.nan_to_num(t64)).min()) if ref.size and ref.ndim >= 1 else 1.0
+    top1 = top1_raw = top5 = None
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        ra, ta = r64.argmax(1), t64.argmax(1)
+        agree = ra == ta
+        top1_raw = float(agree.mean())
+        # A disagreement is a tie when the reference itself barely separates the two classes.
+        gap = r64[np.arange(len(ra)), ra] - r64[np.arange(len(ta)), ta]
+        ties = (~agree) & (gap <= 2 * max_abs)
+        top1 = float((agree | ties).mean())
+        k = min(5, ref.shape[1])
+        t_top = np.argsort(-t64, axis=1)[:, :k]
+        top5 = float(np.mean([ra[i] in t_top[i] for i in range(len(ra))]))
+    cmp = OutputComparison(
+        name=name,
+        shape=tuple(int(s) for s in ref.shape),
+        max_abs=max_abs,
+        max_rel=max_rel,
+        ref_scale=scale,
+        cosine=cos,
+        top1=top1,
+        top1_raw=top1_raw,
+        top5=top5,
+        nan=nan,
+        inf=inf,
+        ref_nonfinite=ref_bad,
+        tolerance=tolerance,
+    )
+    cmp.failures = judge(cmp, tolerance)
+    return cmp
+
+
+def judge(c: OutputComparison, tol: Tolerance) -> list[str]:
+    """Which budgets a comparison misses, each as ``metric value vs budget``."""
+    out = []
+    if c.nan or c.inf:
+        out.append(f"non-finite values: {c.nan} NaN, {c.inf} Inf")
+    if tol.max_rel is not None and not c.max_rel <= tol.max_rel:
+        out.append(f"max_rel {c.max_rel:.2e} > {tol.max_rel:.0e}")
+    if tol.max_abs is not None and not c.max_abs <= tol.max_abs:
+        out.append(f"max_abs {c.max_abs:.2e} > {tol.max_abs:.0e}")
+    if tol.min_cosine is not None and not c.cosine >= tol.min_cosine:
+        out.append(f"cosine {c.cosine:.6f} < {tol.min_cosine:g}")
+    if tol.min_top1 is not None and c.top1 is not None and not c.top1 >= tol.min_top1:
+        out.append(f"top1 {c.top1:.3f} < {tol.min_top1:.2f}")
+    if tol.min_top5 is not None and c.top5 is not None and not c.top5 >= tol.min_top5:
+        out.append(f"top5 {c.top5:.3f} < {tol.min_top5:.2f}")
+    return out
+
+
+def compare_outputs(
+    ref: dict[str, np.ndarray], test: dict[str, np.ndarray], tolerance: Tolerance
+) -> list[OutputComparison]:
+    """Compare every reference output with the test output of the same name (or position, if names differ)."""
+    ref_names, test_names = list(ref), list(test)
+    if len(ref_names) != len(test_names):
+        raise BadInputError(
+            f"the test model has {len(test_names)} output(s), the reference {len(ref_names)}",
+            hint="remove auxiliary outputs from the model (deployinc export does) or compare matching models",
+        )
+    pairs = (
+        [(n, n) for n in ref_names]
+        if set(ref_names) == set(test_names)
+        else list(zip(ref_names, test_names))
+    )
+    return [compare_arrays(tn, ref[rn], test[tn], tolerance) for rn, tn in pairs]
+
+
+def one_line(comparisons: list[OutputComparison]) -> str:
+    """``PASS max_rel=3.1e-07 cos=1.000000 top1=1.00 [fp32-cpu: max_rel<=1e-04 ...]``."""
+    worst_rel = max(c.max_rel for c in comparisons)
+    worst_cos = min(c.cosine for c in comparisons)
+    top1s = [c.top1 for c in comparisons if c.top1 is not None]
+    verdict = "PASS" if all(c.passed for c in comparisons) else "FAIL"
+    s = f"{verdict} max_rel={worst_rel:.1e} cos={worst_cos:.6f}"
+    if top1s:
+        s += f" top1={min(top1s):.2f}"
+    tol = comparisons[0].tolerance
+    s += f" [{tol.name}: {tol.describe()}]"
+    fails = [f for c in comparisons for f in c.failures]
+    if fails:
+        s += " failed: " + "; ".join(fails)
+    return s
