@@ -2,8 +2,12 @@
 
 Writes are atomic. The bytes go to an anonymous file in the target directory (``O_TMPFILE`` on Linux, which has
 no name and so cannot be left behind by a ``kill -9``), are fsynced, linked under a temporary name and moved over
-the target with ``os.replace``. Where ``O_TMPFILE`` is not supported, a named temporary file is used, and stale
-ones of dead processes are removed on the next write. Several files that belong together (an ONNX model and its
+the target with ``os.replace``. Where a filesystem cannot link such a file (overlay and sandboxed filesystems;
+probed once per device), a named temporary file is used instead. Named temporaries are registered with a
+*janitor*: a tiny helper process, started once per deployinc process in its own session, that holds the read end
+of a pipe. When deployinc exits by any means (``kill -9`` included) the pipe closes and the janitor unlinks the
+temporaries still registered. Stale temporaries of dead processes (if even the janitor was killed) are removed
+by the next write to the same folder. Several files that belong together (an ONNX model and its
 external data) are all written first and then replaced in order, the model last, so a reader never sees a model
 pointing at data that is not there yet.
 
@@ -102,6 +106,96 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+_JANITOR_CODE = r"""
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+paths = set()
+for line in sys.stdin.buffer:
+    op, name = line[:1], bytes.fromhex(line[1:].strip().decode())
+    if op == b"+":
+        paths.add(name)
+    else:
+        paths.discard(name)
+for name in paths:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+"""
+
+
+class _Janitor:
+    """Removes this process's named temporary files after it dies, however it dies (see the module docstring)."""
+
+    _proc: Any = None
+
+    @classmethod
+    def _send(cls, op: str, path: Path) -> None:
+        import subprocess
+        import sys
+
+        line = (op + os.fsencode(str(path.absolute())).hex() + "\n").encode()
+        for _ in range(2):
+            if cls._proc is None or cls._proc.poll() is not None:
+                try:
+                    cls._proc = subprocess.Popen(
+                        [sys.executable, "-I", "-S", "-c", _JANITOR_CODE],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                        close_fds=True,
+                    )
+                except OSError:
+                    return  # no janitor: stale-temporary cleanup on the next write still applies
+            try:
+                cls._proc.stdin.write(line)
+                cls._proc.stdin.flush()
+                return
+            except (BrokenPipeError, OSError, ValueError):
+                cls._proc = None
+
+    @classmethod
+    def add(cls, path: Path) -> None:
+        cls._send("+", path)
+
+    @classmethod
+    def remove(cls, path: Path) -> None:
+        cls._send("-", path)
+
+
+#: st_dev -> whether an O_TMPFILE file can be linked into a name on that filesystem.
+_LINKABLE: dict[int, bool] = {}
+
+
+def _tmpfile_linkable(directory: Path) -> bool:
+    if not hasattr(os, "O_TMPFILE"):
+        return False
+    try:
+        dev = os.stat(directory).st_dev
+    except OSError:
+        return False
+    if dev not in _LINKABLE:
+        ok = False
+        try:
+            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+        except OSError:
+            fd = None
+        if fd is not None:
+            probe = directory / f".probe{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                os.link(f"/proc/self/fd/{fd}", probe, follow_symlinks=True)
+                os.unlink(probe)
+                ok = True
+            except OSError:
+                ok = False
+            finally:
+                os.close(fd)
+        _LINKABLE[dev] = ok
+    return _LINKABLE[dev]
+
+
 class _Pending:
     """A file being written: an open handle plus how to put it in place or throw it away."""
 
@@ -113,7 +207,7 @@ class _Pending:
         os.umask(umask)
         self._mode = mode if mode is not None else (0o666 & ~umask)
         fd = None
-        if hasattr(os, "O_TMPFILE"):
+        if _tmpfile_linkable(self.directory):
             try:
                 fd = os.open(self.directory, os.O_TMPFILE | os.O_WRONLY, self._mode)
             except OSError as exc:
@@ -122,6 +216,7 @@ class _Pending:
                 fd = None
         if fd is None:
             self._named = self.directory / f".{target.name}{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}"
+            _Janitor.add(self._named)
             fd = os.open(self._named, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.file: BinaryIO = os.fdopen(fd, "wb")
 
@@ -131,6 +226,7 @@ class _Pending:
         os.fsync(self.file.fileno())
         if self._named is None:
             name = self.directory / f".{self.target.name}{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}"
+            _Janitor.add(name)
             os.link(f"/proc/self/fd/{self.file.fileno()}", name, follow_symlinks=True)
             self._named = name
         else:
@@ -138,12 +234,18 @@ class _Pending:
         self.file.close()
         return self._named
 
+    def committed(self) -> None:
+        """The temporary name was moved over the target: nothing to clean up any more."""
+        if self._named is not None:
+            _Janitor.remove(self._named)
+
     def discard(self) -> None:
         with contextlib.suppress(OSError):
             self.file.close()
         if self._named is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._named)
+            _Janitor.remove(self._named)
 
 
 def _open_pending(target: Path, mode: int | None) -> _Pending:
@@ -175,6 +277,7 @@ def atomic_open(path: str | os.PathLike[str], *, force: bool = False, mode: int 
         yield pending.file
         name = pending.finish()
         os.replace(name, target)
+        pending.committed()
         _fsync_dir(pending.directory)
     except BaseException:
         pending.discard()
@@ -197,8 +300,9 @@ def atomic_write_many(files: list[tuple[str | os.PathLike[str], bytes]], *, forc
             pendings.append(pending)
             pending.file.write(data)
             names.append(pending.finish())
-        for name, target in zip(names, targets):
+        for name, target, pending in zip(names, targets, pendings):
             os.replace(name, target)
+            pending.committed()
         for d in {t.parent for t in targets}:
             _fsync_dir(d)
     except BaseException:
