@@ -103,7 +103,13 @@ def register_model(
 
 
 def _ensure_builtins() -> None:
-    from . import builtin  # noqa: F401 - registers on import
+    import importlib
+
+    try:
+        importlib.import_module(f"{__package__}.builtin")  # registers on import
+    except ModuleNotFoundError as exc:  # a trimmed install without the built-in architectures
+        if exc.name != f"{__package__}.builtin":
+            raise
 
 
 # torchvision ------------------------------------------------------------------------------------------------------

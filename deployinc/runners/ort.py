@@ -8,7 +8,9 @@ it was asked for is not the one running, so a fallback is reported as skipped, n
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,49 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
+
+
+#: ORT element type strings -> numpy dtypes, for buffers allocated on the device.
+_ORT_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def cuda_driver_problem() -> str | None:
+    """Why no CUDA device can be used here, or None when the driver loads and sees at least one device.
+
+    Asked before creating a CUDA or TensorRT session: without it, onnxruntime-gpu logs a page of errors about
+    libraries it cannot load and quietly falls back to the CPU. This loads the driver library (``libcuda``) and
+    counts devices through the driver API; it does not create a context.
+    """
+    import ctypes
+
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+    lib = None
+    for n in names:
+        try:
+            lib = ctypes.CDLL(n)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        return f"no NVIDIA driver here ({names[0]} cannot be loaded)"
+    try:
+        if lib.cuInit(0) != 0:
+            return "the NVIDIA driver is installed but cuInit failed (no usable GPU, or a driver/kernel mismatch)"
+        count = ctypes.c_int(0)
+        if lib.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+            return "the NVIDIA driver sees no CUDA device (check CUDA_VISIBLE_DEVICES)"
+    except AttributeError:
+        return f"{names[0]} is not a CUDA driver library"
+    return None
 
 
 def session_options(threads: int | None, optimization: str = "all", log_level: int = 3) -> Any:
@@ -56,6 +101,11 @@ class OrtRunner(BaseRunner):
         provider_options: Options of the execution provider.
         optimization: ORT graph optimisation level (none, basic, extended, all).
         name: Backend name in reports (default ``ort-<provider>``).
+        log_level: ORT session log severity (0 verbose ... 4 fatal).
+
+    Benchmarks use :meth:`bench_steps`: on the CPU the bare ``session.run`` with its arguments bound, on a GPU
+    ``run_with_iobinding`` with inputs and outputs on the device (and CUDA graph replay when the session was
+    created with ``enable_cuda_graph`` / ``trt_cuda_graph_enable``).
     """
 
     def __init__(
@@ -67,6 +117,7 @@ class OrtRunner(BaseRunner):
         provider_options: dict[str, Any] | None = None,
         optimization: str = "all",
         name: str | None = None,
+        log_level: int = 3,
     ):
         super().__init__()
         if provider not in PROVIDERS:
@@ -81,6 +132,7 @@ class OrtRunner(BaseRunner):
         self.optimization = optimization
         self.name = name or {"cpu": "ort-cpu", "cuda": "ort-cuda", "tensorrt": "ort-trt"}[provider]
         self.device = "cpu" if provider == "cpu" else "cuda"
+        self.log_level = log_level
         self.session: Any = None
 
     def _activate(self) -> None:
@@ -91,12 +143,19 @@ class OrtRunner(BaseRunner):
                 f"{ep} is not in this onnxruntime build ({ort.__version__})",
                 hint="install onnxruntime-gpu for CUDA and TensorRT",
             )
+        if self.provider != "cpu":
+            problem = cuda_driver_problem()
+            if problem is not None:
+                raise BackendUnavailable(
+                    f"{ep} cannot run: {problem}",
+                    hint="run on a machine with an NVIDIA GPU and matching CUDA/cuDNN (and TensorRT) libraries",
+                )
         providers: list[Any] = [(ep, self.provider_options)] if self.provider_options else [ep]
         if self.provider == "tensorrt":
             providers.append("CUDAExecutionProvider")  # for nodes TensorRT does not take
         if ep != "CPUExecutionProvider":
             providers.append("CPUExecutionProvider")
-        so = session_options(self.threads, self.optimization)
+        so = session_options(self.threads, self.optimization, log_level=self.log_level)
         src = str(self.model) if isinstance(self.model, (str, Path)) else self.model
         try:
             sess = ort.InferenceSession(src, sess_options=so, providers=providers)
@@ -135,6 +194,89 @@ class OrtRunner(BaseRunner):
     def input_specs(self) -> list[tuple[str, list[Any], str]]:
         """(name, shape with symbolic dims as strings, ORT type) per input."""
         return [(i.name, list(i.shape), i.type) for i in self.session.get_inputs()]
+
+    # benchmarking -------------------------------------------------------------------------------------------------
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether the session was configured to capture and replay a CUDA graph."""
+        o = {k: str(v).lower() for k, v in self.provider_options.items()}
+        return o.get("enable_cuda_graph") in ("1", "true") or o.get("trt_cuda_graph_enable") in ("1", "true")
+
+    def raw_run(self, feeds: dict[str, np.ndarray]) -> Any:
+        """``session.run`` with ``feeds`` bound: the call a user makes, with no wrapper around it."""
+        if self.session is None:
+            raise RuntimeError(f"runner {self.name} used before activate()")
+        return functools.partial(self.session.run, None, feeds)
+
+    def bench_steps(self, feeds: dict[str, np.ndarray], device_id: int = 0) -> Any:
+        """Callables for the benchmark harness (:class:`~deployinc.runners.steps.TimedSteps`).
+
+        CPU: ``e2e`` is :meth:`raw_run`. CUDA and TensorRT providers: inputs are copied once into device buffers
+        (OrtValues) and outputs go to preallocated device buffers, bound through IO binding, so ``compute`` is
+        ``run_with_iobinding`` alone with no host copy hidden in it; ``e2e`` adds the host-to-device copy of the
+        inputs (``OrtValue.update_inplace``, which keeps the buffer's address, as CUDA graph replay needs) and the
+        device-to-host copy of the outputs. With a CUDA graph, ORT captures it on the first ``run_with_iobinding``
+        (a warm-up run) and replays it afterwards; shapes are then fixed, so a new batch size needs a new session.
+        """
+        from .steps import TimedSteps
+
+        if self.session is None:
+            raise RuntimeError(f"runner {self.name} used before activate()")
+        if self.provider == "cpu":
+            return TimedSteps(e2e=self.raw_run(feeds), notes=["session.run on host arrays"])
+        ort = require("onnxruntime")
+        sess = self.session
+        names = [i.name for i in sess.get_inputs()]
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            from ..errors import BadInputError
+
+            raise BadInputError(f"no input data for {missing}", hint=f"the model's inputs are {names}")
+        batch = int(next(iter(feeds.values())).shape[0])
+        in_vals = {n: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(feeds[n]), "cuda", device_id) for n in names}
+        out_vals = []
+        for o in sess.get_outputs():
+            shape = []
+            for i, d in enumerate(o.shape):
+                if isinstance(d, int) and d > 0:
+                    shape.append(d)
+                elif i == 0:
+                    shape.append(batch)
+                else:
+                    raise BackendUnavailable(
+                        f"output {o.name!r} has a symbolic dimension {d!r} besides the batch; "
+                        "IO binding to preallocated device buffers needs its size",
+                        hint="export with static output shapes",
+                    )
+            dtype = _ORT_NUMPY_TYPES.get(o.type)
+            if dtype is None:
+                raise BackendUnavailable(f"output {o.name!r} has type {o.type}, which deployinc cannot preallocate")
+            out_vals.append(ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", device_id))
+        binding = sess.io_binding()
+        for n in names:
+            binding.bind_ortvalue_input(n, in_vals[n])
+        for o, v in zip(sess.get_outputs(), out_vals):
+            binding.bind_ortvalue_output(o.name, v)
+        compute = functools.partial(sess.run_with_iobinding, binding)
+        host = {n: np.ascontiguousarray(feeds[n]) for n in names}
+
+        def e2e() -> list[np.ndarray]:
+            for n in names:
+                in_vals[n].update_inplace(host[n])  # host -> device, same device address
+            sess.run_with_iobinding(binding)
+            return [v.numpy() for v in out_vals]  # device -> host
+
+        def close() -> None:
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
+            in_vals.clear()
+            out_vals.clear()
+
+        notes = ["IO binding: inputs and outputs preallocated on the device"]
+        if self.cuda_graph:
+            notes.append("CUDA graph: captured on the first run (a warm-up run), replayed after")
+        # ORT synchronises the provider's stream at the end of every run; synchronize_outputs makes sure of it.
+        return TimedSteps(e2e=e2e, compute=compute, sync=binding.synchronize_outputs, notes=notes, close=close)
 
     def _deactivate(self) -> None:
         self.session = None

@@ -1,0 +1,161 @@
+"""One timing method for every backend.
+
+:func:`measure` is the only place deployinc takes a latency sample. The method, the same for every backend:
+
+1. Warm-up runs, apart from the samples. The first of them is timed on its own and reported as the *first-run
+   cost* of the backend (lazy work: cuDNN algorithm search, a TensorRT engine built on first inference, a
+   ``torch.compile`` specialisation, a CUDA graph capture); the others are not timed.
+2. Each sample is one call of the step, timed with :func:`time.perf_counter` (monotonic, the highest resolution
+   clock Python has), with the device synchronised *before* the clock stops, so queued GPU work is never mistaken
+   for finished work.
+3. Every per-iteration sample is kept; :func:`summarize` turns them into p50/p90/p99, mean, std, min, max and a
+   throughput in images per second (``batch * samples / total sampled time``).
+
+The loop itself adds two ``perf_counter`` calls and a store per iteration (well under a microsecond); the step is
+the backend's own call with nothing wrapped around it (``session.run`` bound with its arguments for ONNX Runtime
+on the CPU). ``scripts/bench_overhead.py`` checks that against a bare loop.
+
+Percentiles are numpy's default (linear interpolation between the two nearest ranks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of the latency samples of one measurement, in milliseconds (throughput in images/s)."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    iters: int
+    throughput: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stats:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def summarize(samples_s: Sequence[float], batch: int) -> Stats:
+    """Statistics of latency samples given in seconds; ``batch`` images per sample.
+
+    Raises:
+        ValueError: No samples.
+    """
+    if len(samples_s) == 0:
+        raise ValueError("no samples to summarize")
+    a = np.asarray(samples_s, dtype=np.float64) * 1e3
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    total_s = float(a.sum()) / 1e3
+    return Stats(
+        p50=float(p50),
+        p90=float(p90),
+        p99=float(p99),
+        mean=float(a.mean()),
+        std=float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+        min=float(a.min()),
+        max=float(a.max()),
+        iters=int(len(a)),
+        throughput=float(batch * len(a) / total_s) if total_s > 0 else math.inf,
+    )
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` returns: the samples (seconds) and the first call's time (seconds, or None)."""
+
+    samples: list[float]
+    first_call_s: float | None
+    warmup: int
+
+
+def check_counts(warmup: int, iters: int) -> None:
+    """Refuse non-positive warm-up or iteration counts.
+
+    Raises:
+        BadInputError: ``warmup < 1`` or ``iters < 1``.
+    """
+    if not isinstance(iters, int) or iters < 1:
+        raise BadInputError(f"--iters {iters!r} must be a positive integer", hint="e.g. --iters 100")
+    if not isinstance(warmup, int) or warmup < 1:
+        raise BadInputError(
+            f"--warmup {warmup!r} must be a positive integer",
+            hint="at least one warm-up run is needed (its time is reported as the first-run cost); e.g. --warmup 10",
+        )
+
+
+def measure(
+    step: Callable[[], Any],
+    *,
+    iters: int,
+    warmup: int,
+    sync: Callable[[], Any] | None = None,
+    max_time_s: float | None = None,
+    min_iters: int = 5,
+    time_first: bool = True,
+) -> Measurement:
+    """Time ``step`` with deployinc's one method (see the module docstring).
+
+    Args:
+        step: One inference, with everything it needs bound (no arguments).
+        iters: Samples to take.
+        warmup: Warm-up calls before sampling (at least 1); the first is timed when ``time_first``.
+        sync: Waits for the device (``torch.cuda.synchronize``...); called before each clock stop. None on the CPU.
+        max_time_s: Stop sampling once this much time has been sampled (after at least ``min_iters`` samples),
+            so slow backends fit a time budget; the number actually taken is in the result.
+        min_iters: Least number of samples when ``max_time_s`` stops early.
+        time_first: Time the first warm-up call (first-run cost); False for later rounds of one measurement.
+    """
+    check_counts(warmup, iters)
+    clock = time.perf_counter
+    first: float | None = None
+    for i in range(warmup):
+        if i == 0 and time_first:
+            t0 = clock()
+            step()
+            if sync is not None:
+                sync()
+            first = clock() - t0
+        else:
+            step()
+    if sync is not None:
+        sync()
+    samples = [0.0] * iters
+    spent = 0.0
+    n = iters
+    # Two loops rather than one with branches, so the common case (CPU, no budget) is as bare as it can be.
+    if sync is None and max_time_s is None:
+        for i in range(iters):
+            t0 = clock()
+            step()
+            samples[i] = clock() - t0
+    else:
+        for i in range(iters):
+            t0 = clock()
+            step()
+            if sync is not None:
+                sync()
+            dt = clock() - t0
+            samples[i] = dt
+            spent += dt
+            if max_time_s is not None and spent >= max_time_s and i + 1 >= min_iters:
+                n = i + 1
+                break
+    return Measurement(samples=samples[:n], first_call_s=first, warmup=warmup)

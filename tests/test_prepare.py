@@ -1,0 +1,145 @@
+"""deployinc.prepare: the fold math, each pass, and the prepared model's agreement with the original."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deployinc.prepare import PASSES, fold_conv_bn_weights, prepare
+from deployinc.prepare import passes as P
+from deployinc.verify.inputs import natural_images
+
+
+@pytest.mark.parametrize("groups, bias", [(1, True), (1, False), (4, True), (8, False)])
+def test_fold_math_matches_conv_then_bn(groups, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=groups, bias=bias)
+    bn = nn.BatchNorm2d(8)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    bn.eval()
+    x = torch.randn(2, 8, 10, 10)
+    w, b = fold_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    fused = nn.functional.conv2d(x, w, b, padding=1, groups=groups)
+    with torch.no_grad():
+        ref = bn(conv(x))
+    assert torch.allclose(fused, ref, atol=1e-5, rtol=1e-5)
+    assert w.dtype == conv.weight.dtype
+
+
+def test_fold_math_without_affine():
+    conv = nn.Conv2d(3, 4, 1)
+    bn = nn.BatchNorm2d(4, affine=False).eval()
+    bn.running_mean.fill_(0.5)
+    bn.running_var.fill_(4.0)
+    x = torch.randn(1, 3, 4, 4)
+    w, b = fold_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, None, None)
+    with torch.no_grad():
+        assert torch.allclose(nn.functional.conv2d(x, w, b), bn(conv(x)), atol=1e-6)
+
+
+def _tiny(tinynets_dir, name="build"):
+    import importlib
+
+    mod = importlib.import_module("tinynets")
+    torch.manual_seed(0)
+    m = getattr(mod, name)()
+    # non-trivial running statistics
+    for bn in m.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+def test_fold_pass_folds_plain_grouped_and_depthwise(tinynets_dir):
+    m = _tiny(tinynets_dir)
+    x = torch.from_numpy(natural_images(2, (3, 16, 16)))
+    with torch.no_grad():
+        ref = m(x)
+    rec = P.fold_conv_bn(m, x)
+    assert sorted(rec.changed) == sorted(["stem.0 <- stem.1", "grouped <- gbn", "dw <- dwbn", "pw <- pwbn"])
+    assert not any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())
+    with torch.no_grad():
+        assert torch.allclose(m(x), ref, atol=1e-5)
+
+
+def test_fold_pass_skips_with_reasons():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.other = nn.Conv2d(4, 4, 1)
+            self.bn2 = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + self.other(y), self.bn2(x.repeat(1, 2, 1, 1)[:, :4])
+
+    m = Shared().eval()
+    rec = P.fold_conv_bn(m, torch.randn(1, 3, 8, 8))
+    reasons = dict(rec.skipped)
+    assert "also read by other" in reasons["bn"]
+    assert "not the output of a convolution" in reasons["bn2"]
+    assert rec.changed == []
+
+    m.train()
+    assert P.fold_conv_bn(m, torch.randn(2, 3, 8, 8)).skipped == [("<root>", "model is in training mode")]
+
+
+def test_remove_aux_heads_googlenet_style_and_by_name(tinynets_dir):
+    import importlib
+
+    m = importlib.import_module("tinynets").build_aux().eval()
+    prepared, report = prepare(m, (1, 3, 16, 16), aux_heads=("aux_head",))
+    assert report.get("remove_aux_heads").changed == ["aux_head"]
+    assert "single_output" in report.applied
+    out = prepared(torch.randn(2, 3, 16, 16))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
+
+
+def test_remove_dropout_and_eval():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout2d(0.3), nn.Flatten(), nn.Dropout(0.5), nn.LazyLinear(2))
+    m(torch.randn(1, 3, 8, 8))
+    m.train()
+    assert P.eval_mode(m).changed
+    rec = P.remove_dropout(m)
+    assert rec.changed == ["1", "3"]
+    assert not any(isinstance(x, nn.Dropout) for x in m.modules())
+
+
+def test_prepare_is_not_inplace_by_default(tinynets_dir):
+    m = _tiny(tinynets_dir)
+    prepared, _ = prepare(m, (1, 3, 16, 16))
+    assert any(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    assert not any(isinstance(x, nn.BatchNorm2d) for x in prepared.modules())
+
+
+def test_unknown_skip_pass():
+    from deployinc.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="unknown prepare pass"):
+        prepare(nn.Linear(2, 2), (1, 3, 4, 4), skip=("fold",))
+    assert "fold_conv_bn" in PASSES
+
+
+@pytest.mark.parametrize("name", ["googlenet", "mobilenet_v3_small", "resnet18"])
+def test_prepared_zoo_models_agree_with_original(name):
+    from deployinc.models.loading import load_model
+
+    loaded = load_model(name)
+    prepared, report = prepare(loaded.module, loaded.input_shape, mean=loaded.info.mean, std=loaded.info.std)
+    assert report.get("fold_conv_bn").changed and not report.get("fold_conv_bn").skipped
+    x = torch.from_numpy(natural_images(2, loaded.info.input_size, loaded.info.mean, loaded.info.std, seed=5))
+    with torch.no_grad():
+        ref = loaded.module.eval()(x).numpy()
+        out = prepared(x).numpy()
+    assert np.abs(out - ref).max() / np.abs(ref).max() <= 1e-5
+    if name == "googlenet":
+        assert report.get("remove_aux_heads").changed == ["aux1", "aux2"]
+        assert any("transform_input=False" in n for n in report.get("remove_aux_heads").notes)
