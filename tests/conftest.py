@@ -100,3 +100,27 @@ def invoke(runner, args: list[str]):
 def files_in(path: Path) -> list[str]:
     """Every file under ``path`` (hidden temporaries included), relative, sorted."""
     return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+_ZOO_CACHE: dict[tuple[str, str], Path] = {}
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.fixture(scope="session")
+def zoo_onnx(zoo_dir: Path):
+    """``zoo_onnx(name, exporter="dynamo") -> Path``: export a bundled-config model once per session."""
+    from deployinc.export import export_pipeline
+
+    def get(name: str, exporter: str = "dynamo") -> Path:
+        key = (name, exporter)
+        if key not in _ZOO_CACHE:
+            out = zoo_dir / f"{name}-{exporter}.onnx"
+            export_pipeline(name, out=out, exporter=exporter, threads=2)
+            _ZOO_CACHE[key] = out
+        return _ZOO_CACHE[key]
+
+    return get

@@ -98,3 +98,88 @@ class TorchRunner(BaseRunner):
 
     def output_names(self) -> list[str]:
         return [self.output_name]
+
+    # benchmarking -------------------------------------------------------------------------------------------------
+    def bench_steps(self, x: np.ndarray, cuda_graph: bool = False) -> Any:
+        """Callables for the benchmark harness (:class:`~deployinc.runners.steps.TimedSteps`).
+
+        ``e2e`` is the module as a user calls it: ``torch.from_numpy`` (moved to the device and cast when needed),
+        the forward pass under ``torch.inference_mode()``, the output back to a host array. On CUDA, ``compute``
+        runs the forward pass on an input already on the device and ``sync`` is ``torch.cuda.synchronize``.
+
+        With ``cuda_graph`` (CUDA, eager modules only) the forward pass is captured once into a
+        ``torch.cuda.CUDAGraph`` on a static input buffer after three warm-up passes on a side stream, as PyTorch's
+        CUDA graph documentation prescribes; ``compute`` replays it and ``e2e`` copies the host batch into the
+        static input, replays, and copies the static output back.
+        """
+        import torch
+
+        from .steps import TimedSteps
+
+        if not self.is_active:
+            raise RuntimeError(f"runner {self.name} used before activate()")
+        run, dev, dtype = self._run, self.device, self._dtype
+        host = np.ascontiguousarray(x)
+        on_cuda = dev.startswith("cuda")
+
+        if not on_cuda:
+            if cuda_graph:
+                raise BackendUnavailable("CUDA graphs need a CUDA device", hint="drop --cuda-graph on the CPU")
+            cast = dtype != torch.float32 or host.dtype != np.float32
+
+            def e2e_cpu() -> np.ndarray:
+                with torch.inference_mode():
+                    t = torch.from_numpy(host)
+                    y = first_output(run(t.to(dtype) if cast else t))
+                    return (y.float() if cast else y).numpy()
+
+            return TimedSteps(e2e=e2e_cpu, notes=["eager forward under torch.inference_mode on host tensors"])
+
+        sync = torch.cuda.synchronize
+        if cuda_graph:
+            if self.compile:
+                raise BackendUnavailable(
+                    "CUDA graph capture of a torch.compile module is not done by deployinc",
+                    hint="use torch.compile(mode='reduce-overhead') yourself, or bench torch with --cuda-graph",
+                )
+            static_in = torch.from_numpy(host).to(dev, dtype)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.no_grad():
+                for _ in range(3):
+                    run(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(graph):
+                static_out = first_output(run(static_in))
+            sync()
+            src = torch.from_numpy(host)
+
+            def e2e_graph() -> np.ndarray:
+                static_in.copy_(src)  # host -> device into the captured buffer
+                graph.replay()
+                return static_out.float().cpu().numpy()  # device -> host (synchronises)
+
+            def close() -> None:
+                graph.reset()
+
+            return TimedSteps(
+                e2e=e2e_graph,
+                compute=graph.replay,
+                sync=sync,
+                notes=["CUDA graph: captured once on a static input, replayed"],
+                close=close,
+            )
+
+        x_dev = torch.from_numpy(host).to(dev, dtype)
+
+        def compute() -> Any:
+            with torch.inference_mode():
+                return run(x_dev)
+
+        def e2e() -> np.ndarray:
+            with torch.inference_mode():
+                y = first_output(run(torch.from_numpy(host).to(dev, dtype)))
+                return y.float().cpu().numpy()
+
+        return TimedSteps(e2e=e2e, compute=compute, sync=sync, notes=["eager forward under torch.inference_mode"])

@@ -1,0 +1,127 @@
+"""The environment record every benchmark report carries.
+
+It starts from :func:`deployinc.env.environment` (versions, providers, CPU) when that module is there, and adds what
+a benchmark needs besides: the CPU details of :func:`~deployinc.bench.env_gpu.cpu_details` (usable CPUs, cgroup
+quota, governor), the GPUs as ``nvidia-smi`` reports them (clocks, driver, power limit), the CUDA/cuDNN/TensorRT
+versions, a Jetson's power mode, and the thread settings in force for torch and ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import socket
+import sys
+from typing import Any
+
+from . import env_gpu
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "ORT_NUM_THREADS")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("deployinc", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _base() -> dict[str, Any]:
+    try:
+        from ..env import environment  # written alongside; optional until it lands
+    except ImportError:
+        environment = None
+    if environment is not None:
+        try:
+            base = dict(environment())
+            base.setdefault("source", "deployinc.env.environment")
+            return base
+        except Exception as exc:  # noqa: BLE001 - a report without the shared record beats no report
+            return {"source": f"deployinc.env.environment failed: {type(exc).__name__}: {exc}"}
+    return {"source": "deployinc.bench.environment"}
+
+
+def thread_settings(threads: int | None) -> dict[str, Any]:
+    """Threads given to each runtime, and the environment variables that change threading."""
+    out: dict[str, Any] = {
+        "requested": threads,
+        "ort_intra_op": threads,
+        "ort_inter_op": 1 if threads else None,
+        "ort_execution_mode": "sequential",
+    }
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        out["torch_intra_op"] = torch.get_num_threads()
+        out["torch_inter_op"] = torch.get_num_interop_threads()
+        try:
+            out["torch_parallel"] = next(
+                (ln.strip() for ln in torch.__config__.parallel_info().splitlines() if "OpenMP" in ln or "TBB" in ln), None
+            )
+        except Exception:  # noqa: BLE001
+            pass
+    out["env"] = {k: os.environ[k] for k in _THREAD_VARS if k in os.environ}
+    return out
+
+
+def bench_environment(threads: int | None) -> dict[str, Any]:
+    """The full record for a report (see the module docstring)."""
+    env = _base()
+    env["host"] = socket.gethostname()
+    env["platform"] = platform.platform()
+    env["python"] = platform.python_version()
+    env.setdefault("versions", {})
+    if isinstance(env["versions"], dict):
+        for k, v in _versions().items():
+            env["versions"].setdefault(k, v)
+    env["cpu_bench"] = env_gpu.cpu_details()
+    env["threads"] = thread_settings(threads)
+    try:
+        import onnxruntime as ort
+
+        env["ort_available_providers"] = ort.get_available_providers()
+    except ImportError:
+        pass
+    env["gpus"] = env_gpu.nvidia_gpus()
+    env["cuda"] = env_gpu.cuda_versions()
+    env["jetson"] = env_gpu.jetson()
+    return env
+
+
+def environment_lines(env: dict[str, Any]) -> list[str]:
+    """A few human lines for Markdown and screen reports."""
+    cpu = env.get("cpu_bench", {})
+    th = env.get("threads", {})
+    v = env.get("versions", {})
+    lines = [
+        f"CPU: {cpu.get('model', '?')}, {cpu.get('usable_cpus', '?')} usable of {cpu.get('logical_cpus', '?')} logical CPUs"
+        + (f", cgroup quota {cpu['cgroup_cpu_quota']} CPUs" if cpu.get("cgroup_cpu_quota") else "")
+        + (f", governor {cpu['governor']}" if cpu.get("governor") else ""),
+        f"Threads: torch intra-op {th.get('torch_intra_op', '?')}, ORT intra-op {th.get('ort_intra_op', '?')} "
+        f"(inter-op {th.get('ort_inter_op', '?')}, sequential)"
+        + (f"; env {th['env']}" if th.get("env") else ""),
+    ]
+    gpus = env.get("gpus")
+    if gpus:
+        for i, g in enumerate(gpus):
+            lines.append(
+                f"GPU {i}: {g.get('name', '?')}, driver {g.get('driver_version', '?')}, "
+                f"SM clock {g.get('clocks.sm', '?')}/{g.get('clocks.max.sm', '?')} MHz, "
+                f"memory clock {g.get('clocks.mem', '?')}/{g.get('clocks.max.mem', '?')} MHz, "
+                f"power limit {g.get('power.limit', '?')} W, {g.get('pstate', '')}"
+            )
+    else:
+        lines.append("GPU: none (nvidia-smi not found or no GPU)")
+    cuda = env.get("cuda", {})
+    if cuda.get("torch_cuda") or cuda.get("cudnn"):
+        lines.append(f"CUDA (torch build): {cuda.get('torch_cuda')}, cuDNN {cuda.get('cudnn')}")
+    j = env.get("jetson")
+    if j:
+        lines.append(f"Jetson: {j.get('model')}, {j.get('l4t')}, power mode: {j.get('power_mode') or j.get('power_mode_note')}")
+    vers = ", ".join(f"{k} {v[:40]}" for k, v in v.items()) if isinstance(v, dict) else str(v)
+    lines.append(f"Versions: {vers}")
+    lines.append(f"Platform: {env.get('platform', '?')}, Python {env.get('python', '?')}")
+    return lines

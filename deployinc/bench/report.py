@@ -1,0 +1,289 @@
+"""The benchmark report: rows of results, the run's settings and environment, and its writers.
+
+One :class:`BenchRow` per (backend, precision, batch size, mode) measured, and one per backend and precision that
+was skipped (with the reason) or failed. Writers: JSON (everything, per-iteration samples included; the input of
+``--baseline``), CSV (one line per row, no samples), Markdown, a table on screen (rich when installed), and a PNG
+plot of latency against batch size (matplotlib, optional).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .timing import Stats
+
+FORMAT = "deployinc-bench/1"
+MODES = ("compute", "e2e")
+
+
+@dataclass
+class BenchRow:
+    """One measurement, or one backend that did not run.
+
+    Attributes:
+        backend: Backend name (``torch``, ``torch-fused``, ``ort-cpu``...).
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        batch: Batch size (None for a skip that concerns every batch size).
+        mode: ``compute`` (device-resident inputs and outputs; GPU only) or ``e2e`` (host arrays in and out).
+        status: ``ok``, ``skipped`` or ``failed``.
+        reason: Why a backend was skipped or failed.
+        device: ``cpu`` or ``cuda``.
+        stats: Latency statistics (ms) and throughput (images/s).
+        samples_ms: Every per-iteration latency, in order.
+        activate_s: First-run cost paid once: session creation, engine build, model compilation.
+        first_call_s: First-run cost paid on the first inference (lazy build, algorithm search, graph capture).
+        speedup: p50 of the eager baseline divided by this row's p50.
+        speedup_vs: Which baseline row (``torch fp32 b1 e2e``).
+        cuda_graph: Whether a CUDA graph was replayed.
+        notes: How the backend ran (IO binding, thread count...).
+    """
+
+    backend: str
+    precision: str
+    batch: int | None
+    mode: str | None
+    status: str
+    reason: str | None = None
+    device: str | None = None
+    stats: Stats | None = None
+    samples_ms: list[float] | None = None
+    activate_s: float | None = None
+    first_call_s: float | None = None
+    speedup: float | None = None
+    speedup_vs: str | None = None
+    cuda_graph: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def key(self) -> tuple[str, str, int | None, str | None]:
+        return (self.backend, self.precision, self.batch, self.mode)
+
+    def label(self) -> str:
+        return f"{self.backend} {self.precision} b{self.batch} {self.mode}"
+
+    def to_dict(self, samples: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        d["stats"] = self.stats.to_dict() if self.stats else None
+        if not samples:
+            d.pop("samples_ms")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchRow:
+        known = set(cls.__dataclass_fields__)
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["stats"] = Stats.from_dict(d["stats"]) if d.get("stats") else None
+        return cls(**kw)
+
+
+@dataclass
+class BenchReport:
+    """A whole benchmark run."""
+
+    model: dict[str, Any]
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    rows: list[BenchRow] = field(default_factory=list)
+    created: str = ""
+    format: str = FORMAT
+
+    # queries --------------------------------------------------------------------------------------------------------
+    def ok_rows(self) -> list[BenchRow]:
+        return [r for r in self.rows if r.ok]
+
+    def find(self, backend: str, precision: str, batch: int | None, mode: str | None) -> BenchRow | None:
+        return next((r for r in self.rows if r.ok and r.key() == (backend, precision, batch, mode)), None)
+
+    def skipped(self) -> list[BenchRow]:
+        return [r for r in self.rows if r.status == "skipped"]
+
+    def failed(self) -> list[BenchRow]:
+        return [r for r in self.rows if r.status == "failed"]
+
+    def compute_speedups(self, baseline: str = "torch") -> None:
+        """Fill ``speedup``: the eager baseline's p50 over each row's, same batch and mode, same precision when the
+        baseline ran at it, else fp32."""
+        for r in self.ok_rows():
+            base = self.find(baseline, r.precision, r.batch, r.mode) or self.find(baseline, "fp32", r.batch, r.mode)
+            if base is None or base.stats is None or r.stats is None or r.stats.p50 <= 0:
+                r.speedup, r.speedup_vs = None, None
+                continue
+            r.speedup = base.stats.p50 / r.stats.p50
+            r.speedup_vs = base.label()
+
+    # serialisation -------------------------------------------------------------------------------------------------
+    def to_dict(self, samples: bool = True) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "created": self.created,
+            "model": self.model,
+            "config": self.config,
+            "environment": self.environment,
+            "results": [r.to_dict(samples) for r in self.rows],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchReport:
+        return cls(
+            model=d.get("model", {}),
+            config=d.get("config", {}),
+            environment=d.get("environment", {}),
+            rows=[BenchRow.from_dict(r) for r in d.get("results", [])],
+            created=d.get("created", ""),
+            format=d.get("format", ""),
+        )
+
+    def to_csv(self) -> str:
+        cols = [
+            "model", "backend", "precision", "batch", "mode", "status", "device", "cuda_graph",
+            "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "iters", "throughput_img_s",
+            "speedup_vs_eager", "speedup_vs", "activate_s", "first_call_s", "threads", "reason",
+        ]  # fmt: skip
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        threads = self.config.get("threads")
+        for r in self.rows:
+            s = r.stats
+            w.writerow(
+                [
+                    self.model.get("name"), r.backend, r.precision, r.batch if r.batch is not None else "", r.mode or "",
+                    r.status, r.device or "", int(r.cuda_graph),
+                    *(_num(getattr(s, k)) if s else "" for k in ("p50", "p90", "p99", "mean", "std", "min", "max")),
+                    s.iters if s else "", _num(s.throughput) if s else "",
+                    _num(r.speedup), r.speedup_vs or "", _num(r.activate_s), _num(r.first_call_s),
+                    threads if threads is not None else "", r.reason or "",
+                ]
+            )  # fmt: skip
+        return buf.getvalue()
+
+    # human-readable ----------------------------------------------------------------------------------------------
+    def table_rows(self) -> tuple[list[str], list[list[str]]]:
+        head = ["backend", "prec", "batch", "mode", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "min ms",
+                "img/s", "first run s", "vs eager"]  # fmt: skip
+        body = []
+        for r in self.rows:
+            if not r.ok:
+                continue
+            s = r.stats
+            assert s is not None
+            first = [x for x in (r.activate_s, r.first_call_s) if x is not None]
+            body.append(
+                [
+                    r.backend + (" +graph" if r.cuda_graph else ""), r.precision, str(r.batch), r.mode or "",
+                    f"{s.p50:.2f}", f"{s.p90:.2f}", f"{s.p99:.2f}", f"{s.mean:.2f}±{s.std:.2f}", f"{s.min:.2f}",
+                    f"{s.throughput:.1f}", f"{sum(first):.2f}" if first else "",
+                    f"{r.speedup:.2f}x" if r.speedup is not None else "-",
+                ]
+            )  # fmt: skip
+        return head, body
+
+    def not_run_lines(self) -> list[str]:
+        out = []
+        for r in self.rows:
+            if r.ok:
+                continue
+            where = f" batch {r.batch}" if r.batch is not None else ""
+            out.append(f"{r.backend} {r.precision}{where}: {r.status}: {r.reason}")
+        return out
+
+    def to_markdown(self, title: str | None = None, environment: bool = True) -> str:
+        from .environment import environment_lines
+
+        head, body = self.table_rows()
+        lines = [f"## {title or 'deployinc bench: ' + str(self.model.get('name'))}", ""]
+        cfg = self.config
+        lines.append(
+            f"Model `{self.model.get('name')}` (input {self.model.get('input_chw')}, file sha256 "
+            f"{str(self.model.get('sha256'))[:12]}); warm-up {cfg.get('warmup')}, iterations {cfg.get('iters')}"
+            f"{', rounds ' + str(cfg.get('rounds')) if cfg.get('rounds', 1) != 1 else ''}, threads {cfg.get('threads')}, "
+            f"created {self.created}."
+        )
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        skipped = self.not_run_lines()
+        if skipped:
+            lines += ["", "Not run:", ""] + [f"- {s}" for s in skipped]
+        if environment:
+            lines += ["", "Environment:", ""] + [f"- {s}" for s in environment_lines(self.environment)]
+        return "\n".join(lines) + "\n"
+
+    def render(self, console: Any = None) -> str:
+        """The screen table (rich when installed, plain text otherwise); returns the plain text."""
+        head, body = self.table_rows()
+        text = _plain_table(head, body)
+        extra = self.not_run_lines()
+        if console is not None:
+            from rich.table import Table
+
+            t = Table(title=f"deployinc bench: {self.model.get('name')}  (threads {self.config.get('threads')})")
+            for i, h in enumerate(head):
+                t.add_column(h, justify="left" if i < 4 else "right")
+            for row in body:
+                t.add_row(*row)
+            console.print(t)
+            for line in extra:
+                console.print(f"  {line}", markup=False, highlight=False)
+        return text + ("\n" + "\n".join("  " + s for s in extra) if extra else "")
+
+    def plot_png(self) -> bytes:
+        """PNG bytes: p50 latency (with p90 as an error bar) against batch size, one line per backend/precision/mode."""
+        from ..lazy import require
+
+        matplotlib = require("matplotlib", "--plot")
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+        series: dict[str, list[BenchRow]] = {}
+        for r in self.ok_rows():
+            series.setdefault(f"{r.backend}{' +graph' if r.cuda_graph else ''} {r.precision} {r.mode}", []).append(r)
+        for label, rows in sorted(series.items()):
+            rows.sort(key=lambda r: r.batch or 0)
+            xs = [r.batch for r in rows]
+            p50 = [r.stats.p50 for r in rows if r.stats]
+            p90 = [r.stats.p90 - r.stats.p50 for r in rows if r.stats]
+            ax.errorbar(xs, p50, yerr=[[0] * len(p90), p90], marker="o", capsize=3, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("latency p50 (ms), bar to p90")
+        ax.set_title(f"{self.model.get('name')} — threads {self.config.get('threads')}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        return buf.getvalue()
+
+
+def _num(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return f"{v:.6g}"
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def _plain_table(head: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
+    fmt = lambda row: "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *(fmt(r) for r in body)])

@@ -1,0 +1,73 @@
+"""Issue 2's speed targets, measured as a user sees them (not a unit test).
+
+- ``deployinc --help`` in <= 0.3 s (it must not import torch);
+- ``deployinc export googlenet`` end to end (load, prepare, export, simplify, quick check) in <= 15 s.
+
+Each command runs as a fresh process, several times; the median is reported. Writes docs/speed_export.md.
+
+    python scripts/speed_export.py [--runs 3] [--out docs/speed_export.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def timed(cmd: list[str], cwd: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "speed_export.md"))
+    args = ap.parse_args()
+    exe = shutil.which("deployinc") or str(Path(sys.executable).parent / "deployinc")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        helps = [timed([exe, "--help"], tmp) for _ in range(args.runs + 2)]
+        rows.append(("deployinc --help", statistics.median(helps), 0.3))
+        for exporter in ("dynamo", "torchscript"):
+            times = []
+            for _ in range(args.runs):
+                times.append(timed([exe, "export", "googlenet", "--exporter", exporter, "--force"], tmp))
+            rows.append((f"deployinc export googlenet --exporter {exporter}", statistics.median(times), 15.0))
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = [
+        "# Export speed (issue 2 targets)",
+        "",
+        f"Produced by `python scripts/speed_export.py --runs {args.runs}` on {cpu}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}. Each command is a fresh process; the median of the runs is shown.",
+        "",
+        "| command | median s | target s | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for cmd, t, target in rows:
+        lines.append(f"| `{cmd}` | {t:.2f} | {target:g} | {'yes' if t <= target else 'NO'} |")
+        print(f"{cmd}: {t:.2f} s (target {target:g} s) {'ok' if t <= target else 'MISSED'}")
+    from deployinc.io import atomic_write_text
+
+    atomic_write_text(args.out, "\n".join(lines) + "\n", force=True)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
