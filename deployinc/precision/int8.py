@@ -132,6 +132,7 @@ def quantize_int8(
     preprocess: bool = True,
     exclude_nodes: Sequence[str] = (),
     percentile: float = 99.999,
+    calibration_options: dict[str, Any] | None = None,
     spec: InputSpec | None = None,
     data_source: dict[str, Any] | None = None,
 ) -> Int8Result:
@@ -146,6 +147,8 @@ def quantize_int8(
         preprocess: Run ORT's ``quant_pre_process`` first.
         exclude_nodes: Node names to leave in float.
         percentile: The percentile for ``method="percentile"``.
+        calibration_options: Extra options for ORT's ``create_calibrator`` (``num_bins``, ``num_quantized_bins``,
+            ``moving_average``...), recorded in the report.
         spec: The model's input spec (read from the model when None).
         data_source: What the images are (folder, count, skipped files), recorded in the report.
 
@@ -213,6 +216,7 @@ def quantize_int8(
         calib_options: dict[str, Any] = {"symmetric": symmetric}
         if method == "percentile":
             calib_options["percentile"] = float(percentile)
+        calib_options.update(calibration_options or {})
         t0 = time.perf_counter()
         calibrator = create_calibrator(
             calib_input,
@@ -300,6 +304,7 @@ def quantize_int8(
         "source_sha256": sha256_file(model_path),
         "method": method,
         "percentile": float(percentile) if method == "percentile" else None,
+        "calibrator_options": {k: v for k, v in calib_options.items()},
         "target": target,
         "activation_type": "int8 (symmetric)" if symmetric else "uint8 (asymmetric)",
         "weight_type": "int8 (symmetric)",

@@ -1,0 +1,435 @@
+"""The benchmark matrix: backends x batch sizes x precisions, timed with :func:`~deployinc.bench.timing.measure`.
+
+For each precision, each backend is built once (its activation time is its first-run cost: session creation,
+engine build, compilation) and reused across batch sizes, except where a shape is baked in at build time (CUDA
+graphs, TensorRT engines), where it is built once per batch size. A backend that cannot run here is recorded as
+skipped with the reason; it never stops the run.
+
+Thread counts are set explicitly, the same for torch (``torch.set_num_threads``) and ONNX Runtime (intra-op
+threads, one inter-op thread, sequential execution), and recorded.
+
+With ``rounds > 1`` each (batch size, precision) cell interleaves the backends: every backend takes its share of
+the iterations in turn, round after round, so a slow spell on a shared machine falls on all of them alike and the
+ratios between backends stay fair. Warm-up runs once, before the first round (later rounds re-warm with one call).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import inspect
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable, BadInputError, DeployincError
+from ..runners import BACKENDS, ONNX_BACKENDS, TORCH_BACKENDS
+from .report import BenchReport, BenchRow
+from .subject import PRECISIONS, BenchModel
+from .timing import check_counts, measure, summarize
+
+#: Backends whose shapes are fixed when they are built (one build per batch size).
+_PER_BATCH = ("ort-trt", "tensorrt")
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (affinity), which is what both runtimes get unless told otherwise."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_precisions(precisions: list[str]) -> list[str]:
+    """Refuse unknown precision names.
+
+    Raises:
+        BadInputError: A name is not fp32, fp16 or int8.
+    """
+    out = []
+    for p in precisions:
+        p = p.strip().lower()
+        if not p:
+            continue
+        if p not in PRECISIONS:
+            raise BadInputError(f"unknown precision {p!r}", hint=f"known: {', '.join(PRECISIONS)}")
+        if p not in out:
+            out.append(p)
+    if not out:
+        raise BadInputError("no precision given", hint=f"known: {', '.join(PRECISIONS)}")
+    return out
+
+
+@dataclass
+class BenchSettings:
+    """How to run the matrix (see :func:`benchmark`)."""
+
+    backends: list[str]
+    batches: list[int]
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    warmup: int = 10
+    iters: int = 100
+    threads: int | None = None
+    device: str = "auto"
+    cuda_graph: bool = False
+    rounds: int = 1
+    max_time_s: float | None = None
+    keep_samples: bool = True
+
+    def validate(self) -> None:
+        check_counts(self.warmup, self.iters)
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise BadInputError(f"unknown backend {unknown[0]!r}", hint=f"known: {', '.join(BACKENDS)}")
+        if not self.batches or any((not isinstance(b, int)) or b < 1 for b in self.batches):
+            raise BadInputError(f"batch sizes {self.batches} must be positive integers", hint="e.g. --batch 1,8,32")
+        self.precisions = check_precisions(self.precisions)
+        if self.threads is not None and self.threads < 1:
+            raise BadInputError(f"--threads {self.threads} must be at least 1", hint=f"this machine has {default_threads()} usable CPUs")
+        if self.rounds < 1 or self.rounds > self.iters:
+            raise BadInputError(f"--rounds {self.rounds} must be between 1 and --iters ({self.iters})", hint="e.g. --rounds 3")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise BadInputError(f"unknown device {self.device!r}", hint="auto, cpu or cuda")
+        if self.max_time_s is not None and self.max_time_s <= 0:
+            raise BadInputError(f"--max-time {self.max_time_s} must be positive", hint="seconds of sampling per measurement")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building runners
+
+
+@dataclass
+class _Built:
+    runner: Any
+    feeds_dtype: Any = np.float32
+
+
+def _torch_device(requested: str) -> str:
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise BackendUnavailable("torch sees no CUDA device here", hint="run on a machine with an NVIDIA GPU, or --device cpu")
+    return "cpu"
+
+
+class _Builder:
+    """Builds (and caches per precision) the runner of each backend."""
+
+    def __init__(self, model: BenchModel, s: BenchSettings, log: Callable[[str], None]):
+        self.model, self.s, self.log = model, s, log
+        self._fp16_bytes: bytes | None = None
+
+    def torch_runner(self, backend: str, precision: str, example: np.ndarray) -> Any:
+        from ..runners.torch_runner import TorchRunner
+
+        device = _torch_device(self.s.device)
+        module = self.model.torch_module(fused=backend != "torch")
+        if precision != "fp32":
+            module = copy.deepcopy(module)  # .half() works in place; keep the fp32 module intact
+        return TorchRunner(
+            module,
+            device=device,
+            precision=precision,
+            threads=self.s.threads,
+            compile=backend == "torch-compile",
+            name=backend,
+            example=example if backend == "torch-compile" else None,
+        )
+
+    def onnx_source(self, backend: str, precision: str) -> Any:
+        """The ONNX model to run for ``precision``: the file itself, or its fp16 conversion."""
+        fp = self.model.file_precision
+        if fp != "fp32":
+            if precision != fp:
+                raise BackendUnavailable(
+                    f"{self.model.path.name} is already {fp}; it cannot be run at {precision}",
+                    hint=f"bench it with --precision {fp}, and bench its fp32 export for fp32 numbers",
+                )
+            return str(self.model.path)
+        if precision == "fp32" or backend in ("ort-trt", "tensorrt"):
+            return str(self.model.path)  # TensorRT lowers precision itself, from builder flags
+        if precision == "int8":
+            raise BackendUnavailable(
+                f"{backend} int8 needs a quantized model", hint="quantize it first (deployinc quantize) and bench that file"
+            )
+        if self._fp16_bytes is None:
+            try:
+                from ..precision.fp16 import convert_to_fp16
+            except ImportError as exc:
+                raise BackendUnavailable(f"fp16 conversion is not available here ({exc})") from exc
+            self.log("converting the model to fp16 for ONNX Runtime (deployinc.precision.fp16, I/O kept fp32)")
+            self._fp16_bytes = convert_to_fp16(self.model.onnx, keep_io_types=True).model.SerializeToString()
+        return self._fp16_bytes
+
+    def ort_runner(self, backend: str, precision: str, batch: int | None) -> Any:
+        from ..runners.ort import OrtRunner
+
+        src = self.onnx_source(backend, precision)
+        threads = self.s.threads
+        if backend == "ort-cpu":
+            return OrtRunner(src, "cpu", threads=threads, precision=precision)
+        opts: dict[str, Any]
+        if backend == "ort-cuda":
+            try:
+                from ..trt.ort_options import cuda_provider_options
+
+                opts = cuda_provider_options(cuda_graph=self.s.cuda_graph)
+            except ImportError:
+                opts = {"enable_cuda_graph": "1" if self.s.cuda_graph else "0"}
+            return OrtRunner(src, "cuda", threads=threads, precision=precision, provider_options=opts)
+        # ort-trt: the provider's options (engine cache keyed on everything, profile for this batch size)
+        from ..runners.ort import cuda_driver_problem
+
+        problem = cuda_driver_problem()
+        if problem is not None:
+            raise BackendUnavailable(f"TensorrtExecutionProvider cannot run: {problem}")
+        from ..trt.ort_options import tensorrt_provider_options
+
+        b = str(batch) if self.model.static_batch is None else None
+        opts = tensorrt_provider_options(self.model.path, precision=precision, batch=b, cuda_graph=self.s.cuda_graph)
+        return OrtRunner(src, "tensorrt", threads=threads, precision=precision, provider_options=opts)
+
+    def tensorrt_runner(self, precision: str, batch: int) -> Any:
+        from ..runners.ort import cuda_driver_problem
+
+        problem = cuda_driver_problem()
+        if problem is not None:
+            raise BackendUnavailable(f"native TensorRT cannot run: {problem}")
+        from ..lazy import require
+
+        require("tensorrt", "the native TensorRT backend")
+        try:
+            from ..runners.tensorrt import TensorRTRunner  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise BackendUnavailable(f"the native TensorRT runner is not in this deployinc ({exc})") from exc
+        params = inspect.signature(TensorRTRunner).parameters
+        kw: dict[str, Any] = {}
+        for k, v in (("precision", precision), ("batch", str(batch)), ("cuda_graph", self.s.cuda_graph)):
+            if k in params:
+                kw[k] = v
+        return TensorRTRunner(str(self.model.path), **kw)
+
+    def build(self, backend: str, precision: str, batch: int) -> Any:
+        if backend in TORCH_BACKENDS:
+            return self.torch_runner(backend, precision, self.model.inputs(batch))
+        if backend == "tensorrt":
+            return self.tensorrt_runner(precision, batch)
+        return self.ort_runner(backend, precision, batch)
+
+
+def _steps(runner: Any, x: np.ndarray, cuda_graph: bool) -> Any:
+    """The runner's timed steps; a runner without ``bench_steps`` is timed through ``infer`` (end to end)."""
+    from ..runners.ort import OrtRunner
+    from ..runners.steps import TimedSteps
+    from ..runners.torch_runner import TorchRunner
+
+    if isinstance(runner, TorchRunner):
+        return runner.bench_steps(x, cuda_graph=cuda_graph)
+    if isinstance(runner, OrtRunner):
+        inputs = runner.session.get_inputs()
+        if len(inputs) != 1:
+            raise BadInputError(f"the model has {len(inputs)} inputs; bench feeds one image batch", hint="export a single-input classifier")
+        feed = x.astype(np.float16) if "float16" in inputs[0].type else x
+        return runner.bench_steps({inputs[0].name: feed})
+    if hasattr(runner, "bench_steps"):
+        return runner.bench_steps({runner.input_names()[0]: x})
+    feeds = {runner.input_names()[0]: x}
+    return TimedSteps(e2e=lambda: runner.infer(feeds), sync=runner.synchronize if runner.device != "cpu" else None, notes=["timed through infer()"])
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DeployincError):
+        return exc.message + (f" ({exc.hint})" if exc.hint else "")
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The matrix
+
+
+@dataclass
+class _Cell:
+    backend: str
+    runner: Any
+    steps: Any
+    device: str
+    activate_s: float | None
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    first: dict[str, float | None] = field(default_factory=dict)
+    error: str | None = None
+
+
+def benchmark(
+    model: BenchModel,
+    settings: BenchSettings,
+    *,
+    progress: Callable[[str, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    debug: bool = False,
+) -> BenchReport:
+    """Run the matrix and return the report (speedups filled in; environment recorded).
+
+    Args:
+        model: The model under test (:func:`~deployinc.bench.subject.open_onnx` / ``resolve_model``).
+        settings: Backends, batch sizes, precisions, counts, threads.
+        progress: ``callable(description, advance)`` called as cells complete.
+        log: ``callable(str)`` for notes (conversions, skips).
+        debug: Re-raise unexpected exceptions instead of recording the backend as failed.
+
+    Raises:
+        BadInputError: Bad settings, or a batch size the model's static batch refuses (before anything runs).
+    """
+    s = settings
+    s.validate()
+    model.check_batches(s.batches)
+    say = log or (lambda _m: None)
+    tick = progress or (lambda _d, _n: None)
+    if s.threads is None:
+        s.threads = default_threads()
+    if any(b in TORCH_BACKENDS for b in s.backends):
+        import torch
+
+        torch.set_num_threads(int(s.threads))
+    builder = _Builder(model, s, say)
+    report = BenchReport(
+        model=model.info(),
+        config={
+            "backends": list(s.backends),
+            "batches": list(s.batches),
+            "precisions": list(s.precisions),
+            "warmup": s.warmup,
+            "iters": s.iters,
+            "rounds": s.rounds,
+            "threads": s.threads,
+            "device": s.device,
+            "cuda_graph": s.cuda_graph,
+            "max_time_s": s.max_time_s,
+            "timer": "time.perf_counter",
+            "inputs": "seeded natural-image statistics (deployinc.verify.inputs.natural_images, seed 0)",
+        },
+        environment={},
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+    for precision in s.precisions:
+        shared: dict[str, Any] = {}  # backend -> activated runner reused across batch sizes
+        skipped: dict[str, str] = {}  # backend -> reason, for every batch size
+        for batch in s.batches:
+            x = model.inputs(batch)
+            cells: list[_Cell] = []
+            for backend in s.backends:
+                if backend in skipped:
+                    tick(f"{backend} {precision} b{batch}: skipped", s.rounds)
+                    continue
+                per_batch = backend in _PER_BATCH or (s.cuda_graph and backend in ("ort-cuda", "torch", "torch-fused"))
+                runner = shared.get(backend)
+                activate_s = getattr(runner, "activate_seconds", None)
+                try:
+                    if runner is None:
+                        tick(f"{backend} {precision}: building", 0)
+                        runner = builder.build(backend, precision, batch)
+                        runner.activate()
+                        activate_s = runner.activate_seconds
+                        if not per_batch:
+                            shared[backend] = runner
+                    steps = _steps(runner, x, s.cuda_graph and backend in ("torch", "torch-fused", "ort-cuda", "ort-trt"))
+                except BackendUnavailable as exc:
+                    reason = _reason(exc)
+                    say(f"{backend} {precision}: skipped: {reason}")
+                    if batch == s.batches[0]:  # unavailable from the start: skipped for every batch size
+                        skipped[backend] = reason
+                        report.rows.append(BenchRow(backend, precision, None, None, "skipped", reason=reason))
+                    else:
+                        report.rows.append(BenchRow(backend, precision, batch, None, "skipped", reason=reason))
+                    tick(f"{backend} {precision} b{batch}: skipped", s.rounds)
+                    if runner is not None and not per_batch:
+                        shared.pop(backend, None)
+                        runner.deactivate()
+                    continue
+                except DeployincError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a runtime failing on one backend must not stop the others
+                    if debug:
+                        raise
+                    reason = _reason(exc)
+                    say(f"{backend} {precision} b{batch}: failed: {reason}")
+                    report.rows.append(BenchRow(backend, precision, batch, None, "failed", reason=reason, notes=[traceback.format_exc(limit=3)]))
+                    tick(f"{backend} {precision} b{batch}: failed", s.rounds)
+                    continue
+                cells.append(_Cell(backend, runner, steps, getattr(runner, "device", "cpu"), activate_s))
+
+            _measure_cells(cells, s, precision, batch, tick, debug)
+            for c in cells:
+                if c.error is not None:
+                    report.rows.append(BenchRow(c.backend, precision, batch, None, "failed", reason=c.error, device=c.device))
+                    continue
+                notes = list(c.steps.notes)
+                for mode, samples in c.samples.items():
+                    report.rows.append(
+                        BenchRow(
+                            backend=c.backend,
+                            precision=precision,
+                            batch=batch,
+                            mode=mode,
+                            status="ok",
+                            device=c.device,
+                            stats=summarize(samples, batch),
+                            samples_ms=[round(v * 1e3, 6) for v in samples] if s.keep_samples else None,
+                            activate_s=c.activate_s,
+                            first_call_s=c.first.get(mode),
+                            cuda_graph=bool(s.cuda_graph and any("CUDA graph" in n for n in notes)),
+                            notes=notes + ([] if c.device != "cpu" else ["CPU: no host-device copies; compute = end to end"]),
+                        )
+                    )
+                if c.steps.close is not None:
+                    c.steps.close()
+                if c.backend not in shared:
+                    c.runner.deactivate()
+        for r in shared.values():
+            r.deactivate()
+
+    report.compute_speedups("torch")
+    from .environment import bench_environment
+
+    report.environment = bench_environment(s.threads)
+    return report
+
+
+def _measure_cells(cells: list[_Cell], s: BenchSettings, precision: str, batch: int, tick: Callable[[str, int], None], debug: bool) -> None:
+    """Time every cell of one (precision, batch size), interleaving backends over ``s.rounds`` rounds."""
+    per_round = [s.iters // s.rounds + (1 if r < s.iters % s.rounds else 0) for r in range(s.rounds)]
+    budget = s.max_time_s / s.rounds if s.max_time_s is not None else None
+    for r, n in enumerate(per_round):
+        for c in cells:
+            if c.error is not None:
+                tick(f"{c.backend} {precision} b{batch}: failed", 1)
+                continue
+            tick(f"{c.backend} {precision} b{batch}" + (f" round {r + 1}/{s.rounds}" if s.rounds > 1 else ""), 0)
+            try:
+                for mode, step in c.steps.modes().items():
+                    m = measure(
+                        step,
+                        iters=n,
+                        warmup=s.warmup if r == 0 else 1,
+                        sync=c.steps.sync,
+                        max_time_s=budget,
+                        min_iters=max(1, 5 // s.rounds),
+                        time_first=r == 0,
+                    )
+                    c.samples.setdefault(mode, []).extend(m.samples)
+                    if r == 0:
+                        c.first[mode] = m.first_call_s
+            except Exception as exc:  # noqa: BLE001 - record and go on with the other backends
+                if debug:
+                    raise
+                c.error = _reason(exc)
+            tick(f"{c.backend} {precision} b{batch}", 1)

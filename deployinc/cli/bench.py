@@ -1,0 +1,206 @@
+"""``deployinc bench``: time a model on every backend against eager PyTorch, write reports, gate regressions."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import BadInputError, CheckFailed
+from .options import force_option, json_option, parse_int_list, threads_option
+
+_ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
+
+
+@click.command()
+@click.argument("model")
+@click.option("--backends", default=_ALL, show_default=True, help="Comma-separated backends (unavailable ones are skipped with the reason).")
+@click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes to sweep, e.g. 1,8,32.")
+@click.option("--precision", "precision_text", default="fp32", show_default=True, help="Precisions: fp32, fp16, int8 (comma-separated).")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs before timing (the first is reported as first-run cost).")
+@click.option("--iters", type=int, default=100, show_default=True, help="Timed iterations per measurement.")
+@click.option("--rounds", type=int, default=1, show_default=True, help="Interleave backends over this many rounds (fairer ratios on a busy machine).")
+@click.option("--max-time", "max_time", type=float, default=None, help="Stop a measurement after this many seconds of samples (at least 5 samples).")
+@threads_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where eager torch runs.")
+@click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs (ORT CUDA/TensorRT providers, eager torch on CUDA).")
+@json_option
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write one CSV line per result.")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False), default=None, help="Write a Markdown report.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of latency vs batch size (needs matplotlib).")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="Earlier --json report to compare with; exit 1 on a regression.")
+@click.option("--max-slowdown", type=float, default=None, help="Largest allowed p50 ratio to the baseline (default 1.10).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@force_option
+def bench(
+    model: str,
+    backends: str,
+    batch_text: str,
+    precision_text: str,
+    warmup: int,
+    iters: int,
+    rounds: int,
+    max_time: float | None,
+    threads: int | None,
+    device: str,
+    cuda_graph: bool,
+    json_path: str | None,
+    csv_path: str | None,
+    md_path: str | None,
+    plot_path: str | None,
+    baseline: str | None,
+    max_slowdown: float | None,
+    no_progress: bool,
+    force: bool,
+) -> None:
+    """Benchmark MODEL (an .onnx file, or a model name exported on the fly) on every backend vs eager torch.
+
+    \b
+      deployinc bench googlenet.onnx
+      deployinc bench googlenet.onnx --backends torch,ort-cpu,ort-cuda --batch 1,8,32 --precision fp32,fp16
+      deployinc bench resnet50 --warmup 20 --iters 200 --threads 2 --json out.json --md out.md --plot out.png
+      deployinc bench googlenet.onnx --baseline last.json --max-slowdown 1.10
+
+    Latency is p50/p90/p99/mean/std/min over per-iteration samples (time.perf_counter, device synchronised before
+    the clock stops); throughput is images/s. On a GPU, compute (inputs and outputs on the device) and e2e (with
+    the host copies) are reported apart. First-run cost (session creation, engine build) is reported apart.
+    """
+    from ..bench.harness import BenchSettings, check_precisions
+    from ..bench.timing import check_counts
+    from ..io import check_output_path
+    from ..lazy import available, require
+    from ..runners import parse_backends
+
+    # Everything the user typed is checked before a model is loaded or a minute is spent.
+    names = parse_backends(backends)
+    batches = parse_int_list(batch_text, "--batch")
+    precisions = check_precisions(precision_text.split(","))
+    check_counts(warmup, iters)
+    settings = BenchSettings(
+        backends=names, batches=batches, precisions=precisions, warmup=warmup, iters=iters, threads=threads,
+        device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time,
+    )  # fmt: skip
+    settings.validate()
+    outputs = [p for p in (json_path, csv_path, md_path, plot_path) if p]
+    if len({str(p) for p in outputs}) != len(outputs):
+        raise BadInputError("two report options name the same file", hint="give --json, --csv, --md and --plot different paths")
+    for p in outputs:
+        check_output_path(p, force)
+    if plot_path:
+        require("matplotlib", "--plot")
+    base_report = None
+    if max_slowdown is not None and baseline is None:
+        raise BadInputError("--max-slowdown needs --baseline", hint="deployinc bench MODEL --baseline last.json --max-slowdown 1.10")
+    if baseline is not None:
+        from ..bench.regression import check_max_slowdown, load_baseline
+
+        max_slowdown = 1.10 if max_slowdown is None else max_slowdown
+        check_max_slowdown(max_slowdown)
+        base_report = load_baseline(baseline)
+
+    def log(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    from ..bench.harness import benchmark
+    from ..bench.subject import resolve_model
+
+    with resolve_model(model, threads=threads, log=log) as subject:
+        if base_report is not None:
+            from ..bench.regression import check_same_model
+            from ..bench.report import BenchReport
+
+            check_same_model(BenchReport(model=subject.info(), config={}, environment={}), base_report, baseline or "")
+        subject.check_batches(batches)
+        with _progress(settings, no_progress) as tick:
+            report = benchmark(subject, settings, progress=tick, log=log)
+
+    console = _console()
+    text = report.render(console)
+    if console is None:
+        click.echo(text)
+    for p, data in (
+        (json_path, lambda: report.to_json()),
+        (csv_path, lambda: report.to_csv()),
+        (md_path, lambda: report.to_markdown()),
+    ):
+        if p:
+            from ..io import atomic_write_text
+
+            atomic_write_text(p, data(), force=force)
+            log(f"wrote {p}")
+    if plot_path:
+        from ..io import atomic_write_bytes
+
+        atomic_write_bytes(plot_path, report.plot_png(), force=force)
+        log(f"wrote {plot_path}")
+
+    failed = report.failed()
+    if base_report is not None:
+        from ..bench.regression import compare
+
+        assert max_slowdown is not None
+        result = compare(report, base_report, max_slowdown, baseline or "")
+        for note in result.notes:
+            log(f"note: {note}")
+        for line in result.lines():
+            click.echo(f"baseline: {line}")
+        if not result.passed:
+            worst = max(result.regressions, key=lambda c: c.ratio)
+            raise CheckFailed(
+                f"slower than baseline {baseline} by more than x{max_slowdown:.2f}: {', '.join(result.backends())} "
+                f"(worst {worst.label()}: x{worst.ratio:.2f})",
+                hint="rerun on a quiet machine to confirm; compare the environments recorded in both reports",
+            )
+        click.echo(f"baseline: no regression beyond x{max_slowdown:.2f} over {len(result.compared)} result(s)")
+    if failed:
+        raise CheckFailed(
+            f"{len(failed)} measurement(s) failed: {', '.join(dict.fromkeys(r.backend for r in failed))}",
+            hint="the reasons are listed under the table; rerun with --debug for tracebacks",
+        )
+    if not report.ok_rows():
+        raise CheckFailed("no backend could run here", hint="the reasons are listed under the table")
+
+
+def _console() -> Any:
+    """A rich console on a terminal, else None (plain text, for pipes and files)."""
+    if not sys.stdout.isatty():
+        return None
+    try:
+        from rich.console import Console
+    except ImportError:
+        return None
+    return Console()
+
+
+class _progress:
+    """A rich progress bar over the matrix on a terminal; a no-op elsewhere."""
+
+    def __init__(self, settings: Any, disabled: bool):
+        self.total = len(settings.backends) * len(settings.batches) * len(settings.precisions) * settings.rounds
+        self.disabled = disabled or not sys.stderr.isatty()
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.disabled:
+            try:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.bar = Progress(
+                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True,
+                )  # fmt: skip
+                self.bar.start()
+                self.task = self.bar.add_task("bench", total=self.total)
+            except ImportError:
+                self.bar = None
+        return self.tick
+
+    def tick(self, description: str, advance: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=description, advance=advance)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

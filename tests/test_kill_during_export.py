@@ -1,0 +1,85 @@
+"""Issue 7: a kill -9 at random moments during `deployinc export inception_v3` never damages the previous output.
+
+Twenty trials. Half kill at a uniformly random moment of the export; half wait until a temporary file appears
+next to the target (the write has begun) and kill a random 0-60 ms later, which is the window that matters. After
+each kill the target must be the previous file or a complete new one, and no temporary file may remain
+(deployinc's janitor process removes named temporaries of a killed writer; see deployinc/io.py).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from deployinc.metadata import read_provenance
+
+
+def _export_cmd(out: Path, ckpt: Path, seed: int) -> list[str]:
+    return [
+        sys.executable, "-m", "deployinc", "export", "inception_v3", "--exporter", "torchscript",
+        "--weights", str(ckpt), "--no-check", "--no-simplify", "--out", str(out), "--force",
+        "--seed", str(seed), "--threads", "1",
+    ]
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_kill_9_during_export_keeps_previous_output(tmp_path):
+    import torchvision
+
+    ckpt = tmp_path / "inception_v3.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict(), ckpt)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "inception_v3.onnx"
+    t0 = time.perf_counter()
+    subprocess.run(_export_cmd(out, ckpt, 0), check=True, capture_output=True)
+    full = time.perf_counter() - t0
+    previous = out.read_bytes()
+    rng = random.Random(1234)
+    outcomes = {"old": 0, "new": 0}
+    killed_while_writing = 0
+    for trial in range(20):
+        proc = subprocess.Popen(_export_cmd(out, ckpt, trial + 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if trial % 2 == 0:
+            time.sleep(rng.uniform(0.2, full))
+        else:
+            deadline = time.perf_counter() + 3 * full
+            while not _temporaries(outdir) and proc.poll() is None and time.perf_counter() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.06))
+        if proc.poll() is None:
+            writing = bool(_temporaries(outdir))
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_while_writing += writing
+        proc.wait()
+        # The janitor notices its writer is gone and removes temporaries within moments.
+        deadline = time.perf_counter() + 5
+        while _temporaries(outdir) and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        assert _temporaries(outdir) == [], f"trial {trial}: temporaries left: {_temporaries(outdir)}"
+        assert sorted(p.name for p in outdir.iterdir()) == ["inception_v3.onnx"]
+        data = out.read_bytes()
+        if data == previous:
+            outcomes["old"] += 1
+            continue
+        model = onnx.load_model_from_string(data)  # complete, or this raises
+        onnx.checker.check_model(model, full_check=True)
+        assert read_provenance(model).seed == trial + 1
+        outcomes["new"] += 1
+        previous = data
+    assert outcomes["old"] + outcomes["new"] == 20
+    assert killed_while_writing >= 3, f"only {killed_while_writing} kills landed during a write"
