@@ -21,6 +21,9 @@ class DeployincError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self):  # keep the hint when errors cross a process boundary (crash isolation)
+        return (type(self), (self.message, self.hint))
+
 
 class BadInputError(DeployincError):
     """The user gave something deployinc cannot use: a path, a name, a flag value, a file's content."""
@@ -52,6 +55,12 @@ class ExportError(DeployincError):
 
 class BackendUnavailable(DeployincError):
     """A runner cannot run here (no GPU, provider or library missing). Reported as *skipped*, never as a result."""
+
+
+class BackendCrashed(DeployincError):
+    """A backend running in an isolated subprocess crashed (a signal, a native abort) or hung past its timeout."""
+
+    exit_code = 1
 
 
 class CheckFailed(DeployincError):
