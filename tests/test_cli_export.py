@@ -128,3 +128,51 @@ def test_models_lists_zoo(cli_runner):
         assert name in r.stdout
     line = next(l for l in r.stdout.splitlines() if l.startswith("inception_v3 "))
     assert "3x299x299" in line and "export_configs/inception_v3.toml" in line and "27.16M" in line
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_export_with_checkpoint_records_sha(cli_runner, tinynets_dir, tmp_path, suffix):
+    import importlib
+
+    from deployinc.io import sha256_file
+    from deployinc.metadata import read_provenance
+
+    torch.manual_seed(3)
+    net = importlib.import_module("tinynets").build()
+    ckpt = tmp_path / f"w{suffix}"
+    if suffix == ".pt":
+        torch.save({"state_dict": net.state_dict(), "epoch": 4}, ckpt)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(net.state_dict(), str(ckpt))
+    out = tmp_path / "t.onnx"
+    r = invoke(cli_runner, ["export", "tinynets:build", "--weights", str(ckpt), "--input-shape", "1,3,16,16", "--exporter", "torchscript", "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    prov = read_provenance(onnx.load(str(out)))
+    assert prov.weights == str(ckpt.resolve()) and prov.weights_sha256 == sha256_file(ckpt)
+    assert prov.bn_recalibrated is False
+
+
+def test_torchvision_weight_names_come_from_the_hub_cache(cli_runner, tmp_path, monkeypatch):
+    import os
+
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    torch.hub.set_dir(str(tmp_path / "torch_home" / "hub"))
+    try:
+        weights = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1
+        cache = tmp_path / "torch_home" / "hub" / "checkpoints" / os.path.basename(weights.url)
+        # Offline and not cached: a clear error naming where to put the file.
+        r = invoke(cli_runner, ["export", "mobilenet_v3_small", "--weights", "IMAGENET1K_V1", "--out", str(tmp_path / "m.onnx")])
+        assert r.exit_code == 2 and "not in the torch hub cache" in r.stderr and cache.name in r.stderr
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.mobilenet_v3_small().state_dict(), cache)
+        r = invoke(cli_runner, ["export", "mobilenet_v3_small", "--weights", "IMAGENET1K_V1", "--exporter", "torchscript", "--out", str(tmp_path / "m.onnx")])
+        assert r.exit_code == 0, r.stderr
+        r = invoke(cli_runner, ["export", "mobilenet_v3_small", "--weights", "IMAGENET1K_V9", "--out", str(tmp_path / "n.onnx")])
+        assert r.exit_code == 2 and "unknown weights 'IMAGENET1K_V9'" in r.stderr and "IMAGENET1K_V1" in r.stderr
+    finally:
+        torch.hub.set_dir(os.path.join(os.path.expanduser("~"), ".cache", "torch", "hub"))
