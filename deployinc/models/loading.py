@@ -269,6 +269,29 @@ def recalibrate_batchnorm(
     return True
 
 
+def _probe_num_classes(module: Any, input_size: tuple[int, int, int]) -> int:
+    """The logit count of a user model: the last dimension of its (first) output on one zero image."""
+    import torch
+
+    from ..runners.torch_runner import first_output
+
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = first_output(module(torch.zeros(1, *input_size)))
+    except RuntimeError as exc:
+        raise BadInputError(
+            f"the model rejects input shape {[1, *input_size]}: {str(exc).splitlines()[0][:200]}",
+            hint="pass --input-shape N,C,H,W that the model accepts",
+        ) from exc
+    if not isinstance(out, torch.Tensor) or out.dim() < 2:
+        raise ModelSpecError(
+            f"the model's output is {type(out).__name__} {tuple(getattr(out, 'shape', ()))}, not N x classes",
+            hint="deployinc exports classifiers: the (first) output must be a N x classes tensor",
+        )
+    return int(out.shape[-1])
+
+
 # public -----------------------------------------------------------------------------------------------------------
 
 
@@ -318,6 +341,8 @@ def load_model(
     torch.manual_seed(seed)
     if info.source == "user":
         module = _call_factory(_resolve_factory(spec), spec, num_classes)
+        if num_classes is None:
+            info = info.with_overrides(num_classes=_probe_num_classes(module, info.input_size))
     else:
         assert info.builder is not None
         try:
