@@ -13,7 +13,7 @@ and its inputs), :mod:`.report` (rows and writers), :mod:`.regression` (``--base
 
 from __future__ import annotations
 
-from .harness import BenchSettings, benchmark, default_threads
+from .harness import BenchSettings, benchmark, benchmark_model, default_threads
 from .regression import RegressionResult, compare, load_baseline
 from .report import BenchReport, BenchRow
 from .subject import BenchModel, open_onnx, resolve_model
@@ -28,6 +28,7 @@ __all__ = [
     "RegressionResult",
     "Stats",
     "benchmark",
+    "benchmark_model",
     "compare",
     "default_threads",
     "load_baseline",

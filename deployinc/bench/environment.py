@@ -30,14 +30,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _base() -> dict[str, Any]:
+def _base(threads: int | None) -> dict[str, Any]:
     try:
         from ..env import environment  # written alongside; optional until it lands
     except ImportError:
         environment = None
     if environment is not None:
         try:
-            base = dict(environment())
+            base = dict(environment(ort_threads=threads))
             base.setdefault("source", "deployinc.env.environment")
             return base
         except Exception as exc:  # noqa: BLE001 - a report without the shared record beats no report
@@ -69,7 +69,7 @@ def thread_settings(threads: int | None) -> dict[str, Any]:
 
 def bench_environment(threads: int | None) -> dict[str, Any]:
     """The full record for a report (see the module docstring)."""
-    env = _base()
+    env = _base(threads)
     env["host"] = socket.gethostname()
     env["platform"] = platform.platform()
     env["python"] = platform.python_version()
@@ -78,13 +78,7 @@ def bench_environment(threads: int | None) -> dict[str, Any]:
         for k, v in _versions().items():
             env["versions"].setdefault(k, v)
     env["cpu_bench"] = env_gpu.cpu_details()
-    env["threads"] = thread_settings(threads)
-    try:
-        import onnxruntime as ort
-
-        env["ort_available_providers"] = ort.get_available_providers()
-    except ImportError:
-        pass
+    env["threads"] = {**(env.get("threads") or {}), **thread_settings(threads)}
     env["gpus"] = env_gpu.nvidia_gpus()
     env["cuda"] = env_gpu.cuda_versions()
     env["jetson"] = env_gpu.jetson()
@@ -114,7 +108,7 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
                 f"power limit {g.get('power.limit', '?')} W, {g.get('pstate', '')}"
             )
     else:
-        lines.append("GPU: none (nvidia-smi not found or no GPU)")
+        lines.append(f"GPU: none ({env.get('gpu_problem') or 'nvidia-smi not found'})")
     cuda = env.get("cuda", {})
     if cuda.get("torch_cuda") or cuda.get("cudnn"):
         lines.append(f"CUDA (torch build): {cuda.get('torch_cuda')}, cuDNN {cuda.get('cudnn')}")

@@ -79,6 +79,7 @@ class BenchSettings:
     rounds: int = 1
     max_time_s: float | None = None
     keep_samples: bool = True
+    tf32: bool = False
 
     def validate(self) -> None:
         check_counts(self.warmup, self.iters)
@@ -181,9 +182,9 @@ class _Builder:
             try:
                 from ..trt.ort_options import cuda_provider_options
 
-                opts = cuda_provider_options(cuda_graph=self.s.cuda_graph)
+                opts = cuda_provider_options(cuda_graph=self.s.cuda_graph, tf32=self.s.tf32)
             except ImportError:
-                opts = {"enable_cuda_graph": "1" if self.s.cuda_graph else "0"}
+                opts = {"enable_cuda_graph": "1" if self.s.cuda_graph else "0", "use_tf32": "1" if self.s.tf32 else "0"}
             return OrtRunner(src, "cuda", threads=threads, precision=precision, provider_options=opts)
         # ort-trt: the provider's options (engine cache keyed on everything, profile for this batch size)
         from ..runners.ort import cuda_driver_problem
@@ -245,6 +246,13 @@ def _steps(runner: Any, x: np.ndarray, cuda_graph: bool) -> Any:
     return TimedSteps(e2e=lambda: runner.infer(feeds), sync=runner.synchronize if runner.device != "cpu" else None, notes=["timed through infer()"])
 
 
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, DeployincError):
         return exc.message + (f" ({exc.hint})" if exc.hint else "")
@@ -295,11 +303,22 @@ def benchmark(
     tick = progress or (lambda _d, _n: None)
     if s.threads is None:
         s.threads = default_threads()
+    torch_cuda: dict[str, Any] = {}
     if any(b in TORCH_BACKENDS for b in s.backends):
         import torch
 
         torch.set_num_threads(int(s.threads))
+        # fp32 means fp32 on both sides: torch lets cuDNN convolutions use TF32 by default, ORT does not.
+        torch.backends.cudnn.allow_tf32 = s.tf32
+        torch.backends.cuda.matmul.allow_tf32 = s.tf32
+        torch_cuda = {"cudnn_allow_tf32": s.tf32, "matmul_allow_tf32": s.tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark}
     builder = _Builder(model, s, say)
+    load_before = _loadavg()
+    if load_before is not None and load_before[0] >= 0.75 * default_threads():
+        say(
+            f"warning: this machine is busy (load average {load_before[0]:.1f} on {default_threads()} usable CPUs): "
+            "latencies will be noisy and ratios unfair (eager torch's OpenMP threads suffer most when descheduled)"
+        )
     report = BenchReport(
         model=model.info(),
         config={
@@ -313,6 +332,8 @@ def benchmark(
             "device": s.device,
             "cuda_graph": s.cuda_graph,
             "max_time_s": s.max_time_s,
+            "tf32": s.tf32,
+            "torch_cuda_settings": torch_cuda,
             "timer": "time.perf_counter",
             "inputs": "seeded natural-image statistics (deployinc.verify.inputs.natural_images, seed 0)",
         },
@@ -330,7 +351,7 @@ def benchmark(
                 if backend in skipped:
                     tick(f"{backend} {precision} b{batch}: skipped", s.rounds)
                     continue
-                per_batch = backend in _PER_BATCH or (s.cuda_graph and backend in ("ort-cuda", "torch", "torch-fused"))
+                per_batch = backend in _PER_BATCH or (s.cuda_graph and backend == "ort-cuda")
                 runner = shared.get(backend)
                 activate_s = getattr(runner, "activate_seconds", None)
                 try:
@@ -355,8 +376,6 @@ def benchmark(
                         shared.pop(backend, None)
                         runner.deactivate()
                     continue
-                except DeployincError:
-                    raise
                 except Exception as exc:  # noqa: BLE001 - a runtime failing on one backend must not stop the others
                     if debug:
                         raise
@@ -364,6 +383,8 @@ def benchmark(
                     say(f"{backend} {precision} b{batch}: failed: {reason}")
                     report.rows.append(BenchRow(backend, precision, batch, None, "failed", reason=reason, notes=[traceback.format_exc(limit=3)]))
                     tick(f"{backend} {precision} b{batch}: failed", s.rounds)
+                    if runner is not None and backend not in shared:
+                        runner.deactivate()
                     continue
                 cells.append(_Cell(backend, runner, steps, getattr(runner, "device", "cpu"), activate_s))
 
@@ -398,6 +419,7 @@ def benchmark(
             r.deactivate()
 
     report.compute_speedups("torch")
+    report.config["load_average"] = {"before": load_before, "after": _loadavg()}
     from .environment import bench_environment
 
     report.environment = bench_environment(s.threads)
@@ -433,3 +455,36 @@ def _measure_cells(cells: list[_Cell], s: BenchSettings, precision: str, batch: 
                     raise
                 c.error = _reason(exc)
             tick(f"{c.backend} {precision} b{batch}", 1)
+
+
+def benchmark_model(
+    model: str | os.PathLike[str],
+    backends: list[str] | str = "torch,torch-fused,ort-cpu",
+    batches: list[int] | int = 1,
+    *,
+    log: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> BenchReport:
+    """Benchmark an ``.onnx`` file or a model name (exported into a temporary folder): the library form of
+    ``deployinc bench``.
+
+    Args:
+        model: Path of an ONNX file, or a model name (``googlenet``, ``timm/<name>``, ``package.module:function``).
+        backends: Backend names (list or comma-separated).
+        batches: Batch sizes.
+        log: ``callable(str)`` for notes.
+        **settings: Other :class:`BenchSettings` fields (precisions, warmup, iters, threads, device, cuda_graph,
+            rounds, max_time_s).
+
+    Example::
+
+        report = benchmark_model("googlenet.onnx", "torch,ort-cpu", [1, 8], iters=50, threads=2)
+        print(report.render())
+    """
+    from .subject import resolve_model
+
+    names = backends.split(",") if isinstance(backends, str) else list(backends)
+    s = BenchSettings(backends=[n.strip() for n in names if n.strip()], batches=[batches] if isinstance(batches, int) else list(batches), **settings)
+    s.validate()
+    with resolve_model(str(model), threads=s.threads, log=log) as subject:
+        return benchmark(subject, s, log=log)

@@ -198,11 +198,11 @@ class BenchReport:
             out.append(f"{r.backend} {r.precision}{where}: {r.status}: {r.reason}")
         return out
 
-    def to_markdown(self, title: str | None = None, environment: bool = True) -> str:
+    def to_markdown(self, title: str | None = None, environment: bool = True, level: int = 2) -> str:
         from .environment import environment_lines
 
         head, body = self.table_rows()
-        lines = [f"## {title or 'deployinc bench: ' + str(self.model.get('name'))}", ""]
+        lines = [f"{'#' * level} {title or 'deployinc bench: ' + str(self.model.get('name'))}", ""]
         cfg = self.config
         lines.append(
             f"Model `{self.model.get('name')}` (input {self.model.get('input_chw')}, file sha256 "
@@ -210,6 +210,12 @@ class BenchReport:
             f"{', rounds ' + str(cfg.get('rounds')) if cfg.get('rounds', 1) != 1 else ''}, threads {cfg.get('threads')}, "
             f"created {self.created}."
         )
+        load = cfg.get("load_average") or {}
+        if load.get("before") is not None:
+            lines.append("")
+            lines.append(
+                f"Load average (1, 5, 15 min) before the run {load.get('before')}, after {load.get('after')}."
+            )
         lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
         skipped = self.not_run_lines()

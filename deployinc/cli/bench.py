@@ -25,6 +25,7 @@ _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
 @threads_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where eager torch runs.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs (ORT CUDA/TensorRT providers, eager torch on CUDA).")
+@click.option("--tf32", is_flag=True, help="Allow TF32 for fp32 convolutions and matmuls on GPUs, in torch and ORT alike (off: fp32 is fp32).")
 @json_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write one CSV line per result.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), default=None, help="Write a Markdown report.")
@@ -45,6 +46,7 @@ def bench(
     threads: int | None,
     device: str,
     cuda_graph: bool,
+    tf32: bool,
     json_path: str | None,
     csv_path: str | None,
     md_path: str | None,
@@ -70,16 +72,14 @@ def bench(
     from ..bench.timing import check_counts
     from ..io import check_output_path
     from ..lazy import available, require
-    from ..runners import parse_backends
-
     # Everything the user typed is checked before a model is loaded or a minute is spent.
-    names = parse_backends(backends)
+    names = parse_bench_backends(backends)
     batches = parse_int_list(batch_text, "--batch")
     precisions = check_precisions(precision_text.split(","))
     check_counts(warmup, iters)
     settings = BenchSettings(
         backends=names, batches=batches, precisions=precisions, warmup=warmup, iters=iters, threads=threads,
-        device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time,
+        device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time, tf32=tf32,
     )  # fmt: skip
     settings.validate()
     outputs = [p for p in (json_path, csv_path, md_path, plot_path) if p]
@@ -160,6 +160,27 @@ def bench(
         )
     if not report.ok_rows():
         raise CheckFailed("no backend could run here", hint="the reasons are listed under the table")
+
+
+def parse_bench_backends(text: str) -> list[str]:
+    """Like :func:`deployinc.runners.parse_backends`, but an exact backend name wins over verify's provider
+    aliases (``tensorrt`` is the native TensorRT backend here, not an alias of ``ort-trt``).
+
+    Raises:
+        BadInputError: An unknown name (the known are listed) or none at all.
+    """
+    from ..runners import BACKENDS, parse_backends
+
+    out: list[str] = []
+    for raw in (t.strip() for t in text.split(",")):
+        if not raw:
+            continue
+        name = raw if raw in BACKENDS else parse_backends(raw)[0]
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise BadInputError("no backend given", hint=f"known: {', '.join(BACKENDS)}")
+    return out
 
 
 def _console() -> Any:

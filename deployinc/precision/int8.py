@@ -131,6 +131,8 @@ def quantize_int8(
     per_channel: bool = True,
     preprocess: bool = True,
     exclude_nodes: Sequence[str] = (),
+    op_types: Sequence[str] | None = None,
+    keep_fp32_before: str | None = None,
     percentile: float = 99.999,
     calibration_options: dict[str, Any] | None = None,
     spec: InputSpec | None = None,
@@ -146,6 +148,9 @@ def quantize_int8(
         per_channel: Per-channel weight scales (per output channel of Conv/Gemm).
         preprocess: Run ORT's ``quant_pre_process`` first.
         exclude_nodes: Node names to leave in float.
+        op_types: Operator types to quantize (default: every type ORT's QDQ quantizer supports).
+        keep_fp32_before: Leave every node before this one (in graph order) in float: the early layers whose
+            quantization error the rest of a deep network amplifies most (a stem, a first stage).
         percentile: The percentile for ``method="percentile"``.
         calibration_options: Extra options for ORT's ``create_calibrator`` (``num_bins``, ``num_quantized_bins``,
             ``moving_average``...), recorded in the report.
@@ -178,10 +183,17 @@ def quantize_int8(
             hint="check --input-size, or the images' channel count",
         )
     exclude = list(exclude_nodes)
-    names = {n.name for n in src.model.graph.node}
+    order = [n.name for n in src.model.graph.node]
+    names = set(order)
     missing = [n for n in exclude if n not in names]
     if missing:
         raise BadInputError(f"no node named {missing[0]!r} to exclude", hint="node names are listed by deployinc check")
+    if keep_fp32_before is not None:
+        if keep_fp32_before not in names:
+            raise BadInputError(
+                f"no node named {keep_fp32_before!r} (--keep-fp32-before)", hint="node names are listed by deployinc check"
+            )
+        exclude.extend(n for n in order[: order.index(keep_fp32_before)] if n and n not in exclude)
 
     symmetric = target == "tensorrt"
     act_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
@@ -213,6 +225,16 @@ def quantize_int8(
                 warnings.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantizing the model as is")
             timings["preprocess_s"] = time.perf_counter() - t0
 
+        if exclude:
+            import onnx as _onnx
+
+            present = {n.name for n in _onnx.load_model(str(calib_input), load_external_data=False).graph.node}
+            gone = [n for n in exclude if n not in present]
+            if gone:
+                warnings.append(
+                    f"{len(gone)} excluded node(s) were renamed or fused by pre-processing and are not excluded "
+                    f"(first: {gone[0]!r}); use --no-preprocess to exclude by the original names"
+                )
         calib_options: dict[str, Any] = {"symmetric": symmetric}
         if method == "percentile":
             calib_options["percentile"] = float(percentile)
@@ -255,7 +277,9 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=_calibration_method(method),
                 nodes_to_exclude=exclude,
-                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+                op_types_to_quantize=list(op_types) if op_types else None,
+                # TensorRT's DequantizeLinear takes int8 (not int32): leave biases float for it; it fuses them.
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
             )
         finally:
             root.setLevel(level)
@@ -272,15 +296,14 @@ def quantize_int8(
             hint="try --no-preprocess, or exclude the failing node with --exclude-node",
         ) from exc
 
-    meta = {p.key: p.value for p in qmodel.metadata_props}
-    meta.update(
-        {
-            "deployinc.precision": "int8",
-            "deployinc.int8.method": method,
-            "deployinc.int8.target": target,
-            "deployinc.int8.calibration_images": str(len(images)),
-            "deployinc.int8.per_channel": str(bool(per_channel)).lower(),
-        }
+    # Pre-processing may drop metadata; keep the source's provenance, then what the quantizer added, then ours.
+    meta = {p.key: p.value for p in src.model.metadata_props}
+    meta.update({p.key: p.value for p in qmodel.metadata_props})
+    # deployinc's metadata convention: keys deployinc.<field>, JSON values.
+    meta["deployinc.precision"] = json.dumps("int8")
+    meta["deployinc.int8"] = json.dumps(
+        {"method": method, "target": target, "calibration_images": int(len(images)), "per_channel": bool(per_channel),
+         "excluded_nodes": len(exclude)}
     )
     del qmodel.metadata_props[:]
     for k, v in meta.items():
@@ -314,6 +337,8 @@ def quantize_int8(
         "calibration_images": int(len(images)),
         "calibration_data": data_source or {"source": "array"},
         "excluded_nodes": exclude,
+        "keep_fp32_before": keep_fp32_before,
+        "op_types": list(op_types) if op_types else "all supported by ORT's QDQ quantizer",
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "op_counts": op_counts,
         "warnings": warnings,

@@ -287,7 +287,8 @@ def _trt_node_issues(node: Any, g: _Graph) -> list[tuple[str, str]]:
                 if v is not None and v.size and (v != 0).any():
                     out.append(("error", "zero point is not 0 (TensorRT needs symmetric quantization)"))
                 ztype = g.type_name(zp)
-                if ztype == "UINT8":
+                # (a DequantizeLinear with a known uint8 input is already a type error above)
+                if ztype == "UINT8" and (op == "QuantizeLinear" or tname is None):
                     out.append(("error", "uint8 quantization: TensorRT supports int8 (symmetric) Q/DQ only"))
     elif op.startswith("Reduce"):
         since = _REDUCE_AXES_INPUT_SINCE.get(op, 18)

@@ -1,0 +1,47 @@
+"""``deployinc check``: static compatibility of an ONNX file with TensorRT or an ONNX Runtime provider.
+
+Needs neither TensorRT nor a GPU. Exit codes: 0 compatible, 1 incompatible (unsupported nodes named), 2 bad input
+(unreadable file, unknown --target).
+"""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import CheckFailed
+from .options import force_option
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "-t", default="tensorrt", show_default=True, help="tensorrt, ort-cpu or ort-cuda.")
+@click.option("--strict", is_flag=True, help="Also fail on fallbacks and warnings (nodes leaving the target, unverified ops).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@force_option
+def check(model: str, target: str, strict: bool, json_path: str | None, force: bool) -> None:
+    """Check MODEL's operators and attributes against the documented support of a deployment target.
+
+    \b
+      deployinc check resnet50.onnx --target tensorrt
+      deployinc check resnet50.int8.onnx --target tensorrt --json check.json
+    """
+    from ..trt.check import check_model, resolve_target
+
+    target = resolve_target(target)  # unknown target: error listing the known ones, before reading the file
+    report = check_model(model, target)
+    click.echo(report.format())
+    if json_path:
+        from .options import write_json_report
+
+        write_json_report(json_path, report.to_dict(), force)
+    if not report.compatible:
+        first = report.errors[0].line()
+        raise CheckFailed(
+            f"{model} is not compatible with {target}: {len(report.errors)} unsupported node(s), first {first}",
+            hint="see the list above; deployinc check --target ort-cpu|ort-cuda|tensorrt compares targets",
+        )
+    if strict and (report.fallbacks or report.warnings):
+        raise CheckFailed(
+            f"--strict: {len(report.fallbacks)} fallback(s) and {len(report.warnings)} warning(s) for {target}",
+            hint="drop --strict to accept them",
+        )

@@ -1,0 +1,108 @@
+"""``deployinc convert``: write an fp16 copy of an ONNX model for ONNX Runtime CUDA and TensorRT.
+
+Before converting, the float32 model runs on ONNX Runtime's CPU provider over sample images with every intermediate
+tensor exposed; layers whose activations exceed the fp16 range (65504) are named, and the conversion stops (exit 1)
+unless they are kept in fp32 (--keep-overflow-fp32). Exit codes: 0 written, 1 overflow or failed check, 2 bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import force_option, parse_floats, threads_option
+
+
+def default_out(model: str, suffix: str) -> Path:
+    p = Path(model)
+    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.stem
+    return p.with_name(f"{stem}.{suffix}.onnx")
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--precision", type=click.Choice(["fp16"]), default="fp16", show_default=True, help="Target precision.")
+@click.option("--out", "-o", default=None, help="Output .onnx (default: <model>.fp16.onnx beside the input).")
+@click.option("--fp16-io", is_flag=True, help="Make the model's inputs and outputs fp16 too (default: kept fp32).")
+@click.option("--keep-fp32-op", "keep_ops", multiple=True, help="Operator type to keep in fp32 (repeatable).")
+@click.option("--keep-fp32-node", "keep_nodes", multiple=True, help="Node name to keep in fp32 (repeatable).")
+@click.option("--keep-overflow-fp32", is_flag=True, help="Keep layers that overflow fp16 (and their consumers) in fp32 instead of failing.")
+@click.option("--data", type=click.Path(), default=None, help="Folder of sample images for the overflow check (default: generated natural-image statistics).")
+@click.option("--samples", type=int, default=8, show_default=True, help="Number of sample images.")
+@click.option("--no-check", is_flag=True, help="Skip the overflow check and the fp32-vs-fp16 comparison.")
+@click.option("--mean", default=None, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
+@click.option("--std", default=None, help="Normalisation std, comma-separated.")
+@threads_option
+@force_option
+def convert(
+    model: str,
+    precision: str,
+    out: str | None,
+    fp16_io: bool,
+    keep_ops: tuple[str, ...],
+    keep_nodes: tuple[str, ...],
+    keep_overflow_fp32: bool,
+    data: str | None,
+    samples: int,
+    no_check: bool,
+    mean: str | None,
+    std: str | None,
+    threads: int | None,
+    force: bool,
+) -> None:
+    """Convert MODEL to fp16 (for ONNX Runtime CUDA and TensorRT), reporting layers that overflow fp16.
+
+    \b
+      deployinc convert resnet50.onnx --precision fp16
+      deployinc convert model.onnx --keep-fp32-op Softmax --keep-overflow-fp32
+    """
+    from ..errors import BadInputError
+    from ..io import check_output_path, load_onnx, save_onnx
+    from ..precision._common import input_spec, sample_images
+    from ..precision.fp16 import FP16_MAX, convert_to_fp16
+
+    if samples < 1:
+        raise BadInputError(f"--samples {samples} must be at least 1")
+    target = Path(out) if out else default_out(model, precision)
+    check_output_path(target, force)
+    src = load_onnx(model).model
+    images = None
+    if not no_check:
+        spec = input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+        if spec.static_batch and samples % spec.static_batch:
+            samples = spec.static_batch * max(1, samples // spec.static_batch)
+        images = sample_images(spec, samples, data)
+        click.echo(f"overflow check: {len(images)} sample image(s) ({'from ' + data if data else 'natural-image statistics'}) on ONNX Runtime CPU, fp32")
+    result = convert_to_fp16(
+        src,
+        keep_io_types=not fp16_io,
+        keep_fp32_ops=keep_ops,
+        keep_fp32_nodes=keep_nodes,
+        images=images,
+        keep_overflow_fp32=keep_overflow_fp32,
+        threads=threads,
+    )
+    rep = result.overflow
+    if rep is not None:
+        top = rep.largest[0].line() if rep.largest else "none"
+        click.echo(f"  {rep.tensors_checked} activations measured ({rep.tensors_unchecked} without a float32 type skipped); largest: {top}")
+        bad = rep.overflowing + rep.nonfinite_fp32
+        if bad:
+            click.echo(f"  {len(bad)} layer(s) exceed {FP16_MAX:g}; kept in fp32 with their consumers:")
+            for r in bad:
+                click.echo(f"    {r.line()}")
+        else:
+            click.echo(f"  no layer exceeds the fp16 range ({FP16_MAX:g})")
+    if result.kept_fp32_nodes:
+        click.echo(f"kept in fp32: {len(result.kept_fp32_nodes)} node(s): {', '.join(result.kept_fp32_nodes[:10])}"
+                   + (" ..." if len(result.kept_fp32_nodes) > 10 else ""))
+    if result.parity is not None:
+        p = result.parity
+        click.echo(
+            f"fp16 vs fp32 on ORT CPU ({int(p['samples'])} images; fp16 nodes without CPU kernels run through casts): "
+            f"max |diff| {p['max_abs']:.3g} (max |ref| {p['max_abs_ref']:.3g}), min cosine {p['min_cosine']:.6f}, "
+            f"top-1 agreement {p['top1_agreement']:.4f}"
+        )
+    written = save_onnx(result.model, target, force=force)
+    click.echo(f"wrote {written[-1]} (inputs/outputs {'fp16' if fp16_io else 'kept fp32'})")

@@ -1,0 +1,101 @@
+"""``deployinc quantize``: int8 static quantization (QDQ, per-channel weights) calibrated on a folder of images.
+
+Writes the quantized model and, beside it, ``<name>.calibration.json`` with the per-tensor ranges and the
+scales/zero points the model ended up with. Exit codes: 0 written, 1 a failed check, 2 bad input (an empty folder,
+fewer images than the method needs, an existing output without --force).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .convert import default_out
+from .options import force_option, parse_floats
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, type=click.Path(), help="Folder of calibration images (searched recursively).")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"], case_sensitive=False), default="minmax", show_default=True, help="Calibration method.")
+@click.option("--target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True, help="tensorrt: symmetric int8 activations (TensorRT needs them; ORT CPU runs them too). cpu: uint8 activations, fastest on ORT CPU, refused by TensorRT.")
+@click.option("--out", "-o", default=None, help="Output .onnx (default: <model>.int8.onnx beside the input).")
+@click.option("--limit", type=int, default=None, help="Use at most this many images.")
+@click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
+@click.option("--no-preprocess", is_flag=True, help="Skip ONNX Runtime's quant_pre_process.")
+@click.option("--exclude-node", "exclude_nodes", multiple=True, help="Node name to leave in float (repeatable).")
+@click.option("--keep-fp32-before", default=None, help="Leave every node before this node (graph order) in float: e.g. a network's stem.")
+@click.option("--percentile", type=float, default=99.999, show_default=True, help="Percentile for --method percentile.")
+@click.option("--mean", default=None, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
+@click.option("--std", default=None, help="Normalisation std, comma-separated.")
+@force_option
+def quantize(
+    model: str,
+    data: str,
+    method: str,
+    target: str,
+    out: str | None,
+    limit: int | None,
+    per_tensor: bool,
+    no_preprocess: bool,
+    exclude_nodes: tuple[str, ...],
+    keep_fp32_before: str | None,
+    percentile: float,
+    mean: str | None,
+    std: str | None,
+    force: bool,
+) -> None:
+    """Quantize MODEL to int8 (QDQ) with ONNX Runtime, calibrated on the images in --data.
+
+    \b
+      deployinc quantize resnet50.onnx --data calib/ --method percentile
+      deployinc quantize model.onnx --data calib/ --target cpu --keep-fp32-before /layer2/layer2.0/conv1/Conv
+    """
+    from ..errors import BadInputError
+    from ..io import check_output_path, load_onnx
+    from ..precision._common import input_spec
+    from ..precision.int8 import check_image_count, quantize_int8, report_path_for, write_int8
+    from ..verify.inputs import load_image_folder_with_report
+
+    method = method.lower()
+    if limit is not None and limit < 1:
+        raise BadInputError(f"--limit {limit} must be at least 1")
+    if not 0 < percentile <= 100:
+        raise BadInputError(f"--percentile {percentile} must be in (0, 100]", hint="e.g. 99.999")
+    target_path = Path(out) if out else default_out(model, "int8")
+    check_output_path(target_path, force)
+    check_output_path(report_path_for(target_path), force)
+    spec = input_spec(load_onnx(model, load_external=False).model, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+    images, info = load_image_folder_with_report(data, spec.chw, spec.mean, spec.std, limit=limit)
+    skipped = info.get("skipped") or []
+    if skipped:
+        click.echo(f"warning: {len(skipped)} unreadable file(s) in {data} skipped (first: {skipped[0]})", err=True)
+    check_image_count(len(images), method)  # raises before any work when there are too few
+    click.echo(f"calibrating {method} on {len(images)} image(s) from {data} ({'x'.join(map(str, spec.chw))}, target {target})")
+    result = quantize_int8(
+        model,
+        images,
+        method=method,
+        target=target,
+        per_channel=not per_tensor,
+        preprocess=not no_preprocess,
+        exclude_nodes=exclude_nodes,
+        keep_fp32_before=keep_fp32_before,
+        percentile=percentile,
+        spec=spec,
+        data_source={"folder": str(data), "images": int(info.get("used", len(images))), "skipped": len(skipped)},
+    )
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    rep = result.report
+    quantized = sum(1 for t in rep["tensors"].values() if t.get("quantized"))
+    written, report_path = write_int8(result, target_path, force=force)
+    click.echo(
+        f"{rep['op_counts'].get('QuantizeLinear', 0)} QuantizeLinear / {rep['op_counts'].get('DequantizeLinear', 0)} "
+        f"DequantizeLinear nodes; {quantized} of {len(rep['tensors'])} calibrated tensors quantized; "
+        f"activations {rep['activation_type']}, weights {rep['weight_type']}, "
+        f"{'per-channel' if rep['per_channel'] else 'per-tensor'}"
+    )
+    click.echo(f"wrote {written[-1]}")
+    click.echo(f"wrote {report_path} (per-tensor ranges)")

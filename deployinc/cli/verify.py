@@ -1,0 +1,146 @@
+"""``deployinc verify``: prove an ONNX file computes what its PyTorch original computes, on every backend asked for.
+
+Exit codes: 0 everything that ran passed, 1 parity (or a check) failed, 2 bad input. Nothing heavy is imported at
+module level (``deployinc --help`` lists this command without importing torch).
+"""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import BadInputError, CheckFailed
+from .options import force_option, json_option, parse_floats, parse_int_list, parse_shape, threads_option
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--reference", default=None, help="Torch reference as package.module:function (or a registry name), for files without deployinc metadata.")
+@click.option("--weights", default=None, help="Checkpoint for --reference (or the new path of the recorded checkpoint).")
+@click.option("--against", type=click.Path(), default=None, help="Compare with another ONNX file (run on ORT CPU; no torch needed).")
+@click.option("--providers", default="cpu", show_default=True, help="Comma-separated: cpu, cuda, tensorrt (ONNX Runtime); torch-cuda, torch-fused.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Tolerance preset (and TensorRT build precision); default: what the file holds.")
+@click.option("--batch", "batch", default=None, help="Batch sizes, comma-separated (default 1,8; a static batch runs at its size).")
+@click.option("--samples", type=int, default=8, show_default=True, help="Number of input samples.")
+@click.option("--data", type=click.Path(), default=None, help="Folder of images, resized and normalised as the metadata says.")
+@click.option("--inputs", "inputs", default="natural", show_default=True, help="natural (seeded natural-image statistics), uniform, normal, or an .npy file of normalised N x C x H x W inputs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated inputs.")
+@click.option("--input-shape", default=None, help="N,C,H,W (must agree with the model's static dims).")
+@click.option("--mean", default=None, help="Normalisation mean, comma-separated (default: the metadata's).")
+@click.option("--std", default=None, help="Normalisation std, comma-separated (default: the metadata's).")
+@click.option("--num-classes", type=int, default=None, help="Classes of the --reference model (default: the file's output size).")
+@click.option("--max-rel", type=float, default=None, help="Budget: max |error| / max |reference| per output.")
+@click.option("--max-abs", type=float, default=None, help="Budget: max |error| per output.")
+@click.option("--min-cosine", type=float, default=None, help="Budget: smallest per-sample cosine similarity.")
+@click.option("--min-top1", type=float, default=None, help="Budget: top-1 agreement (0..1).")
+@click.option("--min-top5", type=float, default=None, help="Budget: reference top-1 within the model's top-5 (0..1).")
+@click.option("--localize/--no-localize", default=None, help="Find the first departing layer (default: when parity fails).")
+@click.option("--localize-method", type=click.Choice(["auto", "all", "bisect"]), default="auto", show_default=True, help="all intermediates at once, or bisection over truncated graphs (auto: bisection on TensorRT).")
+@click.option("--no-cache", is_flag=True, help="Rebuild random-weight references without the BatchNorm-statistics cache.")
+@json_option
+@threads_option
+@force_option
+def verify(
+    model: str,
+    reference: str | None,
+    weights: str | None,
+    against: str | None,
+    providers: str,
+    precision: str | None,
+    batch: str | None,
+    samples: int,
+    data: str | None,
+    inputs: str,
+    seed: int,
+    input_shape: str | None,
+    mean: str | None,
+    std: str | None,
+    num_classes: int | None,
+    max_rel: float | None,
+    max_abs: float | None,
+    min_cosine: float | None,
+    min_top1: float | None,
+    min_top5: float | None,
+    localize: bool | None,
+    localize_method: str,
+    no_cache: bool,
+    json_path: str | None,
+    threads: int | None,
+    force: bool,
+) -> None:
+    """Verify MODEL (an .onnx file) against the model it was exported from.
+
+    \b
+      deployinc verify googlenet.onnx                      # reference rebuilt from the file's metadata
+      deployinc verify model.onnx --reference mypkg.nets:build --weights ckpt.pt
+      deployinc verify a.onnx --against b.onnx             # two ONNX files, no torch needed
+      deployinc verify googlenet.onnx --providers cpu,cuda,tensorrt --precision fp16 --batch 1,8 --data images/ --json report.json
+      deployinc verify googlenet.onnx --localize           # the first layer where it departs, by torch module name
+    """
+    from pathlib import Path
+
+    from ..verify.backends import parse_providers
+
+    # Cheap checks first, so bad flags fail in milliseconds, not after the reference is built.
+    parse_providers(providers)
+    if json_path is not None:
+        from ..errors import OutputExistsError
+        from ..io import check_output_path
+
+        if Path(json_path).exists() and not Path(json_path).is_dir() and not force:
+            raise OutputExistsError(f"--json {json_path} exists", hint="pass --force to overwrite it, or give another --json path")
+        check_output_path(json_path, force)
+    if data is not None and not Path(data).is_dir():
+        raise BadInputError(
+            f"--data {data} is not a folder" if Path(data).exists() else f"data folder {data} does not exist",
+            hint="give a folder of image files",
+        )
+    batches = parse_int_list(batch, "--batch") if batch is not None else None
+    shape = parse_shape(input_shape)
+    tolerance = {"max_rel": max_rel, "max_abs": max_abs, "min_cosine": min_cosine, "min_top1": min_top1, "min_top5": min_top5}
+
+    from ..verify.core import verify as run_verify
+    from ..verify.report import render
+
+    def log(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    report = run_verify(
+        model,
+        reference=reference,
+        weights=weights,
+        against=against,
+        providers=providers,
+        precision=precision,
+        batches=batches,
+        samples=samples,
+        data=data,
+        inputs=inputs,
+        seed=seed,
+        input_shape=shape,
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+        num_classes=num_classes,
+        tolerance=tolerance,
+        localize=localize,
+        localize_method=localize_method,
+        threads=threads,
+        use_cache=not no_cache,
+        log=log,
+    )
+    click.echo(render(report))
+    if json_path is not None:
+        from .options import write_json_report
+
+        write_json_report(json_path, report.to_dict(), force)
+        click.echo(f"wrote {json_path}", err=True)
+    if not report.passed:
+        fails = report.failures()
+        shown = "; ".join(fails[:3]) + (f"; and {len(fails) - 3} more" if len(fails) > 3 else "")
+        loc = report.localization
+        if loc is not None and loc.first is not None:
+            hint = f"the first departing layer is {loc.first.label} (see the localisation above)"
+        elif loc is None:
+            hint = "run again with --localize to find the first departing layer"
+        else:
+            hint = "see the localisation above"
+        raise CheckFailed(f"parity failed: {shown}", hint=hint)

@@ -1,0 +1,150 @@
+"""The environment a result was measured in: library versions, execution providers, thread counts, CPU and host.
+
+Every report that carries numbers (``deployinc verify --json``, benchmark reports) embeds :func:`environment`, so a
+result can be traced to the versions and threads that produced it. Nothing here raises: what cannot be read is
+left out or recorded as ``None``. Nothing here imports torch or initialises CUDA; torch's thread counts are read only
+when torch is already imported (the process that ran a torch backend has it).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import socket
+import sys
+from typing import Any
+
+#: Distributions whose versions shape a result.
+DISTRIBUTIONS = (
+    "deployinc",
+    "torch",
+    "torchvision",
+    "timm",
+    "onnx",
+    "onnxscript",
+    "onnxsim",
+    "onnxslim",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorrt",
+    "numpy",
+    "pillow",
+    "click",
+)
+
+#: Environment variables that change how many threads runtimes use, or how they spin.
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "KMP_BLOCKTIME",
+    "GOMP_SPINCOUNT",
+    "ORT_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+)
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of :data:`DISTRIBUTIONS` (those not installed are left out)."""
+    out: dict[str, str] = {}
+    for dist in DISTRIBUTIONS:
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+        except Exception:  # noqa: BLE001 - a broken dist-info must not break a report
+            continue
+    if "deployinc" not in out:
+        try:
+            from ._version import __version__
+
+            out["deployinc"] = __version__
+        except Exception:  # noqa: BLE001
+            pass
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cpus() -> int | None:
+    """CPUs this process may run on (affinity), which can be fewer than the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def ort_providers() -> dict[str, Any]:
+    """Execution providers the installed ONNX Runtime *lists* (which, for CUDA and TensorRT, does not mean usable)."""
+    try:
+        import onnxruntime as ort
+    except Exception as exc:  # noqa: BLE001 - missing or broken native library
+        return {"available": [], "error": f"{type(exc).__name__}: {exc}"[:200]}
+    out: dict[str, Any] = {"version": ort.__version__, "available": list(ort.get_available_providers())}
+    try:
+        out["device"] = ort.get_device()
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def gpu_problem() -> str | None:
+    """Why no CUDA device can be used here, or None when the driver sees one (does not create a CUDA context)."""
+    try:
+        from .runners.ort import cuda_driver_problem
+
+        return cuda_driver_problem()
+    except Exception as exc:  # noqa: BLE001
+        return f"could not probe the CUDA driver: {type(exc).__name__}"
+
+
+def thread_counts(ort_threads: int | None = None) -> dict[str, Any]:
+    """Thread settings in force: torch's (when torch is imported), ORT's as requested, and the env variables."""
+    out: dict[str, Any] = {"usable_cpus": usable_cpus(), "ort_intra_op": ort_threads}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            out["torch_intra_op"] = torch.get_num_threads()
+            out["torch_inter_op"] = torch.get_num_interop_threads()
+        except Exception:  # noqa: BLE001
+            pass
+    out["env"] = {k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ}
+    return out
+
+
+def environment(ort_threads: int | None = None) -> dict[str, Any]:
+    """The environment record: versions, providers, thread counts, CPU, host, platform and Python.
+
+    Args:
+        ort_threads: The intra-op thread count given to ONNX Runtime sessions, to record with the rest.
+
+    Returns:
+        A JSON-serialisable dict with the keys ``versions``, ``python``, ``platform``, ``machine``, ``host``,
+        ``cpu`` (model, logical and usable CPUs), ``ort_providers`` (the listed providers and the ORT build),
+        ``gpu`` (``None`` when usable, else why not), and ``threads``.
+    """
+    env: dict[str, Any] = {
+        "versions": versions(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "host": socket.gethostname(),
+        "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus()},
+        "ort_providers": ort_providers(),
+        "gpu_problem": gpu_problem(),
+        "threads": thread_counts(ort_threads),
+    }
+    return env

@@ -1,0 +1,723 @@
+"""``verify``: run an ONNX file on several backends and batch sizes, compare each with the reference, judge.
+
+The flow: read and check the file; parse what was asked (backends, batches) before any heavy work; build the inputs
+(images from a folder, or seeded natural-image statistics, or noise on request) and check them against the model's
+input; build the reference (torch from provenance or ``--reference``, or another ONNX file); run the reference once
+over all samples; run every backend at every batch size over the same samples; compare per output with the
+tolerance preset of the precision and backend (overridden by the export config, then by flags); check the
+preprocessing; localise the first departing layer on request or on failure; record the environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+from . import graph as G
+from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, open_backend, parse_providers
+from .metrics import PRECISIONS, Tolerance, compare_outputs, preset
+
+DEFAULT_BATCHES = (1, 8)
+DEFAULT_SAMPLES = 8
+#: Samples localisation runs (the hooks keep a copy of every module output).
+LOCALIZE_SAMPLES = 2
+INPUT_KINDS = ("natural", "uniform", "normal")
+
+
+@dataclass
+class BatchResult:
+    """One backend at one batch size: per-output comparisons."""
+
+    batch: int
+    samples: int
+    outputs: list[Any]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "samples": self.samples,
+            "passed": self.passed,
+            "seconds": round(self.seconds, 4),
+            "outputs": [c.to_dict() for c in self.outputs],
+        }
+
+
+@dataclass
+class BackendResult:
+    """A backend that ran (``results``) or was skipped (``reason``)."""
+
+    name: str
+    status: str  # ran | skipped
+    tolerance: Tolerance | None = None
+    tolerance_source: str = ""
+    results: list[BatchResult] = field(default_factory=list)
+    reason: str | None = None
+    hint: str | None = None
+    describe: dict[str, Any] = field(default_factory=dict)
+    activate_seconds: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "ran" and all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "status": self.status,
+            "passed": self.passed if self.status == "ran" else None,
+            "reason": self.reason,
+            "hint": self.hint,
+            "tolerance": asdict(self.tolerance) if self.tolerance else None,
+            "tolerance_source": self.tolerance_source,
+            "runner": self.describe,
+            "activate_seconds": self.activate_seconds,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+@dataclass
+class VerifyReport:
+    """Everything ``deployinc verify`` measured and decided."""
+
+    model: str
+    precision: str
+    precision_source: str
+    reference: Any
+    inputs: dict[str, Any]
+    batches: list[int]
+    backends: list[BackendResult]
+    checks: list[Any] = field(default_factory=list)
+    localization: Any = None
+    diagnosis: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ran(self) -> list[BackendResult]:
+        return [b for b in self.backends if b.status == "ran"]
+
+    @property
+    def skipped(self) -> list[BackendResult]:
+        return [b for b in self.backends if b.status == "skipped"]
+
+    @property
+    def failed_checks(self) -> list[Any]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.ran) and all(b.passed for b in self.ran) and not self.failed_checks
+
+    def failures(self) -> list[str]:
+        """One line per failed comparison or check: ``ort-cpu batch 8 logits: max_rel 3.2e-02 > 1e-04``."""
+        out = []
+        for b in self.ran:
+            for r in b.results:
+                for c in r.outputs:
+                    if c.failures:
+                        out.append(f"{b.name} batch {r.batch} {c.name}: {'; '.join(c.failures)}")
+        out += [c.message for c in self.failed_checks]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "verdict": "pass" if self.passed else "fail",
+            "failures": self.failures(),
+            "diagnosis": self.diagnosis,
+            "precision": self.precision,
+            "precision_source": self.precision_source,
+            "reference": self.reference.to_dict() if self.reference is not None else None,
+            "inputs": self.inputs,
+            "batches": self.batches,
+            "backends": [b.to_dict() for b in self.backends],
+            "checks": [c.to_dict() for c in self.checks],
+            "localization": self.localization.to_dict() if self.localization is not None else None,
+            "environment": self.environment,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "notes": self.notes,
+        }
+
+
+# tolerances --------------------------------------------------------------------------------------------------------
+
+
+def tolerance_for(
+    precision: str, backend: str, config: dict[str, Any] | None, flags: dict[str, Any] | None
+) -> tuple[Tolerance, str]:
+    """The preset of a precision and backend family, then the export config's [parity] (flat keys apply to fp32 on
+    the CPU, as the bundled configs document; a table per precision applies to that precision), then flags."""
+    tol = preset(precision, family(backend))
+    source = tol.name
+    if config:
+        fam = family(backend)
+        over: dict[str, Any] = {}
+        per = config.get(precision)
+        if isinstance(per, dict):
+            over.update(per)
+        elif precision == "fp32" and fam == "cpu":
+            over.update({k: v for k, v in config.items() if not isinstance(v, dict)})
+        over = {k: v for k, v in over.items() if k in ("max_rel", "max_abs", "min_cosine", "min_top1", "min_top5")}
+        if over:
+            tol = tol.with_overrides(**over)
+            tol = Tolerance(**{**asdict(tol), "name": f"{preset(precision, fam).name}+config"})
+            source += " + export config"
+    if flags:
+        f = {k: v for k, v in flags.items() if v is not None}
+        if f:
+            base = tol.name
+            tol = tol.with_overrides(**f)
+            tol = Tolerance(**{**asdict(tol), "name": f"{base}+flags"})
+            source += " + flags"
+    return tol, source
+
+
+# inputs ------------------------------------------------------------------------------------------------------------
+
+
+def _load_npy(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(f"--inputs file {p} does not exist", hint="give natural, uniform, normal or a .npy file")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError/OSError/EOFError for bad files
+        raise BadInputError(f"--inputs file {p} is not a readable .npy array: {str(exc)[:120]}", hint="save it with numpy.save") from exc
+    if not isinstance(arr, np.ndarray):
+        raise BadInputError(f"--inputs file {p} holds no single array", hint="save one N x C x H x W array with numpy.save")
+    return arr
+
+
+def make_inputs(
+    kind: str,
+    gi: G.GraphInput,
+    chw: tuple[int, ...],
+    mean: Sequence[float],
+    std: Sequence[float],
+    samples: int,
+    seed: int,
+    data: str | None,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """(normalised float32 inputs, raw [0, 1] images or None, description)."""
+    from .inputs import load_image_folder_with_report, natural_images, noise
+
+    desc: dict[str, Any] = {"shape": list(chw), "mean": list(mean), "std": list(std), "seed": seed}
+    raw = None
+    if data is not None:
+        raw, rep = load_image_folder_with_report(data, chw, None, None, limit=samples)
+        from .inputs import normalize
+
+        x = normalize(raw, list(mean)[: chw[0]], list(std)[: chw[0]])
+        desc.update(source="data", folder=str(data), used=rep["used"], skipped=rep["skipped"][:20])
+    elif kind == "natural":
+        raw = natural_images(samples, chw, None, None, seed=seed)
+        from .inputs import normalize
+
+        x = normalize(raw, list(mean)[: chw[0]], list(std)[: chw[0]])
+        desc.update(source="natural", note="seeded images with natural-image statistics (1/f spectrum, edges, colour)")
+    elif kind in ("uniform", "normal"):
+        x = noise(samples, chw, kind, seed=seed)
+        desc.update(source=kind, note=f"{kind} noise, on request (not normalised)")
+    else:
+        arr = _load_npy(kind)
+        if arr.ndim == 3:
+            arr = arr[None]
+        G.check_feed(G.GraphInput(gi.name, [gi.dims[0], *chw], 1), arr.astype(np.float32) if arr.dtype.kind == "f" else arr, what=f"--inputs {kind}")
+        x = arr.astype(np.float32)
+        desc.update(source="file", file=str(kind), note="used as given (already normalised)")
+    desc["samples"] = int(x.shape[0])
+    return np.ascontiguousarray(x, dtype=np.float32), raw, desc
+
+
+def _fit_samples(x: np.ndarray, n: int) -> np.ndarray:
+    """Tile ``x`` along N to at least ``n`` samples (a small --data folder and a large batch)."""
+    if x.shape[0] >= n:
+        return x
+    reps = math.ceil(n / x.shape[0])
+    return np.concatenate([x] * reps)[: max(n, x.shape[0])]
+
+
+# running -----------------------------------------------------------------------------------------------------------
+
+
+def _cast_for(gi: G.GraphInput, x: np.ndarray) -> np.ndarray:
+    if gi.elem_type == 10:
+        return x.astype(np.float16)
+    if gi.elem_type == 11:
+        return x.astype(np.float64)
+    return x
+
+
+def _run_chunks(runner: Any, name: str, x: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+    outs: dict[str, list[np.ndarray]] = {}
+    for i in range(0, x.shape[0], batch):
+        got = runner.infer({name: np.ascontiguousarray(x[i : i + batch])})
+        for k, v in got.items():
+            outs.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def verify(
+    model: str | os.PathLike[str],
+    *,
+    reference: str | None = None,
+    weights: str | None = None,
+    against: str | os.PathLike[str] | None = None,
+    providers: str | Sequence[str] = "cpu",
+    precision: str | None = None,
+    batches: Sequence[int] | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    data: str | os.PathLike[str] | None = None,
+    inputs: str = "natural",
+    seed: int = 0,
+    input_shape: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    tolerance: dict[str, float | None] | None = None,
+    localize: bool | None = None,
+    localize_method: str = "auto",
+    threads: int | None = None,
+    use_cache: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Verify an ONNX file against its reference; the library form of ``deployinc verify``.
+
+    Args:
+        model: The ONNX file.
+        reference: ``package.module:function`` (or a registry name) to build the torch reference from, instead of
+            the file's provenance.
+        weights: Checkpoint for ``reference`` (or a moved checkpoint for the provenance's model).
+        against: Another ONNX file as the reference (run on ORT CPU; no torch).
+        providers: ``cpu,cuda,tensorrt`` (also ``torch-cuda``, ``torch-fused``).
+        precision: ``fp32``, ``fp16`` or ``int8`` (the tolerance preset; TensorRT's build precision); default: what
+            the file holds.
+        batches: Batch sizes to run (default 1 and 8; a static batch runs at its size).
+        samples: Number of input samples.
+        data: A folder of images (resized and normalised as the metadata says).
+        inputs: ``natural`` (default), ``uniform``, ``normal`` or an ``.npy`` file of normalised inputs.
+        seed: Seed of generated inputs.
+        input_shape: ``N,C,H,W`` or ``C,H,W`` (must agree with the model's static dims).
+        mean: Normalisation mean (default: the metadata's, else ImageNet's).
+        std: Normalisation std.
+        num_classes: Class count for ``reference`` (default: the model's output size).
+        tolerance: Budget overrides (max_rel, max_abs, min_cosine, min_top1, min_top5).
+        localize: True to localise always, False never, None on failure.
+        localize_method: ``auto`` (bisection on TensorRT, all outputs elsewhere), ``all`` or ``bisect``.
+        threads: Intra-op threads of torch and ONNX Runtime (default: the usable CPUs).
+        use_cache: Use the BatchNorm-statistics cache for random-weight references.
+        log: ``callable(str)`` for progress lines.
+
+    Raises:
+        BadInputError: Bad file, flags, data or shapes (exit 2).
+        ModelSpecError, WeightsError: The reference cannot be built.
+    """
+    from ..env import environment, usable_cpus
+    from ..io import load_onnx
+    from ..metadata import read_provenance
+
+    say = log or (lambda _m: None)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+
+    # 1. what was asked, checked before any heavy work -------------------------------------------------------
+    backend_names = parse_providers(providers if isinstance(providers, str) else ",".join(providers))
+    if precision is not None and precision not in PRECISIONS:
+        raise BadInputError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+    if reference is not None and against is not None:
+        raise BadInputError("--reference and --against were both given", hint="use one: a torch reference or an ONNX one")
+    if weights is not None and reference is None and against is not None:
+        raise BadInputError("--weights goes with --reference, not --against", hint="drop --weights")
+    if samples < 1:
+        raise BadInputError(f"--samples {samples} must be at least 1", hint="e.g. --samples 16")
+    if inputs not in INPUT_KINDS and not str(inputs).endswith(".npy"):
+        raise BadInputError(f"unknown --inputs {inputs!r}", hint="use natural, uniform, normal or a .npy file")
+    if data is not None and inputs != "natural":
+        raise BadInputError("--data and --inputs were both given", hint="images from --data, or --inputs, not both")
+    if localize_method not in ("auto", "all", "bisect"):
+        raise BadInputError(f"unknown localisation method {localize_method!r}", hint="use auto, all or bisect")
+    threads = int(threads) if threads else (usable_cpus() or 1)
+    if threads < 1:
+        raise BadInputError(f"--threads {threads} must be at least 1")
+
+    t = time.perf_counter()
+    onnx_file = load_onnx(model)
+    mproto = onnx_file.model
+    path = onnx_file.path
+    prov = read_provenance(mproto)
+    gi = G.image_input(mproto, str(path))
+    out_dims = [G._dims(o) for o in mproto.graph.output]
+    timings["read"] = time.perf_counter() - t
+
+    if prov is None and reference is None and against is None:
+        from .reference import no_reference_error
+
+        raise no_reference_error(path)
+    detected, why = G.detect_precision(mproto)
+    prec = precision or detected
+    prec_source = "--precision" if precision else f"detected: {why}"
+
+    # input geometry and normalisation
+    chw = gi.chw
+    if input_shape is not None:
+        dims = list(input_shape)
+        if len(dims) == 3:
+            dims = [1, *dims]
+        if len(dims) != 4:
+            raise BadInputError(f"--input-shape {list(input_shape)} must be N,C,H,W", hint="e.g. 1,3,224,224")
+        want = tuple(dims[1:])
+        if chw is not None and tuple(chw) != want:
+            raise BadInputError(
+                f"--input-shape {dims} does not fit the model: its input {gi.name!r} expects {gi.shape_text()}",
+                hint=f"use --input-shape 1,{','.join(str(c) for c in chw)} (or leave it out: it is read from the file)",
+            )
+        chw = want
+    if chw is None:
+        if prov is not None:
+            chw = tuple(prov.input_shape[1:])
+        else:
+            raise BadInputError(
+                f"the model's input {gi.name!r} has symbolic dimensions {gi.shape_text()} besides the batch",
+                hint="pass --input-shape N,C,H,W",
+            )
+    mean_used = tuple(mean) if mean is not None else (tuple(prov.mean) if prov is not None else (0.485, 0.456, 0.406))
+    std_used = tuple(std) if std is not None else (tuple(prov.std) if prov is not None else (0.229, 0.224, 0.225))
+    if len(mean_used) not in (1, chw[0]) or len(std_used) not in (1, chw[0]):
+        raise BadInputError(
+            f"mean/std have {len(mean_used)}/{len(std_used)} values for {chw[0]} input channels",
+            hint="give one value per channel",
+        )
+    if len(mean_used) == 1:
+        mean_used = mean_used * chw[0]
+    if len(std_used) == 1:
+        std_used = std_used * chw[0]
+    if any(s == 0 for s in std_used):
+        raise BadInputError(f"std {list(std_used)} contains 0", hint="std values must be non-zero")
+
+    # batch sizes
+    static = gi.static_batch
+    if batches is None:
+        batch_list = [static] if static else list(DEFAULT_BATCHES)
+        if static:
+            notes.append(f"the model has a static batch of {static}; it runs at that size only")
+    else:
+        batch_list = sorted(dict.fromkeys(int(b) for b in batches))
+        if any(b < 1 for b in batch_list):
+            raise BadInputError(f"--batch {batch_list} must hold sizes >= 1", hint="e.g. --batch 1,8")
+        if static and batch_list != [static]:
+            raise BadInputError(
+                f"--batch {','.join(map(str, batch_list))} does not fit the model: its input {gi.name!r} has a static "
+                f"batch, shape {gi.shape_text()}",
+                hint=f"use --batch {static}, or export with a dynamic batch",
+            )
+
+    # 2. inputs ------------------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    x, raw, in_desc = make_inputs(inputs, gi, tuple(chw), mean_used, std_used, samples, seed, str(data) if data else None)
+    n_needed = max(batch_list)
+    if x.shape[0] < n_needed:
+        notes.append(f"{x.shape[0]} input sample(s) repeated to fill a batch of {n_needed}")
+        x = _fit_samples(x, n_needed)
+        if raw is not None:
+            raw = _fit_samples(raw, n_needed)
+    in_desc["samples_run"] = int(x.shape[0])
+    G.check_feed(gi, _cast_for(gi, x[: batch_list[0]]), what="the input batch")
+    timings["inputs"] = time.perf_counter() - t
+
+    # 3. reference ---------------------------------------------------------------------------------------------
+    from . import reference as R
+
+    if against is None:  # an ONNX reference needs no torch at all
+        import torch
+
+        torch.set_num_threads(threads)
+    t = time.perf_counter()
+    ref_model = None
+    if against is not None:
+        ref, ref_model = R.from_onnx(against)
+        rgi = G.image_input(ref_model, str(against))
+        if rgi.chw is not None and tuple(rgi.chw) != tuple(chw):
+            raise BadInputError(
+                f"--against {against} expects input {rgi.shape_text()}, {path} expects {gi.shape_text()}",
+                hint="compare two exports of the same model",
+            )
+    elif reference is not None:
+        ncls = num_classes
+        if ncls is None and out_dims and len(out_dims[0]) == 2 and isinstance(out_dims[0][1], int):
+            ncls = int(out_dims[0][1])
+        ref = R.from_spec(reference, weights, tuple(chw), ncls, mean_used, std_used, seed=prov.seed if prov else 0)
+    else:
+        say(f"rebuilding the reference {prov.model_spec} from the file's metadata")
+        ref = R.from_provenance(prov, weights=weights, use_cache=use_cache)
+    timings["reference"] = time.perf_counter() - t
+
+    # 4. reference outputs over every sample (once, at the largest batch) ----------------------------------------
+    t = time.perf_counter()
+    ref_batch = max(batch_list)
+    if ref.kind == "onnx":
+        from .backends import make_ort_runner
+
+        rrunner = make_ort_runner("ort-cpu", ref.onnx_path, precision="fp32", threads=threads, batches=batch_list, static_batch=bool(static))
+        rgi = G.image_input(ref_model)
+        rrunner.activate()
+        try:
+            ref_out = _run_chunks(rrunner, rgi.name, _cast_for(rgi, x), ref_batch)
+        finally:
+            rrunner.deactivate()
+    else:
+        from ..runners.torch_runner import TorchRunner
+
+        with TorchRunner(ref.module, device="cpu", precision="fp32", threads=threads, output_name=mproto.graph.output[0].name) as tr:
+            try:
+                ref_out = _run_chunks(tr, "input", x, ref_batch)
+            except RuntimeError as exc:
+                raise BadInputError(
+                    f"the reference model rejects inputs of shape {[ref_batch, *chw]}: {str(exc).splitlines()[0][:200]}",
+                    hint="check --input-shape and that the reference is the model the file was exported from",
+                ) from exc
+    timings["reference_run"] = time.perf_counter() - t
+
+    # 5. backends ----------------------------------------------------------------------------------------------
+    cfg_tol = prov.tolerances if prov is not None else None
+    results: list[BackendResult] = []
+    onnx_bytes = None
+    for name in backend_names:
+        tol, tol_src = tolerance_for(prec, name, cfg_tol, tolerance)
+        if name in ("torch-cuda", "torch-fused") and ref.module is None:
+            results.append(BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (--against gives an ONNX one)"))
+            continue
+        t = time.perf_counter()
+        opened = open_backend(
+            name,
+            onnx_path=path,
+            onnx_bytes=onnx_bytes,
+            reference=ref,
+            precision=prec,
+            threads=threads,
+            batches=batch_list,
+            static_batch=bool(static),
+        )
+        if opened.skipped:
+            say(f"{name}: skipped ({opened.reason})")
+            results.append(BackendResult(name, "skipped", tol, tol_src, reason=opened.reason, hint=opened.hint))
+            continue
+        runner = opened.runner
+        br = BackendResult(name, "ran", tol, tol_src, describe=runner.describe(), activate_seconds=runner.activate_seconds)
+        try:
+            in_name = runner.input_names()[0] if name in ONNX_BACKENDS else "input"
+            for b in batch_list:
+                n = (x.shape[0] // b) * b
+                tb = time.perf_counter()
+                feed = _cast_for(gi, x[:n]) if name in ONNX_BACKENDS else x[:n]
+                got = _run_chunks(runner, in_name, feed, b)
+                refs = {k: v[:n] for k, v in ref_out.items()}
+                cmp = compare_outputs(refs, got, tol)
+                br.results.append(BatchResult(batch=b, samples=n, outputs=cmp, seconds=time.perf_counter() - tb))
+                say(f"{name} batch {b}: {'PASS' if all(c.passed for c in cmp) else 'FAIL'}")
+        finally:
+            runner.deactivate()
+        timings[f"backend:{name}"] = time.perf_counter() - t
+        results.append(br)
+
+    ran = [r for r in results if r.status == "ran"]
+    if not ran:
+        from ..errors import BackendUnavailable
+
+        reasons = "; ".join(f"{r.name}: {r.reason}" for r in results)
+        raise BackendUnavailable(
+            f"none of the requested backends can run here ({reasons})",
+            hint="add --providers cpu, or run on a machine with the GPU and libraries they need",
+        )
+
+    report = VerifyReport(
+        model=str(path),
+        precision=prec,
+        precision_source=prec_source,
+        reference=ref,
+        inputs=in_desc,
+        batches=batch_list,
+        backends=results,
+        notes=notes,
+    )
+
+    # 6. preprocessing -----------------------------------------------------------------------------------------
+    if prov is not None and ref.module is not None:
+        from .checks import preprocessing
+
+        t = time.perf_counter()
+        recal_from_meta = bool(prov.bn_recalibrated) and ref.kind == "provenance"
+        report.checks.append(
+            preprocessing(prov, mean_used, std_used, ref.module, raw[:8] if raw is not None else None, recal_from_meta)
+        )
+        timings["checks"] = time.perf_counter() - t
+
+    # 7. localisation ------------------------------------------------------------------------------------------
+    parity_failed = any(not r.passed for r in ran)
+    target = next((r for r in ran if not r.passed), ran[0])
+    if localize or (localize is None and parity_failed):
+        if target.name in ONNX_BACKENDS:
+            t = time.perf_counter()
+            method = localize_method if localize_method != "auto" else ("bisect" if target.name in FUSING_BACKENDS else "all")
+            say(f"localising on {target.name} ({method})")
+            report.localization = _localize(
+                mproto, path, ref, ref_model, x[:LOCALIZE_SAMPLES], gi, target, prec, threads, batch_list, bool(static), method, say
+            )
+            timings["localize"] = time.perf_counter() - t
+        else:
+            notes.append(f"localisation runs on ONNX backends; {target.name} is a torch backend")
+    _diagnose(report)
+    report.environment = environment(ort_threads=threads)
+    timings["total"] = time.perf_counter() - t_start
+    report.timings = timings
+    return report
+
+
+def _localize(
+    mproto: Any,
+    path: Path,
+    ref: Any,
+    ref_model: Any,
+    x: np.ndarray,
+    gi: G.GraphInput,
+    target: BackendResult,
+    prec: str,
+    threads: int,
+    batch_list: list[int],
+    static: bool,
+    method: str,
+    say: Callable[[str], None],
+) -> Any:
+    from ..errors import BackendUnavailable
+    from .backends import make_onnx_runner
+    from .localize import localize
+
+    scratch: list[Any] = []  # a temporary folder for truncated models, removed on return
+
+    def runner_for(model_proto: Any, backend: str) -> Any:
+        if backend in FUSING_BACKENDS:  # TensorRT options and engines are keyed on a file
+            import tempfile
+
+            from ..io import save_onnx
+
+            if not scratch:
+                scratch.append(tempfile.TemporaryDirectory(prefix="deployinc-localize-"))
+            p = Path(scratch[0].name) / f"part{len(list(Path(scratch[0].name).iterdir()))}.onnx"
+            save_onnx(model_proto, p, force=True)
+            return make_onnx_runner(backend, p, precision=prec, threads=threads, batches=batch_list, static_batch=static, onnx_path=p)
+        data = model_proto.SerializeToString()
+        return make_onnx_runner(backend, data, precision=prec, threads=threads, batches=batch_list, static_batch=static)
+
+    def run_on(backend: str, model_proto: Any, names: list[str], feed_gi: G.GraphInput) -> dict[str, np.ndarray]:
+        r = runner_for(model_proto, backend)
+        r.activate()
+        try:
+            outs = r.infer({feed_gi.name: _cast_for(feed_gi, x)})
+        finally:
+            r.deactivate()
+        return {n: outs[n] for n in names if n in outs}
+
+    try:
+        if ref.kind == "onnx":
+            rgi = G.image_input(ref_model)
+            return localize(
+                mproto,
+                x,
+                tolerance=target.tolerance,
+                run_exposed=lambda m, names: run_on(target.name, m, names, gi),
+                reference_model=ref_model,
+                run_reference_exposed=lambda m, names: run_on("ort-cpu", G.with_outputs(m, names, G.value_types(m)), names, rgi),
+                method=method,
+                backend=target.name,
+                log=say,
+            )
+        if target.name != "ort-cpu":
+            # First the graph itself, on the CPU, all points at once: if it departs there, the file is at fault
+            # and the GPU backend has nothing to add.
+            cpu = localize(
+                mproto,
+                x,
+                tolerance=target.tolerance,
+                run_exposed=lambda m, names: run_on("ort-cpu", m, names, gi),
+                reference_module=ref.module,
+                method="all",
+                backend="ort-cpu",
+                log=say,
+            )
+            if cpu.first is not None:
+                cpu.notes.append(
+                    f"the graph departs on ORT CPU as well, so the file itself differs from the reference; "
+                    f"{target.name} was not bisected"
+                )
+                return cpu
+            say(f"the graph agrees with the reference on ORT CPU; localising on {target.name}")
+        return localize(
+            mproto,
+            x,
+            tolerance=target.tolerance,
+            run_exposed=lambda m, names: run_on(target.name, m, names, gi),
+            reference_module=ref.module,
+            method=method,
+            run_proxy_exposed=(lambda m, names: run_on("ort-cpu", m, names, gi)) if target.name != "ort-cpu" else None,
+            backend=target.name,
+            log=say,
+        )
+    except BackendUnavailable as exc:
+        from .localize import Localization
+
+        loc = Localization(backend=target.name, method=method, budget=target.tolerance)
+        loc.notes.append(f"localisation could not run: {exc.message}")
+        return loc
+    finally:
+        for d in scratch:
+            d.cleanup()
+
+
+def _diagnose(report: VerifyReport) -> None:
+    """Name the likely cause in one line each: a planted/perturbed layer, a skipped fold, preprocessing, fp16."""
+    loc = report.localization
+    pre = next((c for c in report.checks if c.name == "preprocessing"), None)
+    failed = any(not b.passed for b in report.ran)
+    if loc is not None and loc.first is not None:
+        first = loc.first
+        at_input = loc.last_good is None
+        line = f"the model departs from the reference at {first.label}"
+        if first.fp16_overflow:
+            line += "; its activations exceed fp16's range (65504) there"
+        report.diagnosis.append(line)
+        recal = report.reference is not None and report.reference.kind == "provenance" and any(
+            "recalibrated" in n or "cache" in n for n in [report.reference.description, *report.reference.notes]
+        )
+        if at_input and failed and recal and not (pre is not None and pre.details.get("expected_source")):
+            report.diagnosis.append(
+                "possible preprocessing mismatch: the reference, whose BatchNorm statistics are recalibrated on inputs "
+                "normalised with the metadata's mean/std, departs from the very first layer; the mean/std recorded "
+                "in the file are probably not those the model was exported with"
+            )
+        if pre is not None and pre.status == "warn" and pre.details.get("expected_source") and at_input and failed:
+            pre.status = "fail"
+            pre.message = pre.message.replace("preprocessing mismatch?", "preprocessing mismatch:") + (
+                f"; the rebuilt reference departs from the very first layer ({first.label}), as it does when its "
+                "BatchNorm statistics were recalibrated from a different normalisation than the exported model's"
+            )
+    elif loc is not None and failed:
+        report.diagnosis.append(loc.summary())
+    if pre is not None and pre.status in ("fail", "warn"):
+        report.diagnosis.append(pre.message)
+    if loc is not None and loc.overflow and (loc.first is None or not loc.first.fp16_overflow):
+        names = ", ".join(p.label for p in loc.overflow[:5])
+        report.diagnosis.append(f"activations beyond fp16's 65504 at {names}")

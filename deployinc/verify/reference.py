@@ -1,0 +1,293 @@
+"""The reference an ONNX file is verified against: the torch model it came from, or another ONNX file.
+
+Three ways to get it:
+
+- from the file's provenance metadata alone (:func:`from_provenance`): the model spec, weights, seed and BatchNorm
+  recalibration recorded at export rebuild exactly the weights that were exported;
+- from a ``package.module:function`` spec and a checkpoint (:func:`from_spec`), for files deployinc did not write;
+- another ONNX file (:func:`from_onnx`), run on ONNX Runtime's CPU provider: no torch needed.
+
+The torch reference is the *original* eager model in eval mode with auxiliary heads removed, which is what the
+user had, not deployinc's prepared (folded) copy: a fold that changed the numbers must show up as a failure.
+
+Rebuilding a randomly initialised model recalibrates its BatchNorm statistics on seeded batches, which costs
+several seconds for a GoogLeNet on two CPU cores. The recalibrated statistics (BatchNorm buffers only, never
+weights) are cached under ``$DEPLOYINC_CACHE_DIR/references`` (default ``~/.cache/deployinc``), keyed by every
+provenance field that determines them and the torch version; a rebuild from the cache still checks the rebuilt
+initial weights against the recorded ``state_sha256``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError
+
+#: Provenance fields that determine the rebuilt weights and BatchNorm statistics.
+_KEY_FIELDS = (
+    "model_spec",
+    "weights",
+    "weights_sha256",
+    "state_sha256",
+    "seed",
+    "bn_recalibrated",
+    "num_classes",
+    "input_shape",
+    "mean",
+    "std",
+)
+
+
+@dataclass
+class Reference:
+    """What the ONNX file is compared with.
+
+    Attributes:
+        kind: ``provenance`` (rebuilt from metadata), ``spec`` (``--reference``), or ``onnx`` (``--against``).
+        description: One line for reports.
+        module: The torch module (eval mode, aux heads removed), or None for an ONNX reference.
+        onnx_path: The reference ONNX file, for ``onnx``.
+        info: The registry's :class:`~deployinc.models.registry.ModelInfo` (torch references).
+        cache: ``hit``, ``miss``, ``off`` or None (not applicable).
+        notes: What was done to build it.
+        seconds: Time to build it.
+    """
+
+    kind: str
+    description: str
+    module: Any = None
+    onnx_path: Path | None = None
+    info: Any = None
+    spec: str | None = None
+    weights: str | None = None
+    cache: str | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "description": self.description,
+            "spec": self.spec,
+            "weights": self.weights,
+            "onnx": str(self.onnx_path) if self.onnx_path else None,
+            "bn_stats_cache": self.cache,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# BatchNorm statistics cache ---------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """``$DEPLOYINC_CACHE_DIR/references``, default ``~/.cache/deployinc/references``."""
+    root = os.environ.get("DEPLOYINC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "deployinc")
+    return Path(root) / "references"
+
+
+def cache_key(prov: Any) -> str:
+    """sha256 over the provenance fields that determine the rebuilt statistics, and the torch version."""
+    import torch
+
+    d = prov.to_dict() if hasattr(prov, "to_dict") else dict(prov)
+    payload = {k: d.get(k) for k in _KEY_FIELDS}
+    payload["torch"] = torch.__version__
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _bn_buffers(module: Any) -> dict[str, Any]:
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    out = {}
+    for name, m in module.named_modules():
+        if isinstance(m, _BatchNorm) and m.track_running_stats:
+            for b in ("running_mean", "running_var", "num_batches_tracked"):
+                t = getattr(m, b, None)
+                if t is not None:
+                    out[f"{name}.{b}"] = t.detach().clone()
+    return out
+
+
+def store_bn_stats(prov: Any, module: Any) -> Path | None:
+    """Cache the BatchNorm buffers of a model rebuilt (and recalibrated) from ``prov``; None when not written.
+
+    Export can call this with the model it just recalibrated, so that the first verify is fast too.
+    """
+    if not getattr(prov, "bn_recalibrated", False):
+        return None
+    try:
+        from ..io import save_checkpoint
+
+        d = cache_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{cache_key(prov)}.pt"
+        save_checkpoint(path, _bn_buffers(module), force=True)
+        return path
+    except Exception:  # noqa: BLE001 - a cache that cannot be written only costs time
+        return None
+
+
+def _load_bn_stats(prov: Any) -> dict[str, Any] | None:
+    path = cache_dir() / f"{cache_key(prov)}.pt"
+    if not path.is_file():
+        return None
+    try:
+        from ..io import load_checkpoint
+
+        return load_checkpoint(path)
+    except Exception:  # noqa: BLE001 - a corrupt cache entry is ignored and rewritten
+        return None
+
+
+# references -------------------------------------------------------------------------------------------------------
+
+
+def _finish_module(module: Any, aux_heads: tuple[str, ...]) -> tuple[Any, list[str]]:
+    """Eval mode and auxiliary heads removed, as a user runs the model for inference."""
+    from ..prepare.passes import eval_mode, remove_aux_heads
+
+    eval_mode(module)
+    rec = remove_aux_heads(module, aux_heads)
+    notes = [f"auxiliary heads removed: {', '.join(rec.changed)}"] if rec.changed else []
+    module.eval()
+    return module, notes
+
+
+def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = True) -> Reference:
+    """Rebuild the torch model an ONNX file was exported from, from its provenance alone.
+
+    Args:
+        prov: The file's :class:`~deployinc.metadata.Provenance`.
+        weights: A checkpoint to use instead of the recorded one (it moved).
+        use_cache: Use (and fill) the BatchNorm-statistics cache for random-weight models.
+
+    Raises:
+        ModelSpecError, WeightsError: The model or its weights cannot be rebuilt as exported.
+    """
+    from ..errors import WeightsError
+    from ..models.loading import load_from_provenance, load_model
+
+    t0 = time.perf_counter()
+    cache = "off"
+    loaded = None
+    cached = None
+    random_recal = bool(prov.bn_recalibrated) and (weights is None) and prov.weights in (None, "", "none")
+    if use_cache and random_recal:
+        cached = _load_bn_stats(prov)
+        cache = "miss" if cached is None else "hit"
+    if cached is not None:
+        loaded = load_model(
+            prov.model_spec,
+            weights=None,
+            num_classes=prov.num_classes,
+            input_shape=tuple(prov.input_shape),
+            mean=tuple(prov.mean),
+            std=tuple(prov.std),
+            seed=prov.seed,
+            calibrate_bn=False,
+        )
+        if prov.state_sha256 and loaded.state_sha256 != prov.state_sha256:
+            raise WeightsError(
+                f"the rebuilt {prov.model_spec} weights differ from those exported "
+                f"(state sha256 {loaded.state_sha256[:12]} vs {prov.state_sha256[:12]})",
+                hint="random initialisation differs between torch versions; verify with the torch version used at "
+                f"export ({prov.versions.get('torch', '?')}) or export from a checkpoint",
+            )
+        own = loaded.module.state_dict()
+        usable = {k: v for k, v in cached.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        if len(usable) != len(cached) or len(usable) != len(_bn_buffers(loaded.module)):
+            cached = None  # stale entry: rebuild below
+            cache = "miss"
+        else:
+            loaded.module.load_state_dict(usable, strict=False)
+            loaded.bn_recalibrated = True
+    if loaded is None:
+        loaded = load_from_provenance(prov, weights=weights)
+        if use_cache and random_recal:
+            store_bn_stats(prov, loaded.module)
+    module, notes = _finish_module(loaded.module, tuple(prov.aux_heads or ()))
+    w = loaded.weights if loaded.weights not in (None, "none") else f"seeded random init (seed {prov.seed})"
+    desc = f"{prov.model_spec} ({w}"
+    if loaded.bn_recalibrated:
+        desc += ", BatchNorm recalibrated"
+    desc += ") rebuilt from the file's metadata"
+    if cache == "hit":
+        notes.append("BatchNorm statistics from the reference cache (initial weights checked against state_sha256)")
+    return Reference(
+        kind="provenance",
+        description=desc,
+        module=module,
+        info=loaded.info,
+        spec=prov.model_spec,
+        weights=loaded.weights,
+        cache=cache if random_recal else None,
+        notes=list(loaded.notes) + notes,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def from_spec(
+    spec: str,
+    weights: str | None,
+    input_chw: tuple[int, ...],
+    num_classes: int | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    seed: int = 0,
+) -> Reference:
+    """Build the reference from ``--reference SPEC [--weights FILE]`` (a registry name or ``module:function``)."""
+    from ..models.loading import load_model
+
+    t0 = time.perf_counter()
+    loaded = load_model(
+        spec,
+        weights=weights,
+        num_classes=num_classes,
+        input_shape=(1, *input_chw),
+        mean=mean,
+        std=std,
+        seed=seed,
+    )
+    module, notes = _finish_module(loaded.module, tuple(loaded.info.aux_heads))
+    w = loaded.weights if loaded.weights not in (None, "none") else f"seeded random init (seed {seed})"
+    return Reference(
+        kind="spec",
+        description=f"{spec} ({w}) from --reference",
+        module=module,
+        info=loaded.info,
+        spec=spec,
+        weights=loaded.weights,
+        notes=list(loaded.notes) + notes,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def from_onnx(path: str | os.PathLike[str]) -> tuple[Reference, Any]:
+    """Read and check the ``--against`` ONNX file; returns the reference and its ``ModelProto``."""
+    from ..io import load_onnx
+
+    t0 = time.perf_counter()
+    f = load_onnx(path)
+    ref = Reference(
+        kind="onnx",
+        description=f"{f.path} on ONNX Runtime CPU (fp32 reference)",
+        onnx_path=f.path,
+        seconds=time.perf_counter() - t0,
+    )
+    return ref, f.model
+
+
+def no_reference_error(path: Any) -> BadInputError:
+    """The error for a file with no provenance and neither ``--reference`` nor ``--against``."""
+    return BadInputError(
+        f"{path} carries no deployinc provenance metadata, so its reference cannot be rebuilt",
+        hint="give the torch model with --reference package.module:function [--weights ckpt.pt], "
+        "or compare with another ONNX file with --against other.onnx",
+    )

@@ -1,0 +1,141 @@
+"""What the runners hand the benchmark harness: bare steps on the CPU, IO binding and CUDA graphs on a GPU.
+
+The GPU tests are marked ``gpu`` and skip with the reason where there is no usable CUDA device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deployinc.errors import BackendUnavailable
+
+
+def _onnx_bytes() -> bytes:
+    """input [N, 3, 8, 8] -> mean over H, W -> MatMul [3, 4] -> logits [N, 4]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4) / 10, "w")
+    axes = numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes")
+    g = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input", "axes"], ["pooled"], keepdims=0), helper.make_node("MatMul", ["pooled", "w"], ["logits"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
+        [w, axes],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def _x(n: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, 3, 8, 8)).astype(np.float32)
+
+
+def _module():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+
+def _gpu_problem() -> str | None:
+    from deployinc.runners.ort import cuda_driver_problem
+
+    return cuda_driver_problem()
+
+
+def test_ort_cpu_steps_are_the_bare_session_run():
+    from deployinc.runners.ort import OrtRunner
+
+    with OrtRunner(_onnx_bytes(), "cpu", threads=1) as r:
+        feeds = {"input": _x()}
+        steps = r.bench_steps(feeds)
+        assert steps.compute is None and steps.sync is None and list(steps.modes()) == ["e2e"]
+        assert steps.e2e.func == r.session.run and steps.e2e.args == (None, feeds)
+        np.testing.assert_allclose(steps.e2e()[0], r.session.run(None, feeds)[0])
+
+
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_ort_gpu_provider_without_gpu_is_unavailable_with_reason(provider):
+    from deployinc.runners.ort import OrtRunner
+
+    problem = _gpu_problem()
+    if problem is None:
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(BackendUnavailable) as e:
+        OrtRunner(_onnx_bytes(), provider).activate()
+    assert problem in e.value.message and e.value.hint
+
+
+def test_torch_cpu_steps_match_eager_and_refuse_cuda_graph():
+    import torch
+
+    from deployinc.runners.torch_runner import TorchRunner
+
+    x = _x()
+    m = _module().eval()
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    with TorchRunner(m, "cpu", threads=1) as r:
+        steps = r.bench_steps(x)
+        assert steps.compute is None and steps.sync is None
+        np.testing.assert_allclose(steps.e2e(), ref, rtol=1e-6, atol=1e-6)
+        with pytest.raises(BackendUnavailable, match="CUDA graphs need a CUDA device"):
+            r.bench_steps(x, cuda_graph=True)
+
+
+# GPU -----------------------------------------------------------------------------------------------------------------
+
+
+def _need_ort_cuda() -> None:
+    problem = _gpu_problem()
+    if problem is not None:
+        pytest.skip(f"no GPU: {problem}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_ort_cuda_io_binding_compute_and_e2e(cuda_graph):
+    _need_ort_cuda()
+    from deployinc.runners.ort import OrtRunner
+
+    x = _x(4)
+    with OrtRunner(_onnx_bytes(), "cpu", threads=1) as cpu:
+        ref = cpu.session.run(None, {"input": x})[0]
+    opts = {"enable_cuda_graph": "1" if cuda_graph else "0"}
+    with OrtRunner(_onnx_bytes(), "cuda", provider_options=opts) as r:
+        assert r.cuda_graph is cuda_graph
+        steps = r.bench_steps({"input": x})
+        assert list(steps.modes()) == ["compute", "e2e"] and steps.sync is not None
+        for _ in range(3):  # with a CUDA graph: the first run captures, the others replay
+            steps.compute()
+        out = steps.e2e()
+        np.testing.assert_allclose(out[0], ref, rtol=1e-4, atol=1e-5)
+        # e2e copies new host data into the same device buffer (update_inplace), as graph replay needs
+        steps.close()
+
+
+@pytest.mark.gpu
+def test_torch_cuda_graph_replay_matches_eager():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    from deployinc.runners.torch_runner import TorchRunner
+
+    x = _x(4)
+    m = _module().eval()
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    with TorchRunner(m, "cuda") as r:
+        for graph in (False, True):
+            steps = r.bench_steps(x, cuda_graph=graph)
+            steps.compute()
+            steps.sync()
+            np.testing.assert_allclose(steps.e2e(), ref, rtol=1e-3, atol=1e-4)
+            if steps.close:
+                steps.close()

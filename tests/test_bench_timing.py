@@ -1,0 +1,137 @@
+"""The timing method, statistics, report writers and the regression comparison (no models, no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deployinc.bench.regression import compare, load_baseline
+from deployinc.bench.report import FORMAT, BenchReport, BenchRow
+from deployinc.bench.timing import check_counts, measure, summarize
+from deployinc.errors import BadInputError
+
+
+def test_summarize_percentiles_and_throughput():
+    samples = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    s = summarize(samples, batch=4)
+    assert s.iters == 100
+    assert s.min == pytest.approx(1.0) and s.max == pytest.approx(100.0)
+    assert s.p50 == pytest.approx(np.percentile(np.arange(1, 101), 50))
+    assert s.p90 == pytest.approx(np.percentile(np.arange(1, 101), 90))
+    assert s.p99 == pytest.approx(np.percentile(np.arange(1, 101), 99))
+    assert s.mean == pytest.approx(50.5)
+    assert s.std == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+    assert s.throughput == pytest.approx(4 * 100 / sum(samples))
+
+
+def test_summarize_single_sample_and_empty():
+    assert summarize([0.002], 1).std == 0.0
+    with pytest.raises(ValueError):
+        summarize([], 1)
+
+
+def test_measure_counts_calls_and_syncs():
+    calls, syncs = [], []
+    m = measure(lambda: calls.append(1), iters=7, warmup=3, sync=lambda: syncs.append(1))
+    assert len(calls) == 10
+    assert len(m.samples) == 7 and all(s >= 0 for s in m.samples)
+    assert m.first_call_s is not None
+    # the first warm-up call is synced (it is timed), then one sync after warm-up, then one per sample
+    assert len(syncs) == 1 + 1 + 7
+
+
+def test_measure_max_time_stops_early_after_min_iters():
+    import time
+
+    m = measure(lambda: time.sleep(0.002), iters=1000, warmup=1, max_time_s=0.001, min_iters=4)
+    assert len(m.samples) == 4
+
+
+@pytest.mark.parametrize("warmup,iters", [(0, 10), (-1, 10), (5, 0), (5, -3)])
+def test_non_positive_counts_are_bad_input(warmup, iters):
+    with pytest.raises(BadInputError) as e:
+        check_counts(warmup, iters)
+    assert e.value.hint
+
+
+def _row(backend, p50, batch=1, mode="e2e", precision="fp32"):
+    samples = [p50 / 1e3] * 3
+    return BenchRow(backend, precision, batch, mode, "ok", device="cpu", stats=summarize(samples, batch), samples_ms=[p50] * 3)
+
+
+def _report(rows, name="net", chw=(3, 32, 32)):
+    r = BenchReport(model={"name": name, "input_chw": list(chw), "sha256": "ab"}, config={"threads": 2, "iters": 3, "warmup": 1}, environment={}, rows=rows, created="now")
+    r.compute_speedups()
+    return r
+
+
+def test_speedup_vs_eager_same_batch_and_mode():
+    rep = _report([_row("torch", 30.0), _row("ort-cpu", 10.0), _row("torch", 80.0, batch=8), _row("ort-cpu", 40.0, batch=8)])
+    ort1 = rep.find("ort-cpu", "fp32", 1, "e2e")
+    ort8 = rep.find("ort-cpu", "fp32", 8, "e2e")
+    assert ort1.speedup == pytest.approx(3.0) and "b1" in ort1.speedup_vs
+    assert ort8.speedup == pytest.approx(2.0)
+    assert rep.find("torch", "fp32", 1, "e2e").speedup == pytest.approx(1.0)
+
+
+def test_fp16_row_falls_back_to_fp32_eager_baseline():
+    rep = _report([_row("torch", 30.0), _row("ort-cpu", 15.0, precision="fp16")])
+    assert rep.find("ort-cpu", "fp16", 1, "e2e").speedup == pytest.approx(2.0)
+
+
+def test_report_round_trip_and_writers(tmp_path):
+    rows = [_row("torch", 30.0), _row("ort-cpu", 10.0), BenchRow("ort-cuda", "fp32", None, None, "skipped", reason="no GPU")]
+    rep = _report(rows)
+    back = BenchReport.from_dict(json.loads(rep.to_json()))
+    assert back.find("ort-cpu", "fp32", 1, "e2e").stats == rep.find("ort-cpu", "fp32", 1, "e2e").stats
+    assert back.rows[2].reason == "no GPU"
+    csv = rep.to_csv().splitlines()
+    assert csv[0].startswith("model,backend,precision,batch,mode,status")
+    assert len(csv) == 4 and "skipped" in csv[3] and "no GPU" in csv[3]
+    md = rep.to_markdown()
+    assert "| ort-cpu | fp32 | 1 | e2e |" in md and "3.00x" in md and "no GPU" in md and "Environment:" in md
+    text = rep.render()
+    assert "vs eager" in text and "3.00x" in text
+
+
+def test_plot_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    rep = _report([_row("torch", 30.0), _row("torch", 60.0, batch=8), _row("ort-cpu", 10.0), _row("ort-cpu", 20.0, batch=8)])
+    png = rep.plot_png()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_regression_names_the_slower_backends():
+    base = _report([_row("torch", 30.0), _row("ort-cpu", 10.0), _row("torch-fused", 20.0)])
+    cur = _report([_row("torch", 31.0), _row("ort-cpu", 12.0), _row("torch-fused", 20.0)])
+    res = compare(cur, base, 1.10)
+    assert not res.passed
+    assert res.backends() == ["ort-cpu"]
+    assert compare(cur, base, 1.25).passed
+
+
+def test_regression_refuses_another_model_and_no_common_rows():
+    base = _report([_row("torch", 30.0)], name="other")
+    cur = _report([_row("torch", 30.0)])
+    with pytest.raises(BadInputError, match="not on net"):
+        compare(cur, base, 1.1)
+    with pytest.raises(BadInputError, match="no measurement in common"):
+        compare(_report([_row("ort-cpu", 1.0)]), _report([_row("torch", 1.0, batch=8)]), 1.1)
+    with pytest.raises(BadInputError, match="at least 1"):
+        compare(cur, _report([_row("torch", 30.0)]), 0.9)
+
+
+def test_load_baseline_refuses_other_files(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text("{not json")
+    with pytest.raises(BadInputError, match="not JSON"):
+        load_baseline(p)
+    p.write_text(json.dumps({"format": "something-else", "results": []}))
+    with pytest.raises(BadInputError, match="not a deployinc bench report"):
+        load_baseline(p)
+    with pytest.raises(BadInputError, match="does not exist"):
+        load_baseline(tmp_path / "missing.json")
+    p.write_text(json.dumps({"format": FORMAT, "results": [], "model": {}}))
+    assert load_baseline(p).rows == []
