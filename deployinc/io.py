@@ -511,6 +511,28 @@ def _check_external_data(model: onnx.ModelProto, base: Path) -> bool:
     return found
 
 
+def _check_text_fields(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse a graph whose names are not valid UTF-8 (protobuf hands such string fields out as bytes)."""
+
+    def bad(value: Any) -> bool:
+        return not isinstance(value, str)
+
+    g = model.graph
+    for i, node in enumerate(g.node):
+        fields = [node.op_type, node.domain, node.name, *node.input, *node.output]
+        if any(bad(v) for v in fields):
+            raise OnnxFileError(
+                f"{path}: node {i} has a name or op type that is not valid UTF-8 text",
+                hint="the file is damaged; export it again",
+            )
+    for v in [*g.input, *g.output, *g.initializer]:
+        if bad(v.name):
+            raise OnnxFileError(f"{path}: a graph input, output or initializer name is not valid UTF-8 text", hint="the file is damaged; export it again")
+    for o in model.opset_import:
+        if bad(o.domain):
+            raise OnnxFileError(f"{path}: an opset domain is not valid UTF-8 text", hint="the file is damaged; export it again")
+
+
 def load_onnx(path: str | os.PathLike[str], *, load_external: bool = True) -> OnnxFile:
     """Read and check an ONNX file from disk.
 
@@ -541,6 +563,7 @@ def load_onnx(path: str | os.PathLike[str], *, load_external: bool = True) -> On
         ) from exc
     if not model.HasField("graph") or (len(model.graph.node) == 0 and len(model.graph.output) == 0):
         raise OnnxFileError(f"{path} holds no ONNX graph", hint="check that the file is an .onnx model")
+    _check_text_fields(model, path)
     has_external = _check_external_data(model, path.parent)
     if has_external and load_external:
         from onnx.external_data_helper import load_external_data_for_model

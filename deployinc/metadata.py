@@ -92,6 +92,9 @@ def read_provenance(model: onnx.ModelProto) -> Provenance | None:
     """
     raw: dict[str, Any] = {}
     for p in model.metadata_props:
+        # A damaged file can carry a key or value that is not valid UTF-8 (protobuf then hands out bytes).
+        if not isinstance(p.key, str) or not isinstance(p.value, str):
+            continue
         if p.key.startswith(PREFIX):
             try:
                 raw[p.key[len(PREFIX) :]] = json.loads(p.value)

@@ -71,6 +71,25 @@ def cuda_driver_problem() -> str | None:
     return None
 
 
+def run_error(exc: BaseException, session: Any, feeds: dict[str, np.ndarray], backend: str) -> Exception:
+    """The deployinc error for an exception ``session.run`` raised: a shape/dtype the model does not accept
+    (expected vs actual), or a model that loads but cannot run."""
+    from ..errors import BadInputError, OnnxFileError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "invalid dimensions" in text or "Unexpected input data type" in text or "Invalid rank" in text:
+        expected = ", ".join(f"{i.name}: {i.type} {list(i.shape)}" for i in session.get_inputs())
+        actual = ", ".join(f"{k}: {v.dtype} {list(v.shape)}" for k, v in feeds.items())
+        return BadInputError(
+            f"the model does not accept this input: expected {expected}, got {actual}",
+            hint="use --batch / --input-shape values the model was exported for (static models take one batch size)",
+        )
+    return OnnxFileError(
+        f"ONNX Runtime ({backend}) failed to run the model: {text[:300]}",
+        hint="the graph is inconsistent (corrupt or edited file?); run deployinc check on it, or export it again",
+    )
+
+
 def session_options(threads: int | None, optimization: str = "all", log_level: int = 3) -> Any:
     """ORT SessionOptions with an explicit thread count (recorded by callers) and full graph optimisation."""
     ort = require("onnxruntime")
@@ -182,7 +201,10 @@ class OrtRunner(BaseRunner):
         }
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(None, feeds)
+        try:
+            outs = self.session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - ORT raises Fail / InvalidArgument / RuntimeException
+            raise run_error(exc, self.session, feeds, self.name) from exc
         return dict(zip(self.output_names(), outs))
 
     def input_names(self) -> list[str]:
