@@ -59,7 +59,9 @@ def test_bench_all_backends_reports_and_skips(cli_runner, tiny_onnx, tmp_path):
     row = next(x for x in data["results"] if x["backend"] == "ort-cpu" and x["batch"] == 2)
     assert len(row["samples_ms"]) == 3 and row["stats"]["iters"] == 3
     assert row["speedup"] > 0 and row["speedup_vs"] == "torch fp32 b2 e2e"
-    assert row["activate_s"] > 0 and row["first_call_s"] > 0
+    row1 = next(x for x in data["results"] if x["backend"] == "ort-cpu" and x["batch"] == 1)
+    # session creation is paid once (batch 1 built it); the first call is timed at every batch size
+    assert row1["activate_s"] > 0 and row["activate_s"] is None and row["first_call_s"] > 0
     assert data["config"]["threads"] == 2 and data["environment"]["threads"]["torch_intra_op"] == 2
     env = data["environment"]
     assert env["cpu_bench"]["model"] and "versions" in env

@@ -30,7 +30,7 @@ def export_model(tmp_root: Path, spec: str = "tinynets:build", exporter: str = "
     """Export ``spec`` with deployinc's pipeline once per session (cached by arguments)."""
     from deployinc.export import export_pipeline
 
-    key = (spec, exporter, tuple(sorted(kw.items())))
+    key = (str(tmp_root), spec, exporter, tuple(sorted(kw.items())))
     if key not in _EXPORTS:
         name = f"{spec.replace(':', '_').replace('/', '_')}-{exporter}-{len(_EXPORTS)}.onnx"
         out = tmp_root / name
@@ -40,9 +40,20 @@ def export_model(tmp_root: Path, spec: str = "tinynets:build", exporter: str = "
     return _EXPORTS[key]
 
 
-@pytest.fixture(scope="session")
-def exports_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("verify-exports")
+_DIR: list[Path] = []
+
+
+@pytest.fixture
+def exports_dir() -> Path:
+    """One folder of exports for every test module that imports this fixture (removed at exit)."""
+    if not _DIR:
+        import atexit
+        import shutil
+        import tempfile
+
+        _DIR.append(Path(tempfile.mkdtemp(prefix="deployinc-verify-tests-")))
+        atexit.register(shutil.rmtree, _DIR[0], True)
+    return _DIR[0]
 
 
 @pytest.fixture
@@ -202,9 +213,10 @@ def test_against_needs_no_torch(exports_dir, tinynets_dir):
 def test_static_batch_runs_at_its_size(cli_runner, exports_dir, tinynets_dir, tmp_path):
     path = export_model(exports_dir, dynamic_batch=False)
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(path), "--json", str(report)])
+    r = invoke(cli_runner, ["verify", str(path), "--json", str(report), "--localize"])
     assert r.exit_code == 0, r.stdout + r.stderr
-    assert json.loads(report.read_text())["batches"] == [1]
+    d = json.loads(report.read_text())
+    assert d["batches"] == [1] and d["localization"]["samples"] == 1
     r = invoke(cli_runner, ["verify", str(path), "--batch", "1,8"])
     assert r.exit_code == 2 and "static batch" in r.stderr and "[1, 3, 32, 32]" in r.stderr
     no_traceback(r)
@@ -307,3 +319,27 @@ def test_bad_flags(cli_runner, tiny, args):
     r = invoke(cli_runner, ["verify", str(tiny), *args])
     assert r.exit_code == 2, r.stdout + r.stderr
     no_traceback(r)
+
+
+def test_non_finite_outputs_are_counted_and_the_json_stays_strict(cli_runner, tiny, tmp_path):
+    from onnx import numpy_helper
+
+    m = onnx.load(str(tiny))
+    t = next(t for t in m.graph.initializer if t.name == "pw.weight")
+    a = numpy_helper.to_array(t).copy()
+    a[0] = np.nan
+    t.CopyFrom(numpy_helper.from_array(a, t.name))
+    bad = tmp_path / "nan.onnx"
+    onnx.save(m, str(bad))
+    report = tmp_path / "r.json"
+    r = invoke(cli_runner, ["verify", str(bad), "--json", str(report)])
+    assert r.exit_code == 1
+    assert "NaN" in r.stderr
+
+    def refuse(c):
+        raise ValueError(c)
+
+    d = json.loads(report.read_text(), parse_constant=refuse)  # no bare NaN/Infinity in the file
+    out = d["backends"][0]["results"][0]["outputs"][0]
+    assert out["nan"] > 0 and out["max_abs"] == "inf"
+    assert d["localization"]["first"]["module"] == "pw"

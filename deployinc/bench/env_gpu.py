@@ -94,7 +94,7 @@ def cuda_versions() -> dict[str, Any]:
 def jetson() -> dict[str, Any] | None:
     """L4T release, board model, ``nvpmodel -q`` power mode and GPU/EMC frequencies on a Jetson; None elsewhere."""
     release = _read("/etc/nv_tegra_release")
-    model = _read("/proc/device-tree/model")
+    model = (_read("/proc/device-tree/model") or "").strip("\x00").strip() or None
     if release is None and not (model and "jetson" in model.lower()):
         return None
     out: dict[str, Any] = {"l4t": release.splitlines()[0] if release else None, "model": model}

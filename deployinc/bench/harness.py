@@ -353,7 +353,7 @@ def benchmark(
                     continue
                 per_batch = backend in _PER_BATCH or (s.cuda_graph and backend == "ort-cuda")
                 runner = shared.get(backend)
-                activate_s = getattr(runner, "activate_seconds", None)
+                activate_s = None  # paid once, reported on the row of the batch size that built the runner
                 try:
                     if runner is None:
                         tick(f"{backend} {precision}: building", 0)

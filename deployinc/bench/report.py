@@ -35,10 +35,12 @@ class BenchRow:
         device: ``cpu`` or ``cuda``.
         stats: Latency statistics (ms) and throughput (images/s).
         samples_ms: Every per-iteration latency, in order.
-        activate_s: First-run cost paid once: session creation, engine build, model compilation.
+        activate_s: First-run cost paid once: session creation, engine build, model compilation (on the row of
+            the batch size that built the backend; None where a built backend was reused).
         first_call_s: First-run cost paid on the first inference (lazy build, algorithm search, graph capture).
         speedup: p50 of the eager baseline divided by this row's p50.
         speedup_vs: Which baseline row (``torch fp32 b1 e2e``).
+        speedup_min: The same ratio of minimum latencies: less sensitive to a busy machine than the p50 ratio.
         cuda_graph: Whether a CUDA graph was replayed.
         notes: How the backend ran (IO binding, thread count...).
     """
@@ -56,6 +58,7 @@ class BenchRow:
     first_call_s: float | None = None
     speedup: float | None = None
     speedup_vs: str | None = None
+    speedup_min: float | None = None
     cuda_graph: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -114,9 +117,10 @@ class BenchReport:
         for r in self.ok_rows():
             base = self.find(baseline, r.precision, r.batch, r.mode) or self.find(baseline, "fp32", r.batch, r.mode)
             if base is None or base.stats is None or r.stats is None or r.stats.p50 <= 0:
-                r.speedup, r.speedup_vs = None, None
+                r.speedup, r.speedup_vs, r.speedup_min = None, None, None
                 continue
             r.speedup = base.stats.p50 / r.stats.p50
+            r.speedup_min = base.stats.min / r.stats.min if r.stats.min > 0 else None
             r.speedup_vs = base.label()
 
     # serialisation -------------------------------------------------------------------------------------------------
@@ -148,7 +152,7 @@ class BenchReport:
         cols = [
             "model", "backend", "precision", "batch", "mode", "status", "device", "cuda_graph",
             "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "iters", "throughput_img_s",
-            "speedup_vs_eager", "speedup_vs", "activate_s", "first_call_s", "threads", "reason",
+            "speedup_vs_eager", "speedup_vs", "speedup_min_vs_eager", "activate_s", "first_call_s", "threads", "reason",
         ]  # fmt: skip
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -162,7 +166,7 @@ class BenchReport:
                     r.status, r.device or "", int(r.cuda_graph),
                     *(_num(getattr(s, k)) if s else "" for k in ("p50", "p90", "p99", "mean", "std", "min", "max")),
                     s.iters if s else "", _num(s.throughput) if s else "",
-                    _num(r.speedup), r.speedup_vs or "", _num(r.activate_s), _num(r.first_call_s),
+                    _num(r.speedup), r.speedup_vs or "", _num(r.speedup_min), _num(r.activate_s), _num(r.first_call_s),
                     threads if threads is not None else "", r.reason or "",
                 ]
             )  # fmt: skip

@@ -17,7 +17,7 @@ from .options import force_option, json_option, parse_floats, parse_int_list, pa
 @click.option("--reference", default=None, help="Torch reference as package.module:function (or a registry name), for files without deployinc metadata.")
 @click.option("--weights", default=None, help="Checkpoint for --reference (or the new path of the recorded checkpoint).")
 @click.option("--against", type=click.Path(), default=None, help="Compare with another ONNX file (run on ORT CPU; no torch needed).")
-@click.option("--providers", default="cpu", show_default=True, help="Comma-separated: cpu, cuda, tensorrt (ONNX Runtime); torch-cuda, torch-fused.")
+@click.option("--providers", default="cpu", show_default=True, help="Comma-separated: cpu, cuda, tensorrt (ONNX Runtime providers); trt-engine (native TensorRT); torch-cuda, torch-fused.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Tolerance preset (and TensorRT build precision); default: what the file holds.")
 @click.option("--batch", "batch", default=None, help="Batch sizes, comma-separated (default 1,8; a static batch runs at its size).")
 @click.option("--samples", type=int, default=8, show_default=True, help="Number of input samples.")

@@ -3,8 +3,9 @@
 The standard layout: ``data_batch_1`` .. ``data_batch_5`` (training), ``test_batch`` (held out) and
 ``batches.meta`` (class names), each a pickled dict. A pickle can run arbitrary code when loaded, so these files are
 read only through :class:`RestrictedUnpickler`, which resolves no global except numpy's array reconstruction
-(``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``): dicts, lists, strings, bytes and ints
-are built by the pickle opcodes themselves, and anything else is refused before it is constructed.
+(``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``) and ``_codecs.encode`` (how Python 3's
+protocol-2 pickles spell bytes): dicts, lists, strings, bytes and ints are built by the pickle opcodes themselves,
+and anything else is refused before it is constructed.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ _ALLOWED = {
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1"): a pure conversion.
+    ("_codecs", "encode"),
 }
 _HINT = "--data must be the cifar-10-batches-py folder of the python version of CIFAR-10 (data_batch_1..5, test_batch, batches.meta)"
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that refuses every global but numpy's array reconstruction."""
+    """An unpickler that refuses every global but numpy's array reconstruction and ``_codecs.encode``."""
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102
         if (module, name) in _ALLOWED:

@@ -34,8 +34,8 @@ DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "sgd": 5e-4}
 SCHEDULES = ("cosine", "step", "none")
 OPTIMIZERS = ("adam", "sgd")
 #: Epochs of ``deployinc train inception_cifar --data synthetic:shapes`` (>= 90 % held-out on 2 CPU cores, < 5 min).
-DEFAULT_EPOCHS = 8
-DEFAULT_BATCH_SIZE = 128
+DEFAULT_EPOCHS = 5
+DEFAULT_BATCH_SIZE = 32
 CHECKPOINT_FORMAT = 1
 
 
@@ -427,7 +427,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         "weights": str(cfg.weights) if cfg.weights else record0.get("weights"),
         "threads": threads,
         "deployinc": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "train_seconds": float(record0.get("train_seconds", 0.0)),
         "data_seconds": round(data_seconds, 3),
     }
@@ -464,12 +464,13 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if not math.isfinite(float(loss)):
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
                     raise BadInputError(
-                        f"the loss became {float(loss)} in epoch {epoch + 1}",
+                        f"the loss became {loss_value} in epoch {epoch + 1}",
                         hint="lower --lr, or check the data",
                     )
-                loss_sum += float(loss) * len(idx)
+                loss_sum += loss_value * len(idx)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(idx)
                 reporter.step(b + 1, loss_sum / seen, correct / seen)

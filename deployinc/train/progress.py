@@ -83,7 +83,7 @@ class RichReporter(Reporter):
         self.progress.start()
 
     def start(self, text: str) -> None:
-        self.console.print(text, markup=False)
+        self.progress.console.print(text, markup=False, soft_wrap=True)
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         if self.task is not None:
@@ -94,7 +94,7 @@ class RichReporter(Reporter):
         self.progress.update(self.task, completed=done, loss=loss, acc=100 * acc)
 
     def epoch_end(self, summary: dict[str, Any]) -> None:
-        self.progress.console.print(epoch_line(summary), markup=False)
+        self.progress.console.print(epoch_line(summary), markup=False, soft_wrap=True)
 
     def close(self) -> None:
         self.progress.stop()

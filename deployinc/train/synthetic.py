@@ -16,6 +16,13 @@ import numpy as np
 
 from ..errors import BadInputError
 
+#: Least RGB distance between a shape's colour and its background's (of sqrt(3)).
+MIN_CONTRAST = 0.6
+#: Half-extent of a shape, as a share of the image size.
+SIZE_RANGE = (0.24, 0.38)
+#: Largest rotation, degrees.
+MAX_ROTATION = 10.0
+
 SHAPE_CLASSES = ("disc", "square", "triangle", "plus", "ring", "frame", "diamond", "cross", "hbar", "vbar")
 
 
@@ -49,10 +56,10 @@ def _shape_mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A foreground and a background colour that differ clearly (distance in RGB >= 0.45)."""
+    """A foreground and a background colour that differ clearly (distance in RGB >= :data:`MIN_CONTRAST`)."""
     while True:
         fg, bg = rng.random(3), rng.random(3)
-        if np.linalg.norm(fg - bg) >= 0.45:
+        if np.linalg.norm(fg - bg) >= MIN_CONTRAST:
             return fg, bg
 
 
@@ -77,10 +84,10 @@ def shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     out = np.empty((n, size, size, 3), np.uint8)
     for i, label in enumerate(labels):
         kind = SHAPE_CLASSES[label]
-        r = rng.uniform(0.19, 0.34) * s2  # half-extent of the shape
+        r = rng.uniform(*SIZE_RANGE) * s2  # half-extent of the shape
         margin = r * 1.05 + 1
         cx, cy = rng.uniform(margin, s2 - margin, size=2)
-        theta = np.deg2rad(rng.uniform(-12.0, 12.0))
+        theta = np.deg2rad(rng.uniform(-MAX_ROTATION, MAX_ROTATION))
         c, s = np.cos(theta), np.sin(theta)
         dx, dy = (xx - cx) / r, (yy - cy) / r
         u, v = c * dx + s * dy, -s * dx + c * dy
@@ -101,7 +108,7 @@ def shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 #: name -> generator(n, size, seed) -> (uint8 N x H x W x 3, int64 labels, class names).
 SYNTHETIC: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, list[str]]]] = {"shapes": shapes}
 #: name -> (train count, held-out count) by default.
-SYNTHETIC_SIZES: dict[str, tuple[int, int]] = {"shapes": (6000, 1000)}
+SYNTHETIC_SIZES: dict[str, tuple[int, int]] = {"shapes": (5000, 1000)}
 
 
 def generate(name: str, n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

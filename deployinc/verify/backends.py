@@ -255,3 +255,50 @@ def open_backend(
     except BackendUnavailable as exc:
         return Opened(name=name, reason=exc.message, hint=exc.hint, seconds=time.perf_counter() - t0)
     return Opened(name=name, runner=runner, seconds=time.perf_counter() - t0)
+
+
+def run_isolated_outputs(
+    name: str,
+    onnx_path: str,
+    x: Any,
+    batches: list[int],
+    *,
+    precision: str,
+    threads: int | None,
+    static_batch: bool,
+    input_elem_type: int,
+) -> dict[str, Any]:
+    """Run one ONNX backend over ``x`` at every batch size; meant for a subprocess (:func:`deployinc.isolate.call_isolated`).
+
+    Returns ``{"describe": ..., "activate_seconds": ..., "outputs": {batch: {output: array}}, "seconds": {batch: s}}``.
+
+    Raises:
+        BackendUnavailable: The backend cannot run here (re-raised in the parent, reported as skipped).
+    """
+    import time
+
+    import numpy as np
+
+    runner = make_onnx_runner(
+        name, Path(onnx_path), precision=precision, threads=threads, batches=batches, static_batch=static_batch,
+        onnx_path=Path(onnx_path),
+    )
+    runner.activate()
+    try:
+        in_name = runner.input_names()[0]
+        dtype = {10: np.float16, 11: np.float64}.get(input_elem_type, np.float32)
+        outs: dict[int, dict[str, Any]] = {}
+        secs: dict[int, float] = {}
+        for b in batches:
+            n = (x.shape[0] // b) * b
+            t = time.perf_counter()
+            parts: dict[str, list[Any]] = {}
+            for i in range(0, n, b):
+                got = runner.infer({in_name: np.ascontiguousarray(x[i : i + b].astype(dtype))})
+                for k, v in got.items():
+                    parts.setdefault(k, []).append(np.asarray(v))
+            outs[b] = {k: np.concatenate(v) for k, v in parts.items()}
+            secs[b] = time.perf_counter() - t
+        return {"describe": runner.describe(), "activate_seconds": runner.activate_seconds, "outputs": outs, "seconds": secs}
+    finally:
+        runner.deactivate()

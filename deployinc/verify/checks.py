@@ -189,4 +189,9 @@ def preprocessing(
 
 
 def _fmt(v: Any) -> str:
-    return "[" + ", ".join(f"{x:.4g}" for x in v) + "]" if v is not None else "?"
+    if v is None:
+        return "?"
+    v = list(v)
+    if len(v) > 6 and len(set(v)) == 1:
+        return f"[{v[0]:.4g}] x {len(v)}"
+    return "[" + ", ".join(f"{x:.4g}" for x in v[:6]) + (f", ... ({len(v)} values)" if len(v) > 6 else "") + "]"

@@ -23,6 +23,11 @@ import numpy as np
 from ..errors import BadInputError
 from . import graph as G
 from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, open_backend, parse_providers
+
+#: Backends run in a subprocess by default (native GPU code that can crash or hang).
+ISOLATED_BACKENDS = ("ort-cuda", "ort-trt", "trt-engine")
+#: Seconds an isolated backend may take (TensorRT engine builds included).
+ISOLATED_TIMEOUT = 1800.0
 from .metrics import PRECISIONS, Tolerance, compare_outputs, preset
 
 DEFAULT_BATCHES = (1, 8)
@@ -60,7 +65,7 @@ class BackendResult:
     """A backend that ran (``results``) or was skipped (``reason``)."""
 
     name: str
-    status: str  # ran | skipped
+    status: str  # ran | skipped | crashed
     tolerance: Tolerance | None = None
     tolerance_source: str = ""
     results: list[BatchResult] = field(default_factory=list)
@@ -77,7 +82,7 @@ class BackendResult:
         return {
             "backend": self.name,
             "status": self.status,
-            "passed": self.passed if self.status == "ran" else None,
+            "passed": self.passed if self.status != "skipped" else None,
             "reason": self.reason,
             "hint": self.hint,
             "tolerance": asdict(self.tolerance) if self.tolerance else None,
@@ -108,7 +113,8 @@ class VerifyReport:
 
     @property
     def ran(self) -> list[BackendResult]:
-        return [b for b in self.backends if b.status == "ran"]
+        """Backends that ran (a crashed backend ran, and failed)."""
+        return [b for b in self.backends if b.status in ("ran", "crashed")]
 
     @property
     def skipped(self) -> list[BackendResult]:
@@ -124,7 +130,7 @@ class VerifyReport:
 
     def failures(self) -> list[str]:
         """One line per failed comparison or check: ``ort-cpu batch 8 logits: max_rel 3.2e-02 > 1e-04``."""
-        out = []
+        out = [f"{b.name} crashed: {b.reason}" for b in self.backends if b.status == "crashed"]
         for b in self.ran:
             for r in b.results:
                 for c in r.outputs:
@@ -134,6 +140,10 @@ class VerifyReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """Every number, JSON-safe (non-finite floats become the strings ``inf``, ``-inf``, ``nan``)."""
+        return _json_safe(self._dict())
+
+    def _dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "verdict": "pass" if self.passed else "fail",
@@ -151,6 +161,18 @@ class VerifyReport:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "notes": self.notes,
         }
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else ("nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf"))
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
 
 
 # tolerances --------------------------------------------------------------------------------------------------------
@@ -293,6 +315,7 @@ def verify(
     localize_method: str = "auto",
     threads: int | None = None,
     use_cache: bool = True,
+    isolate: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Verify an ONNX file against its reference; the library form of ``deployinc verify``.
@@ -320,6 +343,8 @@ def verify(
         localize_method: ``auto`` (bisection on TensorRT, all outputs elsewhere), ``all`` or ``bisect``.
         threads: Intra-op threads of torch and ONNX Runtime (default: the usable CPUs).
         use_cache: Use the BatchNorm-statistics cache for random-weight references.
+        isolate: Run the GPU backends (ort-cuda, ort-trt, trt-engine) in a subprocess, so that a crash in native code
+            is that backend failing (status ``crashed``), not the end of the run.
         log: ``callable(str)`` for progress lines.
 
     Raises:
@@ -361,7 +386,7 @@ def verify(
     path = onnx_file.path
     prov = read_provenance(mproto)
     gi = G.image_input(mproto, str(path))
-    out_dims = [G._dims(o) for o in mproto.graph.output]
+    out_dims = [G.dims_of(o) for o in mproto.graph.output]
     timings["read"] = time.perf_counter() - t
 
     if prov is None and reference is None and against is None:
@@ -502,6 +527,11 @@ def verify(
             results.append(BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (--against gives an ONNX one)"))
             continue
         t = time.perf_counter()
+        if name in ISOLATED_BACKENDS and isolate:
+            br = _run_isolated(name, path, x, batch_list, prec, threads, bool(static), gi, ref_out, tol, tol_src, say)
+            timings[f"backend:{name}"] = time.perf_counter() - t
+            results.append(br)
+            continue
         opened = open_backend(
             name,
             onnx_path=path,
@@ -534,7 +564,7 @@ def verify(
         timings[f"backend:{name}"] = time.perf_counter() - t
         results.append(br)
 
-    ran = [r for r in results if r.status == "ran"]
+    ran = [r for r in results if r.status in ("ran", "crashed")]
     if not ran:
         from ..errors import BackendUnavailable
 
@@ -568,14 +598,15 @@ def verify(
 
     # 7. localisation ------------------------------------------------------------------------------------------
     parity_failed = any(not r.passed for r in ran)
-    target = next((r for r in ran if not r.passed), ran[0])
+    candidates = [r for r in ran if r.status == "ran"] or ran
+    target = next((r for r in candidates if not r.passed), candidates[0])
     if localize or (localize is None and parity_failed):
         if target.name in ONNX_BACKENDS:
             t = time.perf_counter()
             method = localize_method if localize_method != "auto" else ("bisect" if target.name in FUSING_BACKENDS else "all")
             say(f"localising on {target.name} ({method})")
             report.localization = _localize(
-                mproto, path, ref, ref_model, x[:LOCALIZE_SAMPLES], gi, target, prec, threads, batch_list, bool(static), method, say
+                mproto, path, ref, ref_model, x[: (static or LOCALIZE_SAMPLES)], gi, target, prec, threads, batch_list, bool(static), method, say
             )
             timings["localize"] = time.perf_counter() - t
         else:
@@ -585,6 +616,60 @@ def verify(
     timings["total"] = time.perf_counter() - t_start
     report.timings = timings
     return report
+
+
+def _run_isolated(
+    name: str,
+    path: Path,
+    x: np.ndarray,
+    batch_list: list[int],
+    prec: str,
+    threads: int,
+    static: bool,
+    gi: G.GraphInput,
+    ref_out: dict[str, np.ndarray],
+    tol: Tolerance,
+    tol_src: str,
+    say: Callable[[str], None],
+) -> BackendResult:
+    """One GPU backend in a subprocess: skipped (with the reason) when it cannot run, crashed when it dies."""
+    from ..errors import BackendCrashed, BackendUnavailable
+    from ..isolate import call_isolated
+    from ..runners.ort import cuda_driver_problem
+
+    problem = cuda_driver_problem()  # cheap, and spares a subprocess on machines without a GPU
+    if problem is not None:
+        reason = f"{name} cannot run: {problem}"
+        say(f"{name}: skipped ({reason})")
+        return BackendResult(name, "skipped", tol, tol_src, reason=reason, hint="run on a machine with an NVIDIA GPU")
+    try:
+        got = call_isolated(
+            "deployinc.verify.backends:run_isolated_outputs",
+            name,
+            str(path),
+            x,
+            batch_list,
+            precision=prec,
+            threads=threads,
+            static_batch=static,
+            input_elem_type=gi.elem_type,
+            timeout=ISOLATED_TIMEOUT,
+            label=name,
+        )
+    except BackendUnavailable as exc:
+        say(f"{name}: skipped ({exc.message})")
+        return BackendResult(name, "skipped", tol, tol_src, reason=exc.message, hint=exc.hint)
+    except BackendCrashed as exc:
+        say(f"{name}: crashed ({exc.message})")
+        return BackendResult(name, "crashed", tol, tol_src, reason=exc.message, hint=exc.hint)
+    br = BackendResult(name, "ran", tol, tol_src, describe=got["describe"], activate_seconds=got["activate_seconds"])
+    for b in batch_list:
+        n = (x.shape[0] // b) * b
+        cmp = compare_outputs({k: v[:n] for k, v in ref_out.items()}, got["outputs"][b], tol)
+        br.results.append(BatchResult(batch=b, samples=n, outputs=cmp, seconds=got["seconds"][b]))
+        say(f"{name} batch {b}: {'PASS' if all(c.passed for c in cmp) else 'FAIL'}")
+    br.describe["isolated"] = True
+    return br
 
 
 def _localize(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,8 @@ class GraphInput:
         return "[" + ", ".join(str(d) if d != "" else "?" for d in self.dims) + "]"
 
 
-def _dims(vi: Any) -> list[int | str]:
+def dims_of(vi: Any) -> list[int | str]:
+    """Dims of a ValueInfo: ints, or the symbolic name (``?`` when unnamed)."""
     out: list[int | str] = []
     for d in vi.type.tensor_type.shape.dim:
         if d.HasField("dim_value"):
@@ -87,7 +89,7 @@ def graph_inputs(model: Any) -> list[GraphInput]:
     """The inputs a caller must feed (graph inputs that are not initializers)."""
     inits = {t.name for t in model.graph.initializer}
     return [
-        GraphInput(vi.name, _dims(vi), int(vi.type.tensor_type.elem_type))
+        GraphInput(vi.name, dims_of(vi), int(vi.type.tensor_type.elem_type))
         for vi in model.graph.input
         if vi.name not in inits
     ]
@@ -180,7 +182,7 @@ def value_types(model: Any) -> dict[str, tuple[int, list[int | str]]]:
     out: dict[str, tuple[int, list[int | str]]] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         if vi.type.HasField("tensor_type"):
-            out[vi.name] = (int(vi.type.tensor_type.elem_type), _dims(vi))
+            out[vi.name] = (int(vi.type.tensor_type.elem_type), dims_of(vi))
     return out
 
 
@@ -223,9 +225,9 @@ def truncated(model: Any, name: str, types: dict[str, tuple[int, list[int | str]
             continue
         needed_nodes.add(index[id(node)])
         stack.extend(i for i in node.input if i)
-        for attr in node.attribute:  # subgraphs (If/Loop) read outer values
-            for g in list(attr.g.node if attr.HasField("g") else []) :
-                stack.extend(i for i in g.input if i)
+        for attr in node.attribute:  # subgraphs (If/Loop) may read values of the outer graph
+            if attr.HasField("g"):
+                stack.extend(i for sub in attr.g.node for i in sub.input if i)
     keep = [n for i, n in enumerate(m.graph.node) if i in needed_nodes]
     del m.graph.node[:]
     m.graph.node.extend(keep)
@@ -313,6 +315,9 @@ def _scope_from_torchscript_name(name: str, modules: set[str]) -> str | None:
     return best
 
 
+_DERIVED_PARAM = re.compile(r"^(?P<prefix>.+)\.(?:weight|bias)_(?:DequantizeLinear|quantized|QuantizeLinear)")
+
+
 def _scope_from_params(node: Any, inits: set[str], modules: set[str]) -> str | None:
     for i in node.input:
         if i in inits and "." in i:
@@ -321,6 +326,12 @@ def _scope_from_params(node: Any, inits: set[str], modules: set[str]) -> str | N
                 found = _normalise(prefix, modules)
                 if found is not None:
                     return found
+    for i in node.input:  # quantized models read weights through DequantizeLinear (conv1.weight_DequantizeLinear_Output)
+        m = _DERIVED_PARAM.match(i)
+        if m and node.op_type not in ("DequantizeLinear", "QuantizeLinear"):
+            found = _normalise(m.group("prefix"), modules)
+            if found is not None:
+                return found
     return None
 
 

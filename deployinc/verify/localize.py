@@ -253,6 +253,13 @@ def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]]
                     leaves = True
                     break
             if leaves:
+                # In a QDQ (int8) graph, compare what the quantized graph computes: the value after its Q -> DQ
+                # pair. Exposing the float value before it would stop ONNX Runtime fusing the quantized kernel.
+                if len(readers) == 1 and readers[0].op_type == "QuantizeLinear":
+                    dq = cons.get(readers[0].output[0], [])
+                    if len(dq) == 1 and dq[0].op_type == "DequantizeLinear":
+                        v = dq[0].output[0]
+                        readers = cons.get(v, [])
                 by_module.setdefault(s, []).append(
                     Boundary(
                         value=v,

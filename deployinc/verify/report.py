@@ -44,8 +44,8 @@ def render(report: Any) -> str:
     header = f"  {'backend':<12}{'batch':>5}  {'output':<10}{'max_abs':>10}{'max_rel':>10}{'cosine':>11}{'top1':>6}{'top5':>6}{'nan/inf':>9}  verdict"
     lines.append(header)
     for b in report.backends:
-        if b.status == "skipped":
-            lines.append(f"  {b.name:<12}{'-':>5}  skipped: {b.reason}")
+        if b.status in ("skipped", "crashed"):
+            lines.append(f"  {b.name:<12}{'-':>5}  {b.status}: {b.reason}")
             continue
         for r in b.results:
             for c in r.outputs:
@@ -56,6 +56,9 @@ def render(report: Any) -> str:
                 )
     lines.append("")
     for b in report.backends:
+        if b.status == "crashed":
+            lines.append(f"  {b.name}: FAIL (crashed: {b.reason})")
+            continue
         if b.status != "ran" or b.tolerance is None:
             continue
         worst_rel = max((c.max_rel for r in b.results for c in r.outputs), default=None)
@@ -113,4 +116,8 @@ def render(report: Any) -> str:
 def _vec(v: Any) -> str:
     if not v:
         return "?"
-    return "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
+    v = list(v)
+    if len(v) > 6 and len(set(v)) == 1:
+        return f"[{v[0]:.4g}] x {len(v)}"
+    shown = ", ".join(f"{x:.4g}" for x in v[:6])
+    return "[" + shown + (f", ... ({len(v)} values)" if len(v) > 6 else "") + "]"

@@ -1,0 +1,102 @@
+"""``deployinc train``: train a classifier on an ImageFolder, a CIFAR-10 directory or a built-in synthetic set."""
+
+from __future__ import annotations
+
+import click
+
+from .options import force_option, threads_option
+
+
+@click.command()
+@click.argument("arch")
+@click.option("--data", required=True, help="ImageFolder dir (DIR/<class>/<img>), cifar-10-batches-py dir, or synthetic:shapes.")
+@click.option("--out", "-o", default=None, help="Checkpoint file (default: ./<arch>.pt; with --resume, that file).")
+@click.option("--epochs", type=int, default=None, help="Total epochs (default 5; a resumed run goes on to this number).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default 32).")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Adam (default) or SGD with Nesterov momentum.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (default 1e-3 Adam, 0.05 SGD).")
+@click.option("--schedule", type=click.Choice(["cosine", "step", "none"]), default=None, help="Learning-rate schedule (default cosine).")
+@click.option("--weight-decay", type=float, default=None, help="Weight decay (default 0 Adam, 5e-4 SGD).")
+@click.option("--aux-weight", type=float, default=None, help="Weight of each auxiliary classifier's loss (default 0.3).")
+@click.option("--label-smoothing", type=float, default=None, help="Label smoothing (default 0).")
+@click.option("--num-classes", type=int, default=None, help="Expected number of classes (checked against the data).")
+@click.option("--image-size", type=int, default=None, help="Training image size (default: the model's input size).")
+@click.option("--weights", default=None, help="Initial weights (.pt/.pth/.safetensors); a classifier of another size is re-initialised.")
+@click.option("--resume", default=None, help="Resume from a checkpoint of deployinc train (weights, optimizer, epoch).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of data generation, splits, shuffling, augmentation, init.")
+@click.option("--val-split", type=float, default=0.2, show_default=True, help="Held-out share of an ImageFolder without val/.")
+@click.option("--limit-train", type=click.IntRange(min=1), default=None, help="Use at most this many training images.")
+@click.option("--limit-heldout", type=click.IntRange(min=1), default=None, help="Use at most this many held-out images.")
+@click.option("--export-heldout", default=None, type=click.Path(file_okay=False), help="Write the held-out images here (PNG, one folder per class).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; epoch lines only.")
+@threads_option
+@force_option
+def train(
+    arch: str,
+    data: str,
+    out: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    optimizer: str | None,
+    lr: float | None,
+    schedule: str | None,
+    weight_decay: float | None,
+    aux_weight: float | None,
+    label_smoothing: float | None,
+    num_classes: int | None,
+    image_size: int | None,
+    weights: str | None,
+    resume: str | None,
+    seed: int,
+    val_split: float,
+    limit_train: int | None,
+    limit_heldout: int | None,
+    export_heldout: str | None,
+    quiet: bool,
+    threads: int | None,
+    force: bool,
+) -> None:
+    """Train ARCH (a name from `deployinc models`) and save a checkpoint that `deployinc export --weights` reads.
+
+    \b
+      deployinc train inception_cifar --data synthetic:shapes
+      deployinc train inception_cifar --data ~/data/cifar-10-batches-py --epochs 20 --out ckpt.pt
+      deployinc train googlenet --data path/to/imagefolder --num-classes 5 --aux-weight 0.3 --epochs 5 --weights init.pth
+      deployinc train inception_cifar --data synthetic:shapes --epochs 12 --resume ckpt.pt --out ckpt.pt
+    """
+    from ..train import PlainReporter, TrainConfig, make_reporter
+    from ..train import train as run_training
+
+    config = TrainConfig(
+        arch=arch,
+        data=data,
+        out=out if out is not None else (resume if resume is not None else f"{arch}.pt"),
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        aux_weight=aux_weight,
+        label_smoothing=label_smoothing,
+        num_classes=num_classes,
+        image_size=image_size,
+        weights=weights,
+        resume=resume,
+        seed=seed,
+        threads=threads,
+        val_split=val_split,
+        limit_train=limit_train,
+        limit_heldout=limit_heldout,
+        export_heldout=export_heldout,
+        force=force,
+    )
+    reporter = PlainReporter(every=10**9) if quiet else make_reporter()
+    result = run_training(config, reporter)
+    rec = result.record
+    click.echo(
+        f"{arch}: held-out accuracy {100 * rec['accuracy']:.2f}% after {rec['epoch']} epochs "
+        f"({rec['train_seconds']:.1f}s training); checkpoint {result.checkpoint}"
+    )
+    if result.heldout_written:
+        click.echo(f"wrote {result.heldout_written} held-out images to {export_heldout}")

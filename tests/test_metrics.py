@@ -1,0 +1,99 @@
+"""The one comparison code path: metrics, tie-aware top-1, non-finite values, presets, overrides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deployinc.errors import BadInputError
+from deployinc.verify.metrics import PRESETS, Tolerance, compare_arrays, compare_outputs, one_line, preset
+
+
+def test_identical_outputs_pass():
+    x = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
+    c = compare_arrays("logits", x, x.copy(), preset("fp32"))
+    assert c.passed and c.max_abs == 0 and c.max_rel == 0 and c.cosine == pytest.approx(1.0)
+    assert c.top1 == c.top1_raw == c.top5 == 1.0 and c.nan == c.inf == 0
+
+
+def test_relative_error_is_against_the_output_scale():
+    ref = np.array([[100.0, -50.0, 0.0]], np.float32)
+    test = ref + np.array([[0.0, 0.0, 0.5]], np.float32)
+    c = compare_arrays("y", ref, test, Tolerance(max_rel=1e-3, min_cosine=None, min_top1=None))
+    assert c.max_abs == pytest.approx(0.5) and c.ref_scale == pytest.approx(100.0)
+    assert c.max_rel == pytest.approx(5e-3) and c.failures == ["max_rel 5.00e-03 > 1e-03"]
+
+
+def test_tie_aware_top1():
+    ref = np.array([[1.0, 1.0000001, 0.0], [5.0, 0.0, 0.0]])
+    test = np.array([[1.0000002, 1.0, 0.0], [5.0, 0.0, 0.0]])
+    c = compare_arrays("y", ref, test, preset("fp32"))
+    assert c.top1_raw == 0.5 and c.top1 == 1.0  # the flip is within the error: a tie, not a disagreement
+
+
+def test_disagreement_beyond_error_counts():
+    ref = np.array([[3.0, 0.0], [0.0, 3.0]])
+    test = np.array([[0.0, 3.0], [0.0, 3.0]])
+    c = compare_arrays("y", ref, test, preset("int8"))
+    assert c.top1 == 0.5 and any(f.startswith("top1") for f in c.failures)
+
+
+def test_non_finite_values_fail_and_are_counted():
+    ref = np.ones((2, 3), np.float32)
+    test = ref.copy()
+    test[0, 0], test[1, 1] = np.nan, np.inf
+    c = compare_arrays("y", ref, test, preset("fp16"))
+    assert c.nan == 1 and c.inf == 1 and not c.passed and c.max_abs == float("inf")
+    assert c.failures[0] == "non-finite values: 1 NaN, 1 Inf"
+
+
+def test_shape_mismatch_is_bad_input():
+    with pytest.raises(BadInputError, match="shape"):
+        compare_arrays("y", np.zeros((1, 3)), np.zeros((1, 4)), preset("fp32"))
+
+
+def test_compare_outputs_by_name_then_position():
+    a = {"logits": np.ones((1, 2))}
+    assert compare_outputs(a, {"logits": np.ones((1, 2))}, preset("fp32"))[0].name == "logits"
+    assert compare_outputs(a, {"out": np.ones((1, 2))}, preset("fp32"))[0].name == "out"
+    with pytest.raises(BadInputError, match="output"):
+        compare_outputs(a, {"x": np.ones((1, 2)), "y": np.ones((1, 2))}, preset("fp32"))
+
+
+def test_presets_per_precision_and_backend():
+    assert preset("fp32", "ort-cpu").name == "fp32-cpu"
+    assert preset("fp32", "ort-cuda").name == "fp32-cuda"
+    assert preset("fp32", "ort-trt").name == "fp32-tensorrt"
+    assert preset("fp16", "cpu").max_rel > preset("fp32", "cpu").max_rel
+    assert preset("int8").max_rel is None and preset("int8").min_top1 < 1
+    assert {p for p, _ in PRESETS} == {"fp32", "fp16", "int8"}
+    with pytest.raises(BadInputError, match="precision"):
+        preset("fp8")
+
+
+def test_overrides():
+    t = preset("fp32").with_overrides(max_rel=1e-2, min_top1=None)
+    assert t.max_rel == 1e-2 and t.min_top1 == 1.0 and t.name.endswith("+override")
+    with pytest.raises(BadInputError, match="unknown tolerance"):
+        preset("fp32").with_overrides(atol=1)
+    assert "max_rel<=1e-02" in t.describe()
+
+
+def test_tolerance_sources_preset_config_flags():
+    from deployinc.verify.core import tolerance_for
+
+    tol, src = tolerance_for("fp32", "ort-cpu", {"max_rel": 3e-4}, None)
+    assert tol.max_rel == 3e-4 and "export config" in src and tol.name == "fp32-cpu+config"
+    tol, _ = tolerance_for("fp32", "ort-trt", {"max_rel": 3e-4}, None)
+    assert tol.max_rel == preset("fp32", "tensorrt").max_rel  # flat [parity] keys are for fp32 on the CPU
+    tol, _ = tolerance_for("fp16", "ort-cpu", {"fp16": {"min_top1": 0.9}}, None)
+    assert tol.min_top1 == 0.9
+    tol, src = tolerance_for("fp32", "ort-cpu", {"max_rel": 3e-4}, {"max_rel": 1e-2, "min_cosine": None})
+    assert tol.max_rel == 1e-2 and src.endswith("flags") and tol.name.endswith("+flags")
+
+
+def test_one_line_names_preset_and_failure():
+    ref = np.ones((1, 3))
+    c = compare_arrays("y", ref, ref * 1.1, preset("fp32"))
+    line = one_line([c])
+    assert line.startswith("FAIL") and "[fp32-cpu:" in line and "max_rel" in line.split("failed:")[1]
