@@ -191,7 +191,8 @@ def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spec = input_spec(fp32)
     log(f"resnet50 ready in {time.perf_counter() - t0:.1f} s: {ref_desc}")
     cal = natural_images(args.calib, spec.chw, spec.mean, spec.std, seed=101)
-    test = natural_images(args.test, spec.chw, spec.mean, spec.std, seed=202)
+    # Test images use a seed not used while choosing the configuration below (percentile, fp32 stem): out of sample.
+    test = natural_images(args.test, spec.chw, spec.mean, spec.std, seed=404)
     ref = torch_logits(module, test)
     s32 = cpu_session(fp32, threads=args.threads)
     out32 = ort_logits(s32, spec.name, test)
@@ -214,7 +215,7 @@ def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sessions = {"fp32": s32}
     for label, kw in variants:
         t0 = time.perf_counter()
-        q = quantize_int8(path, cal, method=args.method, **kw)
+        q = quantize_int8(path, cal, method=args.method, percentile=args.percentile, **kw)
         seconds = time.perf_counter() - t0
         sq = cpu_session(q.model, threads=args.threads)
         out = ort_logits(sq, spec.name, test)
@@ -260,7 +261,7 @@ def sensitivity(args: argparse.Namespace, path: Path, fp32: Any, cal: np.ndarray
     picks = [c for c in wanted if c in convs] or [convs[i] for i in (0, 1, len(convs) // 4, len(convs) // 2, -3)]
     rows = []
     for name in picks:
-        q = quantize_int8(path, cal, method=args.method, target="cpu", op_types=["Conv"],
+        q = quantize_int8(path, cal, method=args.method, percentile=args.percentile, target="cpu", op_types=["Conv"],
                           exclude_nodes=[c for c in convs if c != name])
         out = ort_logits(cpu_session(q.model, threads=args.threads), spec.name, test)
         cos = cosines(ref, out)
@@ -396,7 +397,7 @@ def bench_inception(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for label, kw in (("int8 (cpu: u8 activations)", dict(target="cpu")),
                       ("int8 (tensorrt: symmetric s8)", dict(target="tensorrt"))):
         t0 = time.perf_counter()
-        q = quantize_int8(path, cal, method=args.method, **kw)
+        q = quantize_int8(path, cal, method=args.method, percentile=args.percentile, **kw)
         seconds = time.perf_counter() - t0
         sq = cpu_session(q.model, threads=args.threads)
         out = ort_logits(sq, spec.name, held, batch=64)
@@ -464,7 +465,8 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, res: dict[str, Any],
              f"{', '.join(f'{x:.2f}' for x in env['load_average_start'])} (a shared machine: latency is interleaved "
              "over rounds and speed-ups are medians of per-round ratios)")
     L.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
-    L.append(f"- Calibration: `{args.method}` (ONNX Runtime `quantize_static`, QDQ, per-channel int8 weights)")
+    pct = f", {args.percentile} th percentile" if args.method == "percentile" else ""
+    L.append(f"- Calibration: `{args.method}`{pct} (ONNX Runtime `quantize_static`, QDQ, per-channel int8 weights)")
     L.append("")
     L.append("## Gates")
     L.append("")
@@ -477,7 +479,8 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, res: dict[str, Any],
     L.append("## ResNet-50 (random weights, BatchNorm recalibrated)")
     L.append("")
     L.append(f"Reference: eager torch fp32, {res['reference']}. Inputs: {res['images']}; {res['calibration_images']} "
-             f"calibration and {res['test_images']} test images at 224 x 224.")
+             f"calibration and {res['test_images']} test images at 224 x 224. The percentile and the fp32 stem were "
+             "chosen during development on other seeds; the test images here are drawn with a seed not used then.")
     L.append(f"fp32 ONNX Runtime vs eager torch: min cosine {res['fp32_ort_vs_torch']['min_cosine']:.6f}, "
              f"max |diff| {res['fp32_ort_vs_torch']['max_abs']:.3g}.")
     L.append("")
@@ -497,7 +500,7 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, res: dict[str, Any],
              "(zero points 0, no int32 DequantizeLinear); ONNX Runtime's CPU provider runs it too but does not fuse "
              "the ReLUs it must keep, so it is slower here. It is the file to give TensorRT; the `cpu` variants "
              "(uint8 activations) are for ONNX Runtime on the CPU.")
-    if "sensitivity" in res:
+    if res.get("sensitivity"):
         L.append("")
         L.append("### Where the int8 error comes from")
         L.append("")
@@ -544,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(ROOT / "out" / "bench_int8"), help="Folder for models and checkpoints.")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="percentile")
+    p.add_argument("--percentile", type=float, default=99.99, help="Percentile for --method percentile.")
     p.add_argument("--calib", type=int, default=64, help="ResNet-50 calibration images.")
     p.add_argument("--calib-inception", type=int, default=256, help="inception_cifar calibration images.")
     p.add_argument("--test", type=int, default=32, help="ResNet-50 test images.")

@@ -267,6 +267,12 @@ class BenchReport:
             ax.errorbar(xs, p50, yerr=[[0] * len(p90), p90], marker="o", capsize=3, label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        batches = sorted({r.batch for r in self.ok_rows() if r.batch})
+        ax.set_xticks(batches)
+        ax.set_xticklabels([str(b) for b in batches])
+        from matplotlib.ticker import NullLocator
+
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("batch size")
         ax.set_ylabel("latency p50 (ms), bar to p90")
         ax.set_title(f"{self.model.get('name')} — threads {self.config.get('threads')}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class DataSplit:
         return len(self.classes)
 
 
-def _resize(img: "object", size: int) -> np.ndarray:
+def _resize(img: Any, size: int) -> np.ndarray:
     """Resize a PIL image's shorter side to ``size`` and centre-crop it square; return uint8 H x W x 3."""
     from PIL import Image
 

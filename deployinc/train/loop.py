@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +407,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         "num_classes": num_classes,
         "train_images": len(data.train),
         "heldout_images": len(data.heldout),
+        "skipped_images": data.skipped,
         "image_size": image_size,
         "input_size": [3, image_size, image_size],
         "mean": list(mean),
@@ -500,8 +501,3 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     if heldout_dir is not None:
         written = _export_heldout(heldout_dir, data.heldout, data.classes, cfg.force)
     return TrainResult(checkpoint=out, record=record, heldout_written=written, notes=notes)
-
-
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    """The config as plain values (for logs)."""
-    return asdict(config)

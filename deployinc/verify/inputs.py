@@ -101,8 +101,20 @@ def natural_images(
     imgs = np.stack([natural_image(rng, h, w) for _ in range(n)]) if n else np.zeros((0, 3, h, w), np.float32)
     imgs = _fit_channels(imgs, c)
     if mean is not None and std is not None:
-        imgs = normalize(imgs, mean[:c] if len(mean) >= c else list(mean) * c, std[:c] if len(std) >= c else list(std) * c)
+        imgs = normalize(imgs, _per_channel(mean, c, "mean"), _per_channel(std, c, "std"))
     return imgs
+
+
+def _per_channel(values: Sequence[float], channels: int, what: str) -> list[float]:
+    """``values`` for ``channels`` channels: the first ``channels`` of them, or one value broadcast."""
+    if len(values) >= channels:
+        return list(values[:channels])
+    if len(values) == 1:
+        return list(values) * channels
+    raise BadInputError(
+        f"{len(values)} {what} values for an input of {channels} channels",
+        hint=f"give one {what} value per channel (--{what}), or an input shape with {len(values)} channels",
+    )
 
 
 def noise(
