@@ -208,5 +208,5 @@ def load_image_folder_with_report(
         )
     imgs = _fit_channels(np.stack(arrays), c)
     if mean is not None and std is not None:
-        imgs = normalize(imgs, mean[:c], std[:c])
+        imgs = normalize(imgs, _per_channel(mean, c, "mean"), _per_channel(std, c, "std"))
     return imgs, {"used": len(used), "skipped": skipped, "files": used}
