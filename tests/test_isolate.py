@@ -26,3 +26,18 @@ def test_expected_errors_cross_with_their_hint(tmp_path):
     with pytest.raises(WeightsError) as info:
         call_isolated("deployinc.io:load_checkpoint", str(tmp_path / "missing.pt"))
     assert "does not exist" in info.value.message and info.value.hint
+
+
+def test_verify_isolate_flag_runs_ort_cpu_in_a_subprocess(cli_runner, tinynets_dir, tmp_path):
+    import json
+
+    from deployinc.export import export_pipeline
+
+    from .conftest import invoke
+
+    a = tmp_path / "a.onnx"
+    export_pipeline("tinynets:build", out=a, input_shape=(1, 3, 16, 16), exporter="torchscript")
+    report = tmp_path / "r.json"
+    r = invoke(cli_runner, ["verify", str(a), "--isolate", "--batch", "1", "--json", str(report)])
+    assert r.exit_code == 0, r.stderr
+    assert '"isolated": true' in json.dumps(json.loads(report.read_text()))

@@ -36,6 +36,7 @@ from .options import force_option, json_option, parse_floats, parse_int_list, pa
 @click.option("--localize/--no-localize", default=None, help="Find the first departing layer (default: when parity fails).")
 @click.option("--localize-method", type=click.Choice(["auto", "all", "bisect"]), default="auto", show_default=True, help="all intermediates at once, or bisection over truncated graphs (auto: bisection on TensorRT).")
 @click.option("--no-cache", is_flag=True, help="Rebuild random-weight references without the BatchNorm-statistics cache.")
+@click.option("--isolate/--no-isolate", default=None, help="Run each ONNX backend in its own subprocess, so a native crash or hang is that backend failing (default: GPU backends, and every backend for files deployinc did not write).")
 @json_option
 @threads_option
 @force_option
@@ -63,6 +64,7 @@ def verify(
     localize: bool | None,
     localize_method: str,
     no_cache: bool,
+    isolate: bool | None,
     json_path: str | None,
     threads: int | None,
     force: bool,
@@ -125,6 +127,7 @@ def verify(
         localize_method=localize_method,
         threads=threads,
         use_cache=not no_cache,
+        isolate=isolate,
         log=log,
     )
     click.echo(render(report))

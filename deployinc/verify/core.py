@@ -315,7 +315,7 @@ def verify(
     localize_method: str = "auto",
     threads: int | None = None,
     use_cache: bool = True,
-    isolate: bool = True,
+    isolate: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Verify an ONNX file against its reference; the library form of ``deployinc verify``.
@@ -343,8 +343,10 @@ def verify(
         localize_method: ``auto`` (bisection on TensorRT, all outputs elsewhere), ``all`` or ``bisect``.
         threads: Intra-op threads of torch and ONNX Runtime (default: the usable CPUs).
         use_cache: Use the BatchNorm-statistics cache for random-weight references.
-        isolate: Run the GPU backends (ort-cuda, ort-trt, trt-engine) in a subprocess, so that a crash in native code
-            is that backend failing (status ``crashed``), not the end of the run.
+        isolate: Run ONNX backends in a subprocess, so that a crash or hang in native code is that backend failing
+            (status ``crashed``), not the end of the run. True: every ONNX backend; False: none; None (default): the
+            GPU backends (ort-cuda, ort-trt, trt-engine) always, and ort-cpu too when deployinc did not write the
+            file (it has no deployinc provenance).
         log: ``callable(str)`` for progress lines.
 
     Raises:
@@ -527,7 +529,7 @@ def verify(
             results.append(BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (--against gives an ONNX one)"))
             continue
         t = time.perf_counter()
-        if name in ISOLATED_BACKENDS and isolate:
+        if _isolated(name, isolate, prov is not None):
             br = _run_isolated(name, path, x, batch_list, prec, threads, bool(static), gi, ref_out, tol, tol_src, say)
             timings[f"backend:{name}"] = time.perf_counter() - t
             results.append(br)
@@ -618,6 +620,15 @@ def verify(
     return report
 
 
+def _isolated(name: str, isolate: bool | None, ours: bool) -> bool:
+    """Whether backend ``name`` runs in a subprocess (see ``isolate`` in :func:`verify`)."""
+    if name.startswith("torch"):
+        return False
+    if isolate is None:
+        return name in ISOLATED_BACKENDS or not ours
+    return isolate
+
+
 def _run_isolated(
     name: str,
     path: Path,
@@ -637,7 +648,7 @@ def _run_isolated(
     from ..isolate import call_isolated
     from ..runners.ort import cuda_driver_problem
 
-    problem = cuda_driver_problem()  # cheap, and spares a subprocess on machines without a GPU
+    problem = cuda_driver_problem() if name in ISOLATED_BACKENDS else None  # spares a subprocess without a GPU
     if problem is not None:
         reason = f"{name} cannot run: {problem}"
         say(f"{name}: skipped ({reason})")
