@@ -6,7 +6,7 @@ Every number in the Markdown comes from this run: eager torch, fused eager torch
 are measured in the same process with the same thread count, interleaved over rounds so that a noisy spell on a
 shared machine falls on all of them alike; the speedups are ratios of p50 latencies from that same run.
 
-    python scripts/bench_zoo.py                                   # this CPU: batch 1 and 8, eager vs fused vs ORT CPU
+    python scripts/bench_zoo.py                                   # every config; this CPU: batch 1 and 8
     python scripts/bench_zoo.py --models googlenet,resnet50 --iters 50
     python scripts/bench_zoo.py --backends torch,torch-fused,ort-cuda,ort-trt,tensorrt --batch 1,8,32 \\
         --precision fp32,fp16 --machine h100                       # what scripts/bench_gpu_server.sh runs
@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 from deployinc.errors import DeployincError  # noqa: E402
 
 TARGETS = {"googlenet": 3.0, "mobilenet_v2": 3.0, "resnet50": 1.5, "inception_v3": 1.5}
-DEFAULT_MODELS = ("googlenet", "inception_v3", "resnet50", "mobilenet_v2", "mobilenet_v3_large")
 
 
 def machine_name() -> str:
@@ -96,13 +95,14 @@ def busy_note(reports: dict[str, object]) -> list[str]:
 
     busy = []
     for name, rep in reports.items():
-        before = (rep.config.get("load_average") or {}).get("before")  # type: ignore[attr-defined]
-        if before and before[0] >= 0.75 * default_threads():
-            busy.append(f"{name} (load average {before[0]:.1f})")
+        during = (rep.config.get("other_cpu_use") or {}).get("during")  # type: ignore[attr-defined]
+        if during is not None and during >= 0.25:
+            busy.append(f"{name} ({during:.2f} CPUs)")
     if not busy:
         return []
     return [
-        f"**The machine was busy** when these started: {', '.join(busy)} on {default_threads()} usable CPUs. "
+        f"**The machine was shared**: other processes kept CPUs busy while these ran: {', '.join(busy)}, "
+        f"of {default_threads()} usable CPUs. "
         "Latencies are noisier than on a quiet machine and eager torch (OpenMP threads that wait for each other) "
         "suffers more than ONNX Runtime; the rounds interleave the backends so both see the same load.",
         "",
@@ -132,7 +132,7 @@ def check_targets(reports: dict[str, object]) -> tuple[list[str], bool]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated; 'all' for every config")
+    ap.add_argument("--models", default="all", help="comma-separated model names, or all (every export_configs/ model)")
     ap.add_argument("--backends", default="torch,torch-fused,torch-compile,ort-cpu")
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--precision", default="fp32")

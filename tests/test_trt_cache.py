@@ -11,7 +11,6 @@ import os
 import stat
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -103,12 +103,6 @@ class BenchSettings:
 # Building runners
 
 
-@dataclass
-class _Built:
-    runner: Any
-    feeds_dtype: Any = np.float32
-
-
 def _torch_device(requested: str) -> str:
     if requested == "cpu":
         return "cpu"
@@ -246,6 +240,42 @@ def _steps(runner: Any, x: np.ndarray, cuda_graph: bool) -> Any:
     return TimedSteps(e2e=lambda: runner.infer(feeds), sync=runner.synchronize if runner.device != "cpu" else None, notes=["timed through infer()"])
 
 
+def _cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall seconds, busy CPU-seconds of the whole machine, CPU-seconds of this process) from /proc."""
+    import time
+
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat", encoding="ascii") as f:
+            mine = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal: busy is all but idle and iowait
+    busy = sum(fields[:3]) + sum(fields[5:8])
+    own = int(mine[11]) + int(mine[12])  # utime + stime of every thread of this process
+    return time.perf_counter(), busy / hz, own / hz
+
+
+def _others_since(start: tuple[float, float, float] | None) -> float | None:
+    end = _cpu_snapshot()
+    if start is None or end is None or end[0] - start[0] <= 0:
+        return None
+    return round(max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0])), 2)
+
+
+def other_cpu_use(seconds: float = 0.2) -> float | None:
+    """How many CPUs other processes kept busy over the next ``seconds`` (None where /proc is not readable)."""
+    import time
+
+    start = _cpu_snapshot()
+    if start is None:
+        return None
+    time.sleep(seconds)
+    return _others_since(start)
+
+
 def _loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -314,11 +344,13 @@ def benchmark(
         torch_cuda = {"cudnn_allow_tf32": s.tf32, "matmul_allow_tf32": s.tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark}
     builder = _Builder(model, s, say)
     load_before = _loadavg()
-    if load_before is not None and load_before[0] >= 0.75 * default_threads():
+    others_before = other_cpu_use(0.2)
+    if others_before is not None and others_before >= 0.25:
         say(
-            f"warning: this machine is busy (load average {load_before[0]:.1f} on {default_threads()} usable CPUs): "
-            "latencies will be noisy and ratios unfair (eager torch's OpenMP threads suffer most when descheduled)"
+            f"warning: other processes are using {others_before:.1f} of {os.cpu_count()} CPUs: latencies will be noisy "
+            "and ratios unfair (eager torch's OpenMP threads suffer most when descheduled)"
         )
+    cpu_start = _cpu_snapshot()
     report = BenchReport(
         model=model.info(),
         config={
@@ -420,6 +452,7 @@ def benchmark(
 
     report.compute_speedups("torch")
     report.config["load_average"] = {"before": load_before, "after": _loadavg()}
+    report.config["other_cpu_use"] = {"before": others_before, "during": _others_since(cpu_start)}
     from .environment import bench_environment
 
     report.environment = bench_environment(s.threads)

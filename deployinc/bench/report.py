@@ -215,10 +215,13 @@ class BenchReport:
             f"created {self.created}."
         )
         load = cfg.get("load_average") or {}
-        if load.get("before") is not None:
+        others = cfg.get("other_cpu_use") or {}
+        if load.get("before") is not None or others.get("during") is not None:
             lines.append("")
             lines.append(
-                f"Load average (1, 5, 15 min) before the run {load.get('before')}, after {load.get('after')}."
+                f"CPUs kept busy by other processes: {others.get('before')} just before, {others.get('during')} on "
+                f"average during the run; load average (1, 5, 15 min) before {load.get('before')}, after "
+                f"{load.get('after')}."
             )
         lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]

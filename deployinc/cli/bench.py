@@ -135,6 +135,9 @@ def bench(
         atomic_write_bytes(plot_path, report.plot_png(), force=force)
         log(f"wrote {plot_path}")
 
+    during = (report.config.get("other_cpu_use") or {}).get("during")
+    if during is not None and during >= 0.25:
+        log(f"note: other processes kept {during:.2f} CPUs busy on average during the run; rerun on a quiet machine for numbers to publish")
     failed = report.failed()
     if base_report is not None:
         from ..bench.regression import compare
