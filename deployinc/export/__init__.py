@@ -338,6 +338,11 @@ def export_pipeline(
         aux_heads=[c for p in prep_report.passes if p.name == "remove_aux_heads" for c in p.changed],
     )
     write_provenance(onnx_model, prov)
+    if loaded.bn_recalibrated:
+        # prepare() deep-copied, so loaded.module still holds the recalibrated statistics: cache them for verify.
+        from ..verify.reference import store_bn_stats
+
+        store_bn_stats(prov, loaded.module)
 
     checks: list[Any] = []
     line = "quick check skipped"

@@ -103,7 +103,15 @@ def simplify(
         report.notes.append(f"{simplifier} failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
         report.after = report.before
         return model, report
-    # Simplifiers may drop metadata and bump the IR version; keep what the original had.
+    # Simplifiers drop node metadata (the dynamo exporter's module scopes, which verify's localisation maps to
+    # torch modules): copy it back onto the node that produces the same output.
+    scopes = {o: n.metadata_props for n in model.graph.node if n.metadata_props for o in n.output}
+    for node in simplified.graph.node:
+        if not node.metadata_props:
+            src = next((scopes[o] for o in node.output if o in scopes), None)
+            if src is not None:
+                node.metadata_props.extend(src)
+    # Simplifiers may drop model metadata and bump the IR version; keep what the original had.
     del simplified.metadata_props[:]
     simplified.metadata_props.extend(model.metadata_props)
     simplified.ir_version = min(simplified.ir_version, model.ir_version)
