@@ -139,3 +139,35 @@ def test_torch_cuda_graph_replay_matches_eager():
             np.testing.assert_allclose(steps.e2e(), ref, rtol=1e-3, atol=1e-4)
             if steps.close:
                 steps.close()
+
+
+def test_torch_runner_leaves_the_callers_module_untouched():
+    """A runner casts (fp16) or moves (CUDA) a copy: the same module is shared with other backends and with
+    prepare's CPU self-check, which failed on GPU machines when an earlier runner had moved it in place."""
+    import torch
+
+    from deployinc.runners.torch_runner import TorchRunner
+
+    m = _module().eval()
+    with TorchRunner(m, "cpu", precision="fp16") as r:
+        r.infer({"input": _x(2)})
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in m.parameters())
+
+
+def test_ort_cuda_runner_asks_for_true_fp32_unless_told():
+    from deployinc.runners.ort import OrtRunner
+
+    assert OrtRunner(b"", "cuda").provider_options["use_tf32"] == "0"
+    assert OrtRunner(b"", "cuda", provider_options={"use_tf32": "1"}).provider_options["use_tf32"] == "1"
+    assert "use_tf32" not in OrtRunner(b"", "cpu").provider_options
+
+
+def test_verify_tensorrt_profile_covers_every_batch():
+    from deployinc.trt.profiles import parse_batch_range
+    from deployinc.verify.backends import trt_batch_range
+
+    assert trt_batch_range([1, 8], static=False) == "1,8,8"
+    assert trt_batch_range([4], static=False) == "4,4,4"
+    assert trt_batch_range([1, 8], static=True) is None
+    r = parse_batch_range(trt_batch_range([8, 1, 32], static=False))
+    assert (r.min, r.opt, r.max) == (1, 32, 32)

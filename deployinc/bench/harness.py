@@ -15,7 +15,6 @@ ratios between backends stay fair. Warm-up runs once, before the first round (la
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import inspect
 import os
@@ -127,8 +126,6 @@ class _Builder:
 
         device = _torch_device(self.s.device)
         module = self.model.torch_module(fused=backend != "torch")
-        if precision != "fp32":
-            module = copy.deepcopy(module)  # .half() works in place; keep the fp32 module intact
         return TorchRunner(
             module,
             device=device,
@@ -137,6 +134,7 @@ class _Builder:
             compile=backend == "torch-compile",
             name=backend,
             example=example if backend == "torch-compile" else None,
+            tf32=self.s.tf32,
         )
 
     def onnx_source(self, backend: str, precision: str) -> Any:

@@ -117,7 +117,7 @@ class OrtRunner(BaseRunner):
         provider: ``cpu``, ``cuda`` or ``tensorrt``.
         threads: Intra-op threads (CPU); ``None`` lets ORT choose (recorded as such).
         precision: What the model computes in, for reports (the model decides, not the runner).
-        provider_options: Options of the execution provider.
+        provider_options: Options of the execution provider (for CUDA, ``use_tf32`` defaults to ``0``).
         optimization: ORT graph optimisation level (none, basic, extended, all).
         name: Backend name in reports (default ``ort-<provider>``).
         log_level: ORT session log severity (0 verbose ... 4 fatal).
@@ -148,6 +148,10 @@ class OrtRunner(BaseRunner):
         self.threads = threads
         self.precision = precision
         self.provider_options = dict(provider_options or {})
+        if provider == "cuda":
+            # fp32 means fp32: the CUDA provider computes fp32 convolutions and matmuls in TF32 unless told not to
+            # (an error near 1e-4 relative); ask for it with use_tf32=1.
+            self.provider_options.setdefault("use_tf32", "0")
         self.optimization = optimization
         self.name = name or {"cpu": "ort-cpu", "cuda": "ort-cuda", "tensorrt": "ort-trt"}[provider]
         self.device = "cpu" if provider == "cpu" else "cuda"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,9 @@ class TorchRunner(BaseRunner):
             happens, and fails, in :meth:`activate` rather than in the first timed call.
         name: Backend name in reports.
         output_name: Name of the single output.
+        tf32: On CUDA, let cuDNN convolutions and matmuls use TF32 (torch's default for convolutions). Off by
+            default: fp32 means fp32 (TF32 alone moves googlenet's logits by about 4e-3 relative on an H100). The
+            flags are process-wide; activation sets them and deactivation puts back what was there.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class TorchRunner(BaseRunner):
         name: str = "torch",
         output_name: str = "logits",
         example: np.ndarray | None = None,
+        tf32: bool = False,
     ):
         super().__init__()
         self.module = module
@@ -54,7 +59,9 @@ class TorchRunner(BaseRunner):
         self.name = name
         self.output_name = output_name
         self.example = example
+        self.tf32 = tf32
         self._run: Any = None
+        self._saved_tf32: tuple[bool, bool] | None = None
 
     def _activate(self) -> None:
         import torch
@@ -65,7 +72,15 @@ class TorchRunner(BaseRunner):
             raise BackendUnavailable("eager torch has no int8 path in deployinc", hint="use ort-cpu with a quantized model")
         if self.threads:
             torch.set_num_threads(int(self.threads))
-        module = self.module.eval().to(self.device)
+        if self.device.startswith("cuda"):
+            self._saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+        module = self.module.eval()
+        if self.device != "cpu" or self.precision == "fp16":
+            # .to() and .half() change a module in place: work on a copy, so that the caller's CPU fp32 module (shared
+            # with other backends, prepare's CPU self-check) stays as it was.
+            module = copy.deepcopy(module).to(self.device)
         if self.precision == "fp16":
             module = module.half()
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
@@ -80,6 +95,8 @@ class TorchRunner(BaseRunner):
                 raise BackendUnavailable(f"torch.compile failed here: {str(exc).splitlines()[0][:200]}") from exc
         self._run = run
         self.details = {"threads": torch.get_num_threads(), "torch": torch.__version__, "compile": self.compile}
+        if self.device.startswith("cuda"):
+            self.details["tf32"] = self.tf32
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -89,6 +106,16 @@ class TorchRunner(BaseRunner):
             y = first_output(self._run(x))
         self.synchronize()
         return {self.output_name: y.float().cpu().numpy()}
+
+    def _deactivate(self) -> None:
+        self._run = None  # drops the device copy of the module
+        if self.device.startswith("cuda"):
+            import torch
+
+            if self._saved_tf32 is not None:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved_tf32
+                self._saved_tf32 = None
+            torch.cuda.empty_cache()
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):

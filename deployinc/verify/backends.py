@@ -104,6 +104,14 @@ class Opened:
         return self.runner is None
 
 
+def trt_batch_range(batches: list[int], static: bool) -> str | None:
+    """The TensorRT optimisation profile (``min,opt,max``) that covers every batch size verify runs: the smallest
+    to the largest, tuned for the largest; None for a static batch (the model's own)."""
+    if static:
+        return None
+    return f"{min(batches)},{max(batches)},{max(batches)}"
+
+
 def _trt_options(onnx_path: Path | None, precision: str, batches: list[int], static: bool) -> dict[str, str]:
     try:
         from ..trt.ort_options import tensorrt_provider_options
@@ -111,8 +119,7 @@ def _trt_options(onnx_path: Path | None, precision: str, batches: list[int], sta
         return {"trt_fp16_enable": "True"} if precision == "fp16" else {}
     if onnx_path is None:
         return {"trt_fp16_enable": "True"} if precision == "fp16" else {}
-    batch = None if static else ",".join(str(b) for b in sorted(set([min(batches), max(batches)])))
-    return tensorrt_provider_options(onnx_path, precision=precision, batch=batch)
+    return tensorrt_provider_options(onnx_path, precision=precision, batch=trt_batch_range(batches, static))
 
 
 def _cuda_options() -> dict[str, str]:
@@ -143,8 +150,7 @@ def make_onnx_runner(
         src = model if isinstance(model, Path) else onnx_path
         if src is None:
             raise BackendUnavailable("the native TensorRT runner builds from a file", hint="pass the model's path")
-        batch = None if static_batch else ",".join(str(b) for b in sorted({min(batches), max(batches)}))
-        runner = TensorRTRunner(src, precision=precision, batch=batch)
+        runner = TensorRTRunner(src, precision=precision, batch=trt_batch_range(batches, static_batch))
         runner.name = "trt-engine"
         return runner
     return make_ort_runner(
