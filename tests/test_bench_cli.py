@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from .conftest import invoke
@@ -77,6 +78,19 @@ def test_bench_all_backends_reports_and_skips(cli_runner, tiny_onnx, tmp_path):
     assert "| ort-cpu | fp32 | 2 | e2e |" in md.read_text()
     if png is not None:
         assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_row_records_the_p50_of_each_round(cli_runner, tiny_onnx, tmp_path):
+    j = tmp_path / "r.json"
+    args = ["bench", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", "--warmup", "1", "--iters", "10", "--rounds", "2",
+            "--threads", "2", "--json", str(j)]  # fmt: skip
+    r = invoke(cli_runner, args)
+    assert r.exit_code == 0, r.output
+    (row,) = [x for x in json.loads(j.read_text())["results"] if x["status"] == "ok"]
+    samples = row["samples_ms"]
+    assert len(samples) == 10
+    # stretches follow the samples in time order: round 1 is the first five, round 2 the last five
+    assert row["stretch_p50_ms"] == pytest.approx([float(np.median(samples[:5])), float(np.median(samples[5:]))], rel=1e-5)
 
 
 def test_bench_without_provenance_skips_torch_with_reason(cli_runner, tiny_onnx, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from deployinc.bench.regression import compare, load_baseline
 from deployinc.bench.report import FORMAT, BenchReport, BenchRow
-from deployinc.bench.timing import check_counts, measure, summarize
+from deployinc.bench.timing import check_counts, drift, measure, summarize
 from deployinc.errors import BadInputError
 
 
@@ -96,6 +96,31 @@ def test_report_round_trip_and_writers(tmp_path):
     assert "vs eager" in text and "3.00x" in text
 
 
+def test_drift_splits_samples_in_time_order():
+    fast, slow = [0.0147] * 20, [0.0181] * 20  # a VM that went from 14.7 ms to 18.1 ms halfway through
+    assert drift(fast + slow, 2) == pytest.approx([14.7, 18.1])
+    assert drift(fast + slow, 4) == pytest.approx([14.7, 14.7, 18.1, 18.1])
+    assert drift(fast[:9], 2) is None  # fewer than 5 samples per stretch: no verdict
+    assert drift(fast, 1) is None
+
+
+def test_unsteady_rows_are_named_in_every_report():
+    steady, shifted = _row("torch", 45.0), _row("ort-cpu", 16.0)
+    steady.stretch_p50_ms = [45.0, 46.0, 44.5]  # 3% apart: steady
+    shifted.stretch_p50_ms = [14.7, 14.8, 18.1]  # 23% apart
+    rep = _report([steady, shifted])
+    assert steady.unsteady() is None
+    (line,) = rep.unsteady_lines()
+    assert line.startswith("ort-cpu fp32 b1 e2e") and "ranged 14.70-18.10 ms" in line and "last 18.10" in line and "23% apart" in line
+    assert rep.unsteady_lines(limit=0.25) == []
+    assert "Unsteady" in rep.to_markdown() and "23% apart" in rep.to_markdown()
+    assert "unsteady: ort-cpu" in rep.render()
+    back = BenchReport.from_dict(json.loads(rep.to_json()))
+    assert back.find("ort-cpu", "fp32", 1, "e2e").stretch_p50_ms == [14.7, 14.8, 18.1]
+    shifted.stretch_p50_ms = None  # reports written before stretches were recorded
+    assert rep.unsteady_lines() == []
+
+
 def test_plot_png(tmp_path):
     pytest.importorskip("matplotlib")
     rep = _report([_row("torch", 30.0), _row("torch", 60.0, batch=8), _row("ort-cpu", 10.0), _row("ort-cpu", 20.0, batch=8)])
@@ -109,7 +134,12 @@ def test_regression_names_the_slower_backends():
     res = compare(cur, base, 1.10)
     assert not res.passed
     assert res.backends() == ["ort-cpu"]
+    assert not any("changed speed" in n for n in res.notes)
     assert compare(cur, base, 1.25).passed
+    # a slower row from a run whose stretches disagree is flagged: the machine may be the cause
+    cur.find("ort-cpu", "fp32", 1, "e2e").stretch_p50_ms = [10.1, 10.0, 13.9]
+    (note,) = [n for n in compare(cur, base, 1.10).notes if "changed speed" in n]
+    assert note.startswith("ort-cpu fp32 b1 e2e") and "during this run" in note
 
 
 def test_regression_refuses_another_model_and_no_common_rows():

@@ -151,6 +151,12 @@ def compare(current: BenchReport, baseline: BenchReport, max_slowdown: float, ba
         result.compared.append(c)
         if c.ratio > max_slowdown:
             result.regressions.append(c)
+            shaky = [name for name, row in (("this run", r), ("the baseline", b)) if row.unsteady()]
+            if shaky:
+                result.notes.append(
+                    f"{c.label()}: the machine changed speed during {' and '.join(shaky)} (p50 of its stretches "
+                    "disagree by more than 10%): the slowdown may be the machine's, not the model's; rerun on a quiet machine"
+                )
     if not result.compared:
         raise BadInputError(
             f"no measurement in common with baseline {baseline_path} (it has "

@@ -19,6 +19,7 @@ from .timing import Stats
 
 FORMAT = "deployinc-bench/1"
 MODES = ("compute", "e2e")
+UNSTEADY_LIMIT = 0.10  # stretches of one measurement whose p50s differ by more than this: the machine changed speed
 
 
 @dataclass
@@ -43,6 +44,8 @@ class BenchRow:
         speedup_min: The same ratio of minimum latencies: less sensitive to a busy machine than the p50 ratio.
         cuda_graph: Whether a CUDA graph was replayed.
         notes: How the backend ran (IO binding, thread count...).
+        stretch_p50_ms: p50 of consecutive stretches of the samples (one per round, or three), in time order:
+            stretches that disagree mean the machine changed speed during the run (see :meth:`unsteady`).
     """
 
     backend: str
@@ -61,6 +64,7 @@ class BenchRow:
     speedup_min: float | None = None
     cuda_graph: bool = False
     notes: list[str] = field(default_factory=list)
+    stretch_p50_ms: list[float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,6 +75,20 @@ class BenchRow:
 
     def label(self) -> str:
         return f"{self.backend} {self.precision} b{self.batch} {self.mode}"
+
+    def unsteady(self, limit: float = UNSTEADY_LIMIT) -> str | None:
+        """A sentence when the p50s of this row's stretches differ by more than ``limit`` (0.10: 10%), else None."""
+        p = self.stretch_p50_ms
+        if not p or len(p) < 2 or min(p) <= 0:
+            return None
+        lo, hi = min(p), max(p)
+        if hi / lo - 1 <= limit:
+            return None
+        return (
+            f"{self.label()}: p50 over {len(p)} stretches of the run ranged {lo:.2f}-{hi:.2f} ms ({100 * (hi / lo - 1):.0f}% "
+            f"apart; first {p[0]:.2f}, last {p[-1]:.2f}): the machine changed speed during the run; compare backends "
+            "within this run, and rerun before comparing absolute times with another run"
+        )
 
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -193,6 +211,10 @@ class BenchReport:
             )  # fmt: skip
         return head, body
 
+    def unsteady_lines(self, limit: float = UNSTEADY_LIMIT) -> list[str]:
+        """One line per measured row whose stretches disagree by more than ``limit``."""
+        return [line for r in self.ok_rows() if (line := r.unsteady(limit))]
+
     def not_run_lines(self) -> list[str]:
         out = []
         for r in self.rows:
@@ -228,6 +250,9 @@ class BenchReport:
         skipped = self.not_run_lines()
         if skipped:
             lines += ["", "Not run:", ""] + [f"- {s}" for s in skipped]
+        unsteady = self.unsteady_lines()
+        if unsteady:
+            lines += ["", "Unsteady (the machine changed speed during the run):", ""] + [f"- {s}" for s in unsteady]
         if environment:
             lines += ["", "Environment:", ""] + [f"- {s}" for s in environment_lines(self.environment)]
         return "\n".join(lines) + "\n"
@@ -236,7 +261,7 @@ class BenchReport:
         """The screen table (rich when installed, plain text otherwise); returns the plain text."""
         head, body = self.table_rows()
         text = _plain_table(head, body)
-        extra = self.not_run_lines()
+        extra = self.not_run_lines() + [f"unsteady: {s}" for s in self.unsteady_lines()]
         if console is not None:
             from rich.table import Table
 

@@ -77,6 +77,20 @@ def summarize(samples_s: Sequence[float], batch: int) -> Stats:
     )
 
 
+def drift(samples_s: Sequence[float], parts: int, min_per_part: int = 5) -> list[float] | None:
+    """p50 (ms) of each of ``parts`` consecutive stretches of the samples, in the order they were taken.
+
+    A machine that changes speed during a run (a shared host, a VM whose virtual CPUs move, thermal throttling)
+    shows here as stretches whose p50s disagree, where the overall statistics only look wide. None when there are
+    fewer than ``min_per_part`` samples per stretch or fewer than two stretches.
+    """
+    n = len(samples_s)
+    if parts < 2 or n < parts * min_per_part:
+        return None
+    a = np.asarray(samples_s, dtype=np.float64) * 1e3
+    return [float(np.median(chunk)) for chunk in np.array_split(a, parts)]
+
+
 @dataclass
 class Measurement:
     """What :func:`measure` returns: the samples (seconds) and the first call's time (seconds, or None)."""

@@ -71,7 +71,7 @@ def bench(
     from ..bench.harness import BenchSettings, check_precisions
     from ..bench.timing import check_counts
     from ..io import check_output_path
-    from ..lazy import available, require
+    from ..lazy import require
     # Everything the user typed is checked before a model is loaded or a minute is spent.
     names = parse_bench_backends(backends)
     batches = parse_int_list(batch_text, "--batch")
