@@ -9,7 +9,7 @@ import pytest
 
 from deployinc.bench.regression import compare, load_baseline
 from deployinc.bench.report import FORMAT, BenchReport, BenchRow
-from deployinc.bench.timing import check_counts, drift, measure, summarize
+from deployinc.bench.timing import check_counts, measure, stretch_p50s, summarize
 from deployinc.errors import BadInputError
 
 
@@ -96,12 +96,12 @@ def test_report_round_trip_and_writers(tmp_path):
     assert "vs eager" in text and "3.00x" in text
 
 
-def test_drift_splits_samples_in_time_order():
+def test_stretch_p50s_split_samples_in_time_order():
     fast, slow = [0.0147] * 20, [0.0181] * 20  # a VM that went from 14.7 ms to 18.1 ms halfway through
-    assert drift(fast + slow, 2) == pytest.approx([14.7, 18.1])
-    assert drift(fast + slow, 4) == pytest.approx([14.7, 14.7, 18.1, 18.1])
-    assert drift(fast[:9], 2) is None  # fewer than 5 samples per stretch: no verdict
-    assert drift(fast, 1) is None
+    assert stretch_p50s(fast + slow, 2) == pytest.approx([14.7, 18.1])
+    assert stretch_p50s(fast + slow, 4) == pytest.approx([14.7, 14.7, 18.1, 18.1])
+    assert stretch_p50s(fast[:9], 2) is None  # fewer than 5 samples per stretch: no verdict
+    assert stretch_p50s(fast, 1) is None
 
 
 def test_unsteady_rows_are_named_in_every_report():

@@ -29,7 +29,7 @@ from ..errors import BackendUnavailable, BadInputError, DeployincError
 from ..runners import BACKENDS, TORCH_BACKENDS
 from .report import BenchReport, BenchRow
 from .subject import PRECISIONS, BenchModel
-from .timing import check_counts, drift, measure, summarize
+from .timing import check_counts, measure, stretch_p50s, summarize
 
 #: Backends whose shapes are fixed when they are built (one build per batch size).
 _PER_BATCH = ("ort-trt", "tensorrt")
@@ -437,7 +437,7 @@ def benchmark(
                             device=c.device,
                             stats=summarize(samples, batch),
                             samples_ms=[round(v * 1e3, 6) for v in samples] if s.keep_samples else None,
-                            stretch_p50_ms=drift(samples, s.rounds if s.rounds > 1 else 3),
+                            stretch_p50_ms=stretch_p50s(samples, s.rounds if s.rounds > 1 else 3),
                             activate_s=c.activate_s,
                             first_call_s=c.first.get(mode),
                             cuda_graph=bool(s.cuda_graph and any("CUDA graph" in n for n in notes)),

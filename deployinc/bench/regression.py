@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError
-from .report import FORMAT, BenchReport, BenchRow
+from .report import FORMAT, UNSTEADY_LIMIT, BenchReport, BenchRow
 
 
 @dataclass
@@ -155,7 +155,7 @@ def compare(current: BenchReport, baseline: BenchReport, max_slowdown: float, ba
             if shaky:
                 result.notes.append(
                     f"{c.label()}: the machine changed speed during {' and '.join(shaky)} (p50 of its stretches "
-                    "disagree by more than 10%): the slowdown may be the machine's, not the model's; rerun on a quiet machine"
+                    f"disagree by more than {UNSTEADY_LIMIT:.0%}): the slowdown may be the machine's, not the model's; rerun on a quiet machine"
                 )
     if not result.compared:
         raise BadInputError(

@@ -77,7 +77,7 @@ def summarize(samples_s: Sequence[float], batch: int) -> Stats:
     )
 
 
-def drift(samples_s: Sequence[float], parts: int, min_per_part: int = 5) -> list[float] | None:
+def stretch_p50s(samples_s: Sequence[float], parts: int, min_per_part: int = 5) -> list[float] | None:
     """p50 (ms) of each of ``parts`` consecutive stretches of the samples, in the order they were taken.
 
     A machine that changes speed during a run (a shared host, a VM whose virtual CPUs move, thermal throttling)
