@@ -171,3 +171,27 @@ def test_verify_tensorrt_profile_covers_every_batch():
     assert trt_batch_range([1, 8], static=True) is None
     r = parse_batch_range(trt_batch_range([8, 1, 32], static=False))
     assert (r.min, r.opt, r.max) == (1, 32, 32)
+
+
+def test_tf32_flags_come_back_whatever_order_runners_deactivate_in():
+    import torch
+
+    from deployinc.runners.torch_runner import _TF32, _tf32_apply, _tf32_enter, _tf32_exit
+
+    flags = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)  # noqa: E731
+    original = flags()
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True  # torch's conv default
+        _tf32_enter(False)  # runner A (fp32 means fp32)
+        _tf32_enter(True)  # runner B asks for TF32
+        assert flags() == (True, True)
+        _tf32_apply(False)  # A's infer re-applies its own choice
+        assert flags() == (False, False)
+        _tf32_exit()  # A deactivates first: B is still active, nothing restored yet
+        assert _TF32["active"] == 1
+        _tf32_exit()  # B, the last one: the flags from before A
+        assert flags() == (True, True) and _TF32["active"] == 0
+        _tf32_exit()  # an extra exit is harmless
+        assert flags() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = original

@@ -165,3 +165,29 @@ def test_load_baseline_refuses_other_files(tmp_path):
         load_baseline(tmp_path / "missing.json")
     p.write_text(json.dumps({"format": FORMAT, "results": [], "model": {}}))
     assert load_baseline(p).rows == []
+
+
+def test_cpu_link_is_recorded_and_a_change_is_named():
+    rep = _report([_row("torch", 30.0), _row("ort-cpu", 10.0)])
+    rep.config["cpu_round_trip_ns"] = {"before": 290.0, "after": 310.0}
+    assert rep.link_lines() == []  # same placement: nothing to say
+    assert "290.0 ns before, 310.0 ns after" in rep.to_markdown() and "It changed" not in rep.to_markdown()
+    rep.config["cpu_round_trip_ns"] = {"before": 290.0, "after": 1100.0}  # the host moved the CPUs apart
+    (line,) = rep.link_lines()
+    assert "from 290 ns to 1100 ns" in line and "cpu link:" in rep.render()
+    assert "It changed during the run" in rep.to_markdown()
+    back = BenchReport.from_dict(json.loads(rep.to_json()))
+    assert back.config["cpu_round_trip_ns"] == {"before": 290.0, "after": 1100.0}
+
+
+def test_regression_notes_a_baseline_from_another_cpu_placement():
+    base = _report([_row("ort-cpu", 4.0)])
+    cur = _report([_row("ort-cpu", 6.6)])
+    base.config["cpu_round_trip_ns"] = {"before": 280.0, "after": 300.0}
+    cur.config["cpu_round_trip_ns"] = {"before": 1000.0, "after": 1100.0}
+    res = compare(cur, base, 1.10)
+    assert not res.passed
+    (note,) = [n for n in res.notes if "round trip" in n]
+    assert "1050 vs 290 ns" in note
+    cur.config["cpu_round_trip_ns"] = {"before": 300.0, "after": None}  # an after-probe that failed
+    assert not [n for n in compare(cur, base, 1.10).notes if "round trip" in n]

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, BadInputError, DeployincError
 from ..runners import BACKENDS, TORCH_BACKENDS
+from .cpu_link import cpu_round_trip_ns
 from .report import BenchReport, BenchRow
 from .subject import PRECISIONS, BenchModel
 from .timing import check_counts, measure, stretch_p50s, summarize
@@ -350,6 +351,7 @@ def benchmark(
             f"warning: other processes are using {others_before:.1f} of {os.cpu_count()} CPUs: latencies will be noisy "
             "and ratios unfair (eager torch's OpenMP threads suffer most when descheduled)"
         )
+    link_before = cpu_round_trip_ns() if int(s.threads) >= 2 else None
     cpu_start = _cpu_snapshot()
     report = BenchReport(
         model=model.info(),
@@ -454,6 +456,8 @@ def benchmark(
     report.compute_speedups("torch")
     report.config["load_average"] = {"before": load_before, "after": _loadavg()}
     report.config["other_cpu_use"] = {"before": others_before, "during": _others_since(cpu_start)}
+    if link_before is not None:
+        report.config["cpu_round_trip_ns"] = {"before": link_before, "after": cpu_round_trip_ns()}
     from .environment import bench_environment
 
     report.environment = bench_environment(s.threads)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError
+from .cpu_link import LINK_CHANGE
 from .report import FORMAT, UNSTEADY_LIMIT, BenchReport, BenchRow
 
 
@@ -130,7 +131,20 @@ def check_same_model(current: BenchReport, baseline: BenchReport, baseline_path:
         notes.append(f"the GPUs differ from the baseline's ({gpu_a or 'none'} vs {gpu_b or 'none'})")
     if current.config.get("threads") != baseline.config.get("threads"):
         notes.append(f"thread counts differ ({current.config.get('threads')} vs {baseline.config.get('threads')})")
+    link_a, link_b = _round_trip(current), _round_trip(baseline)
+    if link_a and link_b and max(link_a, link_b) / min(link_a, link_b) > LINK_CHANGE:
+        notes.append(
+            f"the CPUs' round trip differs from the baseline's ({link_a:.0f} vs {link_b:.0f} ns): the host placed the "
+            "CPUs differently, which changes multi-threaded timings"
+        )
     return notes
+
+
+def _round_trip(report: BenchReport) -> float | None:
+    """Mean of the cross-CPU round trips recorded before and after a run (None when not recorded)."""
+    link = report.config.get("cpu_round_trip_ns") or {}
+    values = [float(v) for v in (link.get("before"), link.get("after")) if isinstance(v, (int, float)) and v > 0]
+    return sum(values) / len(values) if values else None
 
 
 def compare(current: BenchReport, baseline: BenchReport, max_slowdown: float, baseline_path: str = "") -> RegressionResult:

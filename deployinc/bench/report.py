@@ -215,6 +215,14 @@ class BenchReport:
         """One line per measured row whose stretches disagree by more than ``limit``."""
         return [line for r in self.ok_rows() if (line := r.unsteady(limit))]
 
+    def link_lines(self) -> list[str]:
+        """A warning when the CPUs' round trip changed during the run (the host moved the virtual CPUs)."""
+        from .cpu_link import link_change_line
+
+        link = self.config.get("cpu_round_trip_ns") or {}
+        line = link_change_line(link.get("before"), link.get("after"))
+        return [f"cpu link: {line}"] if line else []
+
     def not_run_lines(self) -> list[str]:
         out = []
         for r in self.rows:
@@ -245,6 +253,20 @@ class BenchReport:
                 f"average during the run; load average (1, 5, 15 min) before {load.get('before')}, after "
                 f"{load.get('after')}."
             )
+        link = cfg.get("cpu_round_trip_ns") or {}
+        if link.get("before") is not None:
+            lines.append("")
+            lines.append(
+                f"Cross-CPU round trip (one cache line bounced between two of the run's CPUs by Python loops; larger "
+                f"means the CPUs are farther apart, which slows multi-threaded runs): {link.get('before')} ns before, "
+                f"{link.get('after')} ns after."
+                + (
+                    " **It changed during the run**: the host moved the CPUs, so rounds may have run in different "
+                    "placements and the p50s mix them."
+                    if self.link_lines()
+                    else ""
+                )
+            )
         lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
         skipped = self.not_run_lines()
@@ -261,7 +283,7 @@ class BenchReport:
         """The screen table (rich when installed, plain text otherwise); returns the plain text."""
         head, body = self.table_rows()
         text = _plain_table(head, body)
-        extra = self.not_run_lines() + [f"unsteady: {s}" for s in self.unsteady_lines()]
+        extra = self.not_run_lines() + [f"unsteady: {s}" for s in self.unsteady_lines()] + self.link_lines()
         if console is not None:
             from rich.table import Table
 

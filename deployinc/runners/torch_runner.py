@@ -20,6 +20,42 @@ def first_output(out: Any) -> Any:
     return out
 
 
+#: The process-wide TF32 flags as they were before the first active CUDA runner set them, and how many CUDA runners
+#: are active: the flags are put back only when the last one deactivates, whatever the order of deactivation.
+_TF32 = {"active": 0, "saved": None}
+
+
+def _tf32_enter(value: bool) -> None:
+    """Set cuDNN's and cuBLAS's TF32 flags to ``value`` for an activating runner, remembering the originals once."""
+    import torch
+
+    if _TF32["active"] == 0:
+        _TF32["saved"] = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    _TF32["active"] += 1
+    torch.backends.cudnn.allow_tf32 = value
+    torch.backends.cuda.matmul.allow_tf32 = value
+
+
+def _tf32_exit() -> None:
+    """A runner deactivates: the last one puts the flags back as they were before the first."""
+    import torch
+
+    if _TF32["active"] == 0:
+        return
+    _TF32["active"] -= 1
+    if _TF32["active"] == 0 and _TF32["saved"] is not None:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = _TF32["saved"]
+        _TF32["saved"] = None
+
+
+def _tf32_apply(value: bool) -> None:
+    import torch
+
+    if torch.backends.cudnn.allow_tf32 != value or torch.backends.cuda.matmul.allow_tf32 != value:
+        torch.backends.cudnn.allow_tf32 = value
+        torch.backends.cuda.matmul.allow_tf32 = value
+
+
 class TorchRunner(BaseRunner):
     """Runs an ``nn.Module`` eagerly (or through ``torch.compile``).
 
@@ -35,7 +71,9 @@ class TorchRunner(BaseRunner):
         output_name: Name of the single output.
         tf32: On CUDA, let cuDNN convolutions and matmuls use TF32 (torch's default for convolutions). Off by
             default: fp32 means fp32 (TF32 alone moves googlenet's logits by about 4e-3 relative on an H100). The
-            flags are process-wide; activation sets them and deactivation puts back what was there.
+            flags are process-wide: activation sets them, :meth:`infer` re-applies this runner's choice when another
+            active runner changed them, and the last active CUDA runner to deactivate puts back what was there
+            before the first one activated.
     """
 
     def __init__(
@@ -61,7 +99,7 @@ class TorchRunner(BaseRunner):
         self.example = example
         self.tf32 = tf32
         self._run: Any = None
-        self._saved_tf32: tuple[bool, bool] | None = None
+        self._tf32_entered = False
 
     def _activate(self) -> None:
         import torch
@@ -73,9 +111,21 @@ class TorchRunner(BaseRunner):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         if self.device.startswith("cuda"):
-            self._saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-            torch.backends.cudnn.allow_tf32 = self.tf32
-            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            _tf32_enter(self.tf32)
+            self._tf32_entered = True
+        try:
+            self._run = self._build(torch)
+        except BaseException:
+            if self._tf32_entered:  # not active, so deactivation will not run: put the flags back now
+                _tf32_exit()
+                self._tf32_entered = False
+            raise
+        self.details = {"threads": torch.get_num_threads(), "torch": torch.__version__, "compile": self.compile}
+        if self.device.startswith("cuda"):
+            self.details["tf32"] = self.tf32
+
+    def _build(self, torch: Any) -> Any:
+        """The callable to time: the module in eval mode on the device and precision, compiled on request."""
         module = self.module.eval()
         if self.device != "cpu" or self.precision == "fp16":
             # .to() and .half() change a module in place: work on a copy, so that the caller's CPU fp32 module (shared
@@ -93,14 +143,13 @@ class TorchRunner(BaseRunner):
                         run(torch.from_numpy(self.example).to(self.device, self._dtype))
             except Exception as exc:  # noqa: BLE001 - inductor can fail in many ways (no compiler, unsupported op)
                 raise BackendUnavailable(f"torch.compile failed here: {str(exc).splitlines()[0][:200]}") from exc
-        self._run = run
-        self.details = {"threads": torch.get_num_threads(), "torch": torch.__version__, "compile": self.compile}
-        if self.device.startswith("cuda"):
-            self.details["tf32"] = self.tf32
+        return run
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
+        if self._tf32_entered:
+            _tf32_apply(self.tf32)
         x = torch.from_numpy(np.ascontiguousarray(next(iter(feeds.values())))).to(self.device, self._dtype)
         with torch.inference_mode():
             y = first_output(self._run(x))
@@ -112,9 +161,9 @@ class TorchRunner(BaseRunner):
         if self.device.startswith("cuda"):
             import torch
 
-            if self._saved_tf32 is not None:
-                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved_tf32
-                self._saved_tf32 = None
+            if self._tf32_entered:
+                _tf32_exit()
+                self._tf32_entered = False
             torch.cuda.empty_cache()
 
     def synchronize(self) -> None:

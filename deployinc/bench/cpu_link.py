@@ -1,0 +1,139 @@
+"""How far apart two of this process's CPUs are: the round trip of one cache line bounced between them.
+
+Multi-threaded CPU inference hands data from core to core in every layer (one thread writes a slice of an
+activation, the other reads it in the next layer), so its speed depends on how fast the two cores see each other's
+writes. On a bare machine that is fixed by the topology; on a virtual machine the host decides where the virtual
+CPUs run and may move them. On the 2-CPU VM deployinc is built on, this probe reads about 240 ns most of the time
+(the near placement) and 400 ns to 1 µs in spells that last seconds to minutes (far); in the far placement ONNX
+Runtime's two-thread mobilenet_v2 takes 6.8 ms instead of 4.1 ms and eager torch 17.3 ms instead of 12.9 ms,
+while two independent single-thread matrix products keep their full speed (docs/benchmarks/cpu-roofline.md).
+``deployinc bench`` records the round trip before and after a run with two threads or more so that a report says
+which placement it was measured in.
+
+The probe forks a child pinned to the second CPU; parent (pinned to the first) and child flip a counter in a shared
+page with plain Python loops. Python adds a constant of one to two hundred ns (a C loop reads 50-140 ns near and
+630-900 ns far on the same VM), so compare values from the same machine, not with other tools' numbers. It takes
+about 5-10 ms and uses both CPUs while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+#: Spin iterations after which the probe gives up (the other side was not scheduled): a few seconds of Python.
+_MAX_SPINS = 20_000_000
+
+
+def cpu_round_trip_ns(rounds: int = 1000, repeats: int = 7, cpus: tuple[int, int] | None = None) -> float | None:
+    """Round-trip time in ns of a cache line bounced between two CPUs by two Python loops (best of the repeats).
+
+    One untimed repeat first wakes both CPUs; the smallest of the timed repeats is returned, since other work on
+    the machine can only add to a round trip, never take away from it (a busy machine still gives garbage: look at
+    ``other_cpu_use`` beside it).
+
+    Args:
+        rounds: Round trips per timed repeat.
+        repeats: Timed repeats; the smallest is returned.
+        cpus: The two CPUs (default: the first two this process may use).
+
+    Returns:
+        None where it cannot be measured: fewer than two usable CPUs, no ``fork``/affinity (not Linux), or the
+        other side did not answer in time.
+    """
+    import ctypes
+    import mmap
+
+    if not hasattr(os, "fork") or not hasattr(os, "sched_setaffinity"):
+        return None
+    saved = os.sched_getaffinity(0)
+    if cpus is None:
+        if len(saved) < 2:
+            return None
+        first, second = sorted(saved)[:2]
+    else:
+        first, second = cpus
+    page = mmap.mmap(-1, mmap.PAGESIZE)
+    flag = ctypes.c_int64.from_buffer(page)
+    flag.value = 0
+    total = rounds * (repeats + 1)
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that fork() in a multi-threaded process may deadlock the child; this child takes no
+            # lock (it only reads and writes the shared page and leaves with os._exit).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        del flag
+        page.close()
+        return None
+    if pid == 0:  # child: answer every odd value with the next even one, then leave without any cleanup
+        code = 0
+        try:
+            os.sched_setaffinity(0, {second})
+            for i in range(total):
+                want, spins = 2 * i + 1, 0
+                while flag.value != want:
+                    spins += 1
+                    if spins > _MAX_SPINS:
+                        code = 1
+                        break
+                if code:
+                    break
+                flag.value = want + 1
+        except BaseException:  # noqa: BLE001 - a forked child must never return into the caller's code
+            code = 1
+        os._exit(code)
+    times: list[float] = []
+    ok = True
+    try:
+        os.sched_setaffinity(0, {first})
+        i = 0
+        for rep in range(repeats + 1):
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                flag.value = 2 * i + 1
+                want, spins = 2 * i + 2, 0
+                while flag.value != want:
+                    spins += 1
+                    if spins > _MAX_SPINS:
+                        ok = False
+                        break
+                if not ok:
+                    break
+                i += 1
+            if not ok:
+                break
+            if rep:  # the first repeat only wakes both sides
+                times.append((time.perf_counter() - t0) / rounds * 1e9)
+    except OSError:
+        ok = False
+    finally:
+        os.sched_setaffinity(0, saved)
+        if not ok:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        os.waitpid(pid, 0)
+        del flag
+        page.close()
+    return round(min(times), 1) if ok and times else None
+
+
+#: A change of the round trip by more than this factor means the CPUs were placed differently (on the VM deployinc
+#: is built on, the near placement measures about 240 ns and the far one about 400 ns or more).
+LINK_CHANGE = 1.5
+
+
+def link_change_line(before: float | None, after: float | None, factor: float = LINK_CHANGE) -> str | None:
+    """A warning when the round trip after a run differs from the one before by more than ``factor``."""
+    if not before or not after:
+        return None
+    if max(before, after) / min(before, after) <= factor:
+        return None
+    return (
+        f"the CPUs' round trip went from {before:.0f} ns to {after:.0f} ns during the run: the host moved the CPUs, "
+        "and multi-threaded timings change with it"
+    )
