@@ -92,8 +92,10 @@ def test_each_row_records_the_p50_of_each_round(cli_runner, tiny_onnx, tmp_path)
     # stretches follow the samples in time order: round 1 is the first five, round 2 the last five
     assert row["stretch_p50_ms"] == pytest.approx([float(np.median(samples[:5])), float(np.median(samples[5:]))], rel=1e-5)
     # with two threads the CPUs' round trip is probed before and after the run (this machine has two CPUs)
+    # (a probe that cannot finish on a heavily loaded machine records None, never a wrong number or a failed run)
     link = json.loads(j.read_text())["config"]["cpu_round_trip_ns"]
-    assert link["before"] > 0 and link["after"] > 0
+    assert set(link) == {"before", "after"}
+    assert all(v is None or v > 0 for v in link.values())
 
 
 def test_bench_without_provenance_skips_torch_with_reason(cli_runner, tiny_onnx, tmp_path):

@@ -173,10 +173,13 @@ def test_verify_tensorrt_profile_covers_every_batch():
     assert (r.min, r.opt, r.max) == (1, 32, 32)
 
 
-def test_tf32_flags_come_back_whatever_order_runners_deactivate_in():
+def test_tf32_flags_come_back_whatever_order_runners_deactivate_in(monkeypatch):
     import torch
 
     from deployinc.runners.torch_runner import _TF32, _tf32_apply, _tf32_enter, _tf32_exit
+
+    monkeypatch.setitem(_TF32, "active", 0)  # whatever happens here, later tests get the count back
+    monkeypatch.setitem(_TF32, "saved", None)
 
     flags = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)  # noqa: E731
     original = flags()

@@ -178,6 +178,10 @@ def test_cpu_link_is_recorded_and_a_change_is_named():
     assert "It changed during the run" in rep.to_markdown()
     back = BenchReport.from_dict(json.loads(rep.to_json()))
     assert back.config["cpu_round_trip_ns"] == {"before": 290.0, "after": 1100.0}
+    rep.config["cpu_round_trip_ns"] = {"before": 290.0, "after": None}  # the probe after the run could not finish
+    assert rep.link_lines() == [] and "290.0 ns before, not measured after" in rep.to_markdown()
+    rep.config["cpu_round_trip_ns"] = "garbage"  # a hand-edited or foreign report
+    assert rep.link_lines() == [] and "Cross-CPU" not in rep.to_markdown()
 
 
 def test_regression_notes_a_baseline_from_another_cpu_placement():
@@ -190,4 +194,6 @@ def test_regression_notes_a_baseline_from_another_cpu_placement():
     (note,) = [n for n in res.notes if "round trip" in n]
     assert "1050 vs 290 ns" in note
     cur.config["cpu_round_trip_ns"] = {"before": 300.0, "after": None}  # an after-probe that failed
+    assert not [n for n in compare(cur, base, 1.10).notes if "round trip" in n]
+    cur.config["cpu_round_trip_ns"] = [1, 2]  # malformed: ignored, not a crash
     assert not [n for n in compare(cur, base, 1.10).notes if "round trip" in n]

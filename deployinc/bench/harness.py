@@ -277,6 +277,14 @@ def other_cpu_use(seconds: float = 0.2) -> float | None:
     return _others_since(start)
 
 
+def _round_trip() -> float | None:
+    """The CPUs' round trip for the report; a probe that fails in any way costs the number, never the run."""
+    try:
+        return cpu_round_trip_ns()
+    except Exception:  # noqa: BLE001 - an environment record must not break a benchmark
+        return None
+
+
 def _loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -351,7 +359,8 @@ def benchmark(
             f"warning: other processes are using {others_before:.1f} of {os.cpu_count()} CPUs: latencies will be noisy "
             "and ratios unfair (eager torch's OpenMP threads suffer most when descheduled)"
         )
-    link_before = cpu_round_trip_ns() if int(s.threads) >= 2 else None
+    probe_link = int(s.threads) >= 2
+    link_before = _round_trip() if probe_link else None
     cpu_start = _cpu_snapshot()
     report = BenchReport(
         model=model.info(),
@@ -456,8 +465,8 @@ def benchmark(
     report.compute_speedups("torch")
     report.config["load_average"] = {"before": load_before, "after": _loadavg()}
     report.config["other_cpu_use"] = {"before": others_before, "during": _others_since(cpu_start)}
-    if link_before is not None:
-        report.config["cpu_round_trip_ns"] = {"before": link_before, "after": cpu_round_trip_ns()}
+    if probe_link:
+        report.config["cpu_round_trip_ns"] = {"before": link_before, "after": _round_trip()}
     from .environment import bench_environment
 
     report.environment = bench_environment(s.threads)

@@ -219,7 +219,7 @@ class BenchReport:
         """A warning when the CPUs' round trip changed during the run (the host moved the virtual CPUs)."""
         from .cpu_link import link_change_line
 
-        link = self.config.get("cpu_round_trip_ns") or {}
+        link = _link(self.config)
         line = link_change_line(link.get("before"), link.get("after"))
         return [f"cpu link: {line}"] if line else []
 
@@ -253,16 +253,17 @@ class BenchReport:
                 f"average during the run; load average (1, 5, 15 min) before {load.get('before')}, after "
                 f"{load.get('after')}."
             )
-        link = cfg.get("cpu_round_trip_ns") or {}
-        if link.get("before") is not None:
+        link = _link(cfg)
+        if link.get("before") is not None or link.get("after") is not None:
+            ns = lambda v: "not measured" if v is None else f"{v} ns"  # noqa: E731
             lines.append("")
             lines.append(
                 f"Cross-CPU round trip (one cache line bounced between two of the run's CPUs by Python loops; larger "
-                f"means the CPUs are farther apart, which slows multi-threaded runs): {link.get('before')} ns before, "
-                f"{link.get('after')} ns after."
+                f"means the CPUs are farther apart, which slows multi-threaded runs): {ns(link.get('before'))} before, "
+                f"{ns(link.get('after'))} after."
                 + (
-                    " **It changed during the run**: the host moved the CPUs, so rounds may have run in different "
-                    "placements and the p50s mix them."
+                    " **It changed during the run**: the host probably moved the CPUs, so rounds may have run in "
+                    "different placements and the p50s mix them."
                     if self.link_lines()
                     else ""
                 )
@@ -347,6 +348,14 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     return str(o)
+
+
+def _link(config: dict[str, Any]) -> dict[str, Any]:
+    """The recorded cross-CPU round trips ({} when absent or malformed, as in reports from older versions)."""
+    link = config.get("cpu_round_trip_ns")
+    if not isinstance(link, dict):
+        return {}
+    return {k: v for k, v in link.items() if k in ("before", "after") and (v is None or isinstance(v, (int, float)))}
 
 
 def _plain_table(head: list[str], body: list[list[str]]) -> str:

@@ -110,7 +110,7 @@ class TorchRunner(BaseRunner):
             raise BackendUnavailable("eager torch has no int8 path in deployinc", hint="use ort-cpu with a quantized model")
         if self.threads:
             torch.set_num_threads(int(self.threads))
-        if self.device.startswith("cuda"):
+        if self.device.startswith("cuda") and not self._tf32_entered:  # activated twice: counted once
             _tf32_enter(self.tf32)
             self._tf32_entered = True
         try:
