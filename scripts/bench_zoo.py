@@ -140,8 +140,8 @@ def check_targets(reports: dict[str, object]) -> tuple[list[str], bool]:
         met = r.speedup >= need
         ok &= met
         mn = f"; ratio of minimum latencies {r.speedup_min:.2f}x" if r.speedup_min else ""
-        link = rep.config.get("cpu_round_trip_ns") or {}  # type: ignore[attr-defined]
-        where = f"; CPUs' round trip {link.get('before')} / {link.get('after')} ns before / after" if link.get("before") else ""
+        link = rep.round_trips()  # type: ignore[attr-defined]
+        where = f"; CPUs' round trip {link.get('before')} / {link.get('after')} ns before / after" if link else ""
         if rep.link_lines():  # type: ignore[attr-defined]
             where += ", changed during the run: its rounds mix two placements of the CPUs"
         lines.append(

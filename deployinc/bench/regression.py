@@ -142,10 +142,7 @@ def check_same_model(current: BenchReport, baseline: BenchReport, baseline_path:
 
 def _round_trip(report: BenchReport) -> float | None:
     """Mean of the cross-CPU round trips recorded before and after a run (None when not recorded)."""
-    link = report.config.get("cpu_round_trip_ns")
-    if not isinstance(link, dict):
-        return None
-    values = [float(v) for v in (link.get("before"), link.get("after")) if isinstance(v, (int, float)) and v > 0]
+    values = [float(v) for v in report.round_trips().values() if v is not None and v > 0]
     return sum(values) / len(values) if values else None
 
 

@@ -215,11 +215,19 @@ class BenchReport:
         """One line per measured row whose stretches disagree by more than ``limit``."""
         return [line for r in self.ok_rows() if (line := r.unsteady(limit))]
 
+    def round_trips(self) -> dict[str, float | None]:
+        """The CPUs' round trips recorded before and after the run ({} when absent or malformed: older reports)."""
+        link = self.config.get("cpu_round_trip_ns")
+        if not isinstance(link, dict):
+            return {}
+        keep = ("before", "after")
+        return {k: v for k, v in link.items() if k in keep and (v is None or isinstance(v, (int, float)))}
+
     def link_lines(self) -> list[str]:
-        """A warning when the CPUs' round trip changed during the run (the host moved the virtual CPUs)."""
+        """A warning when the CPUs' round trip changed during the run (the host probably moved the CPUs)."""
         from .cpu_link import link_change_line
 
-        link = _link(self.config)
+        link = self.round_trips()
         line = link_change_line(link.get("before"), link.get("after"))
         return [f"cpu link: {line}"] if line else []
 
@@ -253,7 +261,7 @@ class BenchReport:
                 f"average during the run; load average (1, 5, 15 min) before {load.get('before')}, after "
                 f"{load.get('after')}."
             )
-        link = _link(cfg)
+        link = self.round_trips()
         if link.get("before") is not None or link.get("after") is not None:
             ns = lambda v: "not measured" if v is None else f"{v} ns"  # noqa: E731
             lines.append("")
@@ -348,14 +356,6 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     return str(o)
-
-
-def _link(config: dict[str, Any]) -> dict[str, Any]:
-    """The recorded cross-CPU round trips ({} when absent or malformed, as in reports from older versions)."""
-    link = config.get("cpu_round_trip_ns")
-    if not isinstance(link, dict):
-        return {}
-    return {k: v for k, v in link.items() if k in ("before", "after") and (v is None or isinstance(v, (int, float)))}
 
 
 def _plain_table(head: list[str], body: list[list[str]]) -> str:
