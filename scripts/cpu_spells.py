@@ -44,7 +44,7 @@ def describe(label: str, p50s: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", help="an .onnx file (input named as in the file, float32 NCHW)")
-    ap.add_argument("--seconds", type=float, default=60.0, help="length of each of the two tests")
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of each test")
     ap.add_argument("--block", type=int, default=10, help="runs per block")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--only", default="1,2,3", help="which tests to run, e.g. 3")
@@ -94,7 +94,6 @@ def one_thread_by_cpu(first, feeds, cpus, args) -> None:
     os.sched_setaffinity(0, set(cpus))
     for c in cpus:
         print(describe(f"1 thread on CPU {c}", per_cpu[c]), flush=True)
-
 
 
 def thread_options(session, feeds, args) -> None:
@@ -149,11 +148,11 @@ def by_placement(sess, feeds, args) -> None:
     end = time.perf_counter() + args.seconds
     while time.perf_counter() < end:
         link = cpu_round_trip_ns()
+        if link is None:
+            print("the CPUs' round trip cannot be measured here (one usable CPU, not Linux, or a saturated machine)")
+            return
         ort_ms = float(np.median([_timed(sess, feeds) for _ in range(args.block)])) * 1e3
         eager_ms = float(np.median([_timed_call(eager) for _ in range(args.block)])) * 1e3 if eager else None
-        if link is None:
-            print("the CPUs' round trip cannot be measured here (one usable CPU, or not Linux)")
-            return
         blocks.append((link, ort_ms, eager_ms))
         extra = f", eager {eager_ms:.2f} ms, ratio {eager_ms / ort_ms:.2f}x" if eager_ms else ""
         print(f"  block: round trip {link:.0f} ns, ORT {ort_ms:.2f} ms{extra}", flush=True)
@@ -187,9 +186,7 @@ def _timed_call(fn) -> float:
 
 
 def _timed(session, feeds) -> float:
-    t0 = time.perf_counter()
-    session.run(None, feeds)
-    return time.perf_counter() - t0
+    return _timed_call(lambda: session.run(None, feeds))
 
 
 if __name__ == "__main__":
