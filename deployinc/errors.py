@@ -33,6 +33,10 @@ class ModelSpecError(BadInputError):
     """A model name or ``module:function`` factory that cannot be resolved."""
 
 
+class UntrustedCodeError(ModelSpecError):
+    """A file names Python code (a ``module:function`` model spec) that the user did not confirm."""
+
+
 class WeightsError(BadInputError):
     """A weights file that is missing, corrupt, unsafe, or does not fit the model."""
 

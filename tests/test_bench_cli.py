@@ -42,7 +42,7 @@ def tiny_onnx(tinynets_dir, tmp_path_factory) -> dict[str, Path]:
 
 def test_bench_all_backends_reports_and_skips(cli_runner, tiny_onnx, tmp_path):
     j, c, md, png = (tmp_path / f"r.{e}" for e in ("json", "csv", "md", "png"))
-    args = ["bench", str(tiny_onnx["dynamic"]), "--backends", "torch,torch-fused,ort-cpu,ort-cuda,ort-trt,tensorrt",
+    args = ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "torch,torch-fused,ort-cpu,ort-cuda,ort-trt,tensorrt",
             "--batch", "1,2", "--rounds", "2", *FAST, "--json", str(j), "--csv", str(c), "--md", str(md)]  # fmt: skip
     try:
         import matplotlib  # noqa: F401
@@ -82,7 +82,7 @@ def test_bench_all_backends_reports_and_skips(cli_runner, tiny_onnx, tmp_path):
 
 def test_each_row_records_the_p50_of_each_round(cli_runner, tiny_onnx, tmp_path):
     j = tmp_path / "r.json"
-    args = ["bench", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", "--warmup", "1", "--iters", "10", "--rounds", "2",
+    args = ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", "--warmup", "1", "--iters", "10", "--rounds", "2",
             "--threads", "2", "--json", str(j)]  # fmt: skip
     r = invoke(cli_runner, args)
     assert r.exit_code == 0, r.output
@@ -100,7 +100,7 @@ def test_each_row_records_the_p50_of_each_round(cli_runner, tiny_onnx, tmp_path)
 
 def test_bench_without_provenance_skips_torch_with_reason(cli_runner, tiny_onnx, tmp_path):
     j = tmp_path / "r.json"
-    r = invoke(cli_runner, ["bench", str(tiny_onnx["bare"]), "--backends", "torch,ort-cpu", *FAST, "--json", str(j)])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tiny_onnx["bare"]), "--backends", "torch,ort-cpu", *FAST, "--json", str(j)])
     assert r.exit_code == 0, r.output
     data = json.loads(j.read_text())
     torch_row = next(x for x in data["results"] if x["backend"] == "torch")
@@ -130,33 +130,33 @@ def _one_line_error(r, needle: str) -> None:
     ],
 )
 def test_bad_input_exit_2(cli_runner, tiny_onnx, extra, needle, hint):
-    r = invoke(cli_runner, ["bench", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", *FAST, *extra])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", *FAST, *extra])
     _one_line_error(r, needle)
     assert hint in r.stderr
 
 
 def test_static_model_rejects_other_batch(cli_runner, tiny_onnx):
-    r = invoke(cli_runner, ["bench", str(tiny_onnx["static"]), "--backends", "ort-cpu", "--batch", "1,8", *FAST])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tiny_onnx["static"]), "--backends", "ort-cpu", "--batch", "1,8", *FAST])
     _one_line_error(r, "batch size 8")
     assert "--batch 1" in r.stderr
 
 
 def test_missing_model_file(cli_runner, tmp_path):
-    r = invoke(cli_runner, ["bench", str(tmp_path / "nope.onnx"), *FAST])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tmp_path / "nope.onnx"), *FAST])
     _one_line_error(r, "does not exist")
 
 
 def test_no_overwrite_without_force(cli_runner, tiny_onnx, tmp_path):
     j = tmp_path / "r.json"
     j.write_text("keep")
-    r = invoke(cli_runner, ["bench", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", *FAST, "--json", str(j)])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", *FAST, "--json", str(j)])
     _one_line_error(r, "exists")
     assert j.read_text() == "keep"
 
 
 def test_baseline_gate(cli_runner, tiny_onnx, tmp_path):
     base = tmp_path / "base.json"
-    r = invoke(cli_runner, ["bench", str(tiny_onnx["dynamic"]), "--backends", "torch,ort-cpu", *FAST, "--json", str(base)])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "torch,ort-cpu", *FAST, "--json", str(base)])
     assert r.exit_code == 0, r.output
     data = json.loads(base.read_text())
 
@@ -166,7 +166,7 @@ def test_baseline_gate(cli_runner, tiny_onnx, tmp_path):
         if x["status"] == "ok":
             x["stats"]["p50"] = 1e6
     slow.write_text(json.dumps(data))
-    r = invoke(cli_runner, ["bench", str(tiny_onnx["dynamic"]), "--backends", "torch,ort-cpu", *FAST, "--baseline", str(slow)])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "torch,ort-cpu", *FAST, "--baseline", str(slow)])
     assert r.exit_code == 0, r.output
     assert "no regression" in r.stdout
 
@@ -176,7 +176,7 @@ def test_baseline_gate(cli_runner, tiny_onnx, tmp_path):
         if x["status"] == "ok" and x["backend"] == "ort-cpu":
             x["stats"]["p50"] = 1e-9
     fast.write_text(json.dumps(data))
-    r = invoke(cli_runner, ["bench", str(tiny_onnx["dynamic"]), "--backends", "torch,ort-cpu", *FAST, "--baseline", str(fast), "--max-slowdown", "1.10"])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "torch,ort-cpu", *FAST, "--baseline", str(fast), "--max-slowdown", "1.10"])
     assert r.exit_code == 1, r.output
     err = r.stderr.strip().splitlines()
     assert err[-2].startswith("error: slower than baseline") and "ort-cpu" in err[-2] and "torch," not in err[-2]
@@ -185,7 +185,7 @@ def test_baseline_gate(cli_runner, tiny_onnx, tmp_path):
     other = tmp_path / "other.json"
     data["model"]["name"] = "resnet50"
     other.write_text(json.dumps(data))
-    r = invoke(cli_runner, ["bench", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", *FAST, "--baseline", str(other)])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", *FAST, "--baseline", str(other)])
     _one_line_error(r, "is a report on resnet50")
 
 
@@ -197,7 +197,7 @@ def test_cli_module_does_not_import_torch():
 
 def test_bench_by_name_exports_to_a_temporary_folder(cli_runner, tinynets_dir, tmp_path):
     j = tmp_path / "r.json"
-    r = invoke(cli_runner, ["bench", "tinynets:build", "--backends", "ort-cpu", *FAST, "--json", str(j)])
+    r = invoke(cli_runner, ["bench", "--trust-model-code", "tinynets:build", "--backends", "ort-cpu", *FAST, "--json", str(j)])
     assert r.exit_code == 0, r.output
     data = json.loads(j.read_text())
     assert data["model"]["exported_from"] == "tinynets:build" and data["model"]["path"] is None

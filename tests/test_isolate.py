@@ -38,6 +38,6 @@ def test_verify_isolate_flag_runs_ort_cpu_in_a_subprocess(cli_runner, tinynets_d
     a = tmp_path / "a.onnx"
     export_pipeline("tinynets:build", out=a, input_shape=(1, 3, 16, 16), exporter="torchscript")
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(a), "--isolate", "--batch", "1", "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(a), "--isolate", "--batch", "1", "--json", str(report)])
     assert r.exit_code == 0, r.stderr
     assert '"isolated": true' in json.dumps(json.loads(report.read_text()))

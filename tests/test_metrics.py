@@ -82,13 +82,15 @@ def test_overrides():
 def test_tolerance_sources_preset_config_flags():
     from deployinc.verify.core import tolerance_for
 
-    tol, src = tolerance_for("fp32", "ort-cpu", {"max_rel": 3e-4}, None)
-    assert tol.max_rel == 3e-4 and "export config" in src and tol.name == "fp32-cpu+config"
-    tol, _ = tolerance_for("fp32", "ort-trt", {"max_rel": 3e-4}, None)
+    tol, src = tolerance_for("fp32", "ort-cpu", {"max_rel": 5e-5}, None)  # stricter than the preset: applies
+    assert tol.max_rel == 5e-5 and "export config" in src and tol.name == "fp32-cpu+config"
+    tol, src = tolerance_for("fp32", "ort-cpu", {"max_rel": 3e-4}, None, trust_file=True)  # looser: only on request
+    assert tol.max_rel == 3e-4 and "--file-tolerances" in src
+    tol, _ = tolerance_for("fp32", "ort-trt", {"max_rel": 1e-5}, None)
     assert tol.max_rel == preset("fp32", "tensorrt").max_rel  # flat [parity] keys are for fp32 on the CPU
-    tol, _ = tolerance_for("fp16", "ort-cpu", {"fp16": {"min_top1": 0.9}}, None)
-    assert tol.min_top1 == 0.9
-    tol, src = tolerance_for("fp32", "ort-cpu", {"max_rel": 3e-4}, {"max_rel": 1e-2, "min_cosine": None})
+    tol, _ = tolerance_for("fp16", "ort-cpu", {"fp16": {"min_top1": 0.999}}, None)
+    assert tol.min_top1 == 0.999
+    tol, src = tolerance_for("fp32", "ort-cpu", {"max_rel": 5e-5}, {"max_rel": 1e-2, "min_cosine": None})
     assert tol.max_rel == 1e-2 and src.endswith("flags") and tol.name.endswith("+flags")
 
 

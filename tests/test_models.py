@@ -76,11 +76,11 @@ def test_rebuild_from_provenance_checks_weights(tmp_path, tinynets_dir):
     ckpt = tmp_path / "w.pt"
     torch.save(importlib.import_module("tinynets").build().state_dict(), ckpt)
     r = export_pipeline("tinynets:build", weights=str(ckpt), input_shape=(1, 3, 16, 16), exporter="torchscript")
-    again = load_from_provenance(r.provenance)
+    again = load_from_provenance(r.provenance, trust_code=True)
     assert again.state_sha256 == r.provenance.state_sha256
     torch.save({k: v + 1 for k, v in importlib.import_module("tinynets").build().state_dict().items()}, ckpt)
     with pytest.raises(WeightsError, match="changed since export"):
-        load_from_provenance(r.provenance)
+        load_from_provenance(r.provenance, trust_code=True)
     ckpt.unlink()
     with pytest.raises(WeightsError, match="not there any more"):
-        load_from_provenance(r.provenance)
+        load_from_provenance(r.provenance, trust_code=True)

@@ -129,7 +129,7 @@ def test_a_crashing_gpu_backend_fails_the_run_without_ending_it(cli_runner, monk
         raise BackendCrashed(f"{k.get('label')} crashed (SIGSEGV) in its isolated process", hint="try another backend")
 
     monkeypatch.setattr(isolate, "call_isolated", crash)
-    r = invoke(cli_runner, ["verify", str(path), "--providers", "cpu,cuda"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(path), "--providers", "cpu,cuda"])
     assert r.exit_code == 1, r.stdout + r.stderr
     assert "ort-cuda" in r.stdout and "crashed" in r.stdout and "ort-cpu" in r.stdout
     assert "ort-cuda crashed" in r.stderr

@@ -72,7 +72,7 @@ def no_traceback(r) -> None:
 
 def test_verify_from_metadata_passes_at_batch_1_and_8(cli_runner, tiny, tmp_path):
     report = tmp_path / "report.json"
-    r = invoke(cli_runner, ["verify", str(tiny), "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--json", str(report)])
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "ort-cpu" in r.stdout and "PASS" in r.stdout
     assert "rebuilt from the file's metadata" in r.stdout
@@ -94,7 +94,7 @@ def test_verify_from_metadata_passes_at_batch_1_and_8(cli_runner, tiny, tmp_path
 
 def test_dynamo_export_verifies(cli_runner, exports_dir, tinynets_dir):
     path = export_model(exports_dir, exporter="dynamo")
-    r = invoke(cli_runner, ["verify", str(path), "--localize"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(path), "--localize"])
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "no layer exceeds its budget" in r.stdout
 
@@ -102,17 +102,17 @@ def test_dynamo_export_verifies(cli_runner, exports_dir, tinynets_dir):
 def test_json_is_not_overwritten_without_force(cli_runner, tiny, tmp_path):
     report = tmp_path / "r.json"
     report.write_text("keep")
-    r = invoke(cli_runner, ["verify", str(tiny), "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--json", str(report)])
     assert r.exit_code == 2 and "--force" in r.stderr
     assert report.read_text() == "keep"
     no_traceback(r)
-    assert invoke(cli_runner, ["verify", str(tiny), "--json", str(report), "--force"]).exit_code == 0
+    assert invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--json", str(report), "--force"]).exit_code == 0
     assert json.loads(report.read_text())["verdict"] == "pass"
 
 
 def test_unavailable_backends_are_skipped_with_a_reason(cli_runner, tiny, tmp_path):
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(tiny), "--providers", "cpu,cuda,tensorrt", "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--providers", "cpu,cuda,tensorrt", "--json", str(report)])
     assert r.exit_code == 0, r.stdout + r.stderr
     d = json.loads(report.read_text())
     by = {b["backend"]: b for b in d["backends"]}
@@ -129,7 +129,7 @@ def test_only_unavailable_backends_is_an_error(cli_runner, tiny):
 
     if cuda_driver_problem() is None:
         pytest.skip("a CUDA device is usable here")
-    r = invoke(cli_runner, ["verify", str(tiny), "--providers", "cuda"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--providers", "cuda"])
     assert r.exit_code == 2 and "none of the requested backends can run here" in r.stderr
     no_traceback(r)
 
@@ -143,7 +143,7 @@ def test_images_from_a_data_folder(cli_runner, tiny, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(tiny), "--data", str(tmp_path), "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--data", str(tmp_path), "--json", str(report)])
     assert r.exit_code == 0, r.stdout + r.stderr
     d = json.loads(report.read_text())
     assert d["inputs"]["source"] == "data" and d["inputs"]["used"] == 3 and len(d["inputs"]["skipped"]) == 1
@@ -152,13 +152,13 @@ def test_images_from_a_data_folder(cli_runner, tiny, tmp_path):
 
 def test_noise_only_on_request(cli_runner, tiny, tmp_path):
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(tiny), "--inputs", "uniform", "--batch", "2", "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--inputs", "uniform", "--batch", "2", "--json", str(report)])
     assert r.exit_code == 0, r.stdout + r.stderr
     assert json.loads(report.read_text())["inputs"]["source"] == "uniform"
 
 
 def test_tolerance_flags_override_and_are_printed(cli_runner, tiny):
-    r = invoke(cli_runner, ["verify", str(tiny), "--max-rel", "1e-12", "--no-localize"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--max-rel", "1e-12", "--no-localize"])
     assert r.exit_code == 1
     assert "+flags" in r.stdout and "max_rel<=1e-12" in r.stdout
     assert "max_rel" in r.stderr and "> 1e-12" in r.stderr  # the failing metric is named
@@ -182,20 +182,20 @@ def test_reference_spec_and_weights_for_a_file_without_metadata(cli_runner, expo
     del bare.metadata_props[:]
     plain = tmp_path / "plain.onnx"
     onnx.save(bare, str(plain))
-    r = invoke(cli_runner, ["verify", str(plain), "--reference", "tinynets:build", "--weights", str(ckpt)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(plain), "--reference", "tinynets:build", "--weights", str(ckpt)])
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "from --reference" in r.stdout
     # Other weights: parity fails, exit 1.
     torch.manual_seed(5)
     torch.save(importlib.import_module("tinynets").build().state_dict(), tmp_path / "other.pt")
-    r = invoke(cli_runner, ["verify", str(plain), "--reference", "tinynets:build", "--weights", str(tmp_path / "other.pt"), "--no-localize"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(plain), "--reference", "tinynets:build", "--weights", str(tmp_path / "other.pt"), "--no-localize"])
     assert r.exit_code == 1 and "parity failed" in r.stderr
 
 
 def test_against_another_onnx_file(cli_runner, exports_dir, tinynets_dir):
     a = export_model(exports_dir, exporter="torchscript")
     b = export_model(exports_dir, exporter="dynamo")
-    r = invoke(cli_runner, ["verify", str(b), "--against", str(a)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(b), "--against", str(a)])
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "ONNX Runtime CPU (fp32 reference)" in r.stdout
 
@@ -213,11 +213,11 @@ def test_against_needs_no_torch(exports_dir, tinynets_dir):
 def test_static_batch_runs_at_its_size(cli_runner, exports_dir, tinynets_dir, tmp_path):
     path = export_model(exports_dir, dynamic_batch=False)
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(path), "--json", str(report), "--localize"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(path), "--json", str(report), "--localize"])
     assert r.exit_code == 0, r.stdout + r.stderr
     d = json.loads(report.read_text())
     assert d["batches"] == [1] and d["localization"]["samples"] == 1
-    r = invoke(cli_runner, ["verify", str(path), "--batch", "1,8"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(path), "--batch", "1,8"])
     assert r.exit_code == 2 and "static batch" in r.stderr and "[1, 3, 32, 32]" in r.stderr
     no_traceback(r)
 
@@ -230,7 +230,7 @@ def test_file_without_metadata_names_both_ways_forward(cli_runner, tiny, tmp_pat
     del m.metadata_props[:]
     p = tmp_path / "bare.onnx"
     onnx.save(m, str(p))
-    r = invoke(cli_runner, ["verify", str(p)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(p)])
     assert r.exit_code == 2
     assert "no deployinc provenance metadata" in r.stderr
     assert "--reference" in r.stderr and "--against" in r.stderr
@@ -249,7 +249,7 @@ def test_not_an_onnx_file(cli_runner, tiny, tmp_path, kind):
         p.write_bytes(data[: len(data) // 2])
     elif kind == "directory":
         p.mkdir()
-    r = invoke(cli_runner, ["verify", str(p)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(p)])
     assert r.exit_code == 2, r.stdout + r.stderr
     assert str(p.name) in r.stderr
     no_traceback(r)
@@ -263,14 +263,14 @@ def test_data_folder_without_readable_images(cli_runner, tiny, tmp_path, content
     if content == "unreadable":
         (d / "a.jpg").write_bytes(b"garbage")
         (d / "b.png").write_bytes(b"")
-    r = invoke(cli_runner, ["verify", str(tiny), "--data", str(d)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--data", str(d)])
     assert r.exit_code == 2
     assert "imgs" in r.stderr
     no_traceback(r)
 
 
 def test_input_shape_the_model_does_not_accept(cli_runner, tiny):
-    r = invoke(cli_runner, ["verify", str(tiny), "--input-shape", "1,3,64,64"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--input-shape", "1,3,64,64"])
     assert r.exit_code == 2
     assert "[1, 3, 64, 64]" in r.stderr and "[batch, 3, 32, 32]" in r.stderr  # actual and expected
     no_traceback(r)
@@ -287,7 +287,7 @@ def test_input_shape_the_model_does_not_accept(cli_runner, tiny):
 def test_input_array_the_model_does_not_accept(cli_runner, tiny, tmp_path, array, expect):
     f = tmp_path / "x.npy"
     np.save(f, array)
-    r = invoke(cli_runner, ["verify", str(tiny), "--inputs", str(f)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--inputs", str(f)])
     assert r.exit_code == 2, r.stdout + r.stderr
     for e in expect:
         assert e in r.stderr
@@ -295,7 +295,7 @@ def test_input_array_the_model_does_not_accept(cli_runner, tiny, tmp_path, array
 
 
 def test_unknown_provider_lists_the_available_ones(cli_runner, tiny):
-    r = invoke(cli_runner, ["verify", str(tiny), "--providers", "cpu,gpu"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--providers", "cpu,gpu"])
     assert r.exit_code == 2
     assert "unknown provider 'gpu'" in r.stderr
     for name in ("cpu", "cuda", "tensorrt"):
@@ -316,7 +316,7 @@ def test_unknown_provider_lists_the_available_ones(cli_runner, tiny):
     ],
 )
 def test_bad_flags(cli_runner, tiny, args):
-    r = invoke(cli_runner, ["verify", str(tiny), *args])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), *args])
     assert r.exit_code == 2, r.stdout + r.stderr
     no_traceback(r)
 
@@ -332,7 +332,7 @@ def test_non_finite_outputs_are_counted_and_the_json_stays_strict(cli_runner, ti
     bad = tmp_path / "nan.onnx"
     onnx.save(m, str(bad))
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(bad), "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(bad), "--json", str(report)])
     assert r.exit_code == 1
     assert "NaN" in r.stderr
 

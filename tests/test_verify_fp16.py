@@ -25,7 +25,7 @@ def fp16_resnet18(exports_dir, tmp_path):  # noqa: F811
 
 def test_fp16_variant_passes_fp16_preset_and_fails_fp32(cli_runner, fp16_resnet18, tmp_path):
     report = tmp_path / "r16.json"
-    r = invoke(cli_runner, ["verify", str(fp16_resnet18), "--samples", "16", "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(fp16_resnet18), "--samples", "16", "--json", str(report)])
     assert r.exit_code == 0, r.stdout + r.stderr
     d = json.loads(report.read_text())
     assert d["precision"] == "fp16"  # detected from the file
@@ -36,7 +36,7 @@ def test_fp16_variant_passes_fp16_preset_and_fails_fp32(cli_runner, fp16_resnet1
     assert "[fp16" in r.stdout
 
     report32 = tmp_path / "r32.json"
-    r = invoke(cli_runner, ["verify", str(fp16_resnet18), "--precision", "fp32", "--no-localize", "--json", str(report32)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(fp16_resnet18), "--precision", "fp32", "--no-localize", "--json", str(report32)])
     assert r.exit_code == 1
     d = json.loads(report32.read_text())
     assert d["verdict"] == "fail"

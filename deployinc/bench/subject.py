@@ -36,6 +36,8 @@ class BenchModel:
         sha256: sha256 of the file.
         exported_from: The model name when the file was exported for this benchmark.
         modules: Provided PyTorch modules by backend (``torch``, ``torch-fused``), bypassing the provenance.
+        trust_code: Rebuild a ``module:function`` spec recorded in the file (the user named it, or passed
+            ``--trust-model-code``); registry names need no confirmation.
     """
 
     path: Path
@@ -51,6 +53,7 @@ class BenchModel:
     sha256: str
     exported_from: str | None = None
     modules: dict[str, Any] = field(default_factory=dict)
+    trust_code: bool = False
     _inputs: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _loaded: Any = field(default=None, repr=False)
     _torch_error: BackendUnavailable | None = field(default=None, repr=False)
@@ -115,7 +118,7 @@ class BenchModel:
         from ..models.loading import load_from_provenance
 
         try:
-            self._loaded = load_from_provenance(self.provenance)
+            self._loaded = load_from_provenance(self.provenance, trust_code=self.trust_code)
         except DeployincError as exc:
             self._torch_error = BackendUnavailable(f"cannot rebuild the PyTorch model: {exc.message}", hint=exc.hint)
             raise self._torch_error from exc
@@ -157,7 +160,7 @@ def _file_precision(model: Any) -> str:
     return "fp32"
 
 
-def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None) -> BenchModel:
+def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None, trust_code: bool = False) -> BenchModel:
     """Read and check an ONNX file and its single image input.
 
     Raises:
@@ -185,6 +188,7 @@ def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None) ->
         provenance=prov,
         sha256=sha256_file(path),
         exported_from=exported_from,
+        trust_code=trust_code,
     )
 
 
@@ -194,11 +198,11 @@ def looks_like_onnx_path(text: str) -> bool:
 
 
 @contextlib.contextmanager
-def resolve_model(model: str, threads: int | None = None, log: Any = None) -> Any:
+def resolve_model(model: str, threads: int | None = None, log: Any = None, trust_code: bool = False) -> Any:
     """Yield a :class:`BenchModel` for an ``.onnx`` path, or for a model name exported into a temporary folder
     through :func:`deployinc.export.export_pipeline` (its bundled export config applies) and removed afterwards."""
     if looks_like_onnx_path(model):
-        yield open_onnx(model)
+        yield open_onnx(model, trust_code=trust_code)
         return
     from ..export import export_pipeline
 
@@ -207,4 +211,4 @@ def resolve_model(model: str, threads: int | None = None, log: Any = None) -> An
             log(f"exporting {model} (deployinc export {model}) into a temporary folder")
         result = export_pipeline(model, out=Path(tmp) / "model.onnx", threads=threads, quick_check=False, log=log)
         assert result.path is not None
-        yield open_onnx(result.path, exported_from=model)
+        yield open_onnx(result.path, exported_from=model, trust_code=True)  # the user named this model

@@ -33,6 +33,7 @@ _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="Earlier --json report to compare with; exit 1 on a regression.")
 @click.option("--max-slowdown", type=float, default=None, help="Largest allowed p50 ratio to the baseline (default 1.10).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function model recorded in the file for the torch baselines (imports and runs that code).")
 @force_option
 def bench(
     model: str,
@@ -54,6 +55,7 @@ def bench(
     baseline: str | None,
     max_slowdown: float | None,
     no_progress: bool,
+    trust_model_code: bool,
     force: bool,
 ) -> None:
     """Benchmark MODEL (an .onnx file, or a model name exported on the fly) on every backend vs eager torch.
@@ -105,7 +107,7 @@ def bench(
     from ..bench.harness import benchmark
     from ..bench.subject import resolve_model
 
-    with resolve_model(model, threads=threads, log=log) as subject:
+    with resolve_model(model, threads=threads, log=log, trust_code=trust_model_code) as subject:
         if base_report is not None:
             from ..bench.regression import check_same_model
             from ..bench.report import BenchReport

@@ -37,6 +37,8 @@ from .options import force_option, json_option, parse_floats, parse_int_list, pa
 @click.option("--localize-method", type=click.Choice(["auto", "all", "bisect"]), default="auto", show_default=True, help="all intermediates at once, or bisection over truncated graphs (auto: bisection on TensorRT).")
 @click.option("--no-cache", is_flag=True, help="Rebuild random-weight references without the BatchNorm-statistics cache.")
 @click.option("--isolate/--no-isolate", default=None, help="Run each ONNX backend in its own subprocess, so a native crash or hang is that backend failing (default: GPU backends, and every backend for files deployinc did not write).")
+@click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function reference recorded in the file (imports and runs that code). Without it, name the spec yourself with --reference.")
+@click.option("--file-tolerances", is_flag=True, help="Honour budgets recorded in the file even where looser than the preset (by default only stricter ones apply).")
 @json_option
 @threads_option
 @force_option
@@ -65,6 +67,8 @@ def verify(
     localize_method: str,
     no_cache: bool,
     isolate: bool | None,
+    trust_model_code: bool,
+    file_tolerances: bool,
     json_path: str | None,
     threads: int | None,
     force: bool,
@@ -128,6 +132,8 @@ def verify(
         threads=threads,
         use_cache=not no_cache,
         isolate=isolate,
+        trust_model_code=trust_model_code,
+        file_tolerances=file_tolerances,
         log=log,
     )
     click.echo(render(report))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError, ModelSpecError, WeightsError
+from ..errors import BadInputError, ModelSpecError, UntrustedCodeError, WeightsError
 from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, get_model_info
 
 #: Module names whose parameters belong to auxiliary heads, for every architecture we know.
@@ -68,18 +69,100 @@ def state_sha256(module: Any) -> str:
 # specs ------------------------------------------------------------------------------------------------------------
 
 
-def _resolve_factory(spec: str) -> Any:
-    module_name, _, func_name = spec.partition(":")
-    if not module_name or not func_name:
-        raise ModelSpecError(f"model spec {spec!r} is not package.module:function", hint="e.g. mypkg.nets:build_model")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`, let users point at modules in the current folder
+def is_code_spec(spec: str) -> bool:
+    """Whether a model spec names Python code to import (``package.module:function`` or ``path/file.py:function``)
+    rather than a registry name (built-in, torchvision, ``timm/<name>``)."""
+    return ":" in str(spec)
+
+
+def require_trusted_spec(spec: str, trusted: bool, where: str = "the file's metadata") -> None:
+    """Refuse to run code that a file names, unless the user named it too.
+
+    A model spec read from a file (an ONNX file's provenance) is data from whoever wrote the file. Registry names
+    only select architectures deployinc already has; a ``module:function`` spec would import and run code, so it
+    is used only when the user confirms it: ``--reference`` with the same spec, or ``--trust-model-code``.
+
+    Raises:
+        UntrustedCodeError: ``spec`` names code and ``trusted`` is False.
+    """
+    if is_code_spec(spec) and not trusted:
+        raise UntrustedCodeError(
+            f"{where} names Python code as its model ({spec!r}); deployinc does not run code named inside a file",
+            hint=f"if you trust that code, pass --reference {spec} (or --trust-model-code); "
+            "otherwise compare with --against other.onnx",
+        )
+
+
+def _import_user_module(module_name: str) -> Any:
+    """Import the module of a spec the user gave, without putting folders on ``sys.path`` for good.
+
+    ``path/to/nets.py`` is loaded from that file; a dotted name is imported from ``sys.path`` and, when it is not
+    installed, from the current folder, which is appended (never prepended: it cannot shadow an installed
+    package) for that one import only.
+    """
+    if module_name.endswith(".py"):
+        path = Path(module_name).expanduser().resolve()
+        if not path.is_file():
+            raise ModuleNotFoundError(f"no file {module_name}", name=module_name)
+        name = "deployinc_user_" + hashlib.sha256(str(path).encode()).hexdigest()[:12] + "_" + path.stem
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ModuleNotFoundError(f"cannot load {module_name}", name=module_name)
+        mod = importlib.util.module_from_spec(spec)
+        with _temporarily_on_path(str(path.parent)):
+            sys.modules[name] = mod
+            try:
+                spec.loader.exec_module(mod)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
+        return mod
     try:
-        mod = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        here = Path.cwd()
+        if exc.name not in (top, module_name) or not ((here / f"{top}.py").is_file() or (here / top).is_dir()):
+            raise
+    with _temporarily_on_path(str(Path.cwd())):
+        return importlib.import_module(module_name)
+
+
+class _temporarily_on_path:
+    """Append a folder to ``sys.path`` for the duration of a ``with`` block (if it is not there already)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.added = False
+
+    def __enter__(self) -> None:
+        if self.folder not in sys.path:
+            sys.path.append(self.folder)
+            self.added = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.added:
+            try:
+                sys.path.remove(self.folder)
+            except ValueError:
+                pass
+
+
+def _resolve_factory(spec: str) -> Any:
+    module_name, _, func_name = str(spec).rpartition(":")
+    if not module_name or not func_name:
+        raise ModelSpecError(
+            f"model spec {spec!r} is not package.module:function", hint="e.g. mypkg.nets:build_model or nets.py:build_model"
+        )
+    try:
+        mod = _import_user_module(module_name)
     except ImportError as exc:
         raise ModelSpecError(
             f"cannot import module {module_name!r} of model spec {spec!r}: {exc}",
-            hint="check the name and that the package is installed or in the current directory",
+            hint="check the name and that the package is installed or in the current directory "
+            "(or give the file: path/to/nets.py:build)",
         ) from exc
     except Exception as exc:  # noqa: BLE001 - user code failing at import time
         raise ModelSpecError(
@@ -396,16 +479,20 @@ def load_model(
     )
 
 
-def load_from_provenance(prov: Any, weights: str | None = None) -> LoadedModel:
+def load_from_provenance(prov: Any, weights: str | None = None, trust_code: bool = False) -> LoadedModel:
     """Rebuild exactly the model an ONNX file was exported from, using its :class:`~deployinc.metadata.Provenance`.
 
     Args:
         prov: The provenance read from the file.
         weights: Use this weights file instead of the recorded one (a moved checkpoint).
+        trust_code: The user confirmed the recorded spec (``--reference`` with the same spec, or
+            ``--trust-model-code``); without it a ``module:function`` spec is refused, never imported.
 
     Raises:
+        UntrustedCodeError: The file names code to run and the user did not confirm it.
         WeightsError: The weights file changed since export, or the rebuilt weights differ.
     """
+    require_trusted_spec(prov.model_spec, trust_code)
     w = weights if weights is not None else prov.weights
     if w not in (None, "none") and weights is None and (os.sep in str(w)) and not Path(w).exists():
         raise WeightsError(

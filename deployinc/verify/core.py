@@ -178,32 +178,73 @@ def _json_safe(obj: Any) -> Any:
 # tolerances --------------------------------------------------------------------------------------------------------
 
 
+#: Budgets where a smaller value is stricter; the others (min_*) are stricter when larger.
+_UPPER_BUDGETS = ("max_rel", "max_abs")
+_BUDGET_KEYS = ("max_rel", "max_abs", "min_cosine", "min_top1", "min_top5")
+
+
+def _stricter(key: str, value: Any, current: float | None) -> bool:
+    """Whether a recorded budget is at least as strict as the one in force (``None``: not judged at all)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
+        return False
+    if current is None:
+        return True
+    return float(value) <= current if key in _UPPER_BUDGETS else float(value) >= current
+
+
+def _file_budgets(precision: str, fam: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The budgets a file records for this precision and backend family: a table per precision, or flat keys
+    (fp32 on the CPU, as the bundled configs document)."""
+    over: dict[str, Any] = {}
+    per = config.get(precision)
+    if isinstance(per, dict):
+        over.update(per)
+    elif precision == "fp32" and fam == "cpu":
+        over.update({k: v for k, v in config.items() if not isinstance(v, dict)})
+    return {k: v for k, v in over.items() if k in _BUDGET_KEYS}
+
+
 def tolerance_for(
-    precision: str, backend: str, config: dict[str, Any] | None, flags: dict[str, Any] | None
+    precision: str,
+    backend: str,
+    config: dict[str, Any] | None,
+    flags: dict[str, Any] | None,
+    trust_file: bool = False,
+    notes: list[str] | None = None,
 ) -> tuple[Tolerance, str]:
-    """The preset of a precision and backend family, then the export config's [parity] (flat keys apply to fp32 on
-    the CPU, as the bundled configs document; a table per precision applies to that precision), then flags."""
+    """The preset of a precision and backend family, then the budgets recorded in the file, then the user's flags.
+
+    A file is data from whoever wrote it, so it cannot set its own pass mark: a recorded budget applies only where
+    it is at least as strict as the preset, unless ``trust_file`` (``--file-tolerances``) says to honour it as it
+    is. Looser recorded budgets are named in ``notes``. Flags always apply.
+    """
     tol = preset(precision, family(backend))
     source = tol.name
     if config:
         fam = family(backend)
-        over: dict[str, Any] = {}
-        per = config.get(precision)
-        if isinstance(per, dict):
-            over.update(per)
-        elif precision == "fp32" and fam == "cpu":
-            over.update({k: v for k, v in config.items() if not isinstance(v, dict)})
-        over = {k: v for k, v in over.items() if k in ("max_rel", "max_abs", "min_cosine", "min_top1", "min_top5")}
-        if over:
-            tol = tol.with_overrides(**over)
+        recorded = _file_budgets(precision, fam, config)
+        base = asdict(tol)
+        used = {k: v for k, v in recorded.items() if trust_file or _stricter(k, v, base.get(k))}
+        used = {k: float(v) for k, v in used.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        ignored = {k: v for k, v in recorded.items() if k not in used}
+        if used:
+            tol = tol.with_overrides(**used)
             tol = Tolerance(**{**asdict(tol), "name": f"{preset(precision, fam).name}+config"})
-            source += " + export config"
+            source += " + export config" + (" (--file-tolerances)" if trust_file else "")
+        if ignored and notes is not None:
+            msg = (
+                f"budgets recorded in the file and looser than the {preset(precision, fam).name} preset were ignored: "
+                + ", ".join(f"{k}={v}" for k, v in ignored.items())
+                + " (a file cannot set its own pass mark; pass them as flags, or --file-tolerances, to use them)"
+            )
+            if msg not in notes:
+                notes.append(msg)
     if flags:
         f = {k: v for k, v in flags.items() if v is not None}
         if f:
-            base = tol.name
+            base_name = tol.name
             tol = tol.with_overrides(**f)
-            tol = Tolerance(**{**asdict(tol), "name": f"{base}+flags"})
+            tol = Tolerance(**{**asdict(tol), "name": f"{base_name}+flags"})
             source += " + flags"
     return tol, source
 
@@ -316,6 +357,8 @@ def verify(
     threads: int | None = None,
     use_cache: bool = True,
     isolate: bool | None = None,
+    trust_model_code: bool = False,
+    file_tolerances: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Verify an ONNX file against its reference; the library form of ``deployinc verify``.
@@ -347,6 +390,11 @@ def verify(
             (status ``crashed``), not the end of the run. True: every ONNX backend; False: none; None (default): the
             GPU backends (ort-cuda, ort-trt, trt-engine) always, and ort-cpu too when deployinc did not write the
             file (it has no deployinc provenance).
+        trust_model_code: Rebuild a ``module:function`` reference recorded in the file's metadata (it imports and
+            runs that code). Without it such a file needs ``reference`` naming the same spec; registry names
+            (built-in, torchvision, ``timm/...``) are always rebuilt.
+        file_tolerances: Honour budgets recorded in the file even where they are looser than the preset. By
+            default a recorded budget applies only where it is stricter: a file cannot set its own pass mark.
         log: ``callable(str)`` for progress lines.
 
     Raises:
@@ -395,6 +443,10 @@ def verify(
         from .reference import no_reference_error
 
         raise no_reference_error(path)
+    if prov is not None and reference is None and against is None:
+        from ..models.loading import require_trusted_spec
+
+        require_trusted_spec(prov.model_spec, trust_model_code)  # before any work, and before anything is imported
     detected, why = G.detect_precision(mproto)
     prec = precision or detected
     prec_source = "--precision" if precision else f"detected: {why}"
@@ -483,6 +535,10 @@ def verify(
                 f"--against {against} expects input {rgi.shape_text()}, {path} expects {gi.shape_text()}",
                 hint="compare two exports of the same model",
             )
+    elif reference is not None and prov is not None and reference == prov.model_spec and num_classes is None:
+        # the user named the recorded spec: rebuild exactly what was exported (weights, seed, statistics)
+        say(f"rebuilding the reference {prov.model_spec} from the file's metadata (confirmed by --reference)")
+        ref = R.from_provenance(prov, weights=weights, use_cache=use_cache, trust_code=True)
     elif reference is not None:
         ncls = num_classes
         if ncls is None and out_dims and len(out_dims[0]) == 2 and isinstance(out_dims[0][1], int):
@@ -490,7 +546,7 @@ def verify(
         ref = R.from_spec(reference, weights, tuple(chw), ncls, mean_used, std_used, seed=prov.seed if prov else 0)
     else:
         say(f"rebuilding the reference {prov.model_spec} from the file's metadata")
-        ref = R.from_provenance(prov, weights=weights, use_cache=use_cache)
+        ref = R.from_provenance(prov, weights=weights, use_cache=use_cache, trust_code=trust_model_code)
     timings["reference"] = time.perf_counter() - t
 
     # 4. reference outputs over every sample (once, at the largest batch) ----------------------------------------
@@ -524,7 +580,7 @@ def verify(
     results: list[BackendResult] = []
     onnx_bytes = None
     for name in backend_names:
-        tol, tol_src = tolerance_for(prec, name, cfg_tol, tolerance)
+        tol, tol_src = tolerance_for(prec, name, cfg_tol, tolerance, trust_file=file_tolerances, notes=notes)
         if name in ("torch-cuda", "torch-fused") and ref.module is None:
             results.append(BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (--against gives an ONNX one)"))
             continue

@@ -160,19 +160,24 @@ def _finish_module(module: Any, aux_heads: tuple[str, ...]) -> tuple[Any, list[s
     return module, notes
 
 
-def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = True) -> Reference:
+def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = True, trust_code: bool = False) -> Reference:
     """Rebuild the torch model an ONNX file was exported from, from its provenance alone.
 
     Args:
         prov: The file's :class:`~deployinc.metadata.Provenance`.
         weights: A checkpoint to use instead of the recorded one (it moved).
         use_cache: Use (and fill) the BatchNorm-statistics cache for random-weight models.
+        trust_code: The user confirmed a ``module:function`` spec recorded in the file (see
+            :func:`~deployinc.models.loading.require_trusted_spec`); registry names need no confirmation.
 
     Raises:
+        UntrustedCodeError: The file names code and the user did not confirm it; nothing was imported.
         ModelSpecError, WeightsError: The model or its weights cannot be rebuilt as exported.
     """
     from ..errors import WeightsError
-    from ..models.loading import load_from_provenance, load_model
+    from ..models.loading import load_from_provenance, load_model, require_trusted_spec
+
+    require_trusted_spec(prov.model_spec, trust_code)
 
     t0 = time.perf_counter()
     cache = "off"
@@ -209,7 +214,7 @@ def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = Tru
             loaded.module.load_state_dict(usable, strict=False)
             loaded.bn_recalibrated = True
     if loaded is None:
-        loaded = load_from_provenance(prov, weights=weights)
+        loaded = load_from_provenance(prov, weights=weights, trust_code=trust_code)
         if use_cache and random_recal:
             store_bn_stats(prov, loaded.module)
     module, notes = _finish_module(loaded.module, tuple(prov.aux_heads or ()))
