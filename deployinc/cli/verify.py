@@ -38,6 +38,7 @@ from .options import force_option, json_option, parse_floats, parse_int_list, pa
 @click.option("--no-cache", is_flag=True, help="Rebuild random-weight references without the BatchNorm-statistics cache.")
 @click.option("--isolate/--no-isolate", default=None, help="Run each ONNX backend in its own subprocess, so a native crash or hang is that backend failing (default: GPU backends, and every backend for files deployinc did not write).")
 @click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function reference recorded in the file (imports and runs that code). Without it, name the spec yourself with --reference.")
+@click.option("--no-fp64-floor", is_flag=True, help="Judge fp32 by the preset alone, without measuring torch's own float32 error (a float64 run of the reference).")
 @click.option("--file-tolerances", is_flag=True, help="Honour budgets recorded in the file even where looser than the preset (by default only stricter ones apply).")
 @json_option
 @threads_option
@@ -67,6 +68,7 @@ def verify(
     localize_method: str,
     no_cache: bool,
     isolate: bool | None,
+    no_fp64_floor: bool,
     trust_model_code: bool,
     file_tolerances: bool,
     json_path: str | None,
@@ -134,6 +136,7 @@ def verify(
         isolate=isolate,
         trust_model_code=trust_model_code,
         file_tolerances=file_tolerances,
+        fp64_floor=not no_fp64_floor,
         log=log,
     )
     click.echo(render(report))

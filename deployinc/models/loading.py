@@ -259,6 +259,21 @@ def _aux_prefixes(module: Any, info: ModelInfo) -> tuple[str, ...]:
     return tuple(f"{n}." for n in names)
 
 
+def keep_metadata(subset: dict[str, Any], *sources: Any) -> Any:
+    """``subset`` as an ordered dict carrying the ``_metadata`` (per-module state-dict versions) of the first source
+    that has it. ``load_state_dict`` hands each module its version, and some modules refuse a dict without one
+    (torchvision's MNASNet raises on version None)."""
+    from collections import OrderedDict
+
+    out: Any = OrderedDict(subset)
+    for src in sources:
+        meta = getattr(src, "_metadata", None)
+        if meta is not None:
+            out._metadata = meta
+            break
+    return out
+
+
 def load_state_into(module: Any, sd: dict[str, Any], info: ModelInfo, source: str) -> list[str]:
     """Load ``sd`` into ``module``, with errors that name the first missing/unexpected/mismatched key.
 
@@ -294,8 +309,7 @@ def load_state_into(module: Any, sd: dict[str, Any], info: ModelInfo, source: st
                 f"weights {source} do not match {info.name}: {k!r} has shape {tuple(v.shape)}, the model {tuple(own[k].shape)}",
                 hint=hint,
             )
-    load = {k: v for k, v in sd.items() if k in own}
-    module.load_state_dict(load, strict=False)
+    module.load_state_dict(keep_metadata({k: v for k, v in sd.items() if k in own}, sd, own), strict=False)
     notes = []
     skipped = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     if skipped:

@@ -223,7 +223,9 @@ def _load_init_weights(model: Any, path: str, arch: str, num_classes: int) -> li
             f"weights {path} do not fit {arch}: {what}" + (f" and {n} more" if n else ""),
             hint=f"is the checkpoint for {arch}? keys must match model.state_dict()",
         )
-    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    from ..models.loading import keep_metadata
+
+    model.load_state_dict(keep_metadata({k: v for k, v in sd.items() if k in own}, sd, own), strict=False)
     if dropped:
         notes.append(f"re-initialised {', '.join(dropped)} for {num_classes} classes")
     aux_missing = [k for k in missing if k.startswith(aux_prefixes)]

@@ -68,6 +68,7 @@ class BackendResult:
     status: str  # ran | skipped | crashed
     tolerance: Tolerance | None = None
     tolerance_source: str = ""
+    budget_note: str = ""
     results: list[BatchResult] = field(default_factory=list)
     reason: str | None = None
     hint: str | None = None
@@ -87,6 +88,7 @@ class BackendResult:
             "hint": self.hint,
             "tolerance": asdict(self.tolerance) if self.tolerance else None,
             "tolerance_source": self.tolerance_source,
+            "budget_note": self.budget_note,
             "runner": self.describe,
             "activate_seconds": self.activate_seconds,
             "results": [r.to_dict() for r in self.results],
@@ -110,6 +112,8 @@ class VerifyReport:
     environment: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    floor: Any = None
+    relative_to: str = ""
 
     @property
     def ran(self) -> list[BackendResult]:
@@ -157,6 +161,8 @@ class VerifyReport:
             "backends": [b.to_dict() for b in self.backends],
             "checks": [c.to_dict() for c in self.checks],
             "localization": self.localization.to_dict() if self.localization is not None else None,
+            "noise_floor": self.floor.to_dict() if self.floor is not None else None,
+            "relative_to": self.relative_to,
             "environment": self.environment,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "notes": self.notes,
@@ -211,12 +217,14 @@ def tolerance_for(
     flags: dict[str, Any] | None,
     trust_file: bool = False,
     notes: list[str] | None = None,
+    floor: Any = None,
 ) -> tuple[Tolerance, str]:
     """The preset of a precision and backend family, then the budgets recorded in the file, then the user's flags.
 
     A file is data from whoever wrote it, so it cannot set its own pass mark: a recorded budget applies only where
     it is at least as strict as the preset, unless ``trust_file`` (``--file-tolerances``) says to honour it as it
-    is. Looser recorded budgets are named in ``notes``. Flags always apply.
+    is. Looser recorded budgets are named in ``notes``. For fp32, a measured float32 noise floor (see
+    :mod:`deployinc.verify.floor`) then widens ``max_rel`` to ``max(budget, multiple x floor)``. Flags always apply.
     """
     tol = preset(precision, family(backend))
     source = tol.name
@@ -239,6 +247,13 @@ def tolerance_for(
             )
             if msg not in notes:
                 notes.append(msg)
+    if floor is not None:
+        from .floor import widen
+
+        wide = widen(tol, precision, floor)
+        if wide is not tol:
+            tol = wide
+            source += " + float32 noise floor"
     if flags:
         f = {k: v for k, v in flags.items() if v is not None}
         if f:
@@ -359,6 +374,7 @@ def verify(
     isolate: bool | None = None,
     trust_model_code: bool = False,
     file_tolerances: bool = False,
+    fp64_floor: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Verify an ONNX file against its reference; the library form of ``deployinc verify``.
@@ -395,6 +411,8 @@ def verify(
             (built-in, torchvision, ``timm/...``) are always rebuilt.
         file_tolerances: Honour budgets recorded in the file even where they are looser than the preset. By
             default a recorded budget applies only where it is stricter: a file cannot set its own pass mark.
+        fp64_floor: For fp32 against a torch reference, measure torch's own float32 error (a float64 run of the
+            same model on the same inputs) and judge with ``max(preset, 2 x floor)``.
         log: ``callable(str)`` for progress lines.
 
     Raises:
@@ -574,13 +592,21 @@ def verify(
                     hint="check --input-shape and that the reference is the model the file was exported from",
                 ) from exc
     timings["reference_run"] = time.perf_counter() - t
+    floor = None
+    if prec == "fp32" and ref.module is not None and fp64_floor:
+        from .floor import measure
+
+        t = time.perf_counter()
+        say("measuring the reference's own float32 error (a float64 run of the same model)")
+        floor = measure(ref.module, x, ref_out, ref_batch)
+        timings["fp64_floor"] = time.perf_counter() - t
 
     # 5. backends ----------------------------------------------------------------------------------------------
     cfg_tol = prov.tolerances if prov is not None else None
     results: list[BackendResult] = []
     onnx_bytes = None
     for name in backend_names:
-        tol, tol_src = tolerance_for(prec, name, cfg_tol, tolerance, trust_file=file_tolerances, notes=notes)
+        tol, tol_src = tolerance_for(prec, name, cfg_tol, tolerance, trust_file=file_tolerances, notes=notes, floor=floor)
         if name in ("torch-cuda", "torch-fused") and ref.module is None:
             results.append(BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (--against gives an ONNX one)"))
             continue
@@ -641,7 +667,14 @@ def verify(
         batches=batch_list,
         backends=results,
         notes=notes,
+        floor=floor,
     )
+    from .floor import RELATIVE_TO, budget_text
+
+    report.relative_to = RELATIVE_TO.get(prec, "").format(k=floor.multiple if floor is not None else 2)
+    for r in results:
+        if floor is not None and r.tolerance is not None and "flags" not in r.tolerance_source:
+            r.budget_note = budget_text(r.tolerance, preset(prec, family(r.name)), floor)
 
     # 6. preprocessing -----------------------------------------------------------------------------------------
     if prov is not None and ref.module is not None:

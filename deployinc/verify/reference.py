@@ -134,6 +134,20 @@ def store_bn_stats(prov: Any, module: Any) -> Path | None:
         return None
 
 
+def _copy_buffers(module: Any, values: dict[str, Any]) -> None:
+    """Copy cached BatchNorm buffers into ``module`` in place.
+
+    Not through ``load_state_dict``: some models check the state dict's version metadata there (torchvision's
+    MNASNet raises on a dict that has none), and these are buffers of modules we just built, not a checkpoint.
+    """
+    import torch
+
+    buffers = dict(module.named_buffers())
+    with torch.no_grad():
+        for name, value in values.items():
+            buffers[name].copy_(value)
+
+
 def _load_bn_stats(prov: Any) -> dict[str, Any] | None:
     path = cache_dir() / f"{cache_key(prov)}.pt"
     if not path.is_file():
@@ -211,7 +225,7 @@ def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = Tru
             cached = None  # stale entry: rebuild below
             cache = "miss"
         else:
-            loaded.module.load_state_dict(usable, strict=False)
+            _copy_buffers(loaded.module, usable)
             loaded.bn_recalibrated = True
     if loaded is None:
         loaded = load_from_provenance(prov, weights=weights, trust_code=trust_code)

@@ -40,6 +40,11 @@ def render(report: Any) -> str:
         f"mean {_vec(inp.get('mean'))} std {_vec(inp.get('std'))}"
     )
     lines.append(f"  precision: {report.precision} ({report.precision_source}); batches: {', '.join(map(str, report.batches))}")
+    if getattr(report, "relative_to", ""):
+        lines.append(f"  judged against: {report.relative_to}")
+    floor = getattr(report, "floor", None)
+    if floor is not None:
+        lines.append(f"  float32 noise floor: {floor.line()}" + (f"; {floor.reason}" if floor.status == "measured" and floor.reason else ""))
     lines.append("")
     header = f"  {'backend':<12}{'batch':>5}  {'output':<10}{'max_abs':>10}{'max_rel':>10}{'cosine':>11}{'top1':>6}{'top5':>6}{'nan/inf':>9}  verdict"
     lines.append(header)
@@ -64,7 +69,11 @@ def render(report: Any) -> str:
         worst_rel = max((c.max_rel for r in b.results for c in r.outputs), default=None)
         worst_cos = min((c.cosine for r in b.results for c in r.outputs), default=None)
         t1 = [c.top1 for r in b.results for c in r.outputs if c.top1 is not None]
-        measured = f"max_rel={_f(worst_rel, '.1e')} cos={_f(worst_cos, '.6f')}" + (f" top1={min(t1):.2f}" if t1 else "")
+        floor = getattr(report, "floor", None)
+        rel = f"max_rel={_f(worst_rel, '.1e')}"
+        if floor is not None and floor.worst_rel is not None and b.budget_note:
+            rel += f" (torch fp32 vs fp64: {floor.worst_rel:.1e}; {b.budget_note})"
+        measured = f"{rel} cos={_f(worst_cos, '.6f')}" + (f" top1={min(t1):.2f}" if t1 else "")
         verdict = "PASS" if b.passed else "FAIL"
         lines.append(f"  {b.name}: {verdict} {measured}  [{b.tolerance.name}: {b.tolerance.describe()}]")
         for r in b.results:
