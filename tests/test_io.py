@@ -246,3 +246,166 @@ def test_external_data_missing_or_short_names_the_tensor(tmp_path):
     data.unlink()
     with pytest.raises(OnnxFileError, match="of tensor 'w' is missing"):
         dio.load_onnx(p)
+
+
+# races, units, full disks (hardening round two) --------------------------------------------------------------------
+
+
+def test_a_target_that_appears_while_writing_is_not_replaced_without_force(tmp_path, monkeypatch):
+    from deployinc.io import atomic as A
+
+    p = tmp_path / "out.onnx"
+    real_finish = A._Pending.finish
+
+    def finish_after_rival(self):
+        name = real_finish(self)
+        p.write_bytes(b"rival")  # the other writer lands between our check and our rename
+        return name
+
+    monkeypatch.setattr(A._Pending, "finish", finish_after_rival)
+    with pytest.raises(OutputExistsError, match="another process wrote it meanwhile"):
+        dio.atomic_write_bytes(p, b"mine")
+    assert p.read_bytes() == b"rival" and files_in(tmp_path) == ["out.onnx"]
+
+
+_RACER = """
+import sys, time
+from pathlib import Path
+from deployinc.io import atomic_write_bytes
+from deployinc.errors import OutputExistsError
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.0005)
+try:
+    atomic_write_bytes(sys.argv[1], sys.argv[3].encode() * 200000)
+    print("wrote")
+except OutputExistsError:
+    print("exists")
+"""
+
+
+def test_two_writers_racing_for_one_new_file_exactly_one_wins_20_of_20(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    for trial in range(20):
+        out, go = tmp_path / f"t{trial}.onnx", tmp_path / f"go{trial}"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", _RACER, str(out), str(go), tag], stdout=subprocess.PIPE, text=True)
+            for tag in ("A", "B")
+        ]
+        time.sleep(0.6)  # both are waiting at the line
+        go.write_text("")
+        said = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+        assert said == ["exists", "wrote"], f"trial {trial}: {said}"
+        data = out.read_bytes()
+        assert data in (b"A" * 200000, b"B" * 200000)  # one writer's complete file, never a mix
+    assert not [n for n in files_in(tmp_path) if n.startswith(".")]
+
+
+def test_a_symlink_counts_as_existing_even_when_dangling(tmp_path):
+    link = tmp_path / "out.onnx"
+    link.symlink_to(tmp_path / "nowhere.onnx")
+    with pytest.raises(OutputExistsError, match="symlink"):
+        dio.atomic_write_bytes(link, b"x")
+    assert link.is_symlink() and not (tmp_path / "nowhere.onnx").exists()
+    dio.atomic_write_bytes(link, b"x", force=True)  # --force replaces the link itself, not what it points at
+    assert not link.is_symlink() and link.read_bytes() == b"x" and not (tmp_path / "nowhere.onnx").exists()
+
+
+def test_write_many_puts_the_model_in_place_last(tmp_path, monkeypatch):
+    from deployinc.io import atomic as A
+
+    order: list[str] = []
+    real_replace, real_link = A.os.replace, A.os.link
+
+    def replace(src, dst, *a, **k):
+        order.append(Path(dst).name)
+        return real_replace(src, dst, *a, **k)
+
+    def link(src, dst, *a, **k):
+        if not Path(dst).name.startswith("."):
+            order.append(Path(dst).name)
+        return real_link(src, dst, *a, **k)
+
+    from pathlib import Path
+
+    monkeypatch.setattr(A.os, "replace", replace)
+    monkeypatch.setattr(A.os, "link", link)
+    dio.save_onnx(_model(big=True), tmp_path / "m.onnx", external_data=True, sidecars=[(tmp_path / "m.json", b"{}")])
+    assert order == ["m.onnx.data", "m.json", "m.onnx"]
+    order.clear()
+    dio.save_onnx(_model(big=True), tmp_path / "m.onnx", external_data=True, sidecars=[(tmp_path / "m.json", b"{}")], force=True)
+    assert [n for n in order if not n.startswith(".")] == ["m.onnx.data", "m.json", "m.onnx"]
+
+
+def _fail_on(monkeypatch, name: str, err: int):
+    import errno as _errno
+
+    from deployinc.io import atomic as A
+
+    real_replace, real_link = A.os.replace, A.os.link
+
+    failed: list[str] = []
+
+    def boom(src, dst, *a, real, **k):
+        if str(dst).endswith(name) and not failed:  # once: the rollback itself must be able to run
+            failed.append(str(dst))
+            raise OSError(err, _errno.errorcode[err] if err in _errno.errorcode else "error")
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(A.os, "replace", lambda s, d, *a, **k: boom(s, d, *a, real=real_replace, **k))
+    monkeypatch.setattr(A.os, "link", lambda s, d, *a, **k: boom(s, d, *a, real=real_link, **k))
+
+
+def test_a_failure_while_placing_the_unit_puts_every_old_file_back(tmp_path, monkeypatch):
+    import errno
+
+    files = {"q.onnx.data": b"old data", "q.calibration.json": b"old report", "q.onnx": b"old model"}
+    for n, b in files.items():
+        (tmp_path / n).write_bytes(b)
+    _fail_on(monkeypatch, "q.onnx", errno.ENOSPC)  # data and report are placed, then the disk is full
+    with pytest.raises(BadInputError, match="no space left.*nothing was replaced"):
+        dio.atomic_write_many(
+            [(tmp_path / "q.onnx.data", b"new data"), (tmp_path / "q.calibration.json", b"new report"), (tmp_path / "q.onnx", b"new model")],
+            force=True,
+        )
+    assert {n: (tmp_path / n).read_bytes() for n in files} == files
+    assert files_in(tmp_path) == sorted(files)
+
+
+def test_a_unit_that_cannot_complete_leaves_no_new_file(tmp_path, monkeypatch):
+    (tmp_path / "q.onnx").write_bytes(b"someone else's")
+    with pytest.raises(OutputExistsError):
+        dio.atomic_write_many([(tmp_path / "q.onnx.data", b"D"), (tmp_path / "q.onnx", b"M")])
+    assert files_in(tmp_path) == ["q.onnx"]
+
+
+def test_enospc_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    p = tmp_path / "x.onnx"
+    p.write_bytes(b"old")
+    with pytest.raises(BadInputError, match="no space left"):
+        with dio.atomic_open(p, force=True) as f:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert p.read_bytes() == b"old" and files_in(tmp_path) == ["x.onnx"]
+
+
+def test_working_folders_of_killed_runs_are_swept_by_the_next_run(tmp_path):
+    dead = 2**22 + 4321
+    beside = tmp_path / f".q.onnx.deployinc-work-{dead}-abcd"
+    beside.mkdir()
+    (beside / "model.onnx").write_bytes(b"x" * 100)
+    with dio.work_dir(tmp_path / "q.onnx") as w:
+        assert w.is_dir() and w.parent == tmp_path
+    assert not beside.exists() and files_in(tmp_path) == []
+    root = dio.scratch_root()
+    assert (root.stat().st_mode & 0o777) == 0o700
+    stale = root / f"int8.deployinc-work-{dead}-beef"
+    stale.mkdir()
+    with dio.scratch_dir("int8") as s:
+        assert s.parent == root
+    assert not stale.exists() and not s.exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,7 +205,9 @@ def resolve_model(model: str, threads: int | None = None, log: Any = None, trust
         return
     from ..export import export_pipeline
 
-    with tempfile.TemporaryDirectory(prefix="deployinc-bench-") as tmp:
+    from ..io import scratch_dir
+
+    with scratch_dir("bench") as tmp:  # a killed run's folder is removed by the next run
         if log:
             log(f"exporting {model} (deployinc export {model}) into a temporary folder")
         result = export_pipeline(model, out=Path(tmp) / "model.onnx", threads=threads, quick_check=False, log=log)

@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -205,8 +204,9 @@ def quantize_int8(
         )
 
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="deployinc-int8-") as tmp:
-        tmpdir = Path(tmp)
+    from ..io import scratch_dir
+
+    with scratch_dir("int8") as tmpdir:  # a killed run's folder is removed by the next run
         work = tmpdir / "model.onnx"
         if src.has_external_data:
             onnx.save_model(src.model, str(work), save_as_external_data=True, location="model.onnx.data")
@@ -356,11 +356,11 @@ def report_path_for(model_out: str | os.PathLike[str]) -> Path:
 
 def write_int8(result: Int8Result, out: str | os.PathLike[str], *, force: bool = False) -> tuple[list[Path], Path]:
     """Write the model (through :func:`deployinc.io.save_onnx`) and its report beside it, atomically."""
-    from ..io import atomic_write_text, check_output_path, save_onnx
+    from ..io import check_output_path, save_onnx
 
     report_path = report_path_for(out)
     check_output_path(out, force)
     check_output_path(report_path, force)
-    written = save_onnx(result.model, out, force=force)
-    atomic_write_text(report_path, json.dumps(result.report, indent=2) + "\n", force=force)
-    return written, report_path
+    report = (json.dumps(result.report, indent=2) + "\n").encode("utf-8")
+    written = save_onnx(result.model, out, force=force, sidecars=[(report_path, report)])  # one unit, model last
+    return [p for p in written if p != report_path], report_path

@@ -24,7 +24,6 @@ deserialize is removed and rebuilt with a warning.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -329,7 +328,9 @@ def _build(
     network = builder.create_network(net_flags)
     parser = trt.OnnxParser(network, logger)
 
-    with tempfile.TemporaryDirectory(prefix="deployinc-trt-") as tmp:
+    from ..io import scratch_dir
+
+    with scratch_dir("trt") as tmp:
         parse_path = onnx_path
         parsed_model = model
         if plan.convert_to_fp16:
