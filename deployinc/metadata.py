@@ -34,7 +34,7 @@ class Provenance:
         mean: Input normalisation mean.
         std: Input normalisation std.
         passes: Prepare and simplify passes applied, in order.
-        exporter: ``dynamo`` or ``torchscript``.
+        exporter: ``dynamo`` or ``torchscript``: the exporter that produced the file (after any fallback).
         opset: ai.onnx opset of the file.
         dynamic_batch: Whether the batch dimension is symbolic.
         family: Model family (inception, resnet, mobilenet...).
@@ -42,6 +42,10 @@ class Provenance:
         tolerances: Parity tolerance overrides from the export config.
         versions: deployinc, torch, torchvision, onnx, onnxruntime versions at export.
         aux_heads: Auxiliary heads removed.
+        export_path: The export paths tried, in order: ``{"exporter", "opset", "error"}`` each, ``error`` None for
+            the one that produced the file (empty in files from before fallbacks were recorded).
+        fallback: Why the file comes from another path than the one asked for, in words (None when it does not).
+        opset_pinned: Whether the user chose the opset (then no other was tried); None in older files.
     """
 
     model_spec: str
@@ -63,6 +67,9 @@ class Provenance:
     tolerances: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     aux_heads: list[str] = field(default_factory=list)
+    export_path: list[dict[str, Any]] = field(default_factory=list)
+    fallback: str | None = None
+    opset_pinned: bool | None = None
     format: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

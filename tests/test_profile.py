@@ -84,12 +84,12 @@ def test_matches_torchvision_published_figures(name):
     info = get_model_info(name)
     kwargs = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
     model = create_model(name, **kwargs)  # aux heads built, as the registry builds them
-    rep = profile_model(model, (1, *info.input_size), fused=False, aux_heads=info.aux_heads)
+    # googlenet's published count is without its aux heads (the deploy-time model, profiled by default);
+    # inception_v3's weights ship with AuxLogits (the training-time model)
+    rep = profile_model(model, (1, *info.input_size), fused=False, aux_heads=info.aux_heads, training=name == "inception_v3")
     assert rep.gmacs == pytest.approx(meta["_ops"], rel=0.01)
     assert rep.gmacs == pytest.approx(meta["_ops"], abs=0.0005)  # in fact to the published 3 decimals
-    # googlenet's published count is without its aux heads; inception_v3's weights ship with AuxLogits
-    params = rep.params if name == "inception_v3" else rep.params_inference
-    assert params == meta["num_params"]
+    assert rep.params == meta["num_params"]
 
 
 def test_torchvision_inception_branches():
@@ -99,9 +99,43 @@ def test_torchvision_inception_branches():
     b = rep.loaded.blocks["inception3a"]
     assert list(b.branches) == ["branch1", "branch2", "branch3", "branch4"]
     assert b.branches["branch1"].macs == 28 * 28 * 192 * 64
-    assert rep.params - rep.params_inference == sum(p.numel() for p in model.aux1.parameters()) + sum(
+    assert rep.params_training - rep.params == sum(p.numel() for p in model.aux1.parameters()) + sum(
         p.numel() for p in model.aux2.parameters())
+    assert rep.params == rep.params_inference and "aux1" not in {m.path for m in rep.loaded.modules}
     assert all(n.saving_pct > 40 for n in rep.naive)
+
+
+def test_googlenet_profile_is_the_deploy_time_model_unless_training():
+    model = create_model("googlenet", init_weights=False)
+    assert model.aux1 is not None and model.aux_logits  # the registry builds the heads (random init, no weights)
+    rep = profile_model(model, (1, 3, 64, 64), fused=False)
+    assert rep.state == "deploy" and rep.aux_heads == ["aux1", "aux2"]
+    assert rep.params == rep.loaded.total.params == 6_624_904  # torchvision's published figure
+    assert rep.params_training == 13_004_888
+    assert model.aux1 is not None and model.aux_logits  # profiled a copy
+    train = profile_model(model, (1, 3, 64, 64), fused=False, training=True)
+    assert train.state == "training" and train.params == 13_004_888 and train.params_inference == 6_624_904
+    assert train.macs == rep.macs  # the heads do not run in eval mode
+
+
+def test_cli_profile_googlenet_deploy_and_training(cli_runner, monkeypatch, tmp_path):
+    import deployinc.profile.render as render
+
+    monkeypatch.setattr(render, "available", lambda name: False)
+    base = ["profile", "googlenet", "--input-shape", "1,3,64,64", "--no-fused"]
+    r = invoke(cli_runner, [*base, "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.stderr
+    total = next(line for line in r.stdout.splitlines() if line.startswith("total"))
+    assert "6,624,904" in total
+    assert "googlenet: 6,624,904 parameters" in r.stdout
+    assert "training-time, with them (--training): 13,004,888 parameters" in r.stdout
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert (data["state"], data["params"], data["params_training"]) == ("deploy", 6_624_904, 13_004_888)
+    r = invoke(cli_runner, [*base, "--training"])
+    assert r.exit_code == 0, r.stderr
+    total = next(line for line in r.stdout.splitlines() if line.startswith("total"))
+    assert "13,004,888" in total and "deploy-time, without them: 6,624,904 parameters" in r.stdout
+    assert any(line.startswith("aux1") for line in r.stdout.splitlines())
 
 
 def test_cli_profile_compare_naive_and_json(cli_runner, tmp_path):

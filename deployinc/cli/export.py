@@ -12,8 +12,9 @@ from .options import force_option, model_options, parse_floats, parse_shape, thr
 @click.argument("model", required=False)
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Export config (TOML); flags override it.")
 @click.option("--out", "-o", default=None, help="Output .onnx file or directory (default: ./<model>.onnx).")
-@click.option("--opset", type=int, default=None, help="ai.onnx opset, 13..21 (default 17).")
-@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=None, help="torch.export-based (default) or TorchScript exporter.")
+@click.option("--opset", type=int, default=None, help="ai.onnx opset, 13..21 (default 17; a default may rise when no exporter reaches it, a given --opset never does).")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=None, help="torch.export-based (default) or TorchScript exporter; the other is tried when it fails.")
+@click.option("--no-fallback", is_flag=True, help="Fail instead of trying the other exporter or a higher opset.")
 @click.option("--dynamic-batch/--no-dynamic-batch", default=None, help="Symbolic batch dimension (default) or static.")
 @click.option("--simplifier", type=click.Choice(["onnxsim", "onnxslim"]), default=None, help="Graph simplifier (default onnxsim).")
 @click.option("--no-simplify", is_flag=True, help="Skip the simplifier.")
@@ -35,6 +36,7 @@ def export(
     skip_passes: tuple[str, ...],
     aux_heads: tuple[str, ...],
     no_check: bool,
+    no_fallback: bool,
     weights: str | None,
     num_classes: int | None,
     input_shape: str | None,
@@ -45,6 +47,9 @@ def export(
     force: bool,
 ) -> None:
     """Export MODEL (a name from `deployinc models`, timm/NAME, or package.module:function) to ONNX.
+
+    When the exporter fails, the other one is tried, then (unless --opset or the config file's export.opset
+    pins it) a higher opset; the path taken and why are printed and stored in the file's metadata.
 
     \b
       deployinc export googlenet --opset 17
@@ -83,14 +88,17 @@ def export(
         quick_check=not no_check,
         threads=threads,
         log=log,
+        fallback=not no_fallback,
         **overrides,
     )
     for note in result.notes:
         log(note)
     t = result.timings
+    prov = result.provenance
+    how = f"{prov.exporter} after a fallback" if prov.fallback else prov.exporter
     click.echo(
-        f"wrote {result.path} (opset {result.provenance.opset}, {result.provenance.exporter}, "
-        f"{'dynamic' if result.provenance.dynamic_batch else 'static'} batch) in {t.get('total', 0):.1f} s"
+        f"wrote {result.path} (opset {prov.opset}, {how}, "
+        f"{'dynamic' if prov.dynamic_batch else 'static'} batch) in {t.get('total', 0):.1f} s"
     )
     if result.quick_check and not result.passed:
         raise CheckFailed(

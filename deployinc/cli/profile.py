@@ -13,6 +13,11 @@ from .options import force_option, json_option, model_options, parse_floats, par
 @click.option("--module", "modules", multiple=True, help="Inception module path for --compare-naive (repeatable; default all).")
 @click.option("--depth", type=click.IntRange(min=1), default=1, show_default=True, help="Submodule levels in the table.")
 @click.option("--no-fused", is_flag=True, help="Skip the profile after deployinc's fusions (Conv+BN fold).")
+@click.option(
+    "--training",
+    is_flag=True,
+    help="Profile the training-time model (auxiliary heads kept) instead of the deploy-time one (heads removed, as export prepares it).",
+)
 @model_options
 @threads_option
 @json_option
@@ -23,6 +28,7 @@ def profile(
     modules: tuple[str, ...],
     depth: int,
     no_fused: bool,
+    training: bool,
     weights: str | None,
     num_classes: int | None,
     input_shape: str | None,
@@ -36,10 +42,13 @@ def profile(
     """Count parameters and multiply-adds of MODEL per module and per Inception branch.
 
     Multiply-adds follow torchvision's published convention (convolutions and linear layers); totals are for the
-    whole input (N images). The fused column is the model after deployinc's prepare passes.
+    whole input (N images). The model profiled is the deploy-time one: auxiliary heads (GoogLeNet's aux1/aux2,
+    Inception v3's AuxLogits) removed, as `deployinc export` prepares it; --training profiles the model as
+    trained, heads included. The fused column is the model after all of deployinc's prepare passes.
 
     \b
       deployinc profile googlenet
+      deployinc profile googlenet --training
       deployinc profile inception_v1_block --input-shape 1,256,28,28 --compare-naive
       deployinc profile inception_v3 --depth 2 --json profile.json
     """
@@ -74,6 +83,7 @@ def profile(
         fused=not no_fused,
         compare_naive=compare_naive or bool(modules),
         modules=modules,
+        training=training,
     )
     render(report, depth=depth)
     if json_path is not None:

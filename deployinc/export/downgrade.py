@@ -14,6 +14,9 @@ that names it. The rules:
   must be 0 and is dropped;
 - ``HardSwish`` (added in 14), for opset 13: ``x * HardSigmoid(x, alpha=1/6, beta=0.5)``, which is its
   definition;
+- ``Split`` 18 with ``num_outputs`` (``torch.chunk``, ShuffleNet's channel split): the sizes are computed from the
+  static size of the split axis (ceil(size / n) each, the last one smaller, as opset 18 defines it) and passed as
+  the ``split`` input (opset 13-17) or attribute (before 13); a split axis whose size is not static is refused;
 - attributes added later (Reshape ``allowzero``, AveragePool ``dilations``, Resize ``antialias``...) are dropped
   when they hold their default, else the node is refused.
 """
@@ -75,6 +78,95 @@ def _constants(graph: Any) -> dict[str, Any]:
     return out
 
 
+def torch_module_of(node: Any) -> str | None:
+    """The torch module a node came from, when the torch.export-based exporter recorded it (name scopes)."""
+    import ast
+
+    raw = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+    try:
+        scopes = [s for s in ast.literal_eval(raw)[:-1] if isinstance(s, str) and s] if raw else []
+    except (ValueError, SyntaxError):
+        scopes = []
+    return scopes[-1] if scopes else None
+
+
+def _desc(node: Any) -> str:
+    """``node NAME (OP)``, with the torch module it came from where known."""
+    module = torch_module_of(node)
+    return f"node {node.name or node.op_type} ({node.op_type})" + (f" from torch module {module}" if module else "")
+
+
+def _static_dims(model: Any) -> dict[str, list[int | None]]:
+    """Value name -> dims (None where not static), from ONNX shape inference (empty when it fails)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - shape inference is best effort; the caller refuses what it cannot size
+        return {}
+    g = inferred.graph
+    out: dict[str, list[int | None]] = {}
+    for v in [*g.input, *g.value_info, *g.output]:
+        t = v.type.tensor_type
+        if t.HasField("shape"):
+            out[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    return out
+
+
+def _split_sizes(node: Any, target: int, dims: dict[str, list[int | None]]) -> list[int]:
+    """The sizes that ``Split(num_outputs=n)`` cuts its input into, from the static size of the split axis."""
+    attrs = {a.name: _attr_value(a) for a in node.attribute}
+    n, axis = int(attrs["num_outputs"]), int(attrs.get("axis", 0))
+    shape = dims.get(node.input[0])
+    size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+    if not size:
+        raise ExportError(
+            f"{_desc(node)} splits axis {axis} into {n} parts, but the size of that axis is not static, "
+            f"and opset {target}'s Split needs the part sizes",
+            hint="export with --opset 18 or higher, or --exporter torchscript",
+        )
+    part = -(-size // n)
+    sizes = [part] * (n - 1) + [size - part * (n - 1)]
+    if sizes[-1] <= 0 or len(node.output) != n:
+        raise ExportError(
+            f"{_desc(node)} splits an axis of size {size} into {n} parts, which opset {target} cannot express",
+            hint="export with --opset 18 or higher, or --exporter torchscript",
+        )
+    return sizes
+
+
+def _lower_split(node: Any, target: int, dims: dict[str, list[int | None]], consts: dict[str, Any], graph: Any) -> str | None:
+    """Rewrite a Split 18 node for opset ``target`` in place; return the name of an input it no longer uses."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    has_n = any(a.name == "num_outputs" for a in node.attribute)
+    sizes = _split_sizes(node, target, dims) if has_n else None
+    keep = [a for a in node.attribute if a.name != "num_outputs"]
+    del node.attribute[:]
+    node.attribute.extend(keep)
+    if target >= 13:
+        if sizes is not None:
+            taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+            name, k = f"{node.name or 'Split'}_sizes", 0
+            while name in taken:
+                k += 1
+                name = f"{node.name or 'Split'}_sizes_{k}"
+            graph.initializer.append(numpy_helper.from_array(np.array(sizes, dtype=np.int64), name))
+            del node.input[1:]
+            node.input.append(name)
+        return None
+    dropped = None
+    if sizes is None and len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in consts:
+            raise ExportError(f"{_desc(node)} has computed split sizes; opset {target} needs constant ones", hint="export with --opset 13 or higher")
+        sizes, dropped = [int(v) for v in consts[node.input[1]].reshape(-1)], node.input[1]
+    del node.input[1:]
+    if sizes is not None:
+        node.attribute.append(helper.make_attribute("split", sizes))
+    return dropped
+
+
 def _strip_new_attributes(node: Any, target: int) -> None:
     """Drop attributes the target schema does not know, when they hold their defaults."""
     import onnx
@@ -89,7 +181,7 @@ def _strip_new_attributes(node: Any, target: int) -> None:
             continue
         else:
             raise ExportError(
-                f"node {node.name or node.op_type} ({node.op_type}) uses attribute {a.name!r}, which opset {target} lacks",
+                f"{_desc(node)} uses attribute {a.name!r}, which opset {target} lacks",
                 hint=f"export with --opset {_schema_since(node.op_type, node.domain or '', 100)} or higher, or --exporter torchscript",
             )
     del node.attribute[:]
@@ -114,6 +206,7 @@ def downgrade_opset(model: Any, target: int) -> Any:
     if any(f for f in out.functions):
         raise ExportError("the model holds ONNX functions, which deployinc cannot lower", hint="use --opset 18 or --exporter torchscript")
     consts = _constants(graph)
+    dims: dict[str, list[int | None]] | None = None  # shape inference, run only when a rule needs it
     new_nodes = []
     unused_inputs: set[str] = set()
     for node in graph.node:
@@ -132,10 +225,19 @@ def downgrade_opset(model: Any, target: int) -> Any:
                 new_nodes += [hs, mul]
                 continue
             raise ExportError(
-                f"node {node.name or node.op_type}: op {node.op_type} does not exist in opset {target}",
+                f"node {node.name or node.op_type}: op {node.op_type} does not exist in opset {target}"
+                + (f" (from torch module {torch_module_of(node)})" if torch_module_of(node) else ""),
                 hint=f"export with a higher --opset (it exists since {now}) or --exporter torchscript",
             )
         if now == then:
+            new_nodes.append(node)
+            continue
+        if node.op_type == "Split" and now >= 18 and target < 18:
+            if dims is None:
+                dims = _static_dims(model)
+            dropped = _lower_split(node, target, dims, consts, graph)
+            if dropped:
+                unused_inputs.add(dropped)
             new_nodes.append(node)
             continue
         if node.op_type in _REDUCE_WITH_AXES_INPUT_SINCE_18 and target < 18 and now >= 18:
@@ -143,7 +245,7 @@ def downgrade_opset(model: Any, target: int) -> Any:
                 axes_name = node.input[1]
                 if axes_name not in consts:
                     raise ExportError(
-                        f"node {node.name or node.op_type} ({node.op_type}) has computed axes; opset {target} needs constant axes",
+                        f"{_desc(node)} has computed axes; opset {target} needs constant axes",
                         hint="export with --opset 18 or higher",
                     )
                 axes = [int(a) for a in consts[axes_name].reshape(-1)]
@@ -170,7 +272,7 @@ def downgrade_opset(model: Any, target: int) -> Any:
         schema_then = onnx.defs.get_schema(node.op_type, target, domain)
         if len(node.input) > schema_then.max_input or len(node.output) > schema_then.max_output:
             raise ExportError(
-                f"node {node.name or node.op_type} ({node.op_type}) has inputs that opset {target} does not accept",
+                f"{_desc(node)} has inputs that opset {target} does not accept",
                 hint="export with a higher --opset or --exporter torchscript",
             )
         _strip_new_attributes(node, target)

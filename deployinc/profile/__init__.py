@@ -3,7 +3,10 @@
 :func:`profile_model` runs one forward pass with hooks (see :mod:`deployinc.profile.counting` for what is counted;
 the convention reproduces torchvision's published GFLOPS) and returns a :class:`ProfileReport`:
 
-- ``loaded``: the model as given (eval mode): totals, every submodule, every Inception module and its branches;
+- ``loaded``: the profiled model (eval mode): totals, every submodule, every Inception module and its branches.
+  By default this is the *deploy-time* model: auxiliary heads removed, as ``deployinc export`` prepares it (and as
+  torchvision counts GoogLeNet's 6.6 M parameters); with ``training=True`` it is the model as given, auxiliary
+  heads included (``params_training`` holds that count in both cases);
 - ``fused``: the same after :func:`deployinc.prepare.prepare` (auxiliary heads and dropout removed, Conv+BN folded:
   each folded BN's weight and bias disappear, its convolution gains a bias, the BN's elementwise work is gone);
 - ``naive``: with ``compare_naive``, each Inception module's convolution cost without its 1x1 reductions and pool
@@ -116,9 +119,11 @@ class ProfileReport:
     Attributes:
         model: Model name (for display).
         input_shape: N, C, H, W of the profiled input.
-        loaded: Counts of the model as given.
+        loaded: Counts of the profiled model: the deploy-time one (auxiliary heads removed) unless ``training``.
         params_inference: Parameters without auxiliary heads (what an exported model keeps before fusion).
-        aux_heads: Paths of the auxiliary heads found.
+        aux_heads: Paths of the auxiliary heads found (removed from ``loaded`` unless ``training``).
+        training: Whether ``loaded`` is the training-time model (auxiliary heads kept).
+        params_training: Parameters of the model as given, auxiliary heads included.
         fused: Counts after :func:`deployinc.prepare.prepare`, or None (see ``fused_note``).
         fused_note: What the fusion did, or why it is missing.
         naive: Naive comparisons, when asked for.
@@ -132,15 +137,22 @@ class ProfileReport:
     fused: Profile | None = None
     fused_note: str = ""
     naive: list[NaiveComparison] = field(default_factory=list)
+    training: bool = False
+    params_training: int | None = None
+
+    @property
+    def state(self) -> str:
+        """``deploy`` (auxiliary heads removed) or ``training`` (the model as given)."""
+        return "training" if self.training else "deploy"
 
     @property
     def params(self) -> int:
-        """Every parameter of the model as loaded."""
+        """Every parameter of the profiled model (deploy-time unless ``training``)."""
         return self.loaded.total.params
 
     @property
     def macs(self) -> int:
-        """Multiply-adds of the model as loaded, on the profiled input."""
+        """Multiply-adds of the profiled model, on the profiled input."""
         return self.loaded.total.macs
 
     @property
@@ -152,8 +164,10 @@ class ProfileReport:
         return {
             "model": self.model,
             "input_shape": list(self.input_shape),
+            "state": self.state,
             "params": self.params,
             "params_inference": self.params_inference,
+            "params_training": self.params_training,
             "macs": self.macs,
             "gmacs": round(self.gmacs, 6),
             "aux_heads": self.aux_heads,
@@ -281,6 +295,19 @@ def _aux_paths(model: Any, extra: tuple[str, ...]) -> list[str]:
     return found
 
 
+def _deploy_copy(model: Any, aux_heads: tuple[str, ...]) -> tuple[Any, list[str]]:
+    """A copy of ``model`` without its auxiliary heads, removed as :func:`deployinc.prepare.prepare` removes them,
+    and their paths; ``model`` itself when it has none (it is never changed)."""
+    import copy
+
+    from ..prepare.passes import remove_aux_heads
+
+    if not _aux_paths(model, aux_heads):
+        return model, []
+    deployed = copy.deepcopy(model)
+    return deployed, remove_aux_heads(deployed, tuple(aux_heads)).changed
+
+
 def profile_model(
     model: Any,
     input_shape: tuple[int, ...],
@@ -290,10 +317,13 @@ def profile_model(
     fused: bool = True,
     compare_naive: bool = False,
     modules: tuple[str, ...] = (),
+    training: bool = False,
 ) -> ProfileReport:
     """Count parameters and multiply-adds of ``model`` on an input of ``input_shape``.
 
-    The model is profiled in eval mode (auxiliary heads do not run, as at deployment); it is not modified.
+    The model is profiled in eval mode, as deployed: by default without its auxiliary heads (removed from a copy,
+    as ``deployinc export`` prepares it); ``training=True`` keeps them (they do not run in eval mode, but their
+    parameters count). The model is not modified.
 
     Args:
         model: The ``nn.Module``.
@@ -303,6 +333,7 @@ def profile_model(
         fused: Also profile the model after :func:`deployinc.prepare.prepare`.
         compare_naive: Compare each Inception module (or those in ``modules``) with its naive version.
         modules: Restrict ``compare_naive`` to these module paths.
+        training: Profile the training-time model (auxiliary heads kept) instead of the deploy-time one.
 
     Raises:
         BadInputError: The model rejects the input shape, or ``modules`` names no Inception module.
@@ -312,32 +343,36 @@ def profile_model(
     from .counting import count, find_blocks
 
     shape = tuple(int(v) for v in input_shape)
-    was_training = model.training
-    model.eval()
+    params_training = sum(p.numel() for p in model.parameters())
+    if training:
+        subject, aux = model, _aux_paths(model, aux_heads)
+    else:
+        subject, aux = _deploy_copy(model, aux_heads)
+    was_training = subject.training
+    subject.eval()
     example = torch.zeros(shape)
     try:
-        counts = count(model, example, track_flow=compare_naive)
+        counts = count(subject, example, track_flow=compare_naive)
     except RuntimeError as exc:
         raise BadInputError(
             f"the model rejects input shape {list(shape)}: {str(exc).strip().splitlines()[0][:200]}",
             hint="pass --input-shape N,C,H,W that the model accepts",
         ) from exc
     finally:
-        model.train(was_training)
-    loaded = _profile(model, counts)
-    aux = _aux_paths(model, aux_heads)
-    aux_params = sum(
-        n for p, n in counts.params.items() if any(p.startswith(a + ".") for a in aux)
-    )
+        subject.train(was_training)
+    loaded = _profile(subject, counts)
+    aux_params = sum(n for p, n in counts.params.items() if any(p.startswith(a + ".") for a in aux))
     report = ProfileReport(
         model=name or type(model).__name__,
         input_shape=shape,
         loaded=loaded,
         params_inference=loaded.total.params - aux_params,
         aux_heads=aux,
+        training=training,
+        params_training=params_training,
     )
     if compare_naive:
-        blocks = list(find_blocks(model))
+        blocks = list(find_blocks(subject))
         wanted = list(modules) or blocks
         unknown = [m for m in wanted if m not in blocks]
         if unknown:
@@ -347,7 +382,7 @@ def profile_model(
             raise BadInputError(
                 f"{report.model} has no Inception module to compare", hint="--compare-naive needs modules with branch* children"
             )
-        report.naive = [naive_comparison(model, counts, b) for b in wanted if b in counts.block_inputs]
+        report.naive = [naive_comparison(subject, counts, b) for b in wanted if b in counts.block_inputs]
     if fused:
         report.fused, report.fused_note = _fused_profile(model, shape, aux_heads)
     return report

@@ -95,9 +95,16 @@ def summary_lines(report: Any) -> list[str]:
         f"{report.model}: {report.params:,} parameters, {report.macs:,} multiply-adds "
         f"({report.gmacs:.3f} G) for an input of {shape}"
     ]
-    if report.aux_heads:
+    heads = ", ".join(report.aux_heads)
+    if report.aux_heads and report.training:
         lines.append(
-            f"  without auxiliary heads ({', '.join(report.aux_heads)}): {report.params_inference:,} parameters"
+            f"  training-time model: auxiliary heads {heads} included; "
+            f"deploy-time, without them: {report.params_inference:,} parameters"
+        )
+    elif report.aux_heads:
+        lines.append(
+            f"  deploy-time model: auxiliary heads {heads} removed, as export prepares it; "
+            f"training-time, with them (--training): {report.params_training:,} parameters"
         )
     bn = report.loaded.total.bn_elements
     if report.fused is not None:

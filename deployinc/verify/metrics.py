@@ -53,9 +53,9 @@ class Tolerance:
         """``max_rel<=1e-04 cos>=0.99999 top1>=1.00``."""
         parts = []
         if self.max_rel is not None:
-            parts.append(f"max_rel<={self.max_rel:.0e}")
+            parts.append(f"max_rel<={_sci(self.max_rel)}")
         if self.max_abs is not None:
-            parts.append(f"max_abs<={self.max_abs:.0e}")
+            parts.append(f"max_abs<={_sci(self.max_abs)}")
         if self.min_cosine is not None:
             parts.append(f"cos>={self.min_cosine:g}")
         if self.min_top1 is not None:
@@ -63,6 +63,12 @@ class Tolerance:
         if self.min_top5 is not None:
             parts.append(f"top5>={self.min_top5:.2f}")
         return " ".join(parts)
+
+
+def _sci(v: float) -> str:
+    """``1e-04`` for a round budget, ``4.5e-04`` for a computed one (never rounded to a different number)."""
+    short = f"{v:.0e}"
+    return short if float(short) == v else f"{v:.1e}"
 
 
 #: (precision, backend family) -> preset. Backend family: cpu, cuda, tensorrt.
