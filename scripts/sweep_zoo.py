@@ -795,6 +795,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-params", type=float, default=DEFAULT_MAX_PARAMS, help="torchvision set: largest parameter count (default 100e6)")
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"work dir: state.jsonl, runs/<model>/ (default {DEFAULT_WORK.relative_to(ROOT)})")
     ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per model, all its steps (default 900)")
+    ap.add_argument("--smallest-first", action="store_true", help="run the models in order of parameter count (the report keeps the set's order)")
     ap.add_argument("--plant", action="store_true", help="also verify a copy with the middle Conv's weights x1.1")
     ap.add_argument("--redo", nargs="?", const="all", default=None, metavar="WHAT",
                     help="run finished models again: all (bare --redo), or comma-separated verdicts and/or models")
@@ -860,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
             p = args.params[m]
             print(f"{i:3d}  {m:40s} {family_of(m):22s} {p / 1e6 if p else float('nan'):8.2f}M")
         return 0
+    if args.smallest_first:
+        models = sorted(models, key=lambda m: args.params[m] if args.params[m] is not None else float("inf"))
     old = signal.signal(signal.SIGTERM, _interrupt)  # a plain kill ends the sweep like Ctrl-C: children killed, report written
     try:
         return run_sweep(models, args, state_path, command)
