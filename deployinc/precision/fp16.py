@@ -346,6 +346,9 @@ def convert_to_fp16(
     )
     m16.ir_version = model.ir_version
     remove_cast_roundtrips(m16)
+    from ..core.graph import toposort_nodes
+
+    toposort_nodes(m16.graph)  # ORT's converter appends the input Casts after their users
     kept = {p.key: p.value for p in m16.metadata_props}
     # deployinc's metadata convention: keys deployinc.<field>, JSON values.
     kept["deployinc.precision"] = json.dumps("fp16")
