@@ -54,3 +54,39 @@ def test_mnasnet_loads_a_safetensors_checkpoint(tmp_path):
 
     loaded = load_model("mnasnet0_5", weights=str(ckpt), num_classes=10, input_shape=SHAPE)
     assert torch.equal(loaded.module.layers[0].weight, net.layers[0].weight)
+
+
+def test_a_tampered_batchnorm_cache_entry_is_rebuilt_not_trusted(tmp_path):
+    import os
+
+    import torch
+
+    from deployinc.io import load_checkpoint, save_checkpoint
+    from deployinc.models.loading import load_model
+    from deployinc.verify import reference as R
+
+    loaded = load_model("resnet18", input_shape=SHAPE)
+    prov = _provenance(loaded)
+    path = R.store_bn_stats(prov, loaded.module)
+    assert (os.stat(path.parent).st_mode & 0o777) == 0o700 and (os.stat(path.parent.parent).st_mode & 0o777) == 0o700
+    assert R.from_provenance(prov).cache == "hit"
+    _, raw = load_checkpoint(path, with_extra=True)
+    raw["state_dict"]["bn1.running_var"] = raw["state_dict"]["bn1.running_var"] * 9  # the probe's edit
+    save_checkpoint(path, raw, force=True)
+    ref = R.from_provenance(prov)
+    assert ref.cache == "miss"  # rebuilt by recalibration, not read back
+    assert torch.equal(dict(ref.module.named_buffers())["bn1.running_var"], dict(loaded.module.named_buffers())["bn1.running_var"])
+
+
+def test_the_cache_root_follows_xdg_and_readers_skip_fifos(tmp_path, monkeypatch):
+    import os
+
+    from deployinc.core.cache import default_cache_dir, read_regular
+
+    monkeypatch.delenv("DEPLOYINC_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "deployinc"
+    fifo = tmp_path / "planted.json"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        read_regular(fifo)  # returns at once instead of blocking on a FIFO nobody writes

@@ -25,86 +25,26 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..errors import BadInputError
+from ..core.cache import ENV_CACHE_DIR, default_cache_dir, ensure_private_dir, read_regular
 from ..io import atomic_write_bytes, sha256_file
 
 #: Environment variable that overrides the cache folder.
-ENV_CACHE_DIR = "DEPLOYINC_CACHE_DIR"
 #: Version of the key and manifest layout; a change invalidates every older entry.
 SCHEMA = 1
 ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".json"
+#: A manifest is a small JSON object; anything larger is not one.
+MANIFEST_LIMIT = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The folder
-
-
-def default_cache_dir() -> Path:
-    """``$DEPLOYINC_CACHE_DIR``, else ``$XDG_CACHE_HOME/deployinc``, else ``~/.cache/deployinc``."""
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and Path(xdg).is_absolute():  # the XDG spec says relative values are to be ignored
-        return Path(xdg) / "deployinc"
-    return Path.home() / ".cache" / "deployinc"
-
-
-def ensure_private_dir(path: str | os.PathLike[str]) -> tuple[Path, list[str]]:
-    """Create ``path`` with mode 0700 (parents as needed), or check and repair an existing one.
-
-    Returns:
-        The folder and a list of warnings (a repaired mode).
-
-    Raises:
-        BadInputError: The path is a symlink, not a folder, owned by another user, or its mode cannot be repaired.
-    """
-    path = Path(path).expanduser()
-    warnings: list[str] = []
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:  # created by a concurrent process: check it like any existing folder
-            pass
-        except OSError as exc:
-            raise BadInputError(
-                f"cannot create cache directory {path}: {exc.strerror}",
-                hint=f"set {ENV_CACHE_DIR} to a writable folder of yours",
-            ) from exc
-        st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise BadInputError(
-            f"cache directory {path} is a symlink", hint=f"use a real folder; set {ENV_CACHE_DIR} to point at it"
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise BadInputError(f"cache path {path} is not a directory", hint=f"remove it, or set {ENV_CACHE_DIR}")
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise BadInputError(
-            f"cache directory {path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()})",
-            hint=f"an engine someone else can write is code you would run; set {ENV_CACHE_DIR} to a folder of yours",
-        )
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        try:
-            os.chmod(path, 0o700)
-        except OSError as exc:
-            raise BadInputError(
-                f"cache directory {path} has mode {mode:04o} (group/other access) and cannot be made private",
-                hint=f"chmod 700 {path}, or set {ENV_CACHE_DIR}",
-            ) from exc
-        warnings.append(f"cache directory {path} had mode {mode:04o} (group/other access); repaired to 0700")
-    return path, warnings
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -290,10 +230,10 @@ class EngineCache:
             self._remove(key)
             return result
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = json.loads(read_regular(manifest_path, MANIFEST_LIMIT).decode("utf-8"))
             if not isinstance(manifest, dict):
                 raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
             result.warnings.append(f"cache manifest {manifest_path.name} is unreadable ({exc}); rebuilding")
             self._remove(key)
             return result
@@ -322,7 +262,12 @@ class EngineCache:
             )
             self._remove(key)
             return result
-        data = engine_path.read_bytes()
+        try:
+            data = read_regular(engine_path)
+        except OSError as exc:
+            result.warnings.append(f"cached engine {engine_path.name} is unreadable ({exc}); rebuilding")
+            self._remove(key)
+            return result
         if hashlib.sha256(data).hexdigest() != manifest.get("engine_sha256"):
             result.warnings.append(f"cached engine {engine_path.name} does not match its manifest's sha256 (corrupt); rebuilding")
             self._remove(key)
@@ -341,7 +286,7 @@ class EngineCache:
             if digest == own:
                 continue
             try:
-                found = json.loads(manifest_path.read_text(encoding="utf-8")).get("key", {})
+                found = json.loads(read_regular(manifest_path, MANIFEST_LIMIT).decode("utf-8")).get("key", {})
             except (OSError, ValueError, AttributeError):
                 continue
             if not isinstance(found, dict) or found.get("onnx_sha256") != wanted["onnx_sha256"]:

@@ -87,9 +87,10 @@ class Reference:
 
 
 def cache_dir() -> Path:
-    """``$DEPLOYINC_CACHE_DIR/references``, default ``~/.cache/deployinc/references``."""
-    root = os.environ.get("DEPLOYINC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "deployinc")
-    return Path(root) / "references"
+    """``<cache root>/references`` (see :mod:`deployinc.core.cache`), created private (0700)."""
+    from ..core.cache import cache_subdir
+
+    return cache_subdir("references")[0]
 
 
 def cache_key(prov: Any) -> str:
@@ -100,6 +101,16 @@ def cache_key(prov: Any) -> str:
     payload = {k: d.get(k) for k in _KEY_FIELDS}
     payload["torch"] = torch.__version__
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _content_sha256(buffers: dict[str, Any]) -> str:
+    """sha256 over buffer names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(buffers):
+        t = buffers[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _bn_buffers(module: Any) -> dict[str, Any]:
@@ -118,17 +129,20 @@ def _bn_buffers(module: Any) -> dict[str, Any]:
 def store_bn_stats(prov: Any, module: Any) -> Path | None:
     """Cache the BatchNorm buffers of a model rebuilt (and recalibrated) from ``prov``; None when not written.
 
-    Export can call this with the model it just recalibrated, so that the first verify is fast too.
+    The entry records the sha256 of its own content and the key of the model it belongs to (every provenance
+    field that determines the statistics), both checked when it is read back. Export calls this with the model it
+    just recalibrated, so that the first verify is fast too.
     """
     if not getattr(prov, "bn_recalibrated", False):
         return None
     try:
         from ..io import save_checkpoint
 
-        d = cache_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{cache_key(prov)}.pt"
-        save_checkpoint(path, _bn_buffers(module), force=True)
+        key = cache_key(prov)
+        buffers = _bn_buffers(module)
+        entry = {"state_dict": buffers, "content_sha256": _content_sha256(buffers), "model_key": key}
+        path = cache_dir() / f"{key}.pt"
+        save_checkpoint(path, entry, force=True)
         return path
     except Exception:  # noqa: BLE001 - a cache that cannot be written only costs time
         return None
@@ -149,15 +163,26 @@ def _copy_buffers(module: Any, values: dict[str, Any]) -> None:
 
 
 def _load_bn_stats(prov: Any) -> dict[str, Any] | None:
-    path = cache_dir() / f"{cache_key(prov)}.pt"
-    if not path.is_file():
-        return None
+    """The cached buffers for ``prov``, or None when absent, unreadable, for another model, or altered."""
     try:
+        key = cache_key(prov)
+        path = cache_dir() / f"{key}.pt"
+        if not path.is_file() or path.is_symlink():
+            return None
         from ..io import load_checkpoint
 
-        return load_checkpoint(path)
-    except Exception:  # noqa: BLE001 - a corrupt cache entry is ignored and rewritten
+        _, raw = load_checkpoint(path, with_extra=True)
+    except Exception:  # noqa: BLE001 - a corrupt or unreadable entry is ignored and rewritten
         return None
+    if not isinstance(raw, dict) or raw.get("model_key") != key or not isinstance(raw.get("state_dict"), dict):
+        return None
+    buffers = raw["state_dict"]
+    try:
+        if _content_sha256(buffers) != raw.get("content_sha256"):
+            return None  # altered since it was written: rebuild, never trust
+    except Exception:  # noqa: BLE001 - non-tensor values
+        return None
+    return buffers
 
 
 # references -------------------------------------------------------------------------------------------------------
