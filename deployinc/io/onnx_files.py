@@ -53,6 +53,20 @@ def _check_external_data(model: onnx.ModelProto, base: Path) -> bool:
         name = tensor.name or "<unnamed>"
         if not loc:
             raise OnnxFileError(f"tensor {name!r} has external data with no location", hint="re-export the model")
+        if "\x00" in loc or len(loc) > 1024 or any(len(part) > 255 for part in re.split(r"[\\/]", loc)):
+            shown = loc.replace("\x00", "\\0")[:60]
+            raise OnnxFileError(
+                f"tensor {name!r} has an external-data location that is no file name ({shown!r}"
+                + (f", {len(loc)} characters" if len(loc) > 60 else "") + ")",
+                hint="the file is damaged or hostile; export it again",
+            )
+        for field_name in ("offset", "length"):
+            value = info.get(field_name)
+            if value is not None and not (value.isascii() and value.isdigit()):
+                raise OnnxFileError(
+                    f"tensor {name!r} has external-data {field_name} {value[:40]!r}, not a non-negative integer",
+                    hint="the file is damaged; export it again",
+                )
         p = Path(loc)
         if p.is_absolute() or loc.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", loc):
             raise OnnxFileError(
@@ -118,11 +132,18 @@ def _check_text_fields(model: onnx.ModelProto, path: Path) -> None:
             raise OnnxFileError(f"{path}: an opset domain is not valid UTF-8 text", hint="the file is damaged; export it again")
 
 
-def load_onnx(path: str | os.PathLike[str], *, load_external: bool = True) -> OnnxFile:
-    """Read and check an ONNX file from disk.
+def load_onnx(path: str | os.PathLike[str], *, load_external: bool = True, check_graph: bool = True) -> OnnxFile:
+    """Read and check an ONNX file from disk: the one front door of every command that reads one.
+
+    Args:
+        path: The file.
+        load_external: Read external data into the model.
+        check_graph: Refuse a graph no runtime would run (:func:`deployinc.core.graph.graph_problem`: opset,
+            custom operators, cycles); ``deployinc check`` turns this off to report it instead.
 
     Raises:
-        OnnxFileError: Missing, empty, a Git LFS pointer, not protobuf, truncated, or with unsafe external data.
+        OnnxFileError: Missing, empty, a Git LFS pointer, not protobuf, truncated, with unsafe or malformed
+            external data, or (``check_graph``) a graph ONNX Runtime would refuse.
     """
     import onnx
     from google.protobuf.message import DecodeError
@@ -150,6 +171,12 @@ def load_onnx(path: str | os.PathLike[str], *, load_external: bool = True) -> On
         raise OnnxFileError(f"{path} holds no ONNX graph", hint="check that the file is an .onnx model")
     _check_text_fields(model, path)
     has_external = _check_external_data(model, path.parent)
+    if check_graph:
+        from ..core.graph import graph_problem
+
+        problem = graph_problem(model)
+        if problem is not None:
+            raise OnnxFileError(f"{path}: {problem[0]}", hint=problem[1])
     if has_external and load_external:
         from onnx.external_data_helper import load_external_data_for_model
 

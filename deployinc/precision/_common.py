@@ -65,6 +65,15 @@ def input_spec(model: Any, mean: Sequence[float] | None = None, std: Sequence[fl
             f"input {vi.name!r} has shape {shown}; expected N x C x H x W with static C, H, W",
             hint="export with a fixed image size",
         )
+    elem = int(vi.type.tensor_type.elem_type)
+    if elem not in (1, 10, 16):  # float, float16, bfloat16: an image
+        import onnx
+
+        kind = onnx.TensorProto.DataType.Name(elem).lower() if elem in onnx.TensorProto.DataType.values() else str(elem)
+        raise BadInputError(
+            f"input {vi.name!r} is {kind}, not a float image tensor; deployinc's image tools feed normalised float pixels",
+            hint="export the classifier with a float32 N x C x H x W image input",
+        )
     b = dims[0]
     static_batch = int(b.dim_value) if b.HasField("dim_value") and b.dim_value > 0 else None
     meta = {p.key: p.value for p in model.metadata_props}

@@ -174,6 +174,13 @@ def quantize_int8(
     warnings = check_image_count(int(len(images)), method)
     model_path = Path(model_path)
     src = load_onnx(model_path)
+    opset = next((o.version for o in src.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    need = 13 if per_channel else 10  # QuantizeLinear appears in opset 10, its per-channel axis in 13
+    if opset < need:
+        raise BadInputError(
+            f"{model_path} uses opset {opset}; int8 QDQ{' with per-channel scales' if per_channel else ''} needs opset {need} or newer",
+            hint="export the model again with --opset 13 or newer (deployinc export MODEL --opset 17)",
+        )
     spec = spec or input_spec(src.model)
     if images.ndim != 4 or tuple(images.shape[1:]) != spec.chw:
         raise BadInputError(

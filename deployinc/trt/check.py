@@ -406,7 +406,7 @@ def check_model(model: str | os.PathLike[str] | Any, target: str) -> CheckReport
         from ..io import load_onnx
 
         path = Path(model)
-        proto = load_onnx(path).model
+        proto = load_onnx(path, check_graph=False).model  # a graph no runtime runs is reported, not refused
         label = str(path)
     else:
         proto = model
@@ -421,6 +421,11 @@ def check_model(model: str | os.PathLike[str] | Any, target: str) -> CheckReport
         node_count=len(nodes),
         op_counts=dict(sorted(Counter(n.op_type for n in nodes).items())),
     )
+    from ..core.graph import graph_problem
+
+    problem = graph_problem(proto, parts=("cycle", "schema"))  # opsets and domains are judged per target below
+    if problem is not None:
+        report.issues.append(NodeIssue("", "<graph>", "error", f"{problem[0]} ({problem[1]})"))
     if g.shape_inference_error:
         report.notes.append(f"ONNX shape inference failed ({g.shape_inference_error}); element types not checked")
     if target == "tensorrt":
