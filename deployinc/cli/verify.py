@@ -9,7 +9,11 @@ from __future__ import annotations
 import click
 
 from ..errors import BadInputError, CheckFailed
-from .options import force_option, json_option, parse_floats, parse_int_list, parse_shape, threads_option
+from .. import limits
+from .options import (
+    batch_list_callback, check_onnx_input_memory, force_option, int_in, json_option, mean_callback, num_classes_callback,
+    parse_batches, parse_floats, parse_shape, seed_callback, shape_callback, std_callback, threads_option, tolerance_callback,
+)  # fmt: skip
 
 
 @click.command()
@@ -19,25 +23,26 @@ from .options import force_option, json_option, parse_floats, parse_int_list, pa
 @click.option("--against", type=click.Path(), default=None, help="Compare with another ONNX file (run on ORT CPU; no torch needed).")
 @click.option("--providers", default="cpu", show_default=True, help="Comma-separated: cpu, cuda, tensorrt (ONNX Runtime providers); trt-engine (native TensorRT); torch-cuda, torch-fused.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Tolerance preset (and TensorRT build precision); default: what the file holds.")
-@click.option("--batch", "batch", default=None, help="Batch sizes, comma-separated (default 1,8; a static batch runs at its size).")
-@click.option("--samples", type=int, default=8, show_default=True, help="Number of input samples.")
+@click.option("--batch", "batch", default=None, callback=batch_list_callback, help="Batch sizes, comma-separated (default 1,8; a static batch runs at its size).")
+@click.option("--samples", type=int, default=8, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "16"), help="Number of input samples (bounded by memory).")
 @click.option("--data", type=click.Path(), default=None, help="Folder of images, resized and normalised as the metadata says.")
 @click.option("--inputs", "inputs", default="natural", show_default=True, help="natural (seeded natural-image statistics), uniform, normal, or an .npy file of normalised N x C x H x W inputs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated inputs.")
-@click.option("--input-shape", default=None, help="N,C,H,W (must agree with the model's static dims).")
-@click.option("--mean", default=None, help="Normalisation mean, comma-separated (default: the metadata's).")
-@click.option("--std", default=None, help="Normalisation std, comma-separated (default: the metadata's).")
-@click.option("--num-classes", type=int, default=None, help="Classes of the --reference model (default: the file's output size).")
-@click.option("--max-rel", type=float, default=None, help="Budget: max |error| / max |reference| per output.")
-@click.option("--max-abs", type=float, default=None, help="Budget: max |error| per output.")
-@click.option("--min-cosine", type=float, default=None, help="Budget: smallest per-sample cosine similarity.")
-@click.option("--min-top1", type=float, default=None, help="Budget: top-1 agreement (0..1).")
-@click.option("--min-top5", type=float, default=None, help="Budget: reference top-1 within the model's top-5 (0..1).")
+@click.option("--seed", type=int, default=0, show_default=True, callback=seed_callback, help=f"Seed of generated inputs, 0..{limits.SEED_MAX}.")
+@click.option("--input-shape", default=None, callback=shape_callback, help="N,C,H,W, all four (must agree with the model's static dims).")
+@click.option("--mean", default=None, callback=mean_callback, help="Normalisation mean, comma-separated (default: the metadata's).")
+@click.option("--std", default=None, callback=std_callback, help="Normalisation std, comma-separated (default: the metadata's).")
+@click.option("--num-classes", type=int, default=None, callback=num_classes_callback, help="Classes of the --reference model (default: the file's output size).")
+@click.option("--max-rel", type=float, default=None, callback=tolerance_callback("max_rel"), help="Budget: max |error| / max |reference| per output (>= 0).")
+@click.option("--max-abs", type=float, default=None, callback=tolerance_callback("max_abs"), help="Budget: max |error| per output (>= 0).")
+@click.option("--min-cosine", type=float, default=None, callback=tolerance_callback("min_cosine"), help="Budget: smallest per-sample cosine similarity (-1..1).")
+@click.option("--min-top1", type=float, default=None, callback=tolerance_callback("min_top1"), help="Budget: top-1 agreement (0..1).")
+@click.option("--min-top5", type=float, default=None, callback=tolerance_callback("min_top5"), help="Budget: reference top-1 within the model's top-5 (0..1).")
 @click.option("--localize/--no-localize", default=None, help="Find the first departing layer (default: when parity fails).")
 @click.option("--localize-method", type=click.Choice(["auto", "all", "bisect"]), default="auto", show_default=True, help="all intermediates at once, or bisection over truncated graphs (auto: bisection on TensorRT).")
 @click.option("--no-cache", is_flag=True, help="Rebuild random-weight references without the BatchNorm-statistics cache.")
 @click.option("--isolate/--no-isolate", default=None, help="Run each ONNX backend in its own subprocess, so a native crash or hang is that backend failing (default: GPU backends, and every backend for files deployinc did not write).")
 @click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function reference recorded in the file (imports and runs that code). Without it, name the spec yourself with --reference.")
+@click.option("--timeout", type=float, default=None, help="Seconds one backend may take; past it the backend is stopped and fails (runs every ONNX backend in its own process).")
 @click.option("--no-fp64-floor", is_flag=True, help="Judge fp32 by the preset alone, without measuring torch's own float32 error (a float64 run of the reference).")
 @click.option("--file-tolerances", is_flag=True, help="Honour budgets recorded in the file even where looser than the preset (by default only stricter ones apply).")
 @json_option
@@ -68,6 +73,7 @@ def verify(
     localize_method: str,
     no_cache: bool,
     isolate: bool | None,
+    timeout: float | None,
     no_fp64_floor: bool,
     trust_model_code: bool,
     file_tolerances: bool,
@@ -102,8 +108,11 @@ def verify(
             f"--data {data} is not a folder" if Path(data).exists() else f"data folder {data} does not exist",
             hint="give a folder of image files",
         )
-    batches = parse_int_list(batch, "--batch") if batch is not None else None
+    batches = parse_batches(batch) if batch is not None else None
     shape = parse_shape(input_shape)
+    check_onnx_input_memory(  # a run holds max(samples, largest batch) inputs
+        model, [("--samples", samples, samples), ("--batch", batch, max(batches or [1]))], chw=shape[1:] if shape else None
+    )
     tolerance = {"max_rel": max_rel, "max_abs": max_abs, "min_cosine": min_cosine, "min_top1": min_top1, "min_top5": min_top5}
 
     from ..verify.core import verify as run_verify
@@ -126,7 +135,7 @@ def verify(
         seed=seed,
         input_shape=shape,
         mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"),
+        std=parse_floats(std, "--std", positive=True),
         num_classes=num_classes,
         tolerance=tolerance,
         localize=localize,
@@ -137,6 +146,7 @@ def verify(
         trust_model_code=trust_model_code,
         file_tolerances=file_tolerances,
         fp64_floor=not no_fp64_floor,
+        timeout=timeout,
         log=log,
     )
     click.echo(render(report))

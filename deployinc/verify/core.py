@@ -375,6 +375,7 @@ def verify(
     trust_model_code: bool = False,
     file_tolerances: bool = False,
     fp64_floor: bool = True,
+    timeout: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Verify an ONNX file against its reference; the library form of ``deployinc verify``.
@@ -411,6 +412,9 @@ def verify(
             (built-in, torchvision, ``timm/...``) are always rebuilt.
         file_tolerances: Honour budgets recorded in the file even where they are looser than the preset. By
             default a recorded budget applies only where it is stricter: a file cannot set its own pass mark.
+        timeout: Seconds one backend may take (its session, every batch); a backend past it is stopped and
+            reported as failed. It implies ``isolate`` for every ONNX backend, since only a subprocess can be
+            stopped (default: 1800 s for isolated backends, none otherwise).
         fp64_floor: For fp32 against a torch reference, measure torch's own float32 error (a float64 run of the
             same model on the same inputs) and judge with ``max(preset, 2 x floor)``.
         log: ``callable(str)`` for progress lines.
@@ -442,6 +446,10 @@ def verify(
         raise BadInputError(f"unknown --inputs {inputs!r}", hint="use natural, uniform, normal or a .npy file")
     if data is not None and inputs != "natural":
         raise BadInputError("--data and --inputs were both given", hint="images from --data, or --inputs, not both")
+    if timeout is not None:
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise BadInputError(f"--timeout {timeout} must be a positive number of seconds", hint="e.g. --timeout 600")
+        isolate = True
     if localize_method not in ("auto", "all", "bisect"):
         raise BadInputError(f"unknown localisation method {localize_method!r}", hint="use auto, all or bisect")
     threads = int(threads) if threads else (usable_cpus() or 1)
@@ -612,7 +620,7 @@ def verify(
             continue
         t = time.perf_counter()
         if _isolated(name, isolate, prov is not None):
-            br = _run_isolated(name, path, x, batch_list, prec, threads, bool(static), gi, ref_out, tol, tol_src, say)
+            br = _run_isolated(name, path, x, batch_list, prec, threads, bool(static), gi, ref_out, tol, tol_src, say, timeout)
             timings[f"backend:{name}"] = time.perf_counter() - t
             results.append(br)
             continue
@@ -731,6 +739,7 @@ def _run_isolated(
     tol: Tolerance,
     tol_src: str,
     say: Callable[[str], None],
+    timeout: float | None = None,
 ) -> BackendResult:
     """One GPU backend in a subprocess: skipped (with the reason) when it cannot run, crashed when it dies."""
     from ..errors import BackendCrashed, BackendUnavailable
@@ -753,7 +762,7 @@ def _run_isolated(
             threads=threads,
             static_batch=static,
             input_elem_type=gi.elem_type,
-            timeout=ISOLATED_TIMEOUT,
+            timeout=timeout if timeout is not None else ISOLATED_TIMEOUT,
             label=name,
         )
     except BackendUnavailable as exc:
