@@ -25,7 +25,11 @@ A config file has four tables, every key optional except ``model.name``::
     max_rel = 1e-4
     min_cosine = 0.99999
 
-CLI flags override the file. Unknown tables or keys and ill-typed values are errors that name the key.
+CLI flags override the file. Unknown tables or keys and ill-typed values are errors that name the key, and so
+are values out of range (:mod:`deployinc.limits`): NaN or infinity anywhere, an empty ``mean``/``std``, a std <= 0,
+a shape that is not four positive integers (H, W <= 16384), a ``num_classes`` outside 1..1000000, a ``seed``
+outside 0..2**32-1, an ``opset`` outside 13..21, and budgets outside their range (``max_rel``/``max_abs`` >= 0,
+``min_cosine`` in [-1, 1], ``min_top1``/``min_top5`` in [0, 1]).
 """
 
 from __future__ import annotations
@@ -152,15 +156,36 @@ def _as_tuple(values: list[Any], key: str, where: str, kind: type, length: int |
             return False
         return isinstance(v, kind) or (kind is float and isinstance(v, int))
 
+    examples = {"input.shape": "[1, 3, 224, 224] (N, C, H, W)", "input.mean": "[0.485, 0.456, 0.406]", "input.std": "[0.229, 0.224, 0.225]"}
     if not all(fits(v) for v in values):
-        raise ConfigError(f"{where}: {key} must be a list of {kind.__name__}s, got {values!r}", hint="fix the value")
+        kinds = {int: "integers", float: "numbers", str: "strings"}.get(kind, f"{kind.__name__}s")
+        raise ConfigError(
+            f"{where}: {key} must be a list of {kinds}, got {values!r}",
+            hint=f"e.g. {key.split('.')[-1]} = {examples[key]}" if key in examples else "fix the value",
+        )
     if length is not None and len(values) != length:
         raise ConfigError(f"{where}: {key} must have {length} values, got {len(values)}", hint="fix the value")
     return tuple(kind(v) for v in values)
 
 
+def _limit(where: str, check: Any, *args: Any) -> Any:
+    """Run a :mod:`deployinc.limits` check, re-raising its error as a :class:`ConfigError` (same message and hint)."""
+    from .errors import BadInputError
+
+    try:
+        return check(*args)
+    except BadInputError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
+
+
 def validate(cfg: ExportConfig, where: str = "<config>") -> ExportConfig:
-    """Check value ranges and normalise list fields to tuples."""
+    """Check value ranges (finite, within :mod:`deployinc.limits`) and normalise list fields to tuples.
+
+    Flags reach this too (``resolve_config`` applies them first); the CLI has checked them by then, so a failure
+    here names the config key.
+    """
+    from . import limits
+
     if cfg.exporter not in EXPORTERS:
         raise ConfigError(f"{where}: export.exporter {cfg.exporter!r} is unknown", hint=f"use one of {', '.join(EXPORTERS)}")
     if cfg.simplifier not in SIMPLIFIERS:
@@ -168,24 +193,36 @@ def validate(cfg: ExportConfig, where: str = "<config>") -> ExportConfig:
             f"{where}: export.simplifier {cfg.simplifier!r} is unknown", hint=f"use one of {', '.join(SIMPLIFIERS)}"
         )
     changes: dict[str, Any] = {}
-    if isinstance(cfg.input_shape, list):
-        shape = _as_tuple(cfg.input_shape, "input.shape", where, int)
-        if len(shape) != 4 or min(shape) < 1:
-            raise ConfigError(f"{where}: input.shape must be [N, C, H, W] of positive integers, got {list(shape)}", hint="e.g. [1, 3, 224, 224]")
-        changes["input_shape"] = shape
-    if isinstance(cfg.mean, list):
-        changes["mean"] = _as_tuple(cfg.mean, "input.mean", where, float)
-    if isinstance(cfg.std, list):
-        std = _as_tuple(cfg.std, "input.std", where, float)
-        if min(std) <= 0:
-            raise ConfigError(f"{where}: input.std must be positive, got {list(std)}", hint="fix the value")
-        changes["std"] = std
+    shape = cfg.input_shape
+    if isinstance(shape, list):
+        shape = _as_tuple(shape, "input.shape", where, int)
+    if shape is not None:
+        changes["input_shape"] = _limit(where, limits.check_shape, f"{where}: input.shape", tuple(shape), "[1, 3, 224, 224]")
+    channels = changes["input_shape"][1] if shape is not None else None
+    for key, value, positive in (("mean", cfg.mean, False), ("std", cfg.std, True)):
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = _as_tuple(value, f"input.{key}", where, float)
+        ex = "[0.229, 0.224, 0.225]" if positive else "[0.485, 0.456, 0.406]"
+        values = _limit(where, lambda n, v: limits.check_floats(n, v, positive=positive, example=ex), f"{where}: input.{key}", tuple(value))
+        if channels is not None and len(values) not in (1, channels):
+            raise ConfigError(
+                f"{where}: input.{key} has {len(values)} values for {channels} input channels",
+                hint=f"give one value per channel ({channels}), or one for all",
+            )
+        changes[key] = values
     if isinstance(cfg.skip_passes, list):
         changes["skip_passes"] = _as_tuple(cfg.skip_passes, "export.skip_passes", where, str)
     if isinstance(cfg.aux_heads, list):
         changes["aux_heads"] = _as_tuple(cfg.aux_heads, "export.aux_heads", where, str)
-    if cfg.num_classes is not None and cfg.num_classes < 1:
-        raise ConfigError(f"{where}: model.num_classes must be positive, got {cfg.num_classes}", hint="fix the value")
+    if cfg.num_classes is not None:
+        _limit(where, limits.check_num_classes, f"{where}: model.num_classes", cfg.num_classes)
+    _limit(where, limits.check_seed, f"{where}: model.seed", cfg.seed)
+    _limit(where, limits.check_opset, f"{where}: export.opset", cfg.opset)
+    for key, value in cfg.tolerances.items():
+        if key in limits.TOLERANCE_RANGES:
+            _limit(where, limits.check_tolerance, f"{where}: parity.{key}", key, value)
     return replace(cfg, **changes) if changes else cfg
 
 

@@ -71,3 +71,9 @@ class CheckFailed(DeployincError):
     """A parity or regression check ran and failed."""
 
     exit_code = 1
+
+
+class IncompleteRun(DeployincError):
+    """What ran passed, but backends the user asked for could not run (``--allow-skip`` accepts that)."""
+
+    exit_code = 3

@@ -113,8 +113,15 @@ def test_json_is_not_overwritten_without_force(cli_runner, tiny, tmp_path):
 def test_unavailable_backends_are_skipped_with_a_reason(cli_runner, tiny, tmp_path):
     report = tmp_path / "r.json"
     r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--providers", "cpu,cuda,tensorrt", "--json", str(report)])
-    assert r.exit_code == 0, r.stdout + r.stderr
     d = json.loads(report.read_text())
+    skipped = [b["backend"] for b in d["backends"] if b["status"] == "skipped"]
+    # named backends that could not run never end in a plain PASS: exit 3 and verdict "incomplete"
+    assert r.exit_code == (3 if skipped else 0), r.stdout + r.stderr
+    assert d["verdict"] == ("incomplete" if skipped else "pass") and d["skipped"] == skipped
+    if skipped:
+        assert "INCOMPLETE" in r.stdout and "--allow-skip" in r.stderr
+        again = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--providers", "cpu,cuda,tensorrt", "--allow-skip"])
+        assert again.exit_code == 0, again.stdout + again.stderr
     by = {b["backend"]: b for b in d["backends"]}
     assert set(by) == {"ort-cpu", "ort-cuda", "ort-trt"}
     for name in ("ort-cuda", "ort-trt"):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable, BadInputError, DeployincError
+from ..limits import BATCH_MAX, MAX_TIME_S_MAX, THREADS_MAX
 from ..runners import BACKENDS, TORCH_BACKENDS
 from .cpu_link import cpu_round_trip_ns
 from .report import BenchReport, BenchRow
@@ -86,17 +87,22 @@ class BenchSettings:
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise BadInputError(f"unknown backend {unknown[0]!r}", hint=f"known: {', '.join(BACKENDS)}")
-        if not self.batches or any((not isinstance(b, int)) or b < 1 for b in self.batches):
-            raise BadInputError(f"batch sizes {self.batches} must be positive integers", hint="e.g. --batch 1,8,32")
+        if not self.batches or any((not isinstance(b, int)) or b < 1 or b > BATCH_MAX for b in self.batches):
+            raise BadInputError(f"batch sizes {self.batches} must be positive integers", hint=f"allowed: 1..{BATCH_MAX}; e.g. --batch 1,8,32")
         self.precisions = check_precisions(self.precisions)
-        if self.threads is not None and self.threads < 1:
-            raise BadInputError(f"--threads {self.threads} must be at least 1", hint=f"this machine has {default_threads()} usable CPUs")
+        if self.threads is not None and not 1 <= self.threads <= THREADS_MAX:
+            raise BadInputError(
+                f"--threads {self.threads} must be from 1 to {THREADS_MAX}", hint=f"allowed: 1..{THREADS_MAX}; this machine has {default_threads()} usable CPUs"
+            )
         if self.rounds < 1 or self.rounds > self.iters:
             raise BadInputError(f"--rounds {self.rounds} must be between 1 and --iters ({self.iters})", hint="e.g. --rounds 3")
         if self.device not in ("auto", "cpu", "cuda"):
             raise BadInputError(f"unknown device {self.device!r}", hint="auto, cpu or cuda")
-        if self.max_time_s is not None and self.max_time_s <= 0:
-            raise BadInputError(f"--max-time {self.max_time_s} must be positive", hint="seconds of sampling per measurement")
+        if self.max_time_s is not None and not 0 < self.max_time_s <= MAX_TIME_S_MAX:  # NaN fails this too
+            raise BadInputError(
+                f"--max-time {self.max_time_s} must be a positive, finite number of seconds",
+                hint=f"allowed: (0, {MAX_TIME_S_MAX:g}] seconds of sampling per measurement; e.g. --max-time 30",
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -104,15 +104,22 @@ def check_counts(warmup: int, iters: int) -> None:
     """Refuse non-positive warm-up or iteration counts.
 
     Raises:
-        BadInputError: ``warmup < 1`` or ``iters < 1``.
+        BadInputError: ``warmup`` or ``iters`` below 1 or above :data:`deployinc.limits.WARMUP_MAX` /
+            :data:`deployinc.limits.ITERS_MAX`.
     """
-    if not isinstance(iters, int) or iters < 1:
-        raise BadInputError(f"--iters {iters!r} must be a positive integer", hint="e.g. --iters 100")
-    if not isinstance(warmup, int) or warmup < 1:
+    from ..limits import ITERS_MAX, WARMUP_MAX
+
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise BadInputError(f"--iters {iters!r} must be a positive integer", hint=f"allowed: 1..{ITERS_MAX}; e.g. --iters 100")
+    if iters > ITERS_MAX:  # every sample is kept: 10 million of them are 80 MB
+        raise BadInputError(f"--iters {iters} is above the maximum {ITERS_MAX}", hint=f"allowed: 1..{ITERS_MAX}; e.g. --iters 100, or --max-time to bound by time")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
         raise BadInputError(
             f"--warmup {warmup!r} must be a positive integer",
             hint="at least one warm-up run is needed (its time is reported as the first-run cost); e.g. --warmup 10",
         )
+    if warmup > WARMUP_MAX:
+        raise BadInputError(f"--warmup {warmup} is above the maximum {WARMUP_MAX}", hint=f"allowed: 1..{WARMUP_MAX}; e.g. --warmup 10")
 
 
 def measure(

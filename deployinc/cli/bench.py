@@ -7,8 +7,11 @@ from typing import Any
 
 import click
 
+from .. import limits
 from ..errors import BadInputError, CheckFailed
-from .options import force_option, json_option, parse_int_list, threads_option
+from .options import (
+    batch_list_callback, check_onnx_input_memory, float_in, force_option, int_in, json_option, parse_batches, threads_option,
+)  # fmt: skip
 
 _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
 
@@ -16,12 +19,12 @@ _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
 @click.command()
 @click.argument("model")
 @click.option("--backends", default=_ALL, show_default=True, help="Comma-separated backends (unavailable ones are skipped with the reason).")
-@click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes to sweep, e.g. 1,8,32.")
+@click.option("--batch", "batch_text", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes to sweep, e.g. 1,8,32.")
 @click.option("--precision", "precision_text", default="fp32", show_default=True, help="Precisions: fp32, fp16, int8 (comma-separated).")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs before timing (the first is reported as first-run cost).")
-@click.option("--iters", type=int, default=100, show_default=True, help="Timed iterations per measurement.")
-@click.option("--rounds", type=int, default=1, show_default=True, help="Interleave backends over this many rounds (fairer ratios on a busy machine).")
-@click.option("--max-time", "max_time", type=float, default=None, help="Stop a measurement after this many seconds of samples (at least 5 samples).")
+@click.option("--warmup", type=int, default=10, show_default=True, callback=int_in(1, limits.WARMUP_MAX, "10"), help="Warm-up runs before timing (the first is reported as first-run cost).")
+@click.option("--iters", type=int, default=100, show_default=True, callback=int_in(1, limits.ITERS_MAX, "100"), help=f"Timed iterations per measurement, 1..{limits.ITERS_MAX}.")
+@click.option("--rounds", type=int, default=1, show_default=True, callback=int_in(1, limits.ITERS_MAX, "3"), help="Interleave backends over this many rounds (fairer ratios on a busy machine).")
+@click.option("--max-time", "max_time", type=float, default=None, callback=float_in(0, limits.MAX_TIME_S_MAX, lo_open=True, example="30"), help="Stop a measurement after this many seconds of samples (at least 5 samples).")
 @threads_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where eager torch runs.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs (ORT CUDA/TensorRT providers, eager torch on CUDA).")
@@ -31,7 +34,7 @@ _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), default=None, help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of latency vs batch size (needs matplotlib).")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="Earlier --json report to compare with; exit 1 on a regression.")
-@click.option("--max-slowdown", type=float, default=None, help="Largest allowed p50 ratio to the baseline (default 1.10).")
+@click.option("--max-slowdown", type=float, default=None, callback=float_in(1.0, 1000.0, example="1.10"), help="Largest allowed p50 ratio to the baseline (default 1.10).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function model recorded in the file for the torch baselines (imports and runs that code).")
 @force_option
@@ -76,7 +79,7 @@ def bench(
     from ..lazy import require
     # Everything the user typed is checked before a model is loaded or a minute is spent.
     names = parse_bench_backends(backends)
-    batches = parse_int_list(batch_text, "--batch")
+    batches = parse_batches(batch_text)
     precisions = check_precisions(precision_text.split(","))
     check_counts(warmup, iters)
     settings = BenchSettings(
@@ -107,7 +110,13 @@ def bench(
     from ..bench.harness import benchmark
     from ..bench.subject import resolve_model
 
+    # inputs are made (and kept) for every batch size; the file's input size is read when the sum is large
+    from ..bench.subject import looks_like_onnx_path
+
+    if looks_like_onnx_path(model):
+        check_onnx_input_memory(model, [("--batch", batch_text, sum(batches))])
     with resolve_model(model, threads=threads, log=log, trust_code=trust_model_code) as subject:
+        limits.check_input_memory("--batch", batch_text, sum(batches), subject.chw)  # a model exported on the fly
         if base_report is not None:
             from ..bench.regression import check_same_model
             from ..bench.report import BenchReport

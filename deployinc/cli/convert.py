@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from .options import force_option, parse_floats, threads_option
+from .. import limits
+from .options import force_option, int_in, mean_callback, parse_floats, std_callback, threads_option
 
 
 def default_out(model: str, suffix: str) -> Path:
@@ -29,10 +30,10 @@ def default_out(model: str, suffix: str) -> Path:
 @click.option("--keep-fp32-node", "keep_nodes", multiple=True, help="Node name to keep in fp32 (repeatable).")
 @click.option("--keep-overflow-fp32", is_flag=True, help="Keep layers that overflow fp16 (and their consumers) in fp32 instead of failing.")
 @click.option("--data", type=click.Path(), default=None, help="Folder of sample images for the overflow check (default: generated natural-image statistics).")
-@click.option("--samples", type=int, default=8, show_default=True, help="Number of sample images.")
+@click.option("--samples", type=int, default=8, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "8"), help="Number of sample images (bounded by memory).")
 @click.option("--no-check", is_flag=True, help="Skip the overflow check and the fp32-vs-fp16 comparison.")
-@click.option("--mean", default=None, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
-@click.option("--std", default=None, help="Normalisation std, comma-separated.")
+@click.option("--mean", default=None, callback=mean_callback, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
+@click.option("--std", default=None, callback=std_callback, help="Normalisation std, comma-separated (each > 0).")
 @threads_option
 @force_option
 def convert(
@@ -57,19 +58,18 @@ def convert(
       deployinc convert resnet50.onnx --precision fp16
       deployinc convert model.onnx --keep-fp32-op Softmax --keep-overflow-fp32
     """
-    from ..errors import BadInputError
     from ..io import check_output_path, load_onnx, save_onnx
     from ..precision._common import input_spec, sample_images
     from ..precision.fp16 import FP16_MAX, convert_to_fp16
 
-    if samples < 1:
-        raise BadInputError(f"--samples {samples} must be at least 1")
+    limits.check_int("--samples", samples, 1, limits.SAMPLES_MAX, example="--samples 8")
     target = Path(out) if out else default_out(model, precision)
     check_output_path(target, force)
     src = load_onnx(model).model
     images = None
     if not no_check:
-        spec = input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+        spec = input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
+        limits.check_input_memory("--samples", samples, samples, spec.chw, unit="sample images")  # before generating them
         if spec.static_batch and samples % spec.static_batch:
             samples = spec.static_batch * max(1, samples // spec.static_batch)
         images = sample_images(spec, samples, data)

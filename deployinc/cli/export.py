@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .. import limits
 from ..errors import CheckFailed
 from .options import force_option, model_options, parse_floats, parse_shape, threads_option
 
@@ -57,7 +58,10 @@ def export(
       deployinc export mypkg.nets:build --weights ckpt.safetensors --input-shape 1,3,64,64
       deployinc export --config export_configs/mobilenet_v2.toml --no-dynamic-batch
     """
-    from ..export import export_pipeline, resolve_config
+    from ..export import check_opset, export_pipeline, resolve_config
+
+    if opset is not None:  # in milliseconds, not after the model is loaded (both exporters take the same range)
+        check_opset(exporter or "dynamo", opset)
 
     overrides = dict(
         opset=opset,
@@ -68,12 +72,13 @@ def export(
         num_classes=num_classes,
         input_shape=parse_shape(input_shape),
         mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"),
+        std=parse_floats(std, "--std", positive=True),
         seed=seed,
         skip_passes=tuple(skip_passes) or None,
         aux_heads=tuple(aux_heads) or None,
     )
-    cfg = resolve_config(model, config, **overrides)
+    cfg = resolve_config(model, config, **overrides)  # the config file's values are range-checked here
+    _check_bounded(cfg, input_shape, num_classes)
     target = out if out is not None else f"{cfg.name}.onnx"
 
     def log(msg: str) -> None:
@@ -105,3 +110,20 @@ def export(
             f"the exported model does not match the prepared torch model: {result.quick_check_line}",
             hint=f"run deployinc verify {result.path} --localize to find where it departs",
         )
+
+
+def _check_bounded(cfg, input_shape: str | None, num_classes: int | None) -> None:  # noqa: ANN001
+    """Before the model is loaded: the opset against the exporter, and the memory the input shape and the class
+    count need (rough, low estimates from :mod:`deployinc.limits`; refused only when even those cannot fit)."""
+    from ..export import check_opset
+
+    check_opset(cfg.exporter, cfg.opset)
+    random_weights = cfg.weights in (None, "", "none", "random")
+    if cfg.input_shape is not None:
+        if input_shape is not None:
+            limits.check_model_memory("--input-shape", input_shape, cfg.input_shape, random_weights=random_weights)
+        else:
+            shown = ",".join(map(str, cfg.input_shape))
+            limits.check_model_memory(f"{cfg.source or 'the config'}: input.shape", shown, cfg.input_shape, random_weights=random_weights)
+    if cfg.num_classes is not None:
+        limits.check_head_memory("--num-classes" if num_classes is not None else "model.num_classes", cfg.num_classes)

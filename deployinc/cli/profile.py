@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .. import limits
 from .options import force_option, json_option, model_options, parse_floats, parse_shape, threads_option
 
 
@@ -52,6 +53,12 @@ def profile(
       deployinc profile inception_v1_block --input-shape 1,256,28,28 --compare-naive
       deployinc profile inception_v3 --depth 2 --json profile.json
     """
+    shape = parse_shape(input_shape)
+    random_weights = weights in (None, "", "none", "random")
+    if shape is not None:  # before the model is built: BatchNorm recalibration and the profile run on this input
+        limits.check_model_memory("--input-shape", input_shape, shape, random_weights=random_weights, export=False)
+    if num_classes is not None:
+        limits.check_head_memory("--num-classes", num_classes)
     import torch
 
     from ..io import check_output_path
@@ -63,15 +70,14 @@ def profile(
     if json_path is not None:
         check_output_path(json_path, force)  # refuse before the work, not after
     if threads is not None:
-        torch.set_num_threads(max(1, threads))
-    shape = parse_shape(input_shape)
+        torch.set_num_threads(threads)
     loaded = load_model(
         model,
         weights=weights,
         num_classes=num_classes,
         input_shape=shape,
         mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"),
+        std=parse_floats(std, "--std", positive=True),
         seed=seed or 0,
     )
     full_shape = shape if shape is not None else (1, *loaded.info.input_size)

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from .convert import default_out
-from .options import force_option, parse_floats
+from .. import limits
+from .options import float_in, force_option, int_in, mean_callback, parse_floats, std_callback
 
 
 @click.command()
@@ -21,14 +22,14 @@ from .options import force_option, parse_floats
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"], case_sensitive=False), default="minmax", show_default=True, help="Calibration method.")
 @click.option("--target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True, help="tensorrt: symmetric int8 activations (TensorRT needs them; ORT CPU runs them too). cpu: uint8 activations, fastest on ORT CPU, refused by TensorRT.")
 @click.option("--out", "-o", default=None, help="Output .onnx (default: <model>.int8.onnx beside the input).")
-@click.option("--limit", type=int, default=None, help="Use at most this many images.")
+@click.option("--limit", type=int, default=None, callback=int_in(1, None, "500"), help="Use at most this many images (>= 1).")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
 @click.option("--no-preprocess", is_flag=True, help="Skip ONNX Runtime's quant_pre_process.")
 @click.option("--exclude-node", "exclude_nodes", multiple=True, help="Node name to leave in float (repeatable).")
 @click.option("--keep-fp32-before", default=None, help="Leave every node before this node (graph order) in float: e.g. a network's stem.")
-@click.option("--percentile", type=float, default=99.999, show_default=True, help="Percentile for --method percentile.")
-@click.option("--mean", default=None, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
-@click.option("--std", default=None, help="Normalisation std, comma-separated.")
+@click.option("--percentile", type=float, default=99.999, show_default=True, callback=float_in(0, 100, lo_open=True, example="99.999"), help="Percentile for --method percentile.")
+@click.option("--mean", default=None, callback=mean_callback, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
+@click.option("--std", default=None, callback=std_callback, help="Normalisation std, comma-separated (each > 0).")
 @force_option
 def quantize(
     model: str,
@@ -52,21 +53,19 @@ def quantize(
       deployinc quantize resnet50.onnx --data calib/ --method percentile
       deployinc quantize model.onnx --data calib/ --target cpu --keep-fp32-before /layer2/layer2.0/conv1/Conv
     """
-    from ..errors import BadInputError
     from ..io import check_output_path, load_onnx
     from ..precision._common import input_spec
     from ..precision.int8 import check_image_count, quantize_int8, report_path_for, write_int8
     from ..verify.inputs import load_image_folder_with_report
 
     method = method.lower()
-    if limit is not None and limit < 1:
-        raise BadInputError(f"--limit {limit} must be at least 1")
-    if not 0 < percentile <= 100:
-        raise BadInputError(f"--percentile {percentile} must be in (0, 100]", hint="e.g. 99.999")
+    if limit is not None:
+        limits.check_int("--limit", limit, 1, None, example="--limit 500")
+    limits.check_float("--percentile", percentile, 0, 100, lo_open=True, example="--percentile 99.999")
     target_path = Path(out) if out else default_out(model, "int8")
     check_output_path(target_path, force)
     check_output_path(report_path_for(target_path), force)
-    spec = input_spec(load_onnx(model, load_external=False).model, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+    spec = input_spec(load_onnx(model, load_external=False).model, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
     images, info = load_image_folder_with_report(data, spec.chw, spec.mean, spec.std, limit=limit)
     skipped = info.get("skipped") or []
     if skipped:

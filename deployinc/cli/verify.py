@@ -1,6 +1,7 @@
 """``deployinc verify``: prove an ONNX file computes what its PyTorch original computes, on every backend asked for.
 
-Exit codes: 0 everything that ran passed, 1 parity (or a check) failed, 2 bad input. Nothing heavy is imported at
+Exit codes: 0 passed, 1 parity (or a check) failed, 2 bad input, 3 what ran passed but requested backends
+could not run here (``--allow-skip`` makes that 0). Nothing heavy is imported at
 module level (``deployinc --help`` lists this command without importing torch).
 """
 
@@ -37,6 +38,11 @@ from .options import (
 @click.option("--min-cosine", type=float, default=None, callback=tolerance_callback("min_cosine"), help="Budget: smallest per-sample cosine similarity (-1..1).")
 @click.option("--min-top1", type=float, default=None, callback=tolerance_callback("min_top1"), help="Budget: top-1 agreement (0..1).")
 @click.option("--min-top5", type=float, default=None, callback=tolerance_callback("min_top5"), help="Budget: reference top-1 within the model's top-5 (0..1).")
+@click.option("--labels", default=None, is_flag=False, flag_value="folders", help="With --data in ImageFolder layout: report top-1/top-5 accuracy over every image (classes from sorted sub-folder names, or --labels FILE: one class name per line).")
+@click.option("--save-inputs", type=click.Path(dir_okay=False), default=None, help="Write the normalised inputs to this .npz (replay them with --inputs FILE.npz).")
+@click.option("--save-outputs", type=click.Path(dir_okay=False), default=None, help="Write inputs, reference outputs and every backend's outputs to this .npz.")
+@click.option("--load-outputs", type=click.Path(dir_okay=False), default=None, help="Replay a --save-outputs file: its inputs and reference outputs, no torch needed.")
+@click.option("--allow-skip", is_flag=True, help="Exit 0 when what ran passed even if requested backends could not run here (default: exit 3).")
 @click.option("--localize/--no-localize", default=None, help="Find the first departing layer (default: when parity fails).")
 @click.option("--localize-method", type=click.Choice(["auto", "all", "bisect"]), default="auto", show_default=True, help="all intermediates at once, or bisection over truncated graphs (auto: bisection on TensorRT).")
 @click.option("--no-cache", is_flag=True, help="Rebuild random-weight references without the BatchNorm-statistics cache.")
@@ -69,6 +75,11 @@ def verify(
     min_cosine: float | None,
     min_top1: float | None,
     min_top5: float | None,
+    labels: str | None,
+    save_inputs: str | None,
+    save_outputs: str | None,
+    load_outputs: str | None,
+    allow_skip: bool,
     localize: bool | None,
     localize_method: str,
     no_cache: bool,
@@ -103,6 +114,11 @@ def verify(
         if Path(json_path).exists() and not Path(json_path).is_dir() and not force:
             raise OutputExistsError(f"--json {json_path} exists", hint="pass --force to overwrite it, or give another --json path")
         check_output_path(json_path, force)
+    for out in (save_inputs, save_outputs):
+        if out is not None:
+            from ..io import check_output_path as _check_out
+
+            _check_out(out, force)
     if data is not None and not Path(data).is_dir():
         raise BadInputError(
             f"--data {data} is not a folder" if Path(data).exists() else f"data folder {data} does not exist",
@@ -147,6 +163,12 @@ def verify(
         file_tolerances=file_tolerances,
         fp64_floor=not no_fp64_floor,
         timeout=timeout,
+        labels=labels or False,
+        save_inputs=save_inputs,
+        save_outputs=save_outputs,
+        load_outputs=load_outputs,
+        allow_skip=allow_skip,
+        force=force,
         log=log,
     )
     click.echo(render(report))
@@ -166,3 +188,11 @@ def verify(
         else:
             hint = "see the localisation above"
         raise CheckFailed(f"parity failed: {shown}", hint=hint)
+    if not report.complete:
+        from ..errors import IncompleteRun
+
+        skipped = "; ".join(f"{b.name} ({b.reason})" for b in report.skipped)
+        raise IncompleteRun(
+            f"what ran passed, but {len(report.skipped)} requested backend(s) did not run: {skipped}",
+            hint="run where they can (a GPU, their libraries), drop them from --providers, or pass --allow-skip",
+        )

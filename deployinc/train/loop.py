@@ -344,8 +344,17 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
             raise BadInputError(f"{what} {v} must be at least {lo}", hint=f"e.g. {what} {max(lo, 8)}")
     if lr <= 0 or not math.isfinite(lr):
         raise BadInputError(f"--lr {lr} must be a positive number", hint="e.g. --lr 1e-3")
-    if aux_weight < 0 or not 0.0 <= label_smoothing < 1.0:
-        raise BadInputError("--aux-weight must be >= 0 and --label-smoothing in [0, 1)", hint="e.g. --aux-weight 0.3")
+    if not (math.isfinite(aux_weight) and aux_weight >= 0) or not 0.0 <= label_smoothing < 1.0:  # NaN fails both
+        raise BadInputError(
+            f"--aux-weight {aux_weight:g} must be a finite number >= 0 and --label-smoothing {label_smoothing:g} in [0, 1)",
+            hint="e.g. --aux-weight 0.3 --label-smoothing 0.1",
+        )
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise BadInputError(f"--weight-decay {weight_decay:g} must be a finite number >= 0", hint="allowed: >= 0; e.g. --weight-decay 5e-4")
+    from ..limits import IMAGE_SIDE_MAX
+
+    if image_size > IMAGE_SIDE_MAX:
+        raise BadInputError(f"--image-size {image_size} is above the maximum {IMAGE_SIDE_MAX}", hint=f"allowed: 8..{IMAGE_SIDE_MAX}; e.g. --image-size 32")
     start_epoch = int(record0.get("epoch", 0))
     if resume_path is not None and start_epoch >= epochs:
         raise BadInputError(

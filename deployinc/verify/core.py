@@ -114,6 +114,8 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     floor: Any = None
     relative_to: str = ""
+    allow_skip: bool = False
+    accuracy: Any = None
 
     @property
     def ran(self) -> list[BackendResult]:
@@ -123,6 +125,11 @@ class VerifyReport:
     @property
     def skipped(self) -> list[BackendResult]:
         return [b for b in self.backends if b.status == "skipped"]
+
+    @property
+    def complete(self) -> bool:
+        """Every requested backend ran (or skipped backends were allowed with ``allow_skip``)."""
+        return self.allow_skip or not self.skipped
 
     @property
     def failed_checks(self) -> list[Any]:
@@ -150,7 +157,7 @@ class VerifyReport:
     def _dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
-            "verdict": "pass" if self.passed else "fail",
+            "verdict": ("pass" if self.complete else "incomplete") if self.passed else "fail",
             "failures": self.failures(),
             "diagnosis": self.diagnosis,
             "precision": self.precision,
@@ -162,6 +169,9 @@ class VerifyReport:
             "checks": [c.to_dict() for c in self.checks],
             "localization": self.localization.to_dict() if self.localization is not None else None,
             "noise_floor": self.floor.to_dict() if self.floor is not None else None,
+            "complete": self.complete,
+            "skipped": [b.name for b in self.skipped],
+            "accuracy": self.accuracy.to_dict() if self.accuracy is not None else None,
             "relative_to": self.relative_to,
             "environment": self.environment,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -280,6 +290,12 @@ def _load_npy(path: str) -> np.ndarray:
     return arr
 
 
+def _load_npz_input(path: str) -> np.ndarray:
+    from .tensors import load_inputs
+
+    return load_inputs(path)
+
+
 def make_inputs(
     kind: str,
     gi: G.GraphInput,
@@ -311,7 +327,7 @@ def make_inputs(
         x = noise(samples, chw, kind, seed=seed)
         desc.update(source=kind, note=f"{kind} noise, on request (not normalised)")
     else:
-        arr = _load_npy(kind)
+        arr = _load_npy(kind) if not str(kind).endswith(".npz") else _load_npz_input(kind)
         if arr.ndim == 3:
             arr = arr[None]
         G.check_feed(G.GraphInput(gi.name, [gi.dims[0], *chw], 1), arr.astype(np.float32) if arr.dtype.kind == "f" else arr, what=f"--inputs {kind}")
@@ -349,36 +365,10 @@ def _run_chunks(runner: Any, name: str, x: np.ndarray, batch: int) -> dict[str, 
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
-def verify(
-    model: str | os.PathLike[str],
-    *,
-    reference: str | None = None,
-    weights: str | None = None,
-    against: str | os.PathLike[str] | None = None,
-    providers: str | Sequence[str] = "cpu",
-    precision: str | None = None,
-    batches: Sequence[int] | None = None,
-    samples: int = DEFAULT_SAMPLES,
-    data: str | os.PathLike[str] | None = None,
-    inputs: str = "natural",
-    seed: int = 0,
-    input_shape: Sequence[int] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    num_classes: int | None = None,
-    tolerance: dict[str, float | None] | None = None,
-    localize: bool | None = None,
-    localize_method: str = "auto",
-    threads: int | None = None,
-    use_cache: bool = True,
-    isolate: bool | None = None,
-    trust_model_code: bool = False,
-    file_tolerances: bool = False,
-    fp64_floor: bool = True,
-    timeout: float | None = None,
-    log: Callable[[str], None] | None = None,
-) -> VerifyReport:
+def verify(model: str | os.PathLike[str], **options: Any) -> VerifyReport:
     """Verify an ONNX file against its reference; the library form of ``deployinc verify``.
+
+    ``options`` are the fields of :class:`~deployinc.verify.request.VerifyRequest`:
 
     Args:
         model: The ONNX file.
@@ -386,13 +376,18 @@ def verify(
             the file's provenance.
         weights: Checkpoint for ``reference`` (or a moved checkpoint for the provenance's model).
         against: Another ONNX file as the reference (run on ORT CPU; no torch).
+        load_outputs: An ``.npz`` written by ``save_outputs``: its inputs and reference outputs replace both (a
+            replay on another machine, without torch).
         providers: ``cpu,cuda,tensorrt`` (also ``torch-cuda``, ``torch-fused``).
         precision: ``fp32``, ``fp16`` or ``int8`` (the tolerance preset; TensorRT's build precision); default: what
-            the file holds.
+            the file holds. A looser preset than the file's own precision is refused where no backend builds at it.
         batches: Batch sizes to run (default 1 and 8; a static batch runs at its size).
         samples: Number of input samples.
         data: A folder of images (resized and normalised as the metadata says).
-        inputs: ``natural`` (default), ``uniform``, ``normal`` or an ``.npy`` file of normalised inputs.
+        labels: With ``data`` in ImageFolder layout (one sub-folder per class): True for class indices from the
+            sorted folder names, or a labels file (one class name per line, in index order). Every image of the
+            folder then runs, and top-1/top-5 accuracy of the reference and of each backend is reported.
+        inputs: ``natural`` (default), ``uniform``, ``normal``, or an ``.npy``/``.npz`` file of normalised inputs.
         seed: Seed of generated inputs.
         input_shape: ``N,C,H,W`` or ``C,H,W`` (must agree with the model's static dims).
         mean: Normalisation mean (default: the metadata's, else ImageNet's).
@@ -412,79 +407,164 @@ def verify(
             (built-in, torchvision, ``timm/...``) are always rebuilt.
         file_tolerances: Honour budgets recorded in the file even where they are looser than the preset. By
             default a recorded budget applies only where it is stricter: a file cannot set its own pass mark.
+        fp64_floor: For fp32 against a torch reference, measure torch's own float32 error (a float64 run of the
+            same model on the same inputs) and judge with ``max(preset, 2 x floor)``.
         timeout: Seconds one backend may take (its session, every batch); a backend past it is stopped and
             reported as failed. It implies ``isolate`` for every ONNX backend, since only a subprocess can be
             stopped (default: 1800 s for isolated backends, none otherwise).
-        fp64_floor: For fp32 against a torch reference, measure torch's own float32 error (a float64 run of the
-            same model on the same inputs) and judge with ``max(preset, 2 x floor)``.
+        allow_skip: Backends that cannot run here do not make the report incomplete (``report.complete``).
+        save_inputs: Write the normalised inputs to this ``.npz`` (``input``), for ``--inputs`` elsewhere.
+        save_outputs: Write the inputs, the reference outputs and every backend's outputs to this ``.npz``.
+        force: Overwrite ``save_inputs`` / ``save_outputs``.
         log: ``callable(str)`` for progress lines.
 
     Raises:
         BadInputError: Bad file, flags, data or shapes (exit 2).
         ModelSpecError, WeightsError: The reference cannot be built.
     """
-    from ..env import environment, usable_cpus
-    from ..io import load_onnx
-    from ..metadata import read_provenance
+    from .request import VerifyRequest
 
-    say = log or (lambda _m: None)
+    return run(VerifyRequest(model=model, **options))
+
+
+@dataclass
+class _Subject:
+    """The file under test and what was decided from it and the request before any heavy work."""
+
+    model: Any
+    path: Path
+    prov: Any
+    gi: G.GraphInput
+    out_dims: list[Any]
+    precision: str
+    precision_source: str
+    chw: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    batches: list[int]
+    static: int | None
+    backends: list[str]
+    threads: int
+    isolate: bool | None
+
+
+def run(req: Any) -> VerifyReport:
+    """The stages of verify, in order, for a :class:`~deployinc.verify.request.VerifyRequest`."""
+    from ..env import environment
+
+    say = req.log or (lambda _m: None)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
 
-    # 1. what was asked, checked before any heavy work -------------------------------------------------------
-    backend_names = parse_providers(providers if isinstance(providers, str) else ",".join(providers))
-    if precision is not None and precision not in PRECISIONS:
-        raise BadInputError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-    if reference is not None and against is not None:
-        raise BadInputError("--reference and --against were both given", hint="use one: a torch reference or an ONNX one")
-    if weights is not None and reference is None and against is not None:
-        raise BadInputError("--weights goes with --reference, not --against", hint="drop --weights")
-    if samples < 1:
-        raise BadInputError(f"--samples {samples} must be at least 1", hint="e.g. --samples 16")
-    if inputs not in INPUT_KINDS and not str(inputs).endswith(".npy"):
-        raise BadInputError(f"unknown --inputs {inputs!r}", hint="use natural, uniform, normal or a .npy file")
-    if data is not None and inputs != "natural":
-        raise BadInputError("--data and --inputs were both given", hint="images from --data, or --inputs, not both")
-    if timeout is not None:
-        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-            raise BadInputError(f"--timeout {timeout} must be a positive number of seconds", hint="e.g. --timeout 600")
-        isolate = True
-    if localize_method not in ("auto", "all", "bisect"):
-        raise BadInputError(f"unknown localisation method {localize_method!r}", hint="use auto, all or bisect")
-    threads = int(threads) if threads else (usable_cpus() or 1)
-    if threads < 1:
-        raise BadInputError(f"--threads {threads} must be at least 1")
-
     t = time.perf_counter()
-    onnx_file = load_onnx(model)
-    mproto = onnx_file.model
-    path = onnx_file.path
-    prov = read_provenance(mproto)
-    gi = G.image_input(mproto, str(path))
-    out_dims = [G.dims_of(o) for o in mproto.graph.output]
+    subj = open_subject(req, notes)
     timings["read"] = time.perf_counter() - t
 
-    if prov is None and reference is None and against is None:
+    t = time.perf_counter()
+    x, raw, in_desc, labels = build_inputs(req, subj, notes)
+    timings["inputs"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ref, ref_model = build_reference(req, subj, say)
+    timings["reference"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ref_out = reference_outputs(req, subj, ref, ref_model, x)
+    timings["reference_run"] = time.perf_counter() - t
+    floor = None
+    if subj.precision == "fp32" and ref.module is not None and req.fp64_floor:
+        from .floor import measure
+
+        t = time.perf_counter()
+        say("measuring the reference's own float32 error (a float64 run of the same model)")
+        floor = measure(ref.module, x, ref_out, max(subj.batches))
+        timings["fp64_floor"] = time.perf_counter() - t
+
+    outputs: dict[str, Any] = {}
+    results = run_backends(req, subj, ref, x, ref_out, floor, notes, timings, say, outputs)
+    report = assemble(subj, ref, in_desc, results, notes, floor, req.allow_skip)
+    if labels is not None:
+        from .accuracy import accuracy
+
+        report.accuracy = accuracy(labels, ref_out, outputs, subj.batches)
+    check_preprocessing(report, subj, ref, raw, timings)
+    localize_step(req, report, subj, ref, ref_model, x, timings, say)
+    _diagnose(report)
+    if req.save_inputs is not None or req.save_outputs is not None:
+        from .tensors import save_run
+
+        save_run(req, x, ref_out, outputs, subj.model.graph.output[0].name)
+    report.environment = environment(ort_threads=subj.threads)
+    timings["total"] = time.perf_counter() - t_start
+    report.timings = timings
+    return report
+
+
+def open_subject(req: Any, notes: list[str]) -> _Subject:
+    """Check the request, read and check the file, decide precision, geometry and batch sizes; nothing heavy."""
+    from ..env import usable_cpus
+    from ..io import load_onnx
+    from ..metadata import read_provenance
+
+    backend_names = req.check()
+    threads = int(req.threads) if req.threads else (usable_cpus() or 1)
+    isolate = True if req.timeout is not None else req.isolate
+    onnx_file = load_onnx(req.model)
+    mproto, path = onnx_file.model, onnx_file.path
+    prov = read_provenance(mproto)
+    gi = G.image_input(mproto, str(path))
+    if prov is None and req.reference is None and req.against is None and req.load_outputs is None:
         from .reference import no_reference_error
 
         raise no_reference_error(path)
-    if prov is not None and reference is None and against is None:
+    if prov is not None and req.reference is None and req.against is None and req.load_outputs is None:
         from ..models.loading import require_trusted_spec
 
-        require_trusted_spec(prov.model_spec, trust_model_code)  # before any work, and before anything is imported
+        require_trusted_spec(prov.model_spec, req.trust_model_code)  # before any work, and before anything is imported
     detected, why = G.detect_precision(mproto)
-    prec = precision or detected
-    prec_source = "--precision" if precision else f"detected: {why}"
+    prec = req.precision or detected
+    _check_precision_request(req.precision, detected, backend_names, path)
+    chw = _geometry(req, gi, prov)
+    mean, std = _normalisation(req, prov, chw)
+    batches, static = _batches(req, gi, notes)
+    from .. import limits
 
-    # input geometry and normalisation
+    limits.check_input_memory("--samples", req.samples, max(req.samples, *batches), chw)  # before any is made
+    return _Subject(
+        model=mproto, path=path, prov=prov, gi=gi, out_dims=[G.dims_of(o) for o in mproto.graph.output],
+        precision=prec, precision_source="--precision" if req.precision else f"detected: {why}", chw=chw,
+        mean=mean, std=std, batches=batches, static=static, backends=backend_names, threads=threads, isolate=isolate,
+    )  # fmt: skip
+
+
+#: Backends that build at a precision of their own (an fp32 file runs as fp16 there when asked).
+_BUILDING_BACKENDS = ("ort-trt", "trt-engine")
+_LOOSENESS = {"fp32": 0, "fp16": 1, "int8": 2}
+
+
+def _check_precision_request(asked: str | None, detected: str, backends: list[str], path: Path) -> None:
+    """Refuse ``--precision`` looser than what the file computes in, unless a backend builds at that precision:
+    on ONNX Runtime an fp32 file runs in fp32, and the fp16 preset would only loosen its check."""
+    if asked is None or _LOOSENESS.get(asked, 0) <= _LOOSENESS.get(detected, 0):
+        return
+    if any(b in _BUILDING_BACKENDS for b in backends):
+        return
+    raise BadInputError(
+        f"--precision {asked}, but {path.name} computes in {detected}: its backends run it in {detected}, and the "
+        f"{asked} budget would only loosen the check",
+        hint=f"convert it first (deployinc convert {path.name} --precision fp16, or deployinc quantize), or drop --precision",
+    )
+
+
+def _geometry(req: Any, gi: G.GraphInput, prov: Any) -> tuple[int, ...]:
     chw = gi.chw
-    if input_shape is not None:
-        dims = list(input_shape)
+    if req.input_shape is not None:
+        dims = list(req.input_shape)
         if len(dims) == 3:
             dims = [1, *dims]
         if len(dims) != 4:
-            raise BadInputError(f"--input-shape {list(input_shape)} must be N,C,H,W", hint="e.g. 1,3,224,224")
+            raise BadInputError(f"--input-shape {list(req.input_shape)} must be N,C,H,W", hint="e.g. 1,3,224,224")
         want = tuple(dims[1:])
         if chw is not None and tuple(chw) != want:
             raise BadInputError(
@@ -493,169 +573,206 @@ def verify(
             )
         chw = want
     if chw is None:
-        if prov is not None:
-            chw = tuple(prov.input_shape[1:])
-        else:
+        if prov is None:
             raise BadInputError(
                 f"the model's input {gi.name!r} has symbolic dimensions {gi.shape_text()} besides the batch",
                 hint="pass --input-shape N,C,H,W",
             )
-    mean_used = tuple(mean) if mean is not None else (tuple(prov.mean) if prov is not None else (0.485, 0.456, 0.406))
-    std_used = tuple(std) if std is not None else (tuple(prov.std) if prov is not None else (0.229, 0.224, 0.225))
-    if len(mean_used) not in (1, chw[0]) or len(std_used) not in (1, chw[0]):
-        raise BadInputError(
-            f"mean/std have {len(mean_used)}/{len(std_used)} values for {chw[0]} input channels",
-            hint="give one value per channel",
-        )
-    if len(mean_used) == 1:
-        mean_used = mean_used * chw[0]
-    if len(std_used) == 1:
-        std_used = std_used * chw[0]
-    if any(s == 0 for s in std_used):
-        raise BadInputError(f"std {list(std_used)} contains 0", hint="std values must be non-zero")
+        chw = tuple(prov.input_shape[1:])
+    return tuple(chw)
 
-    # batch sizes
+
+def _normalisation(req: Any, prov: Any, chw: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = tuple(req.mean) if req.mean is not None else (tuple(prov.mean) if prov is not None else IMAGENET_MEAN)
+    std = tuple(req.std) if req.std is not None else (tuple(prov.std) if prov is not None else IMAGENET_STD)
+    if len(mean) not in (1, chw[0]) or len(std) not in (1, chw[0]):
+        raise BadInputError(f"mean/std have {len(mean)}/{len(std)} values for {chw[0]} input channels", hint="give one value per channel")
+    mean = mean * chw[0] if len(mean) == 1 else mean
+    std = std * chw[0] if len(std) == 1 else std
+    if any(not math.isfinite(v) for v in (*mean, *std)):
+        raise BadInputError(f"mean {list(mean)} / std {list(std)} hold a value that is not a finite number", hint="give finite numbers, e.g. --std 0.229,0.224,0.225")
+    if any(s <= 0 for s in std):
+        raise BadInputError(f"std {list(std)} holds a value <= 0", hint="std values must be positive")
+    return mean, std
+
+
+def _batches(req: Any, gi: G.GraphInput, notes: list[str]) -> tuple[list[int], int | None]:
     static = gi.static_batch
-    if batches is None:
-        batch_list = [static] if static else list(DEFAULT_BATCHES)
+    if req.batches is None:
         if static:
             notes.append(f"the model has a static batch of {static}; it runs at that size only")
-    else:
-        batch_list = sorted(dict.fromkeys(int(b) for b in batches))
-        if any(b < 1 for b in batch_list):
-            raise BadInputError(f"--batch {batch_list} must hold sizes >= 1", hint="e.g. --batch 1,8")
-        if static and batch_list != [static]:
-            raise BadInputError(
-                f"--batch {','.join(map(str, batch_list))} does not fit the model: its input {gi.name!r} has a static "
-                f"batch, shape {gi.shape_text()}",
-                hint=f"use --batch {static}, or export with a dynamic batch",
-            )
+        return ([static] if static else list(DEFAULT_BATCHES)), static
+    batch_list = sorted(dict.fromkeys(int(b) for b in req.batches))
+    if any(b < 1 for b in batch_list):
+        raise BadInputError(f"--batch {batch_list} must hold sizes >= 1", hint="e.g. --batch 1,8")
+    if static and batch_list != [static]:
+        raise BadInputError(
+            f"--batch {','.join(map(str, batch_list))} does not fit the model: its input {gi.name!r} has a static "
+            f"batch, shape {gi.shape_text()}",
+            hint=f"use --batch {static}, or export with a dynamic batch",
+        )
+    return batch_list, static
 
-    # 2. inputs ------------------------------------------------------------------------------------------------
-    t = time.perf_counter()
-    x, raw, in_desc = make_inputs(inputs, gi, tuple(chw), mean_used, std_used, samples, seed, str(data) if data else None)
-    n_needed = max(batch_list)
+
+def build_inputs(req: Any, subj: _Subject, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any]:
+    """(normalised inputs filling the largest batch, raw [0, 1] images or None, description, labels or None)."""
+    labels = None
+    if req.load_outputs is not None:
+        from .tensors import load_run
+
+        x, _ = load_run(req.load_outputs)
+        raw, in_desc = None, {"source": "file", "file": str(req.load_outputs), "samples": int(x.shape[0]), "note": "inputs saved with the outputs"}
+    elif req.labels:
+        from .accuracy import load_labelled_folder
+
+        raw, labels, in_desc = load_labelled_folder(req.data, subj.chw, req.labels)
+        from .inputs import normalize
+
+        x = normalize(raw, list(subj.mean), list(subj.std))
+    else:
+        x, raw, in_desc = make_inputs(req.inputs, subj.gi, subj.chw, subj.mean, subj.std, req.samples, req.seed, str(req.data) if req.data else None)
+    in_desc.setdefault("shape", list(subj.chw))
+    in_desc.setdefault("mean", list(subj.mean))
+    in_desc.setdefault("std", list(subj.std))
+    n_needed = max(subj.batches)
     if x.shape[0] < n_needed:
         notes.append(f"{x.shape[0]} input sample(s) repeated to fill a batch of {n_needed}")
         x = _fit_samples(x, n_needed)
         if raw is not None:
             raw = _fit_samples(raw, n_needed)
     in_desc["samples_run"] = int(x.shape[0])
-    G.check_feed(gi, _cast_for(gi, x[: batch_list[0]]), what="the input batch")
-    timings["inputs"] = time.perf_counter() - t
+    G.check_feed(subj.gi, _cast_for(subj.gi, x[: subj.batches[0]]), what="the input batch")
+    return x, raw, in_desc, labels
 
-    # 3. reference ---------------------------------------------------------------------------------------------
+
+def build_reference(req: Any, subj: _Subject, say: Callable[[str], None]) -> tuple[Any, Any]:
+    """The reference: saved outputs, another ONNX file, a torch model from ``--reference``, or the provenance."""
     from . import reference as R
 
-    if against is None:  # an ONNX reference needs no torch at all
+    prov = subj.prov
+    if req.against is None and req.load_outputs is None:  # an ONNX or saved reference needs no torch at all
         import torch
 
-        torch.set_num_threads(threads)
-    t = time.perf_counter()
-    ref_model = None
-    if against is not None:
-        ref, ref_model = R.from_onnx(against)
-        rgi = G.image_input(ref_model, str(against))
-        if rgi.chw is not None and tuple(rgi.chw) != tuple(chw):
+        torch.set_num_threads(subj.threads)
+    if req.load_outputs is not None:
+        return R.from_saved(req.load_outputs), None
+    if req.against is not None:
+        ref, ref_model = R.from_onnx(req.against)
+        rgi = G.image_input(ref_model, str(req.against))
+        if rgi.chw is not None and tuple(rgi.chw) != tuple(subj.chw):
             raise BadInputError(
-                f"--against {against} expects input {rgi.shape_text()}, {path} expects {gi.shape_text()}",
+                f"--against {req.against} expects input {rgi.shape_text()}, {subj.path} expects {subj.gi.shape_text()}",
                 hint="compare two exports of the same model",
             )
-    elif reference is not None and prov is not None and reference == prov.model_spec and num_classes is None:
+        return ref, ref_model
+    if req.reference is not None and prov is not None and req.reference == prov.model_spec and req.num_classes is None:
         # the user named the recorded spec: rebuild exactly what was exported (weights, seed, statistics)
         say(f"rebuilding the reference {prov.model_spec} from the file's metadata (confirmed by --reference)")
-        ref = R.from_provenance(prov, weights=weights, use_cache=use_cache, trust_code=True)
-    elif reference is not None:
-        ncls = num_classes
-        if ncls is None and out_dims and len(out_dims[0]) == 2 and isinstance(out_dims[0][1], int):
-            ncls = int(out_dims[0][1])
-        ref = R.from_spec(reference, weights, tuple(chw), ncls, mean_used, std_used, seed=prov.seed if prov else 0)
-    else:
-        say(f"rebuilding the reference {prov.model_spec} from the file's metadata")
-        ref = R.from_provenance(prov, weights=weights, use_cache=use_cache, trust_code=trust_model_code)
-    timings["reference"] = time.perf_counter() - t
+        return R.from_provenance(prov, weights=req.weights, use_cache=req.use_cache, trust_code=True), None
+    if req.reference is not None:
+        ncls = req.num_classes
+        od = subj.out_dims
+        if ncls is None and od and len(od[0]) == 2 and isinstance(od[0][1], int):
+            ncls = int(od[0][1])
+        seed = prov.seed if prov else 0
+        return R.from_spec(req.reference, req.weights, subj.chw, ncls, subj.mean, subj.std, seed=seed), None
+    say(f"rebuilding the reference {prov.model_spec} from the file's metadata")
+    return R.from_provenance(prov, weights=req.weights, use_cache=req.use_cache, trust_code=req.trust_model_code), None
 
-    # 4. reference outputs over every sample (once, at the largest batch) ----------------------------------------
-    t = time.perf_counter()
-    ref_batch = max(batch_list)
+
+def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference's outputs over every sample, once, at the largest batch."""
+    ref_batch = max(subj.batches)
+    if ref.kind == "saved":
+        from .tensors import load_run
+
+        _, outs = load_run(req.load_outputs)
+        return outs
     if ref.kind == "onnx":
         from .backends import make_ort_runner
 
-        rrunner = make_ort_runner("ort-cpu", ref.onnx_path, precision="fp32", threads=threads, batches=batch_list, static_batch=bool(static))
+        rrunner = make_ort_runner("ort-cpu", ref.onnx_path, precision="fp32", threads=subj.threads, batches=subj.batches, static_batch=bool(subj.static))
         rgi = G.image_input(ref_model)
         rrunner.activate()
         try:
-            ref_out = _run_chunks(rrunner, rgi.name, _cast_for(rgi, x), ref_batch)
+            return _run_chunks(rrunner, rgi.name, _cast_for(rgi, x), ref_batch)
         finally:
             rrunner.deactivate()
-    else:
-        from ..runners.torch_runner import TorchRunner
+    from ..runners.torch_runner import TorchRunner
 
-        with TorchRunner(ref.module, device="cpu", precision="fp32", threads=threads, output_name=mproto.graph.output[0].name) as tr:
-            try:
-                ref_out = _run_chunks(tr, "input", x, ref_batch)
-            except RuntimeError as exc:
-                raise BadInputError(
-                    f"the reference model rejects inputs of shape {[ref_batch, *chw]}: {str(exc).splitlines()[0][:200]}",
-                    hint="check --input-shape and that the reference is the model the file was exported from",
-                ) from exc
-    timings["reference_run"] = time.perf_counter() - t
-    floor = None
-    if prec == "fp32" and ref.module is not None and fp64_floor:
-        from .floor import measure
-
-        t = time.perf_counter()
-        say("measuring the reference's own float32 error (a float64 run of the same model)")
-        floor = measure(ref.module, x, ref_out, ref_batch)
-        timings["fp64_floor"] = time.perf_counter() - t
-
-    # 5. backends ----------------------------------------------------------------------------------------------
-    cfg_tol = prov.tolerances if prov is not None else None
-    results: list[BackendResult] = []
-    onnx_bytes = None
-    for name in backend_names:
-        tol, tol_src = tolerance_for(prec, name, cfg_tol, tolerance, trust_file=file_tolerances, notes=notes, floor=floor)
-        if name in ("torch-cuda", "torch-fused") and ref.module is None:
-            results.append(BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (--against gives an ONNX one)"))
-            continue
-        t = time.perf_counter()
-        if _isolated(name, isolate, prov is not None):
-            br = _run_isolated(name, path, x, batch_list, prec, threads, bool(static), gi, ref_out, tol, tol_src, say, timeout)
-            timings[f"backend:{name}"] = time.perf_counter() - t
-            results.append(br)
-            continue
-        opened = open_backend(
-            name,
-            onnx_path=path,
-            onnx_bytes=onnx_bytes,
-            reference=ref,
-            precision=prec,
-            threads=threads,
-            batches=batch_list,
-            static_batch=bool(static),
-        )
-        if opened.skipped:
-            say(f"{name}: skipped ({opened.reason})")
-            results.append(BackendResult(name, "skipped", tol, tol_src, reason=opened.reason, hint=opened.hint))
-            continue
-        runner = opened.runner
-        br = BackendResult(name, "ran", tol, tol_src, describe=runner.describe(), activate_seconds=runner.activate_seconds)
+    out_name = subj.model.graph.output[0].name
+    with TorchRunner(ref.module, device="cpu", precision="fp32", threads=subj.threads, output_name=out_name) as tr:
         try:
-            in_name = runner.input_names()[0] if name in ONNX_BACKENDS else "input"
-            for b in batch_list:
-                n = (x.shape[0] // b) * b
-                tb = time.perf_counter()
-                feed = _cast_for(gi, x[:n]) if name in ONNX_BACKENDS else x[:n]
-                got = _run_chunks(runner, in_name, feed, b)
-                refs = {k: v[:n] for k, v in ref_out.items()}
-                cmp = compare_outputs(refs, got, tol)
-                br.results.append(BatchResult(batch=b, samples=n, outputs=cmp, seconds=time.perf_counter() - tb))
-                say(f"{name} batch {b}: {'PASS' if all(c.passed for c in cmp) else 'FAIL'}")
-        finally:
-            runner.deactivate()
+            return _run_chunks(tr, "input", x, ref_batch)
+        except RuntimeError as exc:
+            raise BadInputError(
+                f"the reference model rejects inputs of shape {[ref_batch, *subj.chw]}: {str(exc).splitlines()[0][:200]}",
+                hint="check --input-shape and that the reference is the model the file was exported from",
+            ) from exc
+
+
+def run_backends(
+    req: Any,
+    subj: _Subject,
+    ref: Any,
+    x: np.ndarray,
+    ref_out: dict[str, np.ndarray],
+    floor: Any,
+    notes: list[str],
+    timings: dict[str, float],
+    say: Callable[[str], None],
+    outputs: dict[str, Any],
+) -> list[BackendResult]:
+    """Every requested backend at every batch size over the same samples, compared with the reference."""
+    cfg_tol = subj.prov.tolerances if subj.prov is not None else None
+    results: list[BackendResult] = []
+    for name in subj.backends:
+        tol, tol_src = tolerance_for(subj.precision, name, cfg_tol, req.tolerance, trust_file=req.file_tolerances, notes=notes, floor=floor)
+        t = time.perf_counter()
+        if name in ("torch-cuda", "torch-fused") and ref.module is None:
+            br = BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (not --against or --load-outputs)")
+        elif _isolated(name, subj.isolate, subj.prov is not None):
+            br = _run_isolated(name, subj.path, x, subj.batches, subj.precision, subj.threads, bool(subj.static), subj.gi, ref_out, tol, tol_src, say, req.timeout, outputs)
+        else:
+            br = _run_in_process(name, subj, ref, x, ref_out, tol, tol_src, say, outputs)
         timings[f"backend:{name}"] = time.perf_counter() - t
         results.append(br)
+    return results
 
+
+def _run_in_process(
+    name: str, subj: _Subject, ref: Any, x: np.ndarray, ref_out: dict[str, np.ndarray], tol: Tolerance, tol_src: str,
+    say: Callable[[str], None], outputs: dict[str, Any],
+) -> BackendResult:  # fmt: skip
+    opened = open_backend(
+        name, onnx_path=subj.path, onnx_bytes=None, reference=ref, precision=subj.precision, threads=subj.threads,
+        batches=subj.batches, static_batch=bool(subj.static),
+    )  # fmt: skip
+    if opened.skipped:
+        say(f"{name}: skipped ({opened.reason})")
+        return BackendResult(name, "skipped", tol, tol_src, reason=opened.reason, hint=opened.hint)
+    runner = opened.runner
+    br = BackendResult(name, "ran", tol, tol_src, describe=runner.describe(), activate_seconds=runner.activate_seconds)
+    try:
+        in_name = runner.input_names()[0] if name in ONNX_BACKENDS else "input"
+        for b in subj.batches:
+            n = (x.shape[0] // b) * b
+            tb = time.perf_counter()
+            feed = _cast_for(subj.gi, x[:n]) if name in ONNX_BACKENDS else x[:n]
+            got = _run_chunks(runner, in_name, feed, b)
+            outputs[f"{name}/b{b}"] = got
+            cmp = compare_outputs({k: v[:n] for k, v in ref_out.items()}, got, tol)
+            br.results.append(BatchResult(batch=b, samples=n, outputs=cmp, seconds=time.perf_counter() - tb))
+            say(f"{name} batch {b}: {'PASS' if all(c.passed for c in cmp) else 'FAIL'}")
+    finally:
+        runner.deactivate()
+    return br
+
+
+def assemble(subj: _Subject, ref: Any, in_desc: dict[str, Any], results: list[BackendResult], notes: list[str], floor: Any, allow_skip: bool) -> VerifyReport:
+    """The report of what ran; refuses a run where nothing could."""
     ran = [r for r in results if r.status in ("ran", "crashed")]
     if not ran:
         from ..errors import BackendUnavailable
@@ -665,56 +782,54 @@ def verify(
             f"none of the requested backends can run here ({reasons})",
             hint="add --providers cpu, or run on a machine with the GPU and libraries they need",
         )
-
-    report = VerifyReport(
-        model=str(path),
-        precision=prec,
-        precision_source=prec_source,
-        reference=ref,
-        inputs=in_desc,
-        batches=batch_list,
-        backends=results,
-        notes=notes,
-        floor=floor,
-    )
     from .floor import RELATIVE_TO, budget_text
 
-    report.relative_to = RELATIVE_TO.get(prec, "").format(k=floor.multiple if floor is not None else 2)
+    report = VerifyReport(
+        model=str(subj.path), precision=subj.precision, precision_source=subj.precision_source, reference=ref,
+        inputs=in_desc, batches=subj.batches, backends=results, notes=notes, floor=floor, allow_skip=allow_skip,
+    )  # fmt: skip
+    report.relative_to = RELATIVE_TO.get(subj.precision, "").format(k=floor.multiple if floor is not None else 2)
     for r in results:
         if floor is not None and r.tolerance is not None and "flags" not in r.tolerance_source:
-            r.budget_note = budget_text(r.tolerance, preset(prec, family(r.name)), floor)
+            r.budget_note = budget_text(r.tolerance, preset(subj.precision, family(r.name)), floor)
+    return report
 
-    # 6. preprocessing -----------------------------------------------------------------------------------------
-    if prov is not None and ref.module is not None:
-        from .checks import preprocessing
 
-        t = time.perf_counter()
-        recal_from_meta = bool(prov.bn_recalibrated) and ref.kind == "provenance"
-        report.checks.append(
-            preprocessing(prov, mean_used, std_used, ref.module, raw[:8] if raw is not None else None, recal_from_meta)
-        )
-        timings["checks"] = time.perf_counter() - t
+def check_preprocessing(report: VerifyReport, subj: _Subject, ref: Any, raw: np.ndarray | None, timings: dict[str, float]) -> None:
+    """Does the file's mean/std agree with the export config and the registry (torch references with provenance)."""
+    prov = subj.prov
+    if prov is None or ref.module is None:
+        return
+    from .checks import preprocessing
 
-    # 7. localisation ------------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    recal_from_meta = bool(prov.bn_recalibrated) and ref.kind == "provenance"
+    report.checks.append(preprocessing(prov, subj.mean, subj.std, ref.module, raw[:8] if raw is not None else None, recal_from_meta))
+    timings["checks"] = time.perf_counter() - t
+
+
+def localize_step(req: Any, report: VerifyReport, subj: _Subject, ref: Any, ref_model: Any, x: np.ndarray, timings: dict[str, float], say: Callable[[str], None]) -> None:
+    """Localise the first departing layer on request, or when parity failed (ONNX backends, torch references)."""
+    ran = report.ran
     parity_failed = any(not r.passed for r in ran)
     candidates = [r for r in ran if r.status == "ran"] or ran
     target = next((r for r in candidates if not r.passed), candidates[0])
-    if localize or (localize is None and parity_failed):
-        if target.name in ONNX_BACKENDS:
-            t = time.perf_counter()
-            method = localize_method if localize_method != "auto" else ("bisect" if target.name in FUSING_BACKENDS else "all")
-            say(f"localising on {target.name} ({method})")
-            report.localization = _localize(
-                mproto, path, ref, ref_model, x[: (static or LOCALIZE_SAMPLES)], gi, target, prec, threads, batch_list, bool(static), method, say
-            )
-            timings["localize"] = time.perf_counter() - t
-        else:
-            notes.append(f"localisation runs on ONNX backends; {target.name} is a torch backend")
-    _diagnose(report)
-    report.environment = environment(ort_threads=threads)
-    timings["total"] = time.perf_counter() - t_start
-    report.timings = timings
-    return report
+    if not (req.localize or (req.localize is None and parity_failed)):
+        return
+    if ref.kind == "saved":
+        report.notes.append("localisation needs the reference model; saved outputs hold only its final outputs")
+        return
+    if target.name not in ONNX_BACKENDS:
+        report.notes.append(f"localisation runs on ONNX backends; {target.name} is a torch backend")
+        return
+    t = time.perf_counter()
+    method = req.localize_method if req.localize_method != "auto" else ("bisect" if target.name in FUSING_BACKENDS else "all")
+    say(f"localising on {target.name} ({method})")
+    report.localization = _localize(
+        subj.model, subj.path, ref, ref_model, x[: (subj.static or LOCALIZE_SAMPLES)], subj.gi, target, subj.precision,
+        subj.threads, subj.batches, bool(subj.static), method, say,
+    )  # fmt: skip
+    timings["localize"] = time.perf_counter() - t
 
 
 def _isolated(name: str, isolate: bool | None, ours: bool) -> bool:
@@ -740,6 +855,7 @@ def _run_isolated(
     tol_src: str,
     say: Callable[[str], None],
     timeout: float | None = None,
+    outputs: dict[str, Any] | None = None,
 ) -> BackendResult:
     """One GPU backend in a subprocess: skipped (with the reason) when it cannot run, crashed when it dies."""
     from ..errors import BackendCrashed, BackendUnavailable
@@ -774,6 +890,8 @@ def _run_isolated(
     br = BackendResult(name, "ran", tol, tol_src, describe=got["describe"], activate_seconds=got["activate_seconds"])
     for b in batch_list:
         n = (x.shape[0] // b) * b
+        if outputs is not None:
+            outputs[f"{name}/b{b}"] = got["outputs"][b]
         cmp = compare_outputs({k: v[:n] for k, v in ref_out.items()}, got["outputs"][b], tol)
         br.results.append(BatchResult(batch=b, samples=n, outputs=cmp, seconds=got["seconds"][b]))
         say(f"{name} batch {b}: {'PASS' if all(c.passed for c in cmp) else 'FAIL'}")
@@ -886,6 +1004,13 @@ def _diagnose(report: VerifyReport) -> None:
     loc = report.localization
     pre = next((c for c in report.checks if c.name == "preprocessing"), None)
     failed = any(not b.passed for b in report.ran)
+    ref = report.reference
+    if failed and ref is not None and ref.kind == "spec" and ref.weights in (None, "none"):
+        report.diagnosis.append(
+            "the reference has random weights (no --weights): a file exported from trained weights cannot match it, "
+            "so this failure and its localisation say nothing about the export; pass --weights CHECKPOINT"
+        )
+        return
     if loc is not None and loc.first is not None:
         first = loc.first
         at_input = loc.last_good is None

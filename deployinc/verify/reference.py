@@ -301,6 +301,9 @@ def from_spec(
     )
     module, notes = _finish_module(loaded.module, tuple(loaded.info.aux_heads))
     w = loaded.weights if loaded.weights not in (None, "none") else f"seeded random init (seed {seed})"
+    if loaded.weights in (None, "none"):
+        notes.insert(0, f"warning: the reference {spec} has random weights (no --weights): a file exported from trained "
+                        "weights cannot match it; pass --weights CHECKPOINT")
     return Reference(
         kind="spec",
         description=f"{spec} ({w}) from --reference",
@@ -326,6 +329,11 @@ def from_onnx(path: str | os.PathLike[str]) -> tuple[Reference, Any]:
         seconds=time.perf_counter() - t0,
     )
     return ref, f.model
+
+
+def from_saved(path: str | os.PathLike[str]) -> Reference:
+    """The reference outputs saved by ``verify --save-outputs`` (no torch, no model: a replay)."""
+    return Reference(kind="saved", description=f"outputs saved in {path} (replayed; no torch)", weights=None)
 
 
 def no_reference_error(path: Any) -> BadInputError:

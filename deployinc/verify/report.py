@@ -104,6 +104,10 @@ def render(report: Any) -> str:
             lines.append(f"    beyond fp16's 65504: {', '.join(p.label for p in loc.overflow[:6])}")
         for n in loc.notes:
             lines.append(f"    note: {n}")
+    acc = getattr(report, "accuracy", None)
+    if acc is not None:
+        lines.append("")
+        lines.extend("  " + ln for ln in acc.lines())
     if report.diagnosis:
         lines.append("")
         for d in report.diagnosis:
@@ -115,8 +119,9 @@ def render(report: Any) -> str:
     nres = sum(len(r.outputs) for b in ran for r in b.results)
     npass = sum(1 for b in ran for r in b.results for c in r.outputs if c.passed)
     skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
+    verdict = ("PASS" if getattr(report, "complete", True) else "INCOMPLETE") if report.passed else "FAIL"
     lines.append(
-        f"{'PASS' if report.passed else 'FAIL'}: {npass} of {nres} comparisons passed on {len(ran)} backend(s){skipped} "
+        f"{verdict}: {npass} of {nres} comparisons passed on {len(ran)} backend(s){skipped} "
         f"in {report.timings.get('total', 0):.1f} s"
     )
     return "\n".join(lines)
