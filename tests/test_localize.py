@@ -38,7 +38,7 @@ def test_perturbed_middle_weight_is_localised_by_module_name(cli_runner, exports
     bad = tmp_path / "bad.onnx"
     perturb(src, bad, f"{MIDDLE}.weight")
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(bad), "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(bad), "--json", str(report)])
     assert r.exit_code == 1, r.stdout + r.stderr
     d = json.loads(report.read_text())
     loc = d["localization"]  # automatic on failure
@@ -53,7 +53,7 @@ def test_perturbed_middle_weight_is_localised_by_module_name(cli_runner, exports
 def test_no_localize_flag(cli_runner, exports_dir, tinynets_dir, tmp_path):
     bad = tmp_path / "bad.onnx"
     perturb(export_model(exports_dir), bad, "pw.weight")
-    r = invoke(cli_runner, ["verify", str(bad), "--no-localize"])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(bad), "--no-localize"])
     assert r.exit_code == 1 and "localisation" not in r.stdout and "--localize" in r.stderr
 
 
@@ -73,7 +73,7 @@ def test_skipped_bn_fold_on_one_layer(cli_runner, exports_dir, tinynets_dir, tmp
     bad = tmp_path / "nofold.onnx"
     onnx.save(m, str(bad))
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(bad), "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(bad), "--json", str(report)])
     assert r.exit_code == 1, r.stdout + r.stderr
     first = json.loads(report.read_text())["localization"]["first"]
     assert first["module"] == "grouped" and first["torch_module"] == "gbn"
@@ -96,7 +96,7 @@ def test_preprocessing_mismatch_registry_model(cli_runner, exports_dir, tmp_path
     bad = tmp_path / "wrongnorm.onnx"
     _with_meta(src, bad, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(bad), "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(bad), "--json", str(report)])
     assert r.exit_code == 1, r.stdout + r.stderr
     d = json.loads(report.read_text())
     pre = next(c for c in d["checks"] if c["name"] == "preprocessing")
@@ -109,7 +109,7 @@ def test_preprocessing_mismatch_registry_model(cli_runner, exports_dir, tmp_path
 def test_preprocessing_mismatch_user_model(cli_runner, exports_dir, tinynets_dir, tmp_path):
     bad = tmp_path / "wrongnorm.onnx"
     _with_meta(export_model(exports_dir), bad, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
-    r = invoke(cli_runner, ["verify", str(bad)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(bad)])
     assert r.exit_code == 1
     assert "possible preprocessing mismatch" in r.stdout
     assert "stem.0 (Conv2d, with stem.1 folded in)" in r.stdout
@@ -125,11 +125,11 @@ def test_preprocessing_mismatch_with_trained_statistics(cli_runner, exports_dir,
     ckpt = tmp_path / "trained.pt"
     torch.save(trained.state_dict(), ckpt)
     src = export_model(exports_dir, weights=str(ckpt))
-    ok = invoke(cli_runner, ["verify", str(src)])
+    ok = invoke(cli_runner, ["verify", "--trust-model-code", str(src)])
     assert ok.exit_code == 0 and "preprocessing: OK" in ok.stdout
     bad = tmp_path / "wrongnorm.onnx"
     _with_meta(src, bad, mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])
-    r = invoke(cli_runner, ["verify", str(bad)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(bad)])
     assert "preprocessing: WARN" in r.stdout and "first BatchNorm (stem.1)" in r.stdout
 
 
@@ -202,7 +202,7 @@ def test_overflow_beyond_fp16_is_flagged(cli_runner, tmp_path, tmp_path_factory,
 
     export_pipeline("bignets:build", out=out, exporter="torchscript", input_shape=(1, 3, 16, 16), threads=2)
     report = tmp_path / "r.json"
-    r = invoke(cli_runner, ["verify", str(out), "--localize", "--json", str(report)])
+    r = invoke(cli_runner, ["verify", "--trust-model-code", str(out), "--localize", "--json", str(report)])
     assert r.exit_code == 0, r.stdout + r.stderr
     loc = json.loads(report.read_text())["localization"]
     assert loc["fp16_overflow"], loc

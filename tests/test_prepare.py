@@ -143,3 +143,40 @@ def test_prepared_zoo_models_agree_with_original(name):
     if name == "googlenet":
         assert report.get("remove_aux_heads").changed == ["aux1", "aux2"]
         assert any("transform_input=False" in n for n in report.get("remove_aux_heads").notes)
+
+
+def test_fold_never_pairs_a_batchnorm_with_a_convolution_whose_output_reused_a_freed_tensor_id():
+    """RepViT's token mixer normalises a sum, bn(conv(x) + conv1(x) + x): the sum is freed after the BN, and a
+    later convolution's output could get its id. Found by the zoo sweep on timm/repvit_m0_9 (max_rel 13)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from deployinc.prepare import passes as P
+
+    class Mixer(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(c, c, 3, padding=1, groups=c)
+            self.conv1 = nn.Conv2d(c, c, 1, groups=c)
+            self.bn = nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return self.bn(self.conv(x) + self.conv1(x) + x)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(*[Mixer(8) for _ in range(12)]).eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        ref = net(x)
+    folded = copy.deepcopy(net)
+    rec = P.fold_conv_bn(folded, x)
+    assert rec.changed == []  # no BN here normalises a convolution's own output
+    assert all("not the output of a convolution" in why for _, why in rec.skipped)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), ref)

@@ -264,7 +264,7 @@ def test_resume_from_another_architecture(cli_runner, tmp_path):
     # a resume that has nothing left to do is bad input too, and leaves the checkpoint alone
     before = first.read_bytes()
     r = invoke(cli_runner, ["train", "depthwise_cifar", "--data", "synthetic:shapes", "--resume", str(first), *TINY])
-    assert r.exit_code == 2 and "already trained 1 epochs" in r.stderr
+    assert r.exit_code == 2 and "already trained 1 epoch (--epochs 1)" in r.stderr
     assert first.read_bytes() == before
 
 

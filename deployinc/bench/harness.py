@@ -11,6 +11,18 @@ threads, one inter-op thread, sequential execution), and recorded.
 With ``rounds > 1`` each (batch size, precision) cell interleaves the backends: every backend takes its share of
 the iterations in turn, round after round, so a slow spell on a shared machine falls on all of them alike and the
 ratios between backends stay fair. Warm-up runs once, before the first round (later rounds re-warm with one call).
+
+Precision: by default the ONNX backends run the file at what it computes in (detected as verify does: an fp16 file
+at fp16, a quantized one at int8), and the eager torch rows, the baseline of "vs eager", run the PyTorch model in
+fp32 (as a user runs it). ``precisions`` asks for others (an fp32 file converted to fp16 on the fly...).
+
+Bounded time: with ``timeout_s`` (``--timeout``) each ONNX backend's measurement at one batch size (session
+creation, warm-up and every round) runs in its own subprocess (:func:`deployinc.isolate.call_isolated`), which
+is stopped past the bound and reported as failed, with the reason, instead of hanging the run; its rounds then
+run back to back in that process rather than interleaved with the other backends. ``max_time_s`` alone implies
+such a bound of ``max(IMPLIED_TIMEOUT_FACTOR x max_time_s, IMPLIED_TIMEOUT_MIN_S)``, since one call can outlast
+any sampling budget. Without either, everything runs in this process, as it always did. The eager torch rows
+always run in this process (their module lives here).
 """
 
 from __future__ import annotations
@@ -35,6 +47,33 @@ from .timing import check_counts, measure, stretch_p50s, summarize
 
 #: Backends whose shapes are fixed when they are built (one build per batch size).
 _PER_BATCH = ("ort-trt", "tensorrt")
+#: ``max_time_s`` without ``timeout_s`` bounds each isolated measurement at this multiple of it...
+IMPLIED_TIMEOUT_FACTOR = 10.0
+#: ... and at least this many seconds (session creation and warm-up come on top of the sampling).
+IMPLIED_TIMEOUT_MIN_S = 60.0
+
+
+def quiet_torch_logs() -> None:
+    """Drop torch's "No CUDA runtime is found, using CUDA_HOME=..." warning.
+
+    ``torch.utils.cpp_extension`` logs it when it is imported (``torch.compile``'s inductor imports it) on a
+    machine with a CUDA toolkit (an ``nvcc`` on the PATH) but no GPU: a stray ``W1201 ... cpp_extension.py:183]``
+    line in the middle of bench's output that says nothing about the run. A filter on that logger (torch's own
+    log set-up resets levels and handlers, not filters) drops that one message and nothing else.
+    """
+    import logging
+
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaRuntimeFilter) for f in log.filters):
+        log.addFilter(_NoCudaRuntimeFilter())
+
+
+class _NoCudaRuntimeFilter:
+    def filter(self, record: Any) -> bool:
+        try:
+            return not str(record.msg).startswith("No CUDA runtime is found")
+        except Exception:  # noqa: BLE001 - a log filter must never raise
+            return True
 
 
 def default_threads() -> int:
@@ -71,7 +110,7 @@ class BenchSettings:
 
     backends: list[str]
     batches: list[int]
-    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    precisions: list[str] | None = None  # None: what the file computes in (see the module docstring)
     warmup: int = 10
     iters: int = 100
     threads: int | None = None
@@ -81,6 +120,16 @@ class BenchSettings:
     max_time_s: float | None = None
     keep_samples: bool = True
     tf32: bool = False
+    timeout_s: float | None = None
+
+    def measurement_timeout(self) -> float | None:
+        """Seconds one isolated measurement may take: ``timeout_s``, else the bound ``max_time_s`` implies, else
+        None (no bound: everything runs in this process)."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        if self.max_time_s is not None:
+            return max(IMPLIED_TIMEOUT_FACTOR * self.max_time_s, IMPLIED_TIMEOUT_MIN_S)
+        return None
 
     def validate(self) -> None:
         check_counts(self.warmup, self.iters)
@@ -89,7 +138,8 @@ class BenchSettings:
             raise BadInputError(f"unknown backend {unknown[0]!r}", hint=f"known: {', '.join(BACKENDS)}")
         if not self.batches or any((not isinstance(b, int)) or b < 1 or b > BATCH_MAX for b in self.batches):
             raise BadInputError(f"batch sizes {self.batches} must be positive integers", hint=f"allowed: 1..{BATCH_MAX}; e.g. --batch 1,8,32")
-        self.precisions = check_precisions(self.precisions)
+        if self.precisions is not None:
+            self.precisions = check_precisions(self.precisions)
         if self.threads is not None and not 1 <= self.threads <= THREADS_MAX:
             raise BadInputError(
                 f"--threads {self.threads} must be from 1 to {THREADS_MAX}", hint=f"allowed: 1..{THREADS_MAX}; this machine has {default_threads()} usable CPUs"
@@ -102,6 +152,13 @@ class BenchSettings:
             raise BadInputError(
                 f"--max-time {self.max_time_s} must be a positive, finite number of seconds",
                 hint=f"allowed: (0, {MAX_TIME_S_MAX:g}] seconds of sampling per measurement; e.g. --max-time 30",
+            )
+        if self.timeout_s is not None and (
+            isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not 0 < self.timeout_s <= MAX_TIME_S_MAX
+        ):
+            raise BadInputError(
+                f"--timeout {self.timeout_s} must be a positive, finite number of seconds",
+                hint=f"allowed: (0, {MAX_TIME_S_MAX:g}] seconds per backend measurement; e.g. --timeout 600",
             )
 
 
@@ -316,9 +373,44 @@ class _Cell:
     steps: Any
     device: str
     activate_s: float | None
+    precision: str = "fp32"
+    isolated: bool = False
     samples: dict[str, list[float]] = field(default_factory=dict)
     first: dict[str, float | None] = field(default_factory=dict)
     error: str | None = None
+    skip: str | None = None  # an isolated backend that turned out unavailable
+    timed_out: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_precisions(model: BenchModel, s: BenchSettings) -> tuple[list[str], str]:
+    """The precisions to run and where they come from: ``s.precisions``, or (None) what the file computes in.
+
+    Raises:
+        BadInputError: A precision other than a non-fp32 file's, asked of its ONNX backends (they run the file
+            as it is: an fp16 file at fp16, a quantized one at int8).
+    """
+    fp = model.file_precision
+    why = model.file_precision_why or "detected"
+    if s.precisions is None:
+        return [fp], f"the file's ({fp}: {why})"
+    wrong = [p for p in s.precisions if p != fp]
+    if fp != "fp32" and wrong and any(b not in TORCH_BACKENDS for b in s.backends):
+        raise BadInputError(
+            f"--precision {','.join(s.precisions)}, but {model.path.name} computes in {fp} ({why}): its ONNX backends "
+            f"run it at {fp} only",
+            hint=f"drop --precision (the file is benched at {fp}, eager torch at fp32), or bench its fp32 export for "
+            f"{wrong[0]} numbers",
+        )
+    return list(s.precisions), "--precision"
+
+
+def torch_precision(precision: str, from_file: bool) -> str:
+    """What the eager torch rows run at in the ``precision`` pass: fp32 where torch has no such path (int8) or
+    where the precision is the file's own (an fp16 or int8 file is compared with the model as the user runs it)."""
+    if precision == "int8" or (from_file and precision != "fp32"):
+        return "fp32"
+    return precision
 
 
 def benchmark(
@@ -335,23 +427,29 @@ def benchmark(
         model: The model under test (:func:`~deployinc.bench.subject.open_onnx` / ``resolve_model``).
         settings: Backends, batch sizes, precisions, counts, threads.
         progress: ``callable(description, advance)`` called as cells complete.
-        log: ``callable(str)`` for notes (conversions, skips).
+        log: ``callable(str)`` for notes (conversions). Skipped and failed backends are not logged: they are
+            rows of the report, listed under its table.
         debug: Re-raise unexpected exceptions instead of recording the backend as failed.
 
     Raises:
-        BadInputError: Bad settings, or a batch size the model's static batch refuses (before anything runs).
+        BadInputError: Bad settings, a batch size the model's static batch refuses, or a precision the file
+            cannot run at (before anything runs).
     """
     s = settings
     s.validate()
     model.check_batches(s.batches)
+    precisions, precision_source = resolve_precisions(model, s)
+    from_file = s.precisions is None
     say = log or (lambda _m: None)
     tick = progress or (lambda _d, _n: None)
     if s.threads is None:
         s.threads = default_threads()
+    timeout = s.measurement_timeout()
     torch_cuda: dict[str, Any] = {}
     if any(b in TORCH_BACKENDS for b in s.backends):
         import torch
 
+        quiet_torch_logs()
         torch.set_num_threads(int(s.threads))
         # fp32 means fp32 on both sides: torch lets cuDNN convolutions use TF32 by default, ORT does not.
         torch.backends.cudnn.allow_tf32 = s.tf32
@@ -373,7 +471,8 @@ def benchmark(
         config={
             "backends": list(s.backends),
             "batches": list(s.batches),
-            "precisions": list(s.precisions),
+            "precisions": list(precisions),
+            "precision_source": precision_source,
             "warmup": s.warmup,
             "iters": s.iters,
             "rounds": s.rounds,
@@ -381,32 +480,48 @@ def benchmark(
             "device": s.device,
             "cuda_graph": s.cuda_graph,
             "max_time_s": s.max_time_s,
+            "timeout_s": s.timeout_s,
+            "isolated_timeout_s": timeout,
             "tf32": s.tf32,
             "torch_cuda_settings": torch_cuda,
             "timer": "time.perf_counter",
-            "inputs": "seeded natural-image statistics (deployinc.verify.inputs.natural_images, seed 0)",
+            "inputs": model.inputs_desc,
         },
         environment={},
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
 
-    for precision in s.precisions:
+    measured_torch: set[tuple[str, str]] = set()  # (backend, precision) of eager rows already measured
+    for precision in precisions:
         shared: dict[str, Any] = {}  # backend -> activated runner reused across batch sizes
         skipped: dict[str, str] = {}  # backend -> reason, for every batch size
+        stopped: dict[str, str] = {}  # backend -> why it is not tried again (timed out at a smaller batch size)
+        tp = torch_precision(precision, from_file)
         for batch in s.batches:
             x = model.inputs(batch)
             cells: list[_Cell] = []
             for backend in s.backends:
+                bp = tp if backend in TORCH_BACKENDS else precision
+                if backend in TORCH_BACKENDS and (backend, bp) in measured_torch:
+                    tick(f"{backend} {bp} b{batch}: measured already", s.rounds)  # at an earlier precision's pass
+                    continue
                 if backend in skipped:
-                    tick(f"{backend} {precision} b{batch}: skipped", s.rounds)
+                    tick(f"{backend} {bp} b{batch}: skipped", s.rounds)
+                    continue
+                if backend in stopped:
+                    report.rows.append(BenchRow(backend, bp, batch, None, "failed", reason=stopped[backend]))
+                    tick(f"{backend} {bp} b{batch}: not run", s.rounds)
+                    continue
+                if timeout is not None and backend not in TORCH_BACKENDS:
+                    cells.append(_Cell(backend, None, None, "cpu", None, precision=bp, isolated=True))
                     continue
                 per_batch = backend in _PER_BATCH or (s.cuda_graph and backend == "ort-cuda")
                 runner = shared.get(backend)
                 activate_s = None  # paid once, reported on the row of the batch size that built the runner
                 try:
                     if runner is None:
-                        tick(f"{backend} {precision}: building", 0)
-                        runner = builder.build(backend, precision, batch)
+                        tick(f"{backend} {bp}: building", 0)
+                        runner = builder.build(backend, bp, batch)
                         runner.activate()
                         activate_s = runner.activate_seconds
                         if not per_batch:
@@ -414,13 +529,12 @@ def benchmark(
                     steps = _steps(runner, x, s.cuda_graph and backend in ("torch", "torch-fused", "ort-cuda", "ort-trt"))
                 except BackendUnavailable as exc:
                     reason = _reason(exc)
-                    say(f"{backend} {precision}: skipped: {reason}")
                     if batch == s.batches[0]:  # unavailable from the start: skipped for every batch size
                         skipped[backend] = reason
-                        report.rows.append(BenchRow(backend, precision, None, None, "skipped", reason=reason))
+                        report.rows.append(BenchRow(backend, bp, None, None, "skipped", reason=reason))
                     else:
-                        report.rows.append(BenchRow(backend, precision, batch, None, "skipped", reason=reason))
-                    tick(f"{backend} {precision} b{batch}: skipped", s.rounds)
+                        report.rows.append(BenchRow(backend, bp, batch, None, "skipped", reason=reason))
+                    tick(f"{backend} {bp} b{batch}: skipped", s.rounds)
                     if runner is not None and not per_batch:
                         shared.pop(backend, None)
                         runner.deactivate()
@@ -429,25 +543,33 @@ def benchmark(
                     if debug:
                         raise
                     reason = _reason(exc)
-                    say(f"{backend} {precision} b{batch}: failed: {reason}")
-                    report.rows.append(BenchRow(backend, precision, batch, None, "failed", reason=reason, notes=[traceback.format_exc(limit=3)]))
-                    tick(f"{backend} {precision} b{batch}: failed", s.rounds)
+                    report.rows.append(BenchRow(backend, bp, batch, None, "failed", reason=reason, notes=[traceback.format_exc(limit=3)]))
+                    tick(f"{backend} {bp} b{batch}: failed", s.rounds)
                     if runner is not None and backend not in shared:
                         runner.deactivate()
                     continue
-                cells.append(_Cell(backend, runner, steps, getattr(runner, "device", "cpu"), activate_s))
+                cells.append(_Cell(backend, runner, steps, getattr(runner, "device", "cpu"), activate_s, precision=bp))
 
-            _measure_cells(cells, s, precision, batch, tick, debug)
+            _measure_cells(cells, s, batch, tick, debug, model=model, x=x, timeout=timeout)
             for c in cells:
-                if c.error is not None:
-                    report.rows.append(BenchRow(c.backend, precision, batch, None, "failed", reason=c.error, device=c.device))
+                if c.skip is not None:
+                    if batch == s.batches[0]:
+                        skipped[c.backend] = c.skip
+                        report.rows.append(BenchRow(c.backend, c.precision, None, None, "skipped", reason=c.skip))
+                    else:
+                        report.rows.append(BenchRow(c.backend, c.precision, batch, None, "skipped", reason=c.skip))
                     continue
-                notes = list(c.steps.notes)
+                if c.error is not None:
+                    report.rows.append(BenchRow(c.backend, c.precision, batch, None, "failed", reason=c.error, device=c.device))
+                    if c.timed_out:
+                        stopped[c.backend] = f"not run: it timed out at batch {batch}"
+                    continue
+                notes = list(c.notes) + (list(c.steps.notes) if c.steps is not None else [])
                 for mode, samples in c.samples.items():
                     report.rows.append(
                         BenchRow(
                             backend=c.backend,
-                            precision=precision,
+                            precision=c.precision,
                             batch=batch,
                             mode=mode,
                             status="ok",
@@ -461,12 +583,15 @@ def benchmark(
                             notes=notes + ([] if c.device != "cpu" else ["CPU: no host-device copies; compute = end to end"]),
                         )
                     )
+                if c.isolated:
+                    continue
                 if c.steps.close is not None:
                     c.steps.close()
                 if c.backend not in shared:
                     c.runner.deactivate()
         for r in shared.values():
             r.deactivate()
+        measured_torch |= {(b, tp) for b in s.backends if b in TORCH_BACKENDS}
 
     report.compute_speedups("torch")
     report.config["load_average"] = {"before": load_before, "after": _loadavg()}
@@ -479,35 +604,127 @@ def benchmark(
     return report
 
 
-def _measure_cells(cells: list[_Cell], s: BenchSettings, precision: str, batch: int, tick: Callable[[str, int], None], debug: bool) -> None:
-    """Time every cell of one (precision, batch size), interleaving backends over ``s.rounds`` rounds."""
-    per_round = [s.iters // s.rounds + (1 if r < s.iters % s.rounds else 0) for r in range(s.rounds)]
+def _per_round(s: BenchSettings) -> list[int]:
+    return [s.iters // s.rounds + (1 if r < s.iters % s.rounds else 0) for r in range(s.rounds)]
+
+
+def _measure_round(c: _Cell, s: BenchSettings, n: int, r: int, budget: float | None) -> None:
+    """Round ``r`` of cell ``c``: ``n`` samples of each of its modes (warm-up first in round 0)."""
+    for mode, step in c.steps.modes().items():
+        m = measure(
+            step,
+            iters=n,
+            warmup=s.warmup if r == 0 else 1,
+            sync=c.steps.sync,
+            max_time_s=budget,
+            min_iters=max(1, 5 // s.rounds),
+            time_first=r == 0,
+        )
+        c.samples.setdefault(mode, []).extend(m.samples)
+        if r == 0:
+            c.first[mode] = m.first_call_s
+
+
+def _measure_cells(
+    cells: list[_Cell],
+    s: BenchSettings,
+    batch: int,
+    tick: Callable[[str, int], None],
+    debug: bool,
+    *,
+    model: BenchModel | None = None,
+    x: np.ndarray | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Time every cell of one (precision, batch size), interleaving backends over ``s.rounds`` rounds; an
+    isolated cell runs all its rounds in its own process, in its turn of the first round."""
+    per_round = _per_round(s)
     budget = s.max_time_s / s.rounds if s.max_time_s is not None else None
     for r, n in enumerate(per_round):
         for c in cells:
-            if c.error is not None:
-                tick(f"{c.backend} {precision} b{batch}: failed", 1)
+            label = f"{c.backend} {c.precision} b{batch}"
+            if c.isolated:
+                if r == 0:
+                    assert model is not None and x is not None and timeout is not None
+                    tick(f"{label} (own process)", 0)
+                    _measure_isolated(c, model, s, batch, x, timeout)
+                    tick(label + (": failed" if c.error else ": skipped" if c.skip else ""), s.rounds)
                 continue
-            tick(f"{c.backend} {precision} b{batch}" + (f" round {r + 1}/{s.rounds}" if s.rounds > 1 else ""), 0)
+            if c.error is not None:
+                tick(f"{label}: failed", 1)
+                continue
+            tick(label + (f" round {r + 1}/{s.rounds}" if s.rounds > 1 else ""), 0)
             try:
-                for mode, step in c.steps.modes().items():
-                    m = measure(
-                        step,
-                        iters=n,
-                        warmup=s.warmup if r == 0 else 1,
-                        sync=c.steps.sync,
-                        max_time_s=budget,
-                        min_iters=max(1, 5 // s.rounds),
-                        time_first=r == 0,
-                    )
-                    c.samples.setdefault(mode, []).extend(m.samples)
-                    if r == 0:
-                        c.first[mode] = m.first_call_s
+                _measure_round(c, s, n, r, budget)
             except Exception as exc:  # noqa: BLE001 - record and go on with the other backends
                 if debug:
                     raise
                 c.error = _reason(exc)
-            tick(f"{c.backend} {precision} b{batch}", 1)
+            tick(label, 1)
+
+
+def _measure_isolated(c: _Cell, model: BenchModel, s: BenchSettings, batch: int, x: np.ndarray, timeout: float) -> None:
+    """Cell ``c`` measured in a subprocess stopped after ``timeout`` seconds (see the module docstring)."""
+    from ..errors import BackendCrashed
+    from ..isolate import call_isolated
+
+    label = f"{c.backend} {c.precision} b{batch}"
+    if c.backend in ("ort-cuda", "ort-trt", "tensorrt"):  # spares a subprocess without a GPU
+        from ..runners.ort import cuda_driver_problem
+
+        problem = cuda_driver_problem()
+        if problem is not None:
+            c.skip = f"{c.backend} cannot run: {problem}"
+            return
+    try:
+        got = call_isolated(
+            "deployinc.bench.harness:measure_in_subprocess", str(model.path), c.backend, c.precision, batch, x, s,
+            timeout=timeout, label=label,
+        )  # fmt: skip
+    except BackendUnavailable as exc:
+        c.skip = _reason(exc)
+        return
+    except BackendCrashed as exc:
+        c.timed_out = "did not finish" in exc.message
+        bound = (
+            f"--timeout {s.timeout_s:g} s" if s.timeout_s is not None
+            else f"the bound --max-time {s.max_time_s:g} implies: max({IMPLIED_TIMEOUT_FACTOR:g} x max-time, {IMPLIED_TIMEOUT_MIN_S:g} s); give --timeout to change it"
+        )  # fmt: skip
+        c.error = f"{'timed out' if c.timed_out else 'crashed'}: {exc.message} ({bound})"
+        return
+    except DeployincError as exc:
+        c.error = _reason(exc)
+        return
+    except RuntimeError as exc:  # an unexpected error in the subprocess, with its traceback text
+        c.error = _reason(exc)
+        return
+    c.samples, c.first, c.activate_s, c.device = got["samples"], got["first"], got["activate_s"], got["device"]
+    c.notes = ["measured in its own process (bounded time): its rounds ran back to back", *got["notes"]]
+
+
+def measure_in_subprocess(path: str, backend: str, precision: str, batch: int, x: np.ndarray, s: BenchSettings) -> dict[str, Any]:
+    """One ONNX backend's measurement at one batch size, from session creation to the last round: what
+    :func:`deployinc.isolate.call_isolated` runs in the subprocess of a bounded measurement. Returns its samples
+    (seconds, by mode), first-call times, activation time, device and notes."""
+    from .subject import open_onnx
+
+    model = open_onnx(path)
+    logged: list[str] = []
+    runner = _Builder(model, s, logged.append).build(backend, precision, batch)
+    runner.activate()
+    try:
+        steps = _steps(runner, x, s.cuda_graph and backend in ("ort-cuda", "ort-trt"))
+        c = _Cell(backend, runner, steps, getattr(runner, "device", "cpu"), runner.activate_seconds, precision=precision)
+        budget = s.max_time_s / s.rounds if s.max_time_s is not None else None
+        try:
+            for r, n in enumerate(_per_round(s)):
+                _measure_round(c, s, n, r, budget)
+        finally:
+            if steps.close is not None:
+                steps.close()
+        return {"samples": c.samples, "first": c.first, "activate_s": c.activate_s, "device": c.device, "notes": list(steps.notes) + logged}
+    finally:
+        runner.deactivate()
 
 
 def benchmark_model(

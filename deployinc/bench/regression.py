@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadInputError
 from .cpu_link import LINK_CHANGE
@@ -75,24 +77,80 @@ def load_baseline(path: str | os.PathLike[str]) -> BenchReport:
     """Read an earlier ``deployinc bench --json`` report.
 
     Raises:
-        BadInputError: Missing, not JSON, or not a deployinc bench report.
+        BadInputError: Missing, not JSON, not a deployinc bench report, or a field of the wrong type (named).
     """
     p = Path(path)
     if not p.is_file():
         raise BadInputError(f"baseline file {p} does not exist", hint="write one with deployinc bench MODEL --json FILE")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"baseline file {p} is not JSON ({exc})", hint="give a report written by deployinc bench --json") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadInputError(f"baseline file {p} is not JSON ({str(exc)[:120]})", hint="give a report written by deployinc bench --json") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("results"), list):
         raise BadInputError(
             f"baseline file {p} is not a deployinc bench report (format {data.get('format') if isinstance(data, dict) else None!r})",
             hint=f"give a report written by deployinc bench --json (format {FORMAT})",
         )
+    problem = report_problem(data)
+    if problem is not None:
+        raise BadInputError(f"baseline file {p}: {problem}", hint="give a report written by deployinc bench --json, unedited (or write it again)")
     try:
         return BenchReport.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInputError(f"baseline file {p} has malformed results ({exc})", hint="write it again with deployinc bench --json") from exc
+
+
+def _type_name(v: object) -> str:
+    return "null" if v is None else {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(v), type(v).__name__)
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def report_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of a bench report read from JSON (the first problem, naming the field), or
+    None. Values are checked for type only: a p50 of 0 or NaN is a row :func:`compare` leaves out, with a note."""
+    from .timing import Stats
+
+    for key in ("model", "config", "environment"):
+        if key in data and not isinstance(data[key], dict):
+            return f"'{key}' is {_type_name(data[key])}, not an object"
+    if "created" in data and not isinstance(data["created"], str):
+        return f"'created' is {_type_name(data['created'])}, not a string"
+    for i, row in enumerate(data["results"]):
+        where = f"results[{i}]"
+        if not isinstance(row, dict):
+            return f"{where} is {_type_name(row)} ({str(row)[:40]}), not an object"
+        for key in ("backend", "precision", "status"):
+            if not isinstance(row.get(key), str):
+                return f"{where}.{key} is {_type_name(row.get(key))}, not a string"
+        for key, kinds in (("batch", (int,)), ("mode", (str,)), ("reason", (str,))):
+            v = row.get(key)
+            if v is not None and (not isinstance(v, kinds) or isinstance(v, bool)):
+                return f"{where}.{key} is {_type_name(v)} ({str(v)[:40]})"
+        stats = row.get("stats")
+        if stats is not None:
+            if not isinstance(stats, dict):
+                return f"{where}.stats is {_type_name(stats)}, not an object"
+            for k in Stats.__dataclass_fields__:
+                if k not in stats:
+                    return f"{where}.stats has no '{k}'"
+                if not _is_num(stats[k]):
+                    return f"{where}.stats.{k} is {_type_name(stats[k])} ({str(stats[k])[:40]}), not a number"
+        elif row.get("status") == "ok":
+            return f"{where} is a measured row ('status': 'ok') without 'stats'"
+        for key in ("stretch_p50_ms", "samples_ms"):
+            v = row.get(key)
+            if v is not None and (not isinstance(v, list) or not all(_is_num(x) for x in v)):
+                return f"{where}.{key} is not a list of numbers"
+        for key in ("speedup", "speedup_min", "activate_s", "first_call_s"):
+            v = row.get(key)
+            if v is not None and not _is_num(v):
+                return f"{where}.{key} is {_type_name(v)}, not a number"
+        if row.get("notes") is not None and not isinstance(row.get("notes"), list):
+            return f"{where}.notes is {_type_name(row.get('notes'))}, not a list"
+    return None
 
 
 def check_max_slowdown(value: float) -> None:
@@ -111,7 +169,7 @@ def check_same_model(current: BenchReport, baseline: BenchReport, baseline_path:
     Raises:
         BadInputError: Different model name or input size.
     """
-    a, b = current.model, baseline.model
+    a, b = _obj(current.model), _obj(baseline.model)
     if a.get("name") != b.get("name") or list(a.get("input_chw") or []) != list(b.get("input_chw") or []):
         raise BadInputError(
             f"baseline {baseline_path} is a report on {b.get('name')} (input {b.get('input_chw')}), "
@@ -121,16 +179,17 @@ def check_same_model(current: BenchReport, baseline: BenchReport, baseline_path:
     notes = []
     if a.get("sha256") and b.get("sha256") and a.get("sha256") != b.get("sha256"):
         notes.append("the ONNX file differs from the baseline's (re-exported?): compared as the same model")
-    ea, eb = current.environment, baseline.environment
-    cpu_a, cpu_b = (ea.get("cpu_bench") or {}).get("model"), (eb.get("cpu_bench") or {}).get("model")
+    ea, eb = _obj(current.environment), _obj(baseline.environment)
+    cpu_a, cpu_b = _obj(ea.get("cpu_bench")).get("model"), _obj(eb.get("cpu_bench")).get("model")
     if cpu_a != cpu_b:
         notes.append(f"the CPU differs from the baseline's ({cpu_a} vs {cpu_b})")
-    gpu_a = [g.get("name") for g in ea.get("gpus") or []]
-    gpu_b = [g.get("name") for g in eb.get("gpus") or []]
+    gpu_a = [_obj(g).get("name") for g in _list(ea.get("gpus"))]
+    gpu_b = [_obj(g).get("name") for g in _list(eb.get("gpus"))]
     if gpu_a != gpu_b:
         notes.append(f"the GPUs differ from the baseline's ({gpu_a or 'none'} vs {gpu_b or 'none'})")
-    if current.config.get("threads") != baseline.config.get("threads"):
-        notes.append(f"thread counts differ ({current.config.get('threads')} vs {baseline.config.get('threads')})")
+    ta, tb = _obj(current.config).get("threads"), _obj(baseline.config).get("threads")
+    if ta != tb:
+        notes.append(f"thread counts differ ({ta} vs {tb})")
     link_a, link_b = _round_trip(current), _round_trip(baseline)
     if link_a and link_b and max(link_a, link_b) / min(link_a, link_b) > LINK_CHANGE:
         notes.append(
@@ -138,6 +197,19 @@ def check_same_model(current: BenchReport, baseline: BenchReport, baseline_path:
             "CPUs differently, which changes multi-threaded timings"
         )
     return notes
+
+
+def _obj(v: Any) -> dict[str, Any]:
+    """``v`` when it is a dict, else {} (a field of an older or hand-edited report)."""
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _usable_p50(row: BenchRow) -> bool:
+    return row.stats is not None and _is_num(row.stats.p50) and math.isfinite(row.stats.p50) and row.stats.p50 > 0
 
 
 def _round_trip(report: BenchReport) -> float | None:
@@ -156,9 +228,15 @@ def compare(current: BenchReport, baseline: BenchReport, max_slowdown: float, ba
     result = RegressionResult(max_slowdown=max_slowdown, baseline_path=baseline_path)
     result.notes = check_same_model(current, baseline, baseline_path)
     base: dict[tuple, BenchRow] = {r.key(): r for r in baseline.ok_rows()}
+    unusable: list[str] = []
     for r in current.ok_rows():
         b = base.get(r.key())
         if b is None or b.stats is None or r.stats is None:
+            continue
+        if not _usable_p50(b) or not _usable_p50(r):
+            bad, row = ("the baseline's", b) if not _usable_p50(b) else ("this run's", r)
+            assert row.stats is not None
+            unusable.append(f"{r.label()}: not compared: {bad} p50 is {row.stats.p50!r} ms (a ratio needs a positive, finite latency)")
             continue
         c = Comparison(r.key(), b.stats.p50, r.stats.p50)
         result.compared.append(c)
@@ -170,13 +248,19 @@ def compare(current: BenchReport, baseline: BenchReport, max_slowdown: float, ba
                     f"{c.label()}: the machine changed speed during {' and '.join(shaky)} (p50 of its stretches "
                     f"disagree by more than {UNSTEADY_LIMIT:.0%}): the slowdown may be the machine's, not the model's; rerun on a quiet machine"
                 )
+    result.notes += unusable
     if not result.compared:
+        if unusable:
+            raise BadInputError(
+                f"no usable measurement in common with baseline {baseline_path}: {'; '.join(unusable[:3])}",
+                hint="write the baseline again with deployinc bench --json",
+            )
         raise BadInputError(
             f"no measurement in common with baseline {baseline_path} (it has "
             f"{', '.join(sorted({r.label() for r in baseline.ok_rows()})) or 'no successful rows'})",
             hint="run with the same --backends, --batch and --precision as the baseline",
         )
-    missing = [k for k in base if k not in {c.key for c in result.compared}]
+    missing = [k for k in base if k not in {c.key for c in result.compared} and k not in {r.key() for r in current.ok_rows()}]
     if missing:
         result.notes.append(f"{len(missing)} baseline row(s) not measured in this run")
     return result

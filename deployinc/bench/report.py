@@ -79,7 +79,7 @@ class BenchRow:
     def unsteady(self, limit: float = UNSTEADY_LIMIT) -> str | None:
         """A sentence when the p50s of this row's stretches differ by more than ``limit`` (0.10: 10%), else None."""
         p = self.stretch_p50_ms
-        if not p or len(p) < 2 or min(p) <= 0:
+        if not p or len(p) < 2 or not all(math.isfinite(v) for v in p) or min(p) <= 0:
             return None
         lo, hi = min(p), max(p)
         if hi / lo - 1 <= limit:
@@ -90,11 +90,23 @@ class BenchRow:
             "within this run, and rerun before comparing absolute times with another run"
         )
 
+    def unsteady_reason(self, limit: float = UNSTEADY_LIMIT) -> str | None:
+        """The short form of :meth:`unsteady` for JSON and CSV (None when the row is steady or not measured)."""
+        p = self.stretch_p50_ms
+        if not self.ok or self.unsteady(limit) is None or not p:
+            return None
+        lo, hi = min(p), max(p)
+        return f"p50 of {len(p)} stretches ranged {lo:.4g}-{hi:.4g} ms ({100 * (hi / lo - 1):.0f}% apart; limit {limit:.0%})"
+
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
         d = asdict(self)
         d["stats"] = self.stats.to_dict() if self.stats else None
         if not samples:
             d.pop("samples_ms")
+        # derived, for readers of the JSON (not read back: recomputed from stretch_p50_ms)
+        reason = self.unsteady_reason()
+        d["unsteady"] = reason is not None
+        d["unsteady_reason"] = reason
         return d
 
     @classmethod
@@ -171,6 +183,7 @@ class BenchReport:
             "model", "backend", "precision", "batch", "mode", "status", "device", "cuda_graph",
             "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "iters", "throughput_img_s",
             "speedup_vs_eager", "speedup_vs", "speedup_min_vs_eager", "activate_s", "first_call_s", "threads", "reason",
+            "unsteady", "unsteady_reason",
         ]  # fmt: skip
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -186,6 +199,7 @@ class BenchReport:
                     s.iters if s else "", _num(s.throughput) if s else "",
                     _num(r.speedup), r.speedup_vs or "", _num(r.speedup_min), _num(r.activate_s), _num(r.first_call_s),
                     threads if threads is not None else "", r.reason or "",
+                    (int(r.unsteady_reason() is not None) if r.ok else ""), r.unsteady_reason() or "",
                 ]
             )  # fmt: skip
         return buf.getvalue()
@@ -289,19 +303,35 @@ class BenchReport:
         return "\n".join(lines) + "\n"
 
     def render(self, console: Any = None) -> str:
-        """The screen table (rich when installed, plain text otherwise); returns the plain text."""
+        """The screen table (rich when installed, plain text otherwise); returns the plain text.
+
+        On a rich console the table is fitted to the console's width: numbers are never cut. Where every column
+        cannot fit, the least needed ones are left out (mean±std, p90, min, first run, p99, img/s, in that order;
+        the JSON, CSV and Markdown reports keep them all) and named under the table, and long backend names wrap.
+        """
         head, body = self.table_rows()
         text = _plain_table(head, body)
         extra = self.not_run_lines() + [f"unsteady: {s}" for s in self.unsteady_lines()] + self.link_lines()
         if console is not None:
             from rich.table import Table
 
-            t = Table(title=f"deployinc bench: {self.model.get('name')}  (threads {self.config.get('threads')})")
-            for i, h in enumerate(head):
-                t.add_column(h, justify="left" if i < 4 else "right")
-            for row in body:
-                t.add_row(*row)
-            console.print(t)
+            width = int(getattr(console, "width", 0) or 80)
+            fit = fit_columns(head, body, width)
+            title = f"deployinc bench: {self.model.get('name')}  (threads {self.config.get('threads')})"
+            if fit is None:  # narrower than the essential columns: plain lines, which the terminal wraps whole
+                console.print(title, markup=False, highlight=False)
+                console.print(text, markup=False, highlight=False, soft_wrap=True)
+            else:
+                keep, widths = fit
+                t = Table(title=title)
+                for i, w in zip(keep, widths):
+                    t.add_column(head[i], justify="left" if i < 4 else "right", width=w, overflow="fold")
+                for row in body:
+                    t.add_row(*(row[i] for i in keep))
+                console.print(t)
+                left_out = [head[i] for i in range(len(head)) if i not in keep]
+                if left_out and body:
+                    extra = [f"not shown at {width} columns: {', '.join(left_out)} (widen the terminal, or see --json, --csv, --md)"] + extra
             for line in extra:
                 console.print(f"  {line}", markup=False, highlight=False)
         return text + ("\n" + "\n".join("  " + s for s in extra) if extra else "")
@@ -356,6 +386,45 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     return str(o)
+
+
+#: Columns of :meth:`BenchReport.table_rows` left out, in this order, when the table does not fit the screen.
+DROP_ORDER = ("mean±std ms", "p90 ms", "min ms", "first run s", "p99 ms", "img/s")
+#: Narrowest the backend column gets (longer names wrap onto a second line).
+BACKEND_MIN_WIDTH = 7
+
+
+def _table_width(widths: list[int]) -> int:
+    """Width of a rich table (default box, padding 1 each side) whose columns hold ``widths`` characters."""
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def fit_columns(head: list[str], body: list[list[str]], width: int) -> tuple[list[int], list[int]] | None:
+    """Which columns of the table to show, and how wide each is, so that nothing is cut at ``width`` characters.
+
+    Every number keeps its full width; a header wraps at its words. Columns are left out in :data:`DROP_ORDER`
+    until the rest fits; the backend column may narrow to :data:`BACKEND_MIN_WIDTH` (its names wrap) before the
+    last of them goes. None when not even backend, precision, batch, mode, p50 and the speedup fit.
+    """
+    def need(i: int) -> int:
+        cells = [row[i] for row in body]
+        words = [len(w) for w in head[i].split()] or [1]
+        return max([*words, *(len(c) for c in cells)])
+
+    full = [need(i) for i in range(len(head))]
+    keep = list(range(len(head)))
+    drops = [head.index(h) for h in DROP_ORDER if h in head]
+    while True:
+        widths = [full[i] for i in keep]
+        if _table_width(widths) <= width:
+            return keep, widths
+        if keep[0] == 0 and widths[0] > BACKEND_MIN_WIDTH and len(drops) <= 2:
+            narrowed = max(BACKEND_MIN_WIDTH, widths[0] - (_table_width(widths) - width))
+            if _table_width([narrowed, *widths[1:]]) <= width:
+                return keep, [narrowed, *widths[1:]]
+        if not drops:
+            return None
+        keep.remove(drops.pop(0))
 
 
 def _plain_table(head: list[str], body: list[list[str]]) -> str:

@@ -30,13 +30,20 @@ class BenchModel:
         static_batch: The fixed batch size of a static model, or None for a dynamic batch.
         mean: Input normalisation mean.
         std: Input normalisation std.
-        file_precision: What the file computes in (``fp32``, or ``fp16``/``int8`` from deployinc's converters).
+        file_precision: What the file computes in (``fp32``, ``fp16`` or ``int8``), detected as verify does
+            (:func:`deployinc.verify.graph.detect_precision`: the recorded metadata, else Q/DQ nodes, else float16
+            weights).
+        file_precision_why: How that was told.
         provenance: The deployinc provenance of the file, or None.
         sha256: sha256 of the file.
         exported_from: The model name when the file was exported for this benchmark.
         modules: Provided PyTorch modules by backend (``torch``, ``torch-fused``), bypassing the provenance.
         trust_code: Rebuild a ``module:function`` spec recorded in the file (the user named it, or passed
             ``--trust-model-code``); registry names need no confirmation.
+        weights: A checkpoint to rebuild the provenance's model from instead of the recorded one (it moved).
+        reference: What the torch rows run when ``--reference`` named the model (see :meth:`use_reference`).
+        given_inputs: Inputs from ``--inputs FILE`` (see :meth:`use_inputs`), else None (seeded images).
+        inputs_desc: Where the inputs come from, for the report.
     """
 
     path: Path
@@ -53,6 +60,11 @@ class BenchModel:
     exported_from: str | None = None
     modules: dict[str, Any] = field(default_factory=dict)
     trust_code: bool = False
+    file_precision_why: str = ""
+    weights: str | None = None
+    reference: dict[str, Any] | None = None
+    given_inputs: np.ndarray | None = field(default=None, repr=False)
+    inputs_desc: str = "seeded natural-image statistics (deployinc.verify.inputs.natural_images, seed 0)"
     _inputs: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _loaded: Any = field(default=None, repr=False)
     _torch_error: BackendUnavailable | None = field(default=None, repr=False)
@@ -76,15 +88,94 @@ class BenchModel:
             )
 
     def inputs(self, batch: int) -> np.ndarray:
-        """A seeded batch of normalised natural-image-statistics inputs (the same on every machine)."""
+        """A batch of the given inputs (:meth:`use_inputs`), else of seeded normalised natural-image-statistics
+        inputs (the same on every machine)."""
         if batch not in self._inputs:
-            from ..verify.inputs import natural_images
+            if self.given_inputs is not None:
+                base = self.given_inputs[:batch]
+            else:
+                from ..verify.inputs import natural_images
 
-            # Up to 8 distinct images, repeated for bigger batches (content does not change a dense CNN's speed).
-            base = natural_images(min(batch, 8), self.chw, self.mean, self.std, seed=0)
+                # Up to 8 distinct images, repeated for bigger batches (content does not change a dense CNN's speed).
+                base = natural_images(min(batch, 8), self.chw, self.mean, self.std, seed=0)
             reps = -(-batch // len(base))
             self._inputs[batch] = np.ascontiguousarray(np.concatenate([base] * reps)[:batch])
         return self._inputs[batch]
+
+    def use_inputs(self, path: str | os.PathLike[str]) -> None:
+        """Bench on the inputs of ``path``: an ``.npz`` written by ``verify --save-inputs`` (its ``input`` array)
+        or an ``.npy`` of normalised N x C x H x W float inputs; batch sizes above N repeat them.
+
+        Raises:
+            BadInputError: Missing or unreadable, not N x C x H x W of the model's C, H, W, not float, not finite.
+        """
+        p = os.fspath(path)
+        if p.endswith(".npz"):
+            from ..verify.tensors import load_inputs
+
+            arr = load_inputs(p)
+        elif p.endswith(".npy"):
+            if not os.path.isfile(p):
+                raise BadInputError(f"--inputs file {p} does not exist", hint="give the .npz that verify --save-inputs wrote")
+            try:
+                arr = np.load(p, allow_pickle=False)
+            except Exception as exc:  # noqa: BLE001 - numpy raises several types for a bad file
+                raise BadInputError(f"--inputs file {p} is not a readable .npy array: {str(exc)[:120]}", hint="save it with numpy.save") from exc
+        else:
+            raise BadInputError(f"--inputs {p} is not an .npz or .npy file", hint="give the .npz that verify --save-inputs wrote")
+        if not isinstance(arr, np.ndarray):
+            raise BadInputError(f"--inputs file {p} holds no single array", hint="save one N x C x H x W array")
+        if arr.ndim == 3:
+            arr = arr[None]
+        want = f"N x {' x '.join(str(d) for d in self.chw)}"
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != tuple(self.chw) or arr.shape[0] < 1:
+            raise BadInputError(
+                f"--inputs {p} holds an array of shape {list(arr.shape)}; {self.path.name} takes {want} (input {self.input_name!r})",
+                hint="save inputs of the model's size (deployinc verify MODEL --save-inputs FILE.npz)",
+            )
+        if arr.dtype.kind != "f":
+            raise BadInputError(
+                f"--inputs {p} holds {arr.dtype.name} values; bench feeds normalised float images",
+                hint="save float32 inputs (verify --save-inputs writes them)",
+            )
+        if not np.isfinite(arr).all():
+            raise BadInputError(f"--inputs {p} holds NaN or infinite values", hint="save finite, normalised inputs")
+        self.given_inputs = np.ascontiguousarray(arr, dtype=np.float32)
+        self._inputs.clear()
+        n = int(arr.shape[0])
+        self.inputs_desc = f"{p}: {n} input(s) as given (--inputs; repeated to fill batch sizes above {n})"
+
+    def use_reference(self, spec: str, weights: str | None, log: Any = None) -> None:
+        """Run the torch rows on ``spec`` (``package.module:function`` or a registry name) with ``weights``, as
+        ``verify --reference SPEC --weights CKPT`` builds its reference (:func:`deployinc.verify.reference.from_spec`).
+        The spec the file records, named again, rebuilds exactly what was exported (confirming its code).
+
+        Raises:
+            ModelSpecError, WeightsError: The model or its checkpoint cannot be loaded.
+        """
+        prov = self.provenance
+        if prov is not None and spec == prov.model_spec:
+            self.trust_code, self.weights = True, weights
+            self.reference = {"kind": "provenance", "spec": spec, "weights": weights, "description": f"{spec}, rebuilt from the file's metadata (confirmed by --reference)"}
+            return
+        from ..verify.reference import from_spec
+
+        ref = from_spec(spec, weights, self.chw, self.num_classes(), self.mean, self.std, seed=getattr(prov, "seed", 0) or 0)
+        for note in ref.notes:
+            if log is not None and note.startswith("warning"):
+                log(note)
+        self.modules = {"torch": ref.module}
+        self.reference = {"kind": "spec", "spec": spec, "weights": ref.weights, "description": ref.description}
+
+    def num_classes(self) -> int | None:
+        """The class count of the first output (N x K), when the file says."""
+        outs = list(self.onnx.graph.output)
+        if not outs:
+            return None
+        dims = list(outs[0].type.tensor_type.shape.dim)
+        if len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value > 0:
+            return int(dims[1].dim_value)
+        return None
 
     def info(self) -> dict[str, Any]:
         """What goes in the report about the model."""
@@ -98,7 +189,9 @@ class BenchModel:
             "input_chw": list(self.chw),
             "static_batch": self.static_batch,
             "file_precision": self.file_precision,
+            "file_precision_why": self.file_precision_why,
             "provenance": prov.to_dict() if prov is not None else None,
+            "reference": self.reference,
         }
 
     # PyTorch modules ----------------------------------------------------------------------------------------------
@@ -110,14 +203,14 @@ class BenchModel:
         if self.provenance is None:
             self._torch_error = BackendUnavailable(
                 f"{self.path.name} carries no deployinc provenance, so the PyTorch model cannot be rebuilt",
-                hint="export it with deployinc export, or bench the model by name (deployinc bench googlenet)",
+                hint="give --reference package.module:function or a model name, with --weights CKPT, for the torch rows",
             )
             raise self._torch_error
         from ..errors import DeployincError
         from ..models.loading import load_from_provenance
 
         try:
-            self._loaded = load_from_provenance(self.provenance, trust_code=self.trust_code)
+            self._loaded = load_from_provenance(self.provenance, weights=self.weights, trust_code=self.trust_code)
         except DeployincError as exc:
             self._torch_error = BackendUnavailable(f"cannot rebuild the PyTorch model: {exc.message}", hint=exc.hint)
             raise self._torch_error from exc
@@ -132,7 +225,7 @@ class BenchModel:
         key = "torch-fused" if fused else "torch"
         if key in self.modules:
             return self.modules[key]
-        if fused and "torch" in self.modules and self.provenance is None:
+        if fused and "torch" in self.modules and (self.provenance is None or (self.reference or {}).get("kind") == "spec"):
             from ..prepare import prepare
 
             self.modules[key] = prepare(self.modules["torch"], (1, *self.chw), mean=self.mean, std=self.std)[0]
@@ -149,14 +242,11 @@ class BenchModel:
         return prepared
 
 
-def _file_precision(model: Any) -> str:
-    meta = {p.key: p.value for p in model.metadata_props}
-    value = meta.get("deployinc.precision", "").strip('"').lower()
-    if value in PRECISIONS:
-        return value
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node):
-        return "int8"
-    return "fp32"
+def _file_precision(model: Any) -> tuple[str, str]:
+    """(precision, why): what the file computes in, told as verify tells it."""
+    from ..verify.graph import detect_precision
+
+    return detect_precision(model)
 
 
 def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None, trust_code: bool = False) -> BenchModel:
@@ -174,6 +264,7 @@ def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None, tr
     spec = input_spec(f.model)
     prov = read_provenance(f.model)
     name = prov.model_spec if prov is not None else Path(path).stem
+    precision, why = _file_precision(f.model)
     return BenchModel(
         path=Path(path),
         name=name,
@@ -183,7 +274,8 @@ def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None, tr
         static_batch=spec.static_batch,
         mean=tuple(spec.mean),
         std=tuple(spec.std),
-        file_precision=_file_precision(f.model),
+        file_precision=precision,
+        file_precision_why=why,
         provenance=prov,
         sha256=sha256_file(path),
         exported_from=exported_from,

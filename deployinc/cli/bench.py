@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .. import limits
-from ..errors import BadInputError, CheckFailed
+from ..errors import BackendUnavailable, BadInputError, CheckFailed
 from .options import (
     batch_list_callback, check_onnx_input_memory, float_in, force_option, int_in, json_option, parse_batches, threads_option,
 )  # fmt: skip
@@ -20,11 +20,12 @@ _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
 @click.argument("model")
 @click.option("--backends", default=_ALL, show_default=True, help="Comma-separated backends (unavailable ones are skipped with the reason).")
 @click.option("--batch", "batch_text", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes to sweep, e.g. 1,8,32.")
-@click.option("--precision", "precision_text", default="fp32", show_default=True, help="Precisions: fp32, fp16, int8 (comma-separated).")
+@click.option("--precision", "precision_text", default=None, help="Precisions: fp32, fp16, int8 (comma-separated). Default: what the file computes in (an fp16 or int8 file at its own precision; eager torch at fp32).")
 @click.option("--warmup", type=int, default=10, show_default=True, callback=int_in(1, limits.WARMUP_MAX, "10"), help="Warm-up runs before timing (the first is reported as first-run cost).")
 @click.option("--iters", type=int, default=100, show_default=True, callback=int_in(1, limits.ITERS_MAX, "100"), help=f"Timed iterations per measurement, 1..{limits.ITERS_MAX}.")
 @click.option("--rounds", type=int, default=1, show_default=True, callback=int_in(1, limits.ITERS_MAX, "3"), help="Interleave backends over this many rounds (fairer ratios on a busy machine).")
-@click.option("--max-time", "max_time", type=float, default=None, callback=float_in(0, limits.MAX_TIME_S_MAX, lo_open=True, example="30"), help="Stop a measurement after this many seconds of samples (at least 5 samples).")
+@click.option("--max-time", "max_time", type=float, default=None, callback=float_in(0, limits.MAX_TIME_S_MAX, lo_open=True, example="30"), help="Stop a measurement after this many seconds of samples (at least 5 samples). One call can outlast it: without --timeout, each ONNX backend measurement is then stopped after max(10 x max-time, 60 s) (in its own process, as with --timeout).")
+@click.option("--timeout", "timeout", type=float, default=None, callback=float_in(0, limits.MAX_TIME_S_MAX, lo_open=True, example="600"), help="Seconds one ONNX backend measurement (session, warm-up, every round at one batch size) may take; it runs in its own process, is stopped past this and reported as failed. Eager torch rows run in this process, unbounded. Default: none (all in process).")
 @threads_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where eager torch runs.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs (ORT CUDA/TensorRT providers, eager torch on CUDA).")
@@ -35,7 +36,10 @@ _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of latency vs batch size (needs matplotlib).")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="Earlier --json report to compare with; exit 1 on a regression.")
 @click.option("--max-slowdown", type=float, default=None, callback=float_in(1.0, 1000.0, example="1.10"), help="Largest allowed p50 ratio to the baseline (default 1.10).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None, help="Bench on these inputs: an .npz from deployinc verify --save-inputs (its 'input' array), or an .npy of normalised N x C x H x W floats (default: seeded natural-image statistics).")
+@click.option("--reference", default=None, help="The PyTorch model of the torch rows for a file without deployinc metadata: package.module:function or a model name (as verify --reference).")
+@click.option("--weights", default=None, help="Checkpoint for --reference (or the new path of the checkpoint the file records).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (on a terminal) or progress lines (elsewhere).")
 @click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function model recorded in the file for the torch baselines (imports and runs that code).")
 @force_option
 def bench(
@@ -47,6 +51,7 @@ def bench(
     iters: int,
     rounds: int,
     max_time: float | None,
+    timeout: float | None,
     threads: int | None,
     device: str,
     cuda_graph: bool,
@@ -57,6 +62,9 @@ def bench(
     plot_path: str | None,
     baseline: str | None,
     max_slowdown: float | None,
+    inputs_path: str | None,
+    reference: str | None,
+    weights: str | None,
     no_progress: bool,
     trust_model_code: bool,
     force: bool,
@@ -68,10 +76,14 @@ def bench(
       deployinc bench googlenet.onnx --backends torch,ort-cpu,ort-cuda --batch 1,8,32 --precision fp32,fp16
       deployinc bench resnet50 --warmup 20 --iters 200 --threads 2 --json out.json --md out.md --plot out.png
       deployinc bench googlenet.onnx --baseline last.json --max-slowdown 1.10
+      deployinc bench model.onnx --reference mypkg.nets:build --weights ckpt.pt --inputs inputs.npz --timeout 300
 
     Latency is p50/p90/p99/mean/std/min over per-iteration samples (time.perf_counter, device synchronised before
     the clock stops); throughput is images/s. On a GPU, compute (inputs and outputs on the device) and e2e (with
     the host copies) are reported apart. First-run cost (session creation, engine build) is reported apart.
+
+    Exit codes: 0 done, 1 a measurement failed (or timed out) or a regression beyond --max-slowdown, 2 bad input
+    or nothing could run here.
     """
     from ..bench.harness import BenchSettings, check_precisions
     from ..bench.timing import check_counts
@@ -80,11 +92,11 @@ def bench(
     # Everything the user typed is checked before a model is loaded or a minute is spent.
     names = parse_bench_backends(backends)
     batches = parse_batches(batch_text)
-    precisions = check_precisions(precision_text.split(","))
+    precisions = check_precisions(precision_text.split(",")) if precision_text is not None else None
     check_counts(warmup, iters)
     settings = BenchSettings(
         backends=names, batches=batches, precisions=precisions, warmup=warmup, iters=iters, threads=threads,
-        device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time, tf32=tf32,
+        device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time, tf32=tf32, timeout_s=timeout,
     )  # fmt: skip
     settings.validate()
     outputs = [p for p in (json_path, csv_path, md_path, plot_path) if p]
@@ -113,10 +125,28 @@ def bench(
     # inputs are made (and kept) for every batch size; the file's input size is read when the sum is large
     from ..bench.subject import looks_like_onnx_path
 
-    if looks_like_onnx_path(model):
+    is_file = looks_like_onnx_path(model)
+    if reference is not None and not is_file:
+        raise BadInputError(f"--reference goes with an .onnx file; {model} is a model name, exported and benched as it is", hint=f"drop --reference, or bench an .onnx file: deployinc bench FILE.onnx --reference {reference}")
+    if inputs_path is not None:
+        from pathlib import Path
+
+        if not inputs_path.endswith((".npz", ".npy")):
+            raise BadInputError(f"--inputs {inputs_path} is not an .npz or .npy file", hint="give the .npz that deployinc verify --save-inputs wrote")
+        if not Path(inputs_path).is_file():
+            raise BadInputError(f"--inputs file {inputs_path} does not exist", hint="write one with deployinc verify MODEL --save-inputs FILE.npz")
+    if is_file:
         check_onnx_input_memory(model, [("--batch", batch_text, sum(batches))])
     with resolve_model(model, threads=threads, log=log, trust_code=trust_model_code) as subject:
         limits.check_input_memory("--batch", batch_text, sum(batches), subject.chw)  # a model exported on the fly
+        if weights is not None and reference is None:
+            if subject.provenance is None:
+                raise BadInputError("--weights goes with --reference for a file without deployinc metadata", hint="deployinc bench FILE.onnx --reference package.module:function --weights ckpt.pt")
+            subject.weights = weights  # the recorded checkpoint moved
+        if inputs_path is not None:
+            subject.use_inputs(inputs_path)
+        if reference is not None and any(b.startswith("torch") for b in names):
+            subject.use_reference(reference, weights, log=log)
         if base_report is not None:
             from ..bench.regression import check_same_model
             from ..bench.report import BenchReport
@@ -150,6 +180,14 @@ def bench(
     if during is not None and during >= 0.25:
         log(f"note: other processes kept {during:.2f} CPUs busy on average during the run; rerun on a quiet machine for numbers to publish")
     failed = report.failed()
+    if not report.ok_rows() and not failed:
+        reasons = "; ".join(f"{r.backend}: {r.reason}" for r in report.skipped())
+        raise BackendUnavailable(
+            f"none of the requested backends can run here ({reasons[:600]})",
+            hint="the reasons are listed under the table; add --backends ort-cpu, or run where the GPU and libraries they need are",
+        )
+    if base_report is not None and not report.ok_rows():
+        raise CheckFailed(f"{len(failed)} measurement(s) failed and none ran: nothing to compare with baseline {baseline}", hint="the reasons are listed under the table")
     if base_report is not None:
         from ..bench.regression import compare
 
@@ -172,8 +210,6 @@ def bench(
             f"{len(failed)} measurement(s) failed: {', '.join(dict.fromkeys(r.backend for r in failed))}",
             hint="the reasons are listed under the table; rerun with --debug for tracebacks",
         )
-    if not report.ok_rows():
-        raise CheckFailed("no backend could run here", hint="the reasons are listed under the table")
 
 
 def parse_bench_backends(text: str) -> list[str]:
@@ -198,43 +234,93 @@ def parse_bench_backends(text: str) -> list[str]:
 
 
 def _console() -> Any:
-    """A rich console on a terminal, else None (plain text, for pipes and files)."""
-    if not sys.stdout.isatty():
-        return None
+    """A rich console where stdout is a terminal (or rich is told it is: TTY_COMPATIBLE=1, FORCE_COLOR), else None
+    (plain text, for pipes and files). Its width is the terminal's, or COLUMNS."""
     try:
         from rich.console import Console
     except ImportError:
         return None
-    return Console()
+    console = Console()
+    return console if console.is_terminal else None
+
+
+def _clock(seconds: float) -> str:
+    s = int(max(0.0, seconds) + 0.5)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _eta(elapsed: float, done: float, total: float) -> str:
+    """Time left at the average pace so far (every measurement of the matrix has the same iteration count)."""
+    if done <= 0 or total <= done:
+        return "-:--:--" if done <= 0 else "0:00:00"
+    return _clock(elapsed / done * (total - done))
 
 
 class _progress:
-    """A rich progress bar over the matrix on a terminal; a no-op elsewhere."""
+    """A rich progress bar over the matrix (with the time elapsed and an ETA) where stderr is a terminal; a
+    line per finished measurement elsewhere (at most one every :attr:`EVERY_S` seconds, and the last); nothing
+    with ``--no-progress``."""
+
+    EVERY_S = 2.0
 
     def __init__(self, settings: Any, disabled: bool):
-        self.total = len(settings.backends) * len(settings.batches) * len(settings.precisions) * settings.rounds
-        self.disabled = disabled or not sys.stderr.isatty()
+        n_prec = len(settings.precisions) if settings.precisions else 1
+        self.total = len(settings.backends) * len(settings.batches) * n_prec * settings.rounds
+        self.disabled = disabled
         self.bar: Any = None
+        self.plain = False
+        self.done = 0
+        self.start = 0.0
+        self.last_line = -1e9
 
     def __enter__(self) -> Any:
-        if not self.disabled:
-            try:
-                from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        import time
 
-                self.bar = Progress(
-                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True,
-                )  # fmt: skip
-                self.bar.start()
-                self.task = self.bar.add_task("bench", total=self.total)
-            except ImportError:
-                self.bar = None
+        self.start = time.monotonic()
+        if self.disabled:
+            return self.tick
+        try:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+            from rich.text import Text
+        except ImportError:
+            self.plain = not sys.stderr.isatty()
+            return self.tick
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            self.plain = True
+            return self.tick
+
+        class EtaColumn(ProgressColumn):
+            """Time left at the average pace so far (rich's own estimate needs updates within 30 s)."""
+
+            def render(self, task: Any) -> Any:
+                elapsed = task.elapsed or 0.0
+                return Text(f"eta {_eta(elapsed, task.completed, task.total or 0)}", style="progress.remaining")
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), EtaColumn(),
+            console=console, transient=True,
+        )  # fmt: skip
+        self.bar.start()
+        self.task = self.bar.add_task("bench", total=self.total)
         return self.tick
 
     def tick(self, description: str, advance: int) -> None:
         if self.bar is not None:
             self.bar.update(self.task, description=description, advance=advance)
+            return
+        if not self.plain or advance <= 0:
+            return
+        import time
+
+        self.done = min(self.total, self.done + advance)
+        now = time.monotonic()
+        if now - self.last_line < self.EVERY_S and self.done < self.total:
+            return
+        self.last_line = now
+        elapsed = now - self.start
+        click.echo(f"progress: {self.done}/{self.total} {description} (elapsed {_clock(elapsed)}, eta {_eta(elapsed, self.done, self.total)})", err=True)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:

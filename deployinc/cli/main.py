@@ -8,10 +8,16 @@ Exit codes: 0 success, 1 a check failed, 2 bad input, 130 interrupted, 70 a bug 
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import importlib
 import os
+import re
 import sys
 import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,6 +35,7 @@ COMMANDS = {
     "quantize": "deployinc.cli.quantize:quantize",
     "train": "deployinc.cli.train:train",
     "profile": "deployinc.cli.profile:profile",
+    "inspect": "deployinc.cli.inspect:inspect",
 }
 
 EXIT_BUG = 70
@@ -46,11 +53,13 @@ class LazyGroup(click.Group):
             return None
         module, attr = target.split(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            command = getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as exc:
             if exc.name == module:
                 return None
             raise
+        _attach_completions(cmd_name, command)
+        return command
 
     def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201 - click's signature
         name = args[0] if args else None
@@ -64,7 +73,12 @@ class LazyGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
         argv = list(sys.argv[1:] if args is None else args)
-        debug = "--debug" in argv or os.environ.get("DEPLOYINC_DEBUG") == "1"
+        # --debug is global but accepted anywhere (`deployinc verify x.onnx --debug`): taken out of the command's
+        # arguments (up to a `--`) and handed to the group, before click parses.
+        end = argv.index("--") if "--" in argv else len(argv)
+        debug = "--debug" in argv[:end] or os.environ.get("DEPLOYINC_DEBUG") == "1"
+        if "--debug" in argv[:end]:
+            argv = ["--debug"] + [a for a in argv[:end] if a != "--debug"] + argv[end:]
         code = 0
         try:
             rv = super().main(args=argv, prog_name=prog_name or "deployinc", standalone_mode=False, **extra)
@@ -109,9 +123,105 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# shell completion --------------------------------------------------------------------------------------------------
+#
+# Click completes commands, options and paths by itself (``eval "$(_DEPLOYINC_COMPLETE=bash_source deployinc)"``);
+# these add model names and backend names. Completion runs the CLI on every TAB, so nothing here imports torch:
+# the names are read from the sources of the registries (deployinc's built-ins, torchvision's classification
+# models), which tests/test_inspect.py checks against the registry itself.
+
+_BUILTIN_NAME = re.compile(r"""@register_model\(\s*["']([\w.-]+)["']""")
+_TV_NAME = re.compile(
+    r"""^@register_model\((?:\s*name\s*=\s*)?(?:["']([\w.-]+)["'])?\s*\)\s*\n(?:[ \t]*@[^\n]*\n|[ \t]+[^\n]*\n)*?def\s+(\w+)""",
+    re.M,
+)
+
+
+def model_names() -> list[str]:
+    """The registry's names (``deployinc models``: built-ins and torchvision's classification models), sorted,
+    read from source without importing torch (timm models, ``timm/<name>``, are not listed)."""
+    names: set[str] = set()
+    builtin = Path(__file__).resolve().parent.parent / "models" / "builtin.py"
+    with contextlib.suppress(OSError):
+        names.update(_BUILTIN_NAME.findall(builtin.read_text(encoding="utf-8")))
+    try:
+        spec = importlib.util.find_spec("torchvision")  # finds the package without importing it (or torch)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        # torchvision.models.list_models(module=torchvision.models): the functions registered in the files of the
+        # package itself (not detection/segmentation/video/quantization, which live in subpackages).
+        for f in sorted((Path(next(iter(spec.submodule_search_locations))) / "models").glob("*.py")):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                names.update(m.group(1) or m.group(2) for m in _TV_NAME.finditer(f.read_text(encoding="utf-8")))
+    return sorted(names)
+
+
+def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """MODEL: registry names starting with what is typed; file completion for paths and where no name matches
+    (``bench`` also offers the ``.onnx`` files of the folder)."""
+    from click.shell_completion import CompletionItem
+
+    if any(c in incomplete for c in "/\\:~") or incomplete.startswith("."):
+        return [CompletionItem(incomplete, type="file")]
+    items = [CompletionItem(n) for n in model_names() if n.startswith(incomplete)]
+    if ctx.info_name == "bench":
+        with contextlib.suppress(OSError):
+            items += [CompletionItem(p.name) for p in sorted(Path(".").glob(glob.escape(incomplete) + "*.onnx"))]
+    return items or [CompletionItem(incomplete, type="file")]
+
+
+def provider_names() -> list[str]:
+    """``verify --providers`` names (deployinc.verify.backends.ALIASES: short names first, then the long ones)."""
+    from ..verify.backends import ALIASES
+
+    return list(ALIASES)
+
+
+def backend_names() -> list[str]:
+    """``bench --backends`` names (deployinc.runners.BACKENDS, then verify's short aliases bench accepts too)."""
+    from ..runners import BACKENDS, PROVIDER_ALIASES
+
+    return list(dict.fromkeys([*BACKENDS, *PROVIDER_ALIASES]))
+
+
+def complete_list(names: Callable[[], list[str]]) -> Callable[[click.Context, click.Parameter, str], list[Any]]:
+    """Completion of a comma-separated list: ``cpu,cu`` -> ``cpu,cuda``; names already given are not offered."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        done, _, last = incomplete.rpartition(",")
+        given = {v.strip().lower() for v in done.split(",") if v.strip()}
+        prefix = done + "," if done else ""
+        return [CompletionItem(prefix + n) for n in names() if n.startswith(last.lower()) and n not in given]
+
+    return complete
+
+
+#: (command, parameter name) -> completion function, attached when the command is loaded.
+COMPLETIONS: dict[tuple[str, str], Callable[[click.Context, click.Parameter, str], list[Any]]] = {
+    ("export", "model"): complete_model,
+    ("bench", "model"): complete_model,
+    ("profile", "model"): complete_model,
+    ("train", "arch"): complete_model,
+    ("verify", "providers"): complete_list(provider_names),
+    ("bench", "backends"): complete_list(backend_names),
+}
+
+
+def _attach_completions(cmd_name: str, command: click.Command) -> None:
+    """Give ``command``'s parameters their completion from :data:`COMPLETIONS` (one written on the parameter itself,
+    ``shell_complete=``, wins). Kept here so that the command modules need no change for it."""
+    for param in command.params:
+        fn = COMPLETIONS.get((cmd_name, param.name or ""))
+        if fn is not None and getattr(param, "_custom_shell_complete", None) is None:
+            param._custom_shell_complete = fn
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="deployinc")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors (accepted before or after the command).")
 def cli(debug: bool) -> None:
     """Take PyTorch image classifiers to production: prepare, export to ONNX, simplify, verify, benchmark.
 

@@ -20,7 +20,7 @@ from .options import float_in, force_option, int_in, mean_callback, parse_floats
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, type=click.Path(), help="Folder of calibration images (searched recursively).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"], case_sensitive=False), default="minmax", show_default=True, help="Calibration method.")
-@click.option("--target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True, help="tensorrt: symmetric int8 activations (TensorRT needs them; ORT CPU runs them too). cpu: uint8 activations, fastest on ORT CPU, refused by TensorRT.")
+@click.option("--target", type=click.Choice(["auto", "tensorrt", "cpu"]), default="auto", show_default=True, help="auto: tensorrt when an NVIDIA GPU and TensorRT are usable here, else cpu (the choice and why are printed). tensorrt: symmetric int8 activations (TensorRT needs them; ORT CPU runs them, slower than fp32). cpu: uint8 activations, fastest on ORT CPU, refused by TensorRT.")
 @click.option("--out", "-o", default=None, help="Output .onnx (default: <model>.int8.onnx beside the input).")
 @click.option("--limit", type=int, default=None, callback=int_in(1, None, "500"), help="Use at most this many images (>= 1).")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
@@ -30,6 +30,7 @@ from .options import float_in, force_option, int_in, mean_callback, parse_floats
 @click.option("--percentile", type=float, default=99.999, show_default=True, callback=float_in(0, 100, lo_open=True, example="99.999"), help="Percentile for --method percentile.")
 @click.option("--mean", default=None, callback=mean_callback, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
 @click.option("--std", default=None, callback=std_callback, help="Normalisation std, comma-separated (each > 0).")
+@click.option("--no-check", is_flag=True, help="Skip the int8-vs-fp32 comparison on ORT CPU.")
 @force_option
 def quantize(
     model: str,
@@ -45,9 +46,14 @@ def quantize(
     percentile: float,
     mean: str | None,
     std: str | None,
+    no_check: bool,
     force: bool,
 ) -> None:
     """Quantize MODEL to int8 (QDQ) with ONNX Runtime, calibrated on the images in --data.
+
+    Then compares the int8 model with MODEL on ONNX Runtime CPU over (up to 64 of) the calibration images:
+    cosine, top-1 agreement and max_rel, PASS/FAIL against the int8 preset (a FAIL is a warning, not an exit code;
+    deployinc verify judges it on held-out data).
 
     \b
       deployinc quantize resnet50.onnx --data calib/ --method percentile
@@ -55,6 +61,7 @@ def quantize(
     """
     from ..io import check_output_path, load_onnx
     from ..precision._common import input_spec
+    from ..precision import int8 as int8_mod
     from ..precision.int8 import check_image_count, quantize_int8, report_path_for, write_int8
     from ..verify.inputs import load_image_folder_with_report
 
@@ -71,6 +78,11 @@ def quantize(
     if skipped:
         click.echo(f"warning: {len(skipped)} unreadable file(s) in {data} skipped (first: {skipped[0]})", err=True)
     check_image_count(len(images), method)  # raises before any work when there are too few
+    target, note, warning = int8_mod.choose_target(target)
+    if note:
+        click.echo(note)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"calibrating {method} on {len(images)} image(s) from {data} ({'x'.join(map(str, spec.chw))}, target {target})")
     result = quantize_int8(
         model,
@@ -89,12 +101,24 @@ def quantize(
         click.echo(f"warning: {w}", err=True)
     rep = result.report
     quantized = sum(1 for t in rep["tensors"].values() if t.get("quantized"))
-    written, report_path = write_int8(result, target_path, force=force)
     click.echo(
         f"{rep['op_counts'].get('QuantizeLinear', 0)} QuantizeLinear / {rep['op_counts'].get('DequantizeLinear', 0)} "
         f"DequantizeLinear nodes; {quantized} of {len(rep['tensors'])} calibrated tensors quantized; "
         f"activations {rep['activation_type']}, weights {rep['weight_type']}, "
         f"{'per-channel' if rep['per_channel'] else 'per-tensor'}"
     )
+    if not no_check:
+        comps, line = int8_mod.compare_with_fp32(model, result.model, images, spec)
+        n = comps[0].shape[0] if comps and comps[0].shape else min(len(images), int8_mod.COMPARE_IMAGES)
+        click.echo(f"int8 vs fp32 on ORT CPU ({n} of the {len(images)} calibration image(s)): {line}")
+        rep["fp32_comparison"] = {"images": n, "passed": all(c.passed for c in comps), "line": line,
+                                  "outputs": [c.to_dict() for c in comps]}
+        if not all(c.passed for c in comps):
+            click.echo(
+                "warning: the int8 model departs from fp32 beyond the int8 preset; try --method percentile or entropy, "
+                "more calibration images, or --keep-fp32-before / --exclude-node for the sensitive layers",
+                err=True,
+            )
+    written, report_path = write_int8(result, target_path, force=force)
     click.echo(f"wrote {written[-1]}")
     click.echo(f"wrote {report_path} (per-tensor ranges)")

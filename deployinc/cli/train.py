@@ -68,6 +68,7 @@ def train(
     _check_memory(data, image_size, batch_size, limit_train, limit_heldout)
     from ..train import PlainReporter, TrainConfig, make_reporter
     from ..train import train as run_training
+    from ..train.loop import epochs_text
 
     config = TrainConfig(
         arch=arch,
@@ -97,7 +98,7 @@ def train(
     result = run_training(config, reporter)
     rec = result.record
     click.echo(
-        f"{arch}: held-out accuracy {100 * rec['accuracy']:.2f}% after {rec['epoch']} epochs "
+        f"{arch}: held-out accuracy {100 * rec['accuracy']:.2f}% after {epochs_text(int(rec['epoch']))} "
         f"({rec['train_seconds']:.1f}s training); checkpoint {result.checkpoint}"
     )
     if result.heldout_written:

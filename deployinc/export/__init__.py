@@ -316,6 +316,97 @@ def opset_pinned(config: str | os.PathLike[str] | None, overrides: dict[str, Any
     return isinstance(section, dict) and "opset" in section
 
 
+class Stages:
+    """Progress of a long command: a line as each stage starts, and its elapsed seconds when it ends.
+
+    ``start(name, detail)`` ends the running stage (``<name> done in 1.2 s``) and prints ``<name> (<detail>) ...``;
+    :meth:`end` ends the last one; :meth:`abort` stops without a line (an error follows). Lines go to ``say``
+    (plain lines: piped output, tests). With ``spinner`` (a terminal, and rich installed: see :meth:`for_stream`)
+    a spinner with the elapsed time runs below the lines while a stage does.
+    """
+
+    def __init__(self, say: Any = None, spinner: bool = False, stream: Any = None):
+        self._say = say or (lambda _msg: None)
+        self._current: tuple[str, float] | None = None
+        self.durations: dict[str, float] = {}
+        self._progress: Any = None
+        self._task: Any = None
+        if spinner:
+            try:
+                import sys
+
+                from rich.console import Console
+                from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+                console = Console(file=stream if stream is not None else sys.stderr, highlight=False)
+                self._progress = Progress(
+                    SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                    transient=True, redirect_stdout=False, redirect_stderr=False,
+                )
+            except ImportError:
+                self._progress = None
+
+    @classmethod
+    def for_stream(cls, say: Any, stream: Any = None) -> Stages:
+        """Plain lines, or a spinner when ``stream`` (default stderr) is a terminal and rich is installed."""
+        import sys
+
+        from ..lazy import available
+
+        stream = stream if stream is not None else sys.stderr
+        try:
+            tty = bool(stream.isatty())
+        except (AttributeError, ValueError):
+            tty = False
+        return cls(say, spinner=tty and available("rich"), stream=stream)
+
+    def say(self, msg: str) -> None:
+        """A line, printed above the spinner when there is one."""
+        if self._progress is not None:
+            self._progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self._say(msg)
+
+    def start(self, name: str, detail: str = "") -> None:
+        """End the running stage, then announce ``name``."""
+        self.end()
+        text = f"{name} ({detail})" if detail else name
+        self.say(f"{text} ...")
+        self._current = (name, time.perf_counter())
+        if self._progress is not None:
+            if not self._progress.live.is_started:
+                self._progress.start()
+            self._task = self._progress.add_task(text, total=None)
+
+    def end(self) -> None:
+        """End the running stage with its elapsed seconds (nothing when none runs)."""
+        if self._current is None:
+            return
+        name, t0 = self._current
+        self._current = None
+        dt = time.perf_counter() - t0
+        self.durations[name] = self.durations.get(name, 0.0) + dt
+        self._drop_task()
+        self.say(f"{name} done in {dt:.1f} s")
+
+    def abort(self) -> None:
+        """Stop without a line: the running stage failed and its error follows."""
+        self._current = None
+        self._drop_task()
+        self.close()
+
+    def close(self) -> None:
+        """End the running stage and stop the spinner."""
+        self.end()
+        if self._progress is not None and self._progress.live.is_started:
+            self._progress.stop()
+
+    def _drop_task(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+
+
 def export_pipeline(
     model: str | None = None,
     *,
@@ -327,6 +418,7 @@ def export_pipeline(
     threads: int | None = None,
     log: Any = None,
     fallback: bool = True,
+    stages: Stages | None = None,
     **overrides: Any,
 ) -> ExportResult:
     """Load, prepare, export, simplify, check and save a model: the library form of ``deployinc export``.
@@ -340,7 +432,10 @@ def export_pipeline(
         simplify: Run the simplifier named in the config.
         quick_check: Compare ORT CPU with the prepared torch module at batch 1 and 2.
         threads: torch and ORT intra-op threads.
-        log: ``callable(str)`` for progress lines.
+        log: ``callable(str)`` for progress lines: one as each stage starts (load, recalibrate BatchNorm,
+            prepare, export, simplify, check, write) and one with its seconds as it ends, and each stage's summary.
+        stages: The :class:`Stages` printing those lines (default: plain lines through ``log``); the CLI passes
+            one with a spinner on a terminal.
         fallback: When the requested exporter fails, try the other one, and, unless the opset is pinned (given
             here or in ``config``), a higher opset (see :mod:`deployinc.export.fallback`). False: exactly the
             requested path or its error.
@@ -348,20 +443,42 @@ def export_pipeline(
             simplifier, skip_passes, aux_heads, mean, std, seed).
     """
     from .. import io as dio
-    from ..metadata import write_provenance
-    from ..models.loading import load_model
-    from ..prepare import prepare
-    from .fallback import export_with_fallback
 
-    say = log or (lambda _msg: None)
+    stages = stages if stages is not None else Stages(log)
+    say = stages.say
     cfg = resolve_config(model, config, **overrides)
     timings: dict[str, float] = {}
     target: Path | None = None
     if out is not None:
         target = Path(out)
-        if target.is_dir() or str(out).endswith(os.sep):
+        if target.is_dir() or str(out).endswith(("/", os.sep)):
             target = target / f"{cfg.name}.onnx"
         dio.check_output_path(target, force)  # fail before minutes of work, not after
+    try:
+        return _run_pipeline(cfg, config, overrides, target, force, simplify, quick_check, threads, fallback, stages, timings)
+    except BaseException:
+        stages.abort()
+        raise
+    finally:
+        stages.close()
+
+
+def _run_pipeline(
+    cfg: Any, config: Any, overrides: dict[str, Any], target: Path | None, force: bool, simplify: bool,
+    quick_check: bool, threads: int | None, fallback: bool, stages: Stages, timings: dict[str, float],
+) -> ExportResult:
+    """The stages of :func:`export_pipeline` once its arguments are checked."""
+    from .. import io as dio
+    from ..metadata import write_provenance
+    from ..models.loading import load_model
+    from ..prepare import prepare
+    from .fallback import export_with_fallback
+
+    say = stages.say
+    if cfg.input_shape is None and ":" in str(cfg.model):
+        say("note: no --input-shape: exporting at 1,3,224,224 (the default for user models)")
+    weights_text = "random weights" if cfg.weights in (None, "", "none", "random") else f"weights {cfg.weights}"
+    stages.start("load", f"{cfg.model}, {weights_text}")
     import torch
 
     if threads:
@@ -375,12 +492,14 @@ def export_pipeline(
         mean=cfg.mean,
         std=cfg.std,
         seed=cfg.seed,
+        on_stage=stages.start,
     )
     timings["load"] = time.perf_counter() - t0
     info = loaded.info
     input_shape = (1, *info.input_size)
     for note in loaded.notes:
         say(note)
+    stages.start("prepare", "eval, auxiliary heads, dropout, Conv+BN folding, self-check")
     t = time.perf_counter()
     prepared, prep_report = prepare(
         loaded.module,
@@ -392,6 +511,7 @@ def export_pipeline(
     )
     timings["prepare"] = time.perf_counter() - t
     say(f"prepare: {prep_report.summary()}")
+    stages.start("export", f"{cfg.exporter} exporter, opset {cfg.opset}, {','.join(map(str, input_shape))}")
     t = time.perf_counter()
     onnx_model, path = export_with_fallback(
         prepared,
@@ -411,6 +531,7 @@ def export_pipeline(
     if simplify and cfg.simplifier != "none":
         from ..simplify import simplify as run_simplify
 
+        stages.start("simplify", cfg.simplifier)
         t = time.perf_counter()
         onnx_model, simp_report = run_simplify(onnx_model, cfg.simplifier, input_shape=input_shape, threads=threads)
         timings["simplify"] = time.perf_counter() - t
@@ -429,14 +550,18 @@ def export_pipeline(
     checks: list[Any] = []
     line = "quick check skipped"
     if quick_check:
+        batches = "1 and 2" if cfg.dynamic_batch else "1"
+        stages.start("check", f"ORT CPU vs torch, batch {batches}")
         t = time.perf_counter()
         checks, line = quick_parity(onnx_model, prepared, input_shape, info.mean, info.std, cfg.dynamic_batch, threads)
         timings["quick_check"] = time.perf_counter() - t
-        say(f"quick check (ORT CPU vs torch, batch {'1 and 2' if cfg.dynamic_batch else '1'}): {line}")
+        say(f"quick check (ORT CPU vs torch, batch {batches}): {line}")
     if target is not None:
+        stages.start("write", str(target))
         t = time.perf_counter()
         dio.save_onnx(onnx_model, target, force=force)
         timings["save"] = time.perf_counter() - t
+    stages.end()
     timings["total"] = time.perf_counter() - t0
     return ExportResult(
         path=target,

@@ -53,6 +53,77 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Any]:
     )
 
 
+#: Prefixes of pickled classes that are models (torch.nn modules, torchvision/timm models, a script's own class).
+_MODEL_GLOBALS = ("torch.nn.modules.", "torchvision.models.", "timm.models.", "timm.layers.", "__main__.")
+#: Tensors named in a non-finite-weights error before "and N more".
+NONFINITE_SHOWN = 5
+
+
+def refused_pickle_error(path: Path, text: str) -> WeightsError:
+    """The error for a file the weights-only unpickler refused: what it pickles (a whole model object, or another
+    Python object), and how to save what deployinc loads. torch's own text ("you have two options...") is not
+    quoted: its options are to load the file unsafely, which deployinc never does."""
+    import re
+
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    found = m.group(1) if m else None
+    is_model = found is not None and (
+        found.startswith(_MODEL_GLOBALS) or found.rsplit(".", 1)[-1] in ("Module", "Sequential")
+    )
+    if is_model or (found is None and ("nn.modules" in text or "__main__" in text)):
+        what = f" ({found})" if found else ""
+        return WeightsError(
+            f"weights file {path} pickles a whole model object{what}, not a state dict, and was refused by the "
+            "weights-only loader (deployinc loads tensors only, never pickled Python objects)",
+            hint="save the weights as a state dict where the model is built: torch.save(model.state_dict(), path) "
+            "(or safetensors' save_file(model.state_dict(), path)), and pass that file to --weights",
+        )
+    what = f" ({found})" if found else ""
+    return WeightsError(
+        f"weights file {path} was refused by the weights-only loader: it pickles a Python object{what}, not only "
+        "tensors (a whole model object, or another class beside the weights)",
+        hint="if it is a whole model, save its state dict instead: torch.save(model.state_dict(), path); otherwise "
+        "keep tensors and plain values only, e.g. torch.save({'state_dict': model.state_dict(), 'epoch': 3}, path)",
+    )
+
+
+def nonfinite_tensors(sd: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """``(name, NaN count, Inf count)`` of every floating-point tensor of ``sd`` holding NaN or infinity."""
+    import torch
+
+    bad = []
+    for name, t in sd.items():
+        if not isinstance(t, torch.Tensor) or not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+            continue
+        if bool(torch.isfinite(t).all()):
+            continue
+        bad.append((name, int(torch.isnan(t).sum()), int(torch.isinf(t).sum())))
+    return bad
+
+
+def check_finite(sd: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse a state dict with NaN or infinite values, naming the tensors (the checkpoint is at fault: a run that
+    diverged, or a damaged file; exported, every output would be NaN).
+
+    Raises:
+        WeightsError: ``error: weights ckpt.pt hold non-finite values: layer1.0.conv1.weight (3 NaN), ...``
+    """
+    bad = nonfinite_tensors(sd)
+    if not bad:
+        return
+
+    def counts(nan: int, inf: int) -> str:
+        return ", ".join(p for p in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if p)
+
+    shown = ", ".join(f"{n} ({counts(nan, inf)})" for n, nan, inf in bad[:NONFINITE_SHOWN])
+    more = f" and {len(bad) - NONFINITE_SHOWN} more tensor(s)" if len(bad) > NONFINITE_SHOWN else ""
+    raise WeightsError(
+        f"weights {path} hold non-finite values: {shown}{more}",
+        hint="the checkpoint itself is broken (a training run that diverged, or a damaged file): "
+        "use an earlier checkpoint, or train again (lower --lr); a model with NaN/Inf weights outputs NaN",
+    )
+
+
 def load_checkpoint(path: str | os.PathLike[str], *, with_extra: bool = False) -> Any:
     """Load a state dict from ``.pt``/``.pth`` (weights-only unpickling) or ``.safetensors``.
 
@@ -61,7 +132,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, with_extra: bool = False) -
         with_extra: Return ``(state_dict, raw_object)`` so callers can read other entries (training records).
 
     Raises:
-        WeightsError: Missing, empty, corrupt, refused by the weights-only unpickler, or holding no tensors.
+        WeightsError: Missing, empty, corrupt, refused by the weights-only unpickler (a pickled model object),
+            holding no tensors, or holding NaN/infinite values (the tensors are named).
     """
     path = Path(path)
     if not path.exists():
@@ -80,6 +152,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, with_extra: bool = False) -
             raise WeightsError(
                 f"weights file {path} is corrupt or not safetensors ({exc})", hint="re-save or re-download it"
             ) from exc
+        check_finite(sd, path)
         return (sd, sd) if with_extra else sd
 
     import pickle
@@ -93,13 +166,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, with_extra: bool = False) -
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "GLOBAL" in text or "Unsupported global" in text or "weights_only" in text.lower():
-            hint = "it pickles Python objects, not only tensors; save model.state_dict() instead of the model"
-            if "__main__" in text or "nn.modules" in text or "Module" in text:
-                hint = "it pickles a whole model class; save model.state_dict() and load that instead"
-            first = text.strip().splitlines()[0][:200] if text.strip() else "refused"
-            raise WeightsError(
-                f"weights file {path} was refused by the weights-only loader: {first}", hint=hint
-            ) from exc
+            raise refused_pickle_error(path, text) from exc
         raise WeightsError(f"weights file {path} is corrupt ({exc})", hint="re-save or re-download it") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -107,6 +174,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, with_extra: bool = False) -
             f"weights file {path} is corrupt or truncated ({first})", hint="re-save or re-download it"
         ) from exc
     sd = _unwrap_state_dict(obj, path)
+    check_finite(sd, path)
     return (sd, obj) if with_extra else sd
 
 

@@ -274,6 +274,51 @@ def keep_metadata(subset: dict[str, Any], *sources: Any) -> Any:
     return out
 
 
+def dtype_family(dtype: Any) -> str:
+    """``float``, ``complex``, ``bool`` or ``int`` (signed or unsigned, quantized included) of a torch dtype."""
+    import torch
+
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "float"
+    return "int"
+
+
+#: torch dtype -> the name a safetensors header gives it.
+_SAFETENSORS_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}
+
+
+def check_dtypes(own: dict[str, Any], sd: dict[str, Any], info: ModelInfo, source: str) -> None:
+    """Refuse a checkpoint tensor whose dtype family (float, int, bool, complex) differs from the model's tensor
+    of the same name. ``load_state_dict`` would cast it silently (an I32 header over float data gives integers, or
+    reinterpreted garbage); float16 weights for a float32 model are the same family and load as usual.
+
+    Raises:
+        WeightsError: Names the tensor and both dtypes.
+    """
+    for k, v in sd.items():
+        mine = own.get(k)
+        if mine is None or k.endswith("num_batches_tracked") or not hasattr(v, "dtype") or not hasattr(mine, "dtype"):
+            continue
+        if dtype_family(v.dtype) == dtype_family(mine.dtype):
+            continue
+        have = str(v.dtype).replace("torch.", "")
+        want = str(mine.dtype).replace("torch.", "")
+        header = f" ({_SAFETENSORS_DTYPES.get(have, have)} in its safetensors header)" if source.endswith(".safetensors") else ""
+        raise WeightsError(
+            f"weights {source}: tensor {k!r} is {have}{header}, but {info.name}'s {k} is {want} "
+            f"({dtype_family(v.dtype)} vs {dtype_family(mine.dtype)}); deployinc does not cast between them",
+            hint="the file declares the wrong dtype (a hand-written or damaged header?): save the weights again "
+            "from the model, torch.save(model.state_dict(), path) or safetensors' save_file(model.state_dict(), path)",
+        )
+
+
 def load_state_into(module: Any, sd: dict[str, Any], info: ModelInfo, source: str) -> list[str]:
     """Load ``sd`` into ``module``, with errors that name the first missing/unexpected/mismatched key.
 
@@ -300,6 +345,7 @@ def load_state_into(module: Any, sd: dict[str, Any], info: ModelInfo, source: st
             f"weights {source} do not match {info.name}: {'; '.join(parts)}",
             hint=f"is the checkpoint for {info.name}? keys must match model.state_dict() (prefixes like 'module.' are stripped)",
         )
+    check_dtypes(own, sd, info, source)
     for k, v in sd.items():
         if k in own and tuple(own[k].shape) != tuple(v.shape):
             hint = "is the checkpoint for this architecture?"
@@ -320,14 +366,26 @@ def load_state_into(module: Any, sd: dict[str, Any], info: ModelInfo, source: st
 # BatchNorm recalibration ------------------------------------------------------------------------------------------
 
 
+#: Batches, and images per batch, of BatchNorm recalibration.
+RECAL_BATCHES = 3
+RECAL_BATCH_SIZE = 8
+
+
+def has_batchnorm(module: Any) -> bool:
+    """Whether ``module`` has a BatchNorm with running statistics (what :func:`recalibrate_batchnorm` re-estimates)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in module.modules())
+
+
 def recalibrate_batchnorm(
     module: Any,
     input_size: tuple[int, int, int],
     mean: tuple[float, ...],
     std: tuple[float, ...],
     seed: int = 0,
-    batches: int = 3,
-    batch_size: int = 8,
+    batches: int = RECAL_BATCHES,
+    batch_size: int = RECAL_BATCH_SIZE,
 ) -> bool:
     """Re-estimate BatchNorm running statistics on seeded natural-image batches. Returns whether any BN exists.
 
@@ -401,6 +459,7 @@ def load_model(
     std: tuple[float, ...] | None = None,
     seed: int = 0,
     calibrate_bn: bool = True,
+    on_stage: Any = None,
 ) -> LoadedModel:
     """Build a model from a spec and load its weights.
 
@@ -413,6 +472,8 @@ def load_model(
         std: Normalisation std override.
         seed: Seed of the random initialisation and BN recalibration.
         calibrate_bn: Recalibrate BatchNorm statistics when the weights are random.
+        on_stage: ``callable(name, detail)`` called as a long step starts (``recalibrate BatchNorm``), for
+            progress lines (:class:`deployinc.export.Stages`).
 
     Raises:
         ModelSpecError: The spec cannot be resolved.
@@ -477,6 +538,8 @@ def load_model(
     sha = state_sha256(module)
     recal = False
     if random_init and calibrate_bn:
+        if on_stage is not None and has_batchnorm(module):
+            on_stage("recalibrate BatchNorm", f"random weights: {RECAL_BATCHES} seeded natural-image batches of {RECAL_BATCH_SIZE}")
         recal = recalibrate_batchnorm(module, info.input_size, info.mean, info.std, seed=seed)
         if recal:
             notes.append("random weights: BatchNorm statistics recalibrated on seeded natural-image batches")

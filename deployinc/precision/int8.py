@@ -40,6 +40,10 @@ from ._common import InputSpec, batches, input_spec
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "cpu")
+#: What ``deployinc quantize --target`` takes: ``auto`` picks one of :data:`TARGETS` for this machine.
+TARGET_CHOICES = ("auto", *TARGETS)
+#: Images the int8-vs-fp32 comparison runs at most (the first of the calibration images).
+COMPARE_IMAGES = 64
 #: Fewer calibration images than this is an error.
 MIN_IMAGES = {"minmax": 1, "entropy": 16, "percentile": 16}
 #: Fewer than this is a warning (TensorRT's and ORT's examples calibrate on hundreds of images).
@@ -352,6 +356,118 @@ def quantize_int8(
         "tensors": tensors,
     }
     return Int8Result(model=qmodel, report=report, warnings=warnings)
+
+
+def tensorrt_problem() -> str | None:
+    """Why TensorRT cannot run here, or None when it can: an NVIDIA driver that sees a GPU
+    (:func:`deployinc.runners.ort.cuda_driver_problem`), and TensorRT itself (the ``tensorrt`` Python package, or
+    ONNX Runtime's TensorRT execution provider with TensorRT's ``libnvinfer`` loadable). Creates no CUDA context."""
+    import ctypes
+    import importlib.util
+
+    try:
+        from ..runners.ort import cuda_driver_problem
+
+        problem = cuda_driver_problem()
+    except Exception as exc:  # noqa: BLE001 - a probe must not fail the command
+        problem = f"the CUDA driver could not be probed ({type(exc).__name__})"
+    if problem is not None:
+        return problem
+    try:
+        if importlib.util.find_spec("tensorrt") is not None:
+            return None
+    except (ImportError, ValueError):
+        pass
+    try:
+        import onnxruntime as ort
+
+        listed = "TensorrtExecutionProvider" in ort.get_available_providers()
+    except Exception:  # noqa: BLE001
+        listed = False
+    if listed:
+        for lib in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer_10.dll", "nvinfer.dll"):
+            try:
+                ctypes.CDLL(lib)
+                return None
+            except OSError:
+                continue
+        return "ONNX Runtime lists its TensorRT provider, but TensorRT's libnvinfer cannot be loaded"
+    return "TensorRT is not installed (no tensorrt package, no ONNX Runtime TensorRT provider)"
+
+
+def choose_target(requested: str) -> tuple[str, str | None, str | None]:
+    """The quantization target for ``--target requested``: ``(target, note, warning)``.
+
+    ``auto``: ``tensorrt`` when TensorRT is usable here (:func:`tensorrt_problem`), else ``cpu``; the note says
+    which and why. ``tensorrt`` where TensorRT is not usable: a warning that its symmetric model, run on ONNX
+    Runtime's CPU provider, is slower than the fp32 model. ``cpu``: as asked.
+
+    Raises:
+        BadInputError: An unknown target.
+    """
+    if requested not in TARGET_CHOICES:
+        raise BadInputError(f"unknown quantization target {requested!r}", hint=f"use one of {', '.join(TARGET_CHOICES)}")
+    if requested == "cpu":
+        return "cpu", None, None
+    problem = tensorrt_problem()
+    if requested == "auto":
+        if problem is None:
+            return "tensorrt", (
+                "target tensorrt (auto: an NVIDIA GPU and TensorRT are usable here): symmetric int8 activations, "
+                "which TensorRT needs; --target cpu makes the faster model for ONNX Runtime CPU"
+            ), None
+        return "cpu", (
+            f"target cpu (auto: TensorRT is not usable here: {problem}): uint8 activations, the fastest int8 model "
+            "for ONNX Runtime CPU; pass --target tensorrt for a model to deploy with TensorRT elsewhere"
+        ), None
+    if problem is not None:
+        return "tensorrt", None, (
+            f"--target tensorrt: TensorRT is not usable here ({problem}); its symmetric int8 model runs on ONNX "
+            "Runtime CPU slower than the fp32 model. For ONNX Runtime CPU use --target cpu (or --target auto)"
+        )
+    return "tensorrt", None, None
+
+
+def compare_with_fp32(
+    fp32_model: Any, int8_model: Any, images: np.ndarray, spec: InputSpec, threads: int | None = None,
+    limit: int = COMPARE_IMAGES,
+) -> tuple[list[Any], str]:
+    """The int8 model against the fp32 model on ONNX Runtime CPU over (the first ``limit`` of) ``images``:
+    cosine, top-1 agreement and max_rel through :func:`deployinc.verify.metrics.compare_outputs`, judged by the
+    int8 preset ``preset("int8", "cpu")``. Returns the comparisons and one line (``PASS ...`` or ``FAIL ...``)."""
+    from ..verify.metrics import compare_outputs, preset
+
+    from ._common import cpu_session
+
+    n = min(len(images), int(limit))
+    batch = spec.static_batch or min(CHUNK_IMAGES * 4, n)
+    if spec.static_batch:
+        n = max(spec.static_batch, n - n % spec.static_batch)
+    x = images[:n]
+    outs: list[dict[str, list[np.ndarray]]] = []
+    for model in (fp32_model, int8_model):
+        sess = cpu_session(model, threads=threads)
+        names = [o.name for o in sess.get_outputs()]
+        got: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        for chunk in batches(x, batch):
+            for k, v in zip(names, sess.run(None, {spec.name: np.ascontiguousarray(chunk, dtype=np.float32)})):
+                got[k].append(np.asarray(v))
+        outs.append(got)
+    ref, test = ({k: np.concatenate(v) for k, v in o.items()} for o in outs)
+    tol = preset("int8", "cpu")
+    comps = compare_outputs(ref, test, tol)
+    worst_cos = min(c.cosine for c in comps)
+    worst_rel = max(c.max_rel for c in comps)
+    top1s = [c.top1 for c in comps if c.top1 is not None]
+    verdict = "PASS" if all(c.passed for c in comps) else "FAIL"
+    line = f"{verdict} cosine {worst_cos:.4f}"
+    if top1s:
+        line += f", top-1 agreement {min(top1s):.3f}"
+    line += f", max_rel {worst_rel:.2e} [{tol.name} preset: {tol.describe()}]"
+    fails = [f for c in comps for f in c.failures]
+    if fails:
+        line += " failed: " + "; ".join(fails)
+    return comps, line
 
 
 def report_path_for(model_out: str | os.PathLike[str]) -> Path:

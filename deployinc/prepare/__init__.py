@@ -119,6 +119,8 @@ def prepare(
         ) from exc
     finally:
         original.train(was_training)
+    if not np.isfinite(ref).all():
+        raise _nonfinite_model_error(original, ref)
     if inplace:
         model.eval()
 
@@ -155,4 +157,34 @@ def prepare(
         f"the prepared model differs from the original: {'; '.join(cmp.failures)} "
         f"(float64 check: prepared {ours:.1e} vs the original's own float32 error {own:.1e})",
         hint="skip the pass that breaks it with --skip-pass fold_conv_bn and report the model",
+    )
+
+
+def _nonfinite_model_error(model: Any, ref: Any) -> Exception:
+    """The model's own output holds NaN/Inf before any pass ran: the input (its weights) is at fault, not a pass.
+    Names the parameters and buffers holding NaN/Inf, or says the weights are finite and the activations overflow."""
+    import numpy as np
+
+    from ..errors import BadInputError, WeightsError
+    from ..io.checkpoints import NONFINITE_SHOWN, nonfinite_tensors
+
+    nan, inf = int(np.isnan(ref).sum()), int(np.isinf(ref).sum())
+    out = f"{nan} NaN, {inf} Inf of {ref.size} logits"
+    bad = nonfinite_tensors(dict(model.state_dict()))
+    if bad:
+
+        def counts(n: int, i: int) -> str:
+            return ", ".join(p for p in (f"{n} NaN" if n else "", f"{i} Inf" if i else "") if p)
+
+        shown = ", ".join(f"{k} ({counts(n, i)})" for k, n, i in bad[:NONFINITE_SHOWN])
+        more = f" and {len(bad) - NONFINITE_SHOWN} more tensor(s)" if len(bad) > NONFINITE_SHOWN else ""
+        return WeightsError(
+            f"the model's weights hold non-finite values: {shown}{more} (its output, before any deployinc pass: {out})",
+            hint="the weights are broken (a training run that diverged, or a damaged file): use an earlier checkpoint, "
+            "or train again; no --skip-pass helps",
+        )
+    return BadInputError(
+        f"the model's own output holds non-finite values before any deployinc pass ran ({out}); its weights are "
+        "finite, so its activations overflow float32 on natural-image inputs",
+        hint="check the weights and the input normalisation (--mean/--std); no --skip-pass helps",
     )

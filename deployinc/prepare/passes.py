@@ -183,7 +183,10 @@ def fold_conv_bn(model: nn.Module, example: torch.Tensor) -> PassRecord:
         if isinstance(mod, _BatchNorm):
             count(name)
             if inputs and isinstance(inputs[0], torch.Tensor):
-                bn_input[name] = id(inputs[0])
+                # Matched now, while the tensor is alive: the id of a tensor that is not a kept convolution
+                # output (a sum, say) can be reused by a later convolution's output once it is freed.
+                t0 = inputs[0]
+                bn_input[name] = id(t0) if id(t0) in produced and produced[id(t0)][1] is t0 else -1
 
     for name, m in model.named_modules():
         if isinstance(m, CONV_TYPES):

@@ -39,6 +39,11 @@ DEFAULT_BATCH_SIZE = 32
 CHECKPOINT_FORMAT = 1
 
 
+def epochs_text(n: int) -> str:
+    """``1 epoch``, ``5 epochs``: for messages."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run. ``None`` means: the resumed checkpoint's value, else the default.
@@ -358,7 +363,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     start_epoch = int(record0.get("epoch", 0))
     if resume_path is not None and start_epoch >= epochs:
         raise BadInputError(
-            f"--resume {resume_path} has already trained {start_epoch} epochs (--epochs {epochs})",
+            f"--resume {resume_path} has already trained {epochs_text(start_epoch)} (--epochs {epochs})",
             hint=f"pass --epochs larger than {start_epoch} to train on",
         )
 

@@ -61,7 +61,9 @@ def parse_providers(text: str | None) -> list[str]:
         if name is None:
             import difflib
 
-            close = difflib.get_close_matches(raw, list(ALIASES), n=1)
+            # "gpu" is spelled closest to "cpu", but a GPU provider is what it asks for.
+            gpu = {"gpu": "cuda", "nvidia": "cuda", "ort-gpu": "ort-cuda", "gpu-trt": "tensorrt", "trt-gpu": "tensorrt"}
+            close = [gpu[raw]] if raw in gpu else ["cuda"] if "gpu" in raw else difflib.get_close_matches(raw, list(ALIASES), n=1)
             listed = ""
             try:
                 import onnxruntime as ort

@@ -4,11 +4,13 @@ which torch module each node came from.
 Module scopes of nodes come from three sources, best first:
 
 1. ``pkg.torch.onnx.name_scopes`` node metadata, written by the torch.export-based exporter (a list such as
-   ``['', 'layer1', 'layer1.0', 'layer1.0.conv1', 'conv2d_1']``; onnxsim drops it);
+   ``['', 'layer1', 'layer1.0', 'layer1.0.conv1', 'conv2d_1']``; onnxsim keeps it on the nodes it keeps);
 2. TorchScript-exporter node names such as ``/inception4c/branch2/branch2.1/conv/Conv`` (each component is a child
-   name, with children of containers written ``branch2.1``);
-3. parameter names: a node that reads the initializer ``inception4c.branch2.1.conv.weight`` belongs to module
-   ``inception4c.branch2.1.conv`` (both exporters keep parameter names, and so does onnxsim).
+   name relative to an enclosing module: ``branch2.1`` inside ``inception4c``, ``blocks.1.1`` at the root; the
+   second call of a module is ``relu_1``);
+3. parameter names, for nodes neither names (quantizer-made nodes, renamed graphs): a node that reads the
+   initializer ``inception4c.branch2.1.conv.weight`` belongs to module ``inception4c.branch2.1.conv``. Only a
+   fallback: a simplifier that merges equal initializers leaves one module's name on another module's node.
 
 Nothing here imports torch.
 """
@@ -286,8 +288,17 @@ def _scope_from_metadata(node: Any, modules: set[str]) -> str | None:
     return None
 
 
+_REPEATED_CALL = re.compile(r"^(?P<name>.+)_(?P<k>\d+)$")
+
+
 def _scope_from_torchscript_name(name: str, modules: set[str]) -> str | None:
-    """``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1`` (validated against the module names)."""
+    """``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1`` (validated against the module names).
+
+    Each component names a child module relative to an enclosing module, not always the one before it: nested
+    containers write paths (``/features/features.12/conv/conv.1/conv.1.0/Conv`` is ``features.12.conv.1.0``,
+    ``/blocks/blocks.1/blocks.1.1/Add`` is ``blocks.1.1``). A repeated call is suffixed (``relu_1``: the second
+    call of ``relu``).
+    """
     if not name.startswith("/"):
         return None
     parts = [p for p in name.split("/") if p]
@@ -297,22 +308,26 @@ def _scope_from_torchscript_name(name: str, modules: set[str]) -> str | None:
     path = ""
     best: str | None = "" if not comps else None
     for c in comps:
-        last = path.rsplit(".", 1)[-1] if path else ""
-        parent = path.rsplit(".", 1)[0] if "." in path else ""
-        cands = []
-        if path and last and c.startswith(last + "."):
-            cands.append(f"{parent}.{c}" if parent else c)
-        cands.append(f"{path}.{c}" if path else c)
-        nxt = None
-        for cand in cands:
-            if _normalise(cand, modules) is not None:
-                nxt = cand
-                break
+        if not path and c == "model" and "model" not in modules:  # prepare's output wrapper (SelectOutput)
+            path = "model"
+            continue
+        again = _REPEATED_CALL.match(c)
+        nxt = _child(path, c, modules) or (_child(path, again.group("name"), modules) if again else None)
         if nxt is None:
             break
         path = nxt
         best = _normalise(path, modules)
     return best
+
+
+def _child(path: str, rel: str, modules: set[str]) -> str | None:
+    """The module below ``path`` named ``rel`` relative to ``path`` or to one of its ancestors."""
+    pieces = path.split(".") if path else []
+    for k in range(len(pieces), -1, -1):
+        cand = ".".join(pieces[:k] + [rel])
+        if (not path or cand.startswith(path + ".")) and _normalise(cand, modules) is not None:
+            return cand
+    return None
 
 
 _DERIVED_PARAM = re.compile(r"^(?P<prefix>.+)\.(?:weight|bias)_(?:DequantizeLinear|quantized|QuantizeLinear)")
@@ -341,11 +356,13 @@ def node_scopes(model: Any, modules: Iterable[str]) -> dict[int, str | None]:
     inits = {t.name for t in model.graph.initializer}
     out: dict[int, str | None] = {}
     for idx, n in enumerate(model.graph.node):
-        s = _scope_from_params(n, inits, mods)
-        if s is None:
-            s = _scope_from_metadata(n, mods)
+        # The exporter's record of the node's module first: parameter names mislead where a simplifier merged
+        # equal initializers (every LayerNorm's ones-initialised weight read as ``features.0.1.weight``).
+        s = _scope_from_metadata(n, mods)
         if s is None and n.name:
             s = _scope_from_torchscript_name(n.name, mods)
+        if s is None or s == "":
+            s = _scope_from_params(n, inits, mods) or s
         out[idx] = s
     return out
 

@@ -1,13 +1,26 @@
 """Find the first layer where an ONNX model departs from its reference.
 
-Torch reference: every ONNX node is given the torch module it came from (:func:`~deployinc.verify.graph.node_scopes`);
-a value that leaves its module's scope is that module's output. A folded convolution's ONNX output is compared with
-the output of the BatchNorm folded into it (found by tensor identity in the traced forward pass: the BN reads the
-convolution's output), since the original model computes ``bn(conv(x))`` where the ONNX graph has one Conv. The
-module outputs are captured with forward hooks on the original eager model, and the pairs are compared in torch's
-execution order with :func:`~deployinc.verify.metrics.compare_arrays` under a per-layer budget; the first pair over
-its budget is the departure. Each point also records its largest activation magnitude, flagged beyond float16's
-65504.
+Torch reference: every ONNX node is given the torch module it came from (:func:`~deployinc.verify.graph.node_scopes`:
+the exporter's scope metadata first, then TorchScript node names, then parameter names); a value that leaves its
+module's scope is that module's output. Each comparison point must pair the *same* tensor on both sides:
+
+- a folded convolution's ONNX output is what the BatchNorm folded into it computes by its normalisation alone
+  (found by tensor identity in the traced forward pass: the BN reads the convolution's output). For a plain BN
+  that is the BN module's output; timm's ``BatchNormAct2d`` applies its activation inside the module, so its output
+  is the activation node after the conv, in the BN's scope, and the conv is compared with the normalisation
+  recomputed from the BN's input and statistics;
+- hooks copy what they see at once, so an in-place op later in the forward (``ReLU(inplace=True)`` on a BN's
+  output, ``out += identity``) cannot change it;
+- one module call takes its last ONNX output value of the right shape; a module called ``k`` times pairs with
+  ``k`` values in order (a shared ReLU), otherwise it is not compared.
+
+The pairs are compared in torch's execution order with :func:`~deployinc.verify.metrics.compare_arrays` under a
+per-layer budget, whose ``max_rel`` for fp32 is at least twice torch's own float32 error at that point (a
+float64 run of the reference: deep networks drift past 1e-4 by rounding alone). A point over budget is confirmed
+before it is named (:func:`_confirm`): a real departure propagates, so a point with a later point that every path
+from it to the output goes through agreeing again (or one that reaches no output) is *dropped (mapping)*: listed,
+never the diagnosis. The first confirmed point is the departure; on a correct export there is none. Each point also records
+its largest activation magnitude, flagged beyond float16's 65504.
 
 ONNX reference (``--against``): values are paired by name.
 
@@ -27,15 +40,19 @@ agreeing point depends on) are reported as the suspects.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from . import graph as G
+from .floor import FLOOR_MULTIPLE
 from .metrics import Tolerance, compare_arrays
 
 FP16_MAX = 65504.0
+#: Layer budgets up to this max_rel (fp32's) are widened to the float32 noise floor; fp16's and int8's are far
+#: above it.
+FLOOR_MAX_BUDGET = 1e-3
 
 
 def layer_budget(tol: Tolerance) -> Tolerance:
@@ -71,6 +88,9 @@ class Point:
     failures: list[str] = field(default_factory=list)
     compared: bool = False
     note: str | None = None
+    dropped: str | None = None
+    noise_floor: float | None = None
+    max_rel_budget: float | None = None  # where the noise floor widened the layer budget
 
     @property
     def passed(self) -> bool:
@@ -85,6 +105,9 @@ class Point:
         if self.compared:
             s += f": max_rel {self.max_rel:.2e}, max_abs {self.max_abs:.3g}, cosine {self.cosine:.6f}"
             s += f", largest |activation| {self.ref_max_abs:.4g} (reference) / {self.test_max_abs:.4g} (model)"
+            if self.max_rel_budget is not None and self.noise_floor is not None:
+                s += f", max_rel budget {self.max_rel_budget:.1e}"
+                s += f" ({FLOOR_MULTIPLE:g} x torch fp32 vs fp64 {self.noise_floor:.1e})"
             if self.fp16_overflow:
                 s += " — beyond fp16's 65504"
         return s
@@ -118,15 +141,33 @@ class Localization:
     def overflow(self) -> list[Point]:
         return [p for p in self.points if p.compared and p.fp16_overflow]
 
+    @property
+    def dropped(self) -> list[Point]:
+        """Points over budget that are no departure: a later point that every path from them goes through agrees
+        again, or they reach no output (:func:`_confirm`)."""
+        return [p for p in self.points if p.dropped]
+
+    def budget_text(self) -> str:
+        """The layer budget, and that the float32 noise floor widened it where it did."""
+        text = self.budget.describe()
+        base = self.budget.max_rel
+        floors = [p.noise_floor for p in self.points if p.noise_floor is not None]
+        if base is not None and any(FLOOR_MULTIPLE * f > base for f in floors):
+            text += f", max_rel widened to {FLOOR_MULTIPLE:g} x torch's own fp32-vs-fp64 error where that is larger"
+        return text
+
     def summary(self) -> str:
         if self.first is None:
-            compared = [p for p in self.points if p.compared]
+            compared = [p for p in self.points if p.compared and not p.dropped]
             if not compared:
+                if self.dropped:
+                    return f"no departure: the {len(self.dropped)} point(s) over budget were dropped (mapping)"
                 return "no intermediate tensor could be compared"
             worst = max(compared, key=lambda p: p.max_rel or 0.0)
+            dropped = f"; {len(self.dropped)} point(s) dropped (mapping)" if self.dropped else ""
             return (
-                f"no layer exceeds its budget ({self.budget.describe()}) over {len(compared)} compared tensors; "
-                f"the largest error is at {worst.label} (max_rel {worst.max_rel:.2e})"
+                f"no layer exceeds its budget ({self.budget_text()}) over {len(compared)} compared tensors; "
+                f"the largest error is at {worst.label} (max_rel {worst.max_rel:.2e}){dropped}"
             )
         return f"first departure at {self.first.label}: {'; '.join(self.first.failures)}"
 
@@ -140,6 +181,7 @@ class Localization:
             "last_good": self.last_good.to_dict() if self.last_good else None,
             "suspect_nodes": self.suspects,
             "fp16_overflow": [p.label for p in self.overflow],
+            "dropped_mapping": [{"label": p.label, "reason": p.dropped} for p in self.dropped],
             "mapped_points": self.mapped,
             "unmapped_values": self.unmapped_values,
             "samples": self.samples,
@@ -155,27 +197,54 @@ class Localization:
 
 @dataclass
 class TorchCapture:
-    """Outputs of module calls in execution order, and the Conv -> BatchNorm pairs a fold would merge."""
+    """Outputs of module calls in execution order, and the Conv -> BatchNorm pairs a fold would merge.
+
+    ``normalised`` holds, for each BatchNorm that reads a convolution's output, what the normalisation alone computes
+    (the BN's affine transform of its input): the value a folded convolution's ONNX output holds. For a plain BN it
+    is the module's output; for a BN that applies more in its own forward (timm's ``BatchNormAct2d`` applies its
+    activation) the module's output is a different tensor (post-activation), which the ONNX graph computes after the
+    folded convolution, in the BN's own scope.
+    """
 
     outputs: dict[str, list[tuple[int, np.ndarray]]]
     calls: dict[str, int]
     types: dict[str, str]
     folds: dict[str, str]
+    normalised: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)
+    root: tuple[int, np.ndarray] | None = None
 
 
-def capture_torch(module: Any, x: np.ndarray, wanted: set[str]) -> TorchCapture:
-    """Run ``module`` once on ``x`` with forward hooks; keep copies of the outputs of ``wanted`` modules."""
+def _np(t: Any) -> np.ndarray:
+    """A copy taken now: an in-place op later in the forward (``ReLU(inplace=True)``, ``x += identity``) would
+    otherwise change what the hook saw."""
+    return t.detach().float().cpu().numpy().copy()
+
+
+def _batch_norm_only(mod: Any, x: Any) -> Any:
+    """What BatchNorm module ``mod`` computes from ``x`` with its running statistics, before anything its own
+    forward adds (an activation, dropout)."""
+    import torch.nn.functional as F
+
+    if getattr(mod, "running_mean", None) is None or getattr(mod, "running_var", None) is None:
+        return None
+    try:
+        return F.batch_norm(x, mod.running_mean, mod.running_var, mod.weight, mod.bias, False, 0.0, mod.eps)
+    except (RuntimeError, TypeError, ValueError):
+        return None
+
+
+def capture_torch(module: Any, x: np.ndarray, wanted: set[str], dtype: Any = np.float32) -> TorchCapture:
+    """Run ``module`` once on ``x`` (as ``dtype``) with forward hooks; keep float32 copies of the outputs of
+    ``wanted`` modules, the normalisation of every BatchNorm that reads a convolution, and the model's output."""
     import torch
     from torch import nn
     from torch.nn.modules.batchnorm import _BatchNorm
 
     names = {id(m): n for n, m in module.named_modules()}
-    types = {n: type(m).__name__ for n, m in module.named_modules()}
-    outputs: dict[str, list[tuple[int, np.ndarray]]] = {}
-    calls: dict[str, int] = {}
+    cap = TorchCapture(outputs={}, calls={}, types={n: type(m).__name__ for n, m in module.named_modules()}, folds={})
     conv_out: dict[int, str] = {}
-    keep_alive: list[Any] = []
-    folds: dict[str, str] = {}
+    bn_from: dict[str, str] = {}
+    keep_alive: list[Any] = []  # conv outputs stay alive so that their ids are not reused within the pass
     counter = [0]
     handles = []
 
@@ -183,33 +252,42 @@ def capture_torch(module: Any, x: np.ndarray, wanted: set[str]) -> TorchCapture:
         name = names.get(id(mod))
         if name is None:
             return
-        calls[name] = calls.get(name, 0) + 1
         counter[0] += 1
+        if name == "":
+            if isinstance(out, torch.Tensor):
+                cap.root = (counter[0], _np(out))
+            return
+        cap.calls[name] = cap.calls.get(name, 0) + 1
         if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and isinstance(out, torch.Tensor):
             conv_out[id(out)] = name
             keep_alive.append(out)
+        if name in bn_from and inputs and isinstance(inputs[0], torch.Tensor) and name not in cap.normalised:
+            with torch.inference_mode():
+                y = _batch_norm_only(mod, inputs[0])
+            if y is not None:
+                cap.normalised[name] = (counter[0], _np(y))
         if name in wanted and isinstance(out, torch.Tensor):
-            outputs.setdefault(name, []).append((counter[0], out.detach().float().cpu().numpy().copy()))
+            cap.outputs.setdefault(name, []).append((counter[0], _np(out)))
 
     def bn_pre(mod: Any, inputs: tuple[Any, ...]) -> None:
         if inputs and isinstance(inputs[0], torch.Tensor) and id(inputs[0]) in conv_out:
-            folds.setdefault(conv_out[id(inputs[0])], names[id(mod)])
+            conv = conv_out[id(inputs[0])]
+            cap.folds.setdefault(conv, names[id(mod)])
+            bn_from.setdefault(names[id(mod)], conv)
 
     for n, m in module.named_modules():
-        if n == "":
-            continue
         handles.append(m.register_forward_hook(hook))
         if isinstance(m, _BatchNorm):
             handles.append(m.register_forward_pre_hook(bn_pre))
     try:
         with torch.inference_mode():
-            module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            module(torch.from_numpy(np.ascontiguousarray(x, dtype=dtype)))
     finally:
         for h in handles:
             h.remove()
     # A conv whose output is read by a BN twice, or a conv run twice, is not folded by deployinc's prepare.
-    folds = {c: b for c, b in folds.items() if calls.get(c) == 1 and calls.get(b) == 1}
-    return TorchCapture(outputs=outputs, calls=calls, types=types, folds=folds)
+    cap.folds = {c: b for c, b in cap.folds.items() if cap.calls.get(c) == 1 and cap.calls.get(b) == 1}
+    return cap
 
 
 # ONNX side ---------------------------------------------------------------------------------------------------------
@@ -334,59 +412,71 @@ class _Pair:
     point: Point
     ref: np.ndarray | None
     node_index: int
+    key: tuple[Any, ...] | None = None  # where the torch tensor sits in a TorchCapture (see _captured)
 
 
-def _pairs_torch(model: Any, reference_module: Any, x: np.ndarray) -> tuple[list[_Pair], int, list[str]]:
-    """Map ONNX values to torch module outputs and capture the torch side."""
+def _fits(types: dict[str, tuple[int, list[int | str]]], value: str, arr: np.ndarray) -> bool:
+    """Whether ONNX ``value`` can hold ``arr`` (same rank, same static dims; unknown and symbolic dims fit)."""
+    dims = types.get(value, (0, []))[1]
+    if not dims:
+        return True
+    if len(dims) != arr.ndim:
+        return False
+    return all(not isinstance(d, int) or d <= 0 or d == s for d, s in zip(dims[1:], arr.shape[1:]))
+
+
+_Call = tuple[int, np.ndarray]  # (execution order, copy of the tensor)
+
+
+def _choose(values: list[Boundary], calls: list[_Call], types: dict[str, Any]) -> list[tuple[Boundary, _Call]] | None:
+    """Pair a module's ONNX output values with its torch calls: one call takes the last value of its shape; as many
+    values as calls pair in order; anything else is not compared (None)."""
+    if len(calls) == 1:
+        fitting = [b for b in values if _fits(types, b.value, calls[0][1])]
+        return [(fitting[-1], calls[0])] if fitting else []
+    if len(calls) == len(values):
+        return [(b, c) for b, c in zip(values, calls) if _fits(types, b.value, c[1])]
+    return None
+
+
+def _pairs_torch(
+    model: Any, reference_module: Any, x: np.ndarray, types: dict[str, Any], floor: bool = False
+) -> tuple[list[_Pair], int, list[str]]:
+    """Map ONNX values to torch module outputs and capture the torch side.
+
+    A value leaving module ``m``'s scope is ``m``'s output, except where ``m`` is a convolution whose BatchNorm the
+    export folded into it (no BatchNormalization reads the value): then it is what that BN's normalisation computes
+    (:class:`TorchCapture`), whatever the BN module's forward does after it. With ``floor``, each point also gets
+    torch's own float32 error there (:func:`_noise_floor`).
+    """
     modules = {n for n, _ in reference_module.named_modules() if n}
     by_module, unmapped = boundaries(model, modules)
-    wanted = set(by_module)
-    from torch.nn.modules.batchnorm import _BatchNorm
-
-    wanted |= {n for n, m in reference_module.named_modules() if isinstance(m, _BatchNorm)}
-    cap = capture_torch(reference_module, x, wanted)
+    cap = capture_torch(reference_module, x, set(by_module))
     pairs: list[_Pair] = []
     notes: list[str] = []
     skipped_multi = []
     for scope, values in by_module.items():
         mtype = cap.types.get(scope, "?")
-        target = scope
-        label = scope
-        if scope in cap.folds and not any(b.feeds_bn for b in values):
-            target = cap.folds[scope]
-            label = f"{scope} ({mtype}, with {target} folded in)"
-        else:
-            label = f"{scope} ({mtype})"
-        calls = cap.outputs.get(target, [])
-        if not calls:
-            unmapped += len(values)
-            continue
-        if len(calls) == 1:
-            chosen = [(values[-1], calls[0])]
-        elif len(calls) == len(values):
-            chosen = list(zip(values, calls))
-        else:
+        target, label, calls, kind = scope, f"{scope} ({mtype})", cap.outputs.get(scope, []), "out"
+        bn = cap.folds.get(scope)
+        if bn is not None and not any(b.feeds_bn for b in values) and bn in cap.normalised:
+            target, label, calls, kind = bn, f"{scope} ({mtype}, with {bn} folded in)", [cap.normalised[bn]], "norm"
+        chosen = _choose(values, calls, types) if calls else []
+        if chosen is None:
             skipped_multi.append(scope)
+        if not chosen:
             unmapped += len(values)
             continue
         for k, (b, (order, arr)) in enumerate(chosen):
             suffix = f" call {k + 1}" if len(chosen) > 1 else ""
-            pairs.append(
-                _Pair(
-                    point=Point(
-                        order=order,
-                        module=scope,
-                        label=label + suffix,
-                        module_type=mtype,
-                        onnx_value=b.value,
-                        onnx_node=b.node_name,
-                        onnx_op=b.op,
-                        torch_module=target,
-                    ),
-                    ref=arr,
-                    node_index=b.node_index,
-                )
-            )
+            pair = _pair(order, scope, label + suffix, mtype, b, target, arr)
+            pair.key = (kind, target, next(i for i, c in enumerate(calls) if c[0] == order))
+            pairs.append(pair)
+    pairs += _output_pair(model, cap, types, {p.point.onnx_value for p in pairs})
+    if floor:
+        note = _noise_floor(reference_module, x, set(by_module), pairs)
+        if note:
+            notes.append(note)
     if skipped_multi:
         notes.append(
             f"{len(skipped_multi)} module(s) run a different number of times in torch and ONNX, not compared: "
@@ -394,6 +484,66 @@ def _pairs_torch(model: Any, reference_module: Any, x: np.ndarray) -> tuple[list
         )
     pairs.sort(key=lambda p: p.point.order)
     return pairs, unmapped, notes
+
+
+def _pair(order: int, module: str, label: str, mtype: str, b: Boundary, target: str, ref: np.ndarray | None) -> _Pair:
+    point = Point(
+        order=order, module=module, label=label, module_type=mtype, onnx_value=b.value, onnx_node=b.node_name,
+        onnx_op=b.op, torch_module=target,
+    )
+    return _Pair(point=point, ref=ref, node_index=b.node_index)
+
+
+def _output_pair(model: Any, cap: TorchCapture, types: dict[str, Any], paired: set[str]) -> list[_Pair]:
+    """The model's output against the torch model's, when no module boundary already compares it: a departure
+    is confirmed by reaching it (:func:`_confirm`)."""
+    if cap.root is None or len(model.graph.output) != 1:
+        return []
+    out = model.graph.output[0].name
+    if out in paired or not _fits(types, out, cap.root[1]):
+        return []
+    producer = next((i for i, n in enumerate(model.graph.node) if out in n.output), None)
+    if producer is None:
+        return []
+    node = model.graph.node[producer]
+    b = Boundary(out, producer, node.name or f"#{producer}", node.op_type, "", feeds_bn=False)
+    pair = _pair(cap.root[0], "", "model output", "output", b, "", cap.root[1])
+    pair.key = ("root", "", 0)
+    return [pair]
+
+
+def _captured(cap: TorchCapture, key: tuple[Any, ...]) -> np.ndarray | None:
+    kind, name, k = key
+    if kind == "root":
+        return cap.root[1] if cap.root is not None else None
+    if kind == "norm":
+        return cap.normalised[name][1] if name in cap.normalised else None
+    calls = cap.outputs.get(name, [])
+    return calls[k][1] if k < len(calls) else None
+
+
+def _noise_floor(module: Any, x: np.ndarray, wanted: set[str], pairs: list[_Pair]) -> str | None:
+    """Set each point's ``noise_floor``: torch float32 against a float64 copy of the model at that point
+    (max |fp32 - fp64| / max |fp64|). A deep network's float32 error grows layer by layer past a fixed 1e-4
+    (timm inception_v4: ~2e-4 at the logits); an export is held to ``FLOOR_MULTIPLE`` times it, as its output is
+    (:mod:`~deployinc.verify.floor`). Returns a note where float64 does not run."""
+    import copy
+
+    try:
+        m64 = copy.deepcopy(module).double().eval()
+        cap = capture_torch(m64, x, wanted, dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - ops without a double kernel, float32 tensors built in forward
+        msg = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        return f"no float32 noise floor per layer (float64 does not run: {msg}); the layer budget applies alone"
+    for p in pairs:
+        y64 = _captured(cap, p.key) if p.key is not None else None
+        if y64 is None or p.ref is None or y64.shape != p.ref.shape:
+            continue
+        ok = np.isfinite(y64) & np.isfinite(p.ref)
+        scale = float(np.abs(y64[ok]).max()) if ok.any() else 0.0
+        if scale > 0:
+            p.point.noise_floor = float(np.abs(p.ref.astype(np.float64) - y64)[ok].max()) / scale
+    return None
 
 
 def _guess_label(model: Any, idx: int) -> str:
@@ -451,6 +601,9 @@ def _pairs_onnx(model: Any, ref_model: Any) -> tuple[list[_Pair], int, list[str]
 def _compare(pair: _Pair, test: np.ndarray | None, budget: Tolerance) -> None:
     p = pair.point
     ref = pair.ref
+    if p.noise_floor is not None and budget.max_rel is not None and FLOOR_MULTIPLE * p.noise_floor > budget.max_rel:
+        budget = replace(budget, max_rel=FLOOR_MULTIPLE * p.noise_floor)
+        p.max_rel_budget = budget.max_rel
     if test is None or ref is None:
         p.note = "no value from the backend" if test is None else "no reference value"
         return
@@ -482,6 +635,7 @@ def localize(
     run_proxy_exposed: Callable[[Any, list[str]], dict[str, np.ndarray]] | None = None,
     backend: str = "ort-cpu",
     log: Callable[[str], None] | None = None,
+    noise_floor: bool = True,
 ) -> Localization:
     """Compare intermediate tensors of ``model`` with the reference's, in execution order.
 
@@ -498,13 +652,17 @@ def localize(
             reference of cuts that have no torch counterpart.
         backend: Backend name, for the report.
         log: Progress lines.
+        noise_floor: With a torch reference and an fp32-sized budget, widen each point's ``max_rel`` budget to
+            ``FLOOR_MULTIPLE`` times torch's own float32 error there (a float64 run of the reference).
     """
     t0 = time.perf_counter()
     say = log or (lambda _m: None)
     budget = layer_budget(tolerance)
     loc = Localization(backend=backend, method=method, budget=budget, samples=int(x.shape[0]))
+    types = G.value_types(model)
     if reference_module is not None:
-        pairs, unmapped, notes = _pairs_torch(model, reference_module, x)
+        floor = noise_floor and budget.max_rel is not None and budget.max_rel <= FLOOR_MAX_BUDGET
+        pairs, unmapped, notes = _pairs_torch(model, reference_module, x, types, floor=floor)
     else:
         pairs, unmapped, notes = _pairs_onnx(model, reference_model)
         if pairs and run_reference_exposed is not None:
@@ -522,7 +680,6 @@ def localize(
         )
         loc.seconds = time.perf_counter() - t0
         return loc
-    types = G.value_types(model)
 
     def read(names: list[str], truncate: bool) -> dict[str, np.ndarray]:
         loc.runs += 1
@@ -541,24 +698,120 @@ def localize(
             proxy_reader = lambda names: run_proxy_exposed(G.with_outputs(model, names, types), names)  # noqa: E731
         extra = _bisect(model, pairs, budget, read, say, loc, proxy_reader)
         pairs = sorted(pairs + extra, key=lambda p: (p.point.order, p.node_index))
-    compared_in_order = [p for p in pairs if p.point.compared]
-    first_idx = next((i for i, p in enumerate(compared_in_order) if p.point.failures), None)
-    loc.points = [p.point for p in pairs]
-    if first_idx is not None:
-        first = compared_in_order[first_idx]
-        loc.first = first.point
-        good = [p for p in compared_in_order[:first_idx]]
-        loc.last_good = good[-1].point if good else None
-        upstream_ok: set[int] = set()
-        for g in good:
-            upstream_ok |= ancestors(model, g.point.onnx_value)
-        bad = ancestors(model, first.point.onnx_value)
-        suspects = sorted(bad - upstream_ok)
-        loc.suspects = [
-            f"{model.graph.node[i].name or '#' + str(i)} ({model.graph.node[i].op_type})" for i in suspects
-        ][:20]
+    _conclude(model, pairs, loc)
     loc.seconds = time.perf_counter() - t0
     return loc
+
+
+def _conclude(model: Any, pairs: list[_Pair], loc: Localization) -> None:
+    """The first confirmed point over budget (in torch's execution order), the last agreeing one before it, and
+    the ONNX nodes between them."""
+    loc.points = [p.point for p in pairs]
+    _confirm(model, pairs)
+    if loc.dropped:
+        loc.notes.append(_dropped_note(loc.dropped))
+    compared_in_order = [p for p in pairs if p.point.compared]
+    first_idx = next((i for i, p in enumerate(compared_in_order) if p.point.failures and not p.point.dropped), None)
+    if first_idx is None:
+        return
+    first = compared_in_order[first_idx]
+    loc.first = first.point
+    good = [p for p in compared_in_order[:first_idx] if p.point.passed]
+    loc.last_good = good[-1].point if good else None
+    upstream_ok: set[int] = set()
+    for g in good:
+        upstream_ok |= ancestors(model, g.point.onnx_value)
+    suspects = sorted(ancestors(model, first.point.onnx_value) - upstream_ok)
+    nodes = model.graph.node
+    loc.suspects = [f"{nodes[i].name or '#' + str(i)} ({nodes[i].op_type})" for i in suspects][:20]
+
+
+_EXIT = ""  # the post-dominator tree's root: past every graph output
+
+
+def post_dominators(model: Any) -> dict[str, str | None]:
+    """Value -> its immediate post-dominator: the nearest later value that every path from it to the graph's
+    outputs goes through (``""`` past the outputs; None for a value that reaches no output).
+
+    Shape and Size read no numbers, so their outputs are not paths of a tensor's values.
+    """
+    succ: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        if n.op_type in ("Shape", "Size"):
+            continue
+        outs = [o for o in n.output if o]
+        for i in n.input:
+            if i:
+                succ.setdefault(i, []).extend(outs)
+    ipdom: dict[str, str | None] = {}
+    depth: dict[str, int] = {_EXIT: 0}
+    graph_outs = {o.name for o in model.graph.output}
+
+    def meet(a: str, b: str) -> str:
+        while a != b:
+            if depth[a] >= depth[b]:
+                a = ipdom[a] or _EXIT
+            else:
+                b = ipdom[b] or _EXIT
+        return a
+
+    order = [gi.name for gi in model.graph.input] + [o for n in model.graph.node for o in n.output if o]
+    for v in reversed(order):
+        if v in ipdom:
+            continue
+        cands = ([_EXIT] if v in graph_outs else []) + [w for w in succ.get(v, []) if w in depth]
+        if not cands:
+            ipdom[v] = None
+            continue
+        m = cands[0]
+        for w in cands[1:]:
+            m = meet(m, w)
+        ipdom[v] = m
+        depth[v] = depth[m] + 1
+    return ipdom
+
+
+def _confirm(model: Any, pairs: list[_Pair]) -> None:
+    """Mark the points over budget that are no departure (``Point.dropped``).
+
+    A wrong value propagates: what is computed from it is wrong too, up to the output. A point over budget with a
+    later point that every path from it to the output goes through (a post-dominator: the activation after a
+    convolution, the block's concatenation or residual sum) agreeing again is therefore a mapping error, where the
+    torch tensor is not the ONNX value (a pre- against a post-activation tensor, say), or a difference the graph
+    removes again (a normalisation); a point whose value reaches no output cannot make the output depart. Neither
+    is named as the departure. On a correct export whose output agrees, every point over budget is dropped.
+    """
+    compared = [p for p in pairs if p.point.compared]
+    if not compared:
+        return
+    ipdom = post_dominators(model)
+    outs = {o.name for o in model.graph.output}
+    at: dict[str, list[Point]] = {}
+    for p in compared:
+        at.setdefault(p.point.onnx_value, []).append(p.point)
+    for p in compared:
+        if not p.point.failures:
+            continue
+        v: str | None = ipdom.get(p.point.onnx_value, None)
+        if v is None and p.point.onnx_value not in outs:
+            p.point.dropped = "its value does not reach the model's output"
+            continue
+        while v:
+            agree = next((q for q in at.get(v, []) if q.passed), None)
+            if agree is not None:
+                p.point.dropped = f"departs here, but {agree.label}, which every path from it goes through, agrees"
+                break
+            v = ipdom.get(v)
+
+
+def _dropped_note(dropped: list[Point]) -> str:
+    shown = ", ".join(p.label for p in dropped[:6]) + (f" and {len(dropped) - 6} more" if len(dropped) > 6 else "")
+    return (
+        f"dropped (mapping): {shown} — over budget, but a later point that every path from it goes through agrees "
+        "again, or the output is never reached (a real departure propagates): the torch tensor compared there is "
+        "not the ONNX value, or the graph removes the difference (a normalisation, a pooling); not offered as the "
+        "departure"
+    )
 
 
 def _bisect(
