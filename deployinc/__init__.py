@@ -54,9 +54,9 @@ _LAZY = {
     "save_onnx": "deployinc.io",
     "load_checkpoint": "deployinc.io",
     # parity
-    "compare_outputs": "deployinc.verify.metrics",
-    "Tolerance": "deployinc.verify.metrics",
-    "natural_images": "deployinc.verify.inputs",
+    "compare_outputs": "deployinc.core.metrics",
+    "Tolerance": "deployinc.core.metrics",
+    "natural_images": "deployinc.core.images",
 }
 
 __all__ = [

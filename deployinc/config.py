@@ -26,7 +26,7 @@ A config file has four tables, every key optional except ``model.name``::
     min_cosine = 0.99999
 
 CLI flags override the file. Unknown tables or keys and ill-typed values are errors that name the key, and so
-are values out of range (:mod:`deployinc.limits`): NaN or infinity anywhere, an empty ``mean``/``std``, a std <= 0,
+are values out of range (:mod:`deployinc.core.limits`): NaN or infinity anywhere, an empty ``mean``/``std``, a std <= 0,
 a shape that is not four positive integers (H, W <= 16384), a ``num_classes`` outside 1..1000000, a ``seed``
 outside 0..2**32-1, an ``opset`` outside 13..21, and budgets outside their range (``max_rel``/``max_abs`` >= 0,
 ``min_cosine`` in [-1, 1], ``min_top1``/``min_top5`` in [0, 1]).
@@ -169,7 +169,7 @@ def _as_tuple(values: list[Any], key: str, where: str, kind: type, length: int |
 
 
 def _limit(where: str, check: Any, *args: Any) -> Any:
-    """Run a :mod:`deployinc.limits` check, re-raising its error as a :class:`ConfigError` (same message and hint)."""
+    """Run a :mod:`deployinc.core.limits` check, re-raising its error as a :class:`ConfigError` (same message and hint)."""
     from .errors import BadInputError
 
     try:
@@ -179,12 +179,12 @@ def _limit(where: str, check: Any, *args: Any) -> Any:
 
 
 def validate(cfg: ExportConfig, where: str = "<config>") -> ExportConfig:
-    """Check value ranges (finite, within :mod:`deployinc.limits`) and normalise list fields to tuples.
+    """Check value ranges (finite, within :mod:`deployinc.core.limits`) and normalise list fields to tuples.
 
     Flags reach this too (``resolve_config`` applies them first); the CLI has checked them by then, so a failure
     here names the config key.
     """
-    from . import limits
+    from .core import limits
 
     if cfg.exporter not in EXPORTERS:
         raise ConfigError(f"{where}: export.exporter {cfg.exporter!r} is unknown", hint=f"use one of {', '.join(EXPORTERS)}")

@@ -57,7 +57,7 @@ def _text(value: Any) -> str:
 
 def _io_entry(vi: Any) -> dict[str, Any]:
     """name, dtype and shape of a graph input or output (``shape`` None when the file records none)."""
-    from .verify.graph import dims_of
+    from .core.graph import dims_of
 
     t = vi.type
     kind = t.WhichOneof("value")
@@ -225,7 +225,7 @@ def inspect_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     the default domain), ``producer``, ``graph``, ``inputs``/``outputs`` (name, dtype, shape; symbolic dims as
     names), ``nodes`` (``total``, ``by_op`` most frequent first, ``functions``, ``subgraph_nodes``),
     ``initializers`` (count, bytes, ``by_dtype``, tensors in Constant nodes), ``external_data`` (files, tensors,
-    bytes), ``precision`` (``value`` and ``why`` from :func:`deployinc.verify.graph.detect_precision`;
+    bytes), ``precision`` (``value`` and ``why`` from :func:`deployinc.core.graph.detect_precision`;
     ``from_graph``: what the graph alone says, to hold against a recorded ``deployinc.precision``),
     ``runtime_check`` (``ok``, ``problem``, ``hint``: :func:`deployinc.core.graph.graph_problem`), ``provenance``
     (:class:`deployinc.metadata.Provenance` as a dict, None for a file deployinc did not export),
@@ -238,7 +238,7 @@ def inspect_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from .core.graph import graph_problem
     from .io import load_onnx, sha256_file
-    from .verify.graph import detect_precision
+    from .core.graph import detect_precision
 
     loaded = load_onnx(path, check_graph=False, load_external=False)
     model, p = loaded.model, loaded.path

@@ -19,7 +19,7 @@ PY=${PYTHON:-python}
 MODELS=${MODELS:-googlenet,inception_v3,resnet50,mobilenet_v2,mobilenet_v3_large}
 BATCH=${BATCH:-1,8,64,256}
 PRECISION=${PRECISION:-fp32,fp16}
-BACKENDS=${BACKENDS:-torch,torch-fused,ort-cuda,ort-trt,tensorrt}
+BACKENDS=${BACKENDS:-torch,torch-fused,ort-cuda,ort-trt,trt-engine}
 
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
     echo "error: no NVIDIA GPU here (nvidia-smi is missing or lists no GPU)" >&2

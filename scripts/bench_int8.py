@@ -182,7 +182,7 @@ def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from deployinc.io import load_onnx
     from deployinc.precision._common import cpu_session, input_spec
     from deployinc.precision.int8 import quantize_int8
-    from deployinc.verify.inputs import natural_images
+    from deployinc.core.images import natural_images
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -200,7 +200,7 @@ def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "reference": ref_desc,
         "calibration_images": args.calib,
         "test_images": args.test,
-        "images": "seeded natural-image statistics (deployinc.verify.inputs.natural_images), calibration and test "
+        "images": "seeded natural-image statistics (deployinc.core.images.natural_images), calibration and test "
         "sets drawn with different seeds",
         "fp32_ort_vs_torch": {"min_cosine": float(cosines(ref, out32).min()),
                               "max_abs": float(np.abs(ref - out32).max())},
@@ -357,7 +357,7 @@ def bench_inception(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from deployinc.precision.int8 import quantize_int8
     from deployinc.train.data import load_data
     from deployinc.train.synthetic import shapes
-    from deployinc.verify.inputs import normalize
+    from deployinc.core.images import normalize
     from deployinc.verify.reference import from_provenance
 
     torch.set_num_threads(args.threads)

@@ -15,7 +15,7 @@ PY=${PYTHON:-python3}
 MODELS=${MODELS:-googlenet,inception_v3,resnet50,mobilenet_v2,mobilenet_v3_large}
 BATCH=${BATCH:-1,4,8}
 PRECISION=${PRECISION:-fp32,fp16}
-BACKENDS=${BACKENDS:-torch,torch-fused,ort-cpu,ort-cuda,ort-trt,tensorrt}
+BACKENDS=${BACKENDS:-torch,torch-fused,ort-cpu,ort-cuda,ort-trt,trt-engine}
 
 if [ ! -f /etc/nv_tegra_release ] && ! grep -qi jetson /proc/device-tree/model 2>/dev/null; then
     echo "error: this is not a Jetson (no /etc/nv_tegra_release)" >&2

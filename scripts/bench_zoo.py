@@ -8,7 +8,7 @@ shared machine falls on all of them alike; the speedups are ratios of p50 latenc
 
     python scripts/bench_zoo.py                                   # every config; this CPU: batch 1 and 8
     python scripts/bench_zoo.py --models googlenet,resnet50 --iters 50
-    python scripts/bench_zoo.py --backends torch,torch-fused,ort-cuda,ort-trt,tensorrt --batch 1,8,32 \\
+    python scripts/bench_zoo.py --backends torch,torch-fused,ort-cuda,ort-trt,trt-engine --batch 1,8,32 \\
         --precision fp32,fp16 --machine h100                       # what scripts/bench_gpu_server.sh runs
 
 Exit status: 0 when every CPU target below is met (or not applicable), 1 when one is not (the report is written

@@ -42,7 +42,7 @@ def tiny_onnx(tinynets_dir, tmp_path_factory) -> dict[str, Path]:
 
 def test_bench_all_backends_reports_and_skips(cli_runner, tiny_onnx, tmp_path):
     j, c, md, png = (tmp_path / f"r.{e}" for e in ("json", "csv", "md", "png"))
-    args = ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "torch,torch-fused,ort-cpu,ort-cuda,ort-trt,tensorrt",
+    args = ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "torch,torch-fused,ort-cpu,ort-cuda,ort-trt,trt-engine",
             "--batch", "1,2", "--rounds", "2", *FAST, "--json", str(j), "--csv", str(c), "--md", str(md)]  # fmt: skip
     try:
         import matplotlib  # noqa: F401
@@ -71,7 +71,7 @@ def test_bench_all_backends_reports_and_skips(cli_runner, tiny_onnx, tmp_path):
 
     if not torch.cuda.is_available():
         skipped = {x["backend"]: x["reason"] for x in data["results"] if x["status"] == "skipped"}
-        assert {"ort-cuda", "ort-trt", "tensorrt"} <= set(skipped), skipped
+        assert {"ort-cuda", "ort-trt", "trt-engine"} <= set(skipped), skipped
         assert all(reason for reason in skipped.values())
         assert "ort-cuda" in r.stdout and "skipped" in r.stdout
     assert c.read_text().count("\n") == len(data["results"]) + 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deployinc import limits
+from deployinc.core import limits
 from deployinc.errors import BadInputError
 
 from .conftest import files_in, invoke
@@ -33,7 +33,7 @@ HEAVY = [
     "deployinc.precision.fp16.convert_to_fp16",
     "deployinc.precision._common.sample_images",
     "deployinc.precision.int8.quantize_int8",
-    "deployinc.verify.inputs.load_image_folder_with_report",
+    "deployinc.core.images.load_image_folder_with_report",
 ]
 
 
@@ -283,3 +283,16 @@ def test_available_memory_and_byte_figures():
     assert limits.tensor_bytes(100_000_000, (3, 224, 224)) == 100_000_000 * 3 * 224 * 224 * 4
     assert limits.fmt_bytes(56.1 * GiB) == "56.1 GiB" and limits.fmt_bytes(3.64 * 1024**4) == "3.6 TiB"
     assert limits.head_bytes(1000, 1024) == 1025 * 1000 * 4
+
+
+def test_every_backend_name_means_the_same_in_verify_and_bench():
+    """One table (deployinc.backends): verify --providers X and bench --backends X name the same backend."""
+    from deployinc.backends import ALIASES, BACKENDS
+    from deployinc.cli.bench import parse_bench_backends
+    from deployinc.verify.backends import parse_providers
+
+    for name in [*BACKENDS, *ALIASES]:
+        assert parse_providers(name) == parse_bench_backends(name), name
+    assert parse_providers("tensorrt") == ["ort-trt"] and parse_providers("trt-engine") == ["trt-engine"]
+    with pytest.raises(BadInputError, match="did you mean 'cuda'"):
+        parse_providers("gpu")

@@ -37,7 +37,7 @@ def convnet(scale: float = 1.0, seed: int = 0):
 
 
 def images(n=4, seed=0):
-    from deployinc.verify.inputs import natural_images
+    from deployinc.core.images import natural_images
 
     return natural_images(n, (3, 16, 16), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), seed=seed)
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from deployinc.errors import BadInputError
-from deployinc.verify.inputs import load_image_folder, load_image_folder_with_report, natural_images, noise
+from deployinc.core.images import load_image_folder, load_image_folder_with_report, natural_images, noise
 
 
 def test_natural_images_are_seeded_and_shaped():

@@ -15,7 +15,7 @@ from tests.test_fp16 import convnet, images
 def write_pngs(folder, n, size=20, seed=0):
     from PIL import Image
 
-    from deployinc.verify.inputs import natural_images
+    from deployinc.core.images import natural_images
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, a in enumerate(natural_images(n, (3, size, size), seed=seed)):

@@ -139,9 +139,9 @@ def test_bisection_finds_a_backend_only_departure(exports_dir, tinynets_dir):
     import onnxruntime as ort
 
     from deployinc.models.loading import load_model
-    from deployinc.verify.inputs import natural_images
+    from deployinc.core.images import natural_images
     from deployinc.verify.localize import localize, single_tensor_cuts
-    from deployinc.verify.metrics import preset
+    from deployinc.core.metrics import preset
 
     model = onnx.load(str(export_model(exports_dir)))
     ref = load_model("tinynets:build", input_shape=SHAPE).module.eval()
@@ -216,7 +216,7 @@ def test_torchscript_scope_names_and_dynamo_metadata(tinynets_dir):
 
     from deployinc.export import export_onnx
     from deployinc.prepare import prepare
-    from deployinc.verify.graph import _scope_from_torchscript_name, node_scopes
+    from deployinc.core.graph import _scope_from_torchscript_name, node_scopes
 
     mods = {"inception4c", "inception4c.branch2", "inception4c.branch2.1", "inception4c.branch2.1.conv", "layer1", "layer1.0", "layer1.0.conv1"}
     assert _scope_from_torchscript_name("/inception4c/branch2/branch2.1/conv/Conv", mods) == "inception4c.branch2.1.conv"

@@ -102,9 +102,9 @@ def test_folded_conv_of_batchnormact_is_compared_before_the_activation(exports_d
     import onnxruntime as ort
 
     from deployinc.metadata import read_provenance
-    from deployinc.verify.inputs import natural_images
+    from deployinc.core.images import natural_images
     from deployinc.verify.localize import localize
-    from deployinc.verify.metrics import preset
+    from deployinc.core.metrics import preset
     from deployinc.verify.reference import from_provenance
 
     src = _export(exports_dir, "timm/mobilenetv3_small_050")
@@ -135,8 +135,8 @@ def test_a_mapping_error_is_dropped_not_named(exports_dir, tinynets_dir, monkeyp
 
     from deployinc.models.loading import load_model
     from deployinc.verify import localize as L
-    from deployinc.verify.inputs import natural_images
-    from deployinc.verify.metrics import preset
+    from deployinc.core.images import natural_images
+    from deployinc.core.metrics import preset
 
     from .test_verify import SHAPE
 
@@ -220,7 +220,7 @@ def test_module_scopes_of_real_exports():
     into ``features.0.1.weight``)."""
     from onnx import helper
 
-    from deployinc.verify.graph import _scope_from_torchscript_name, node_scopes
+    from deployinc.core.graph import _scope_from_torchscript_name, node_scopes
 
     mods = {"blocks", "blocks.1", "blocks.1.1", "blocks.1.1.conv_dw", "layer1", "layer1.0", "layer1.0.relu"}
     mods |= {"features", "features.12", "features.12.conv", "features.12.conv.1", "features.12.conv.1.0"}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deployinc.errors import BadInputError
-from deployinc.verify.metrics import PRESETS, Tolerance, compare_arrays, compare_outputs, one_line, preset
+from deployinc.core.metrics import PRESETS, Tolerance, compare_arrays, compare_outputs, one_line, preset
 
 
 def test_identical_outputs_pass():

@@ -57,7 +57,7 @@ def test_random_weights_are_seeded_and_bn_recalibrated():
 
 def test_recalibration_gives_realistic_logits():
     """inception_v3 at random init with 0/1 BN statistics gives huge logits; recalibrated, a sane scale."""
-    from deployinc.verify.inputs import natural_images
+    from deployinc.core.images import natural_images
 
     raw = load_model("inception_v3", calibrate_bn=False).module.eval()
     cal = load_model("inception_v3").module.eval()

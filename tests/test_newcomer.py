@@ -209,7 +209,7 @@ def test_quantize_prints_the_int8_vs_fp32_line_and_the_target(cli_runner, tmp_pa
 def test_providers_gpu_suggests_cuda():
     from deployinc.verify.backends import parse_providers
 
-    with pytest.raises(BadInputError, match=r"unknown provider 'gpu' \(did you mean 'cuda'\?\)"):
+    with pytest.raises(BadInputError, match=r"unknown backend 'gpu' in --providers \(did you mean 'cuda'\?\)"):
         parse_providers("cpu,gpu")
     with pytest.raises(BadInputError, match=r"did you mean 'cpu'"):
         parse_providers("cpuu")

@@ -9,7 +9,7 @@ from torch import nn
 
 from deployinc.prepare import PASSES, fold_conv_bn_weights, prepare
 from deployinc.prepare import passes as P
-from deployinc.verify.inputs import natural_images
+from deployinc.core.images import natural_images
 
 
 @pytest.mark.parametrize("groups, bias", [(1, True), (1, False), (4, True), (8, False)])

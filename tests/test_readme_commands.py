@@ -93,7 +93,7 @@ TABLE: dict[str, Run | Skip | XFail] = {
     "deployinc verify googlenet.onnx --data val/ --labels": Skip("needs the user's labelled folder val/ and " + _GOOGLENET),
     "deployinc verify googlenet.onnx --save-outputs run.npz": Skip(_HEAVY + "needs " + _GOOGLENET + ", then rebuilds GoogLeNet"),
     # Bench
-    "deployinc bench googlenet.onnx --backends torch,torch-fused,ort-cpu,ort-cuda,ort-trt,tensorrt --batch 1,8,32 --precision fp32,fp16": Skip(
+    "deployinc bench googlenet.onnx --backends torch,torch-fused,ort-cpu,ort-cuda,ort-trt,trt-engine --batch 1,8,32 --precision fp32,fp16": Skip(
         _GPU + " and TensorRT for most of its backends, and " + _GOOGLENET
     ),
     "deployinc bench resnet50 --warmup 20 --iters 200 --threads 2 --json out.json --csv out.csv --md out.md --plot out.png": Skip(
@@ -319,7 +319,7 @@ class StandIns:
         import numpy as np
         from PIL import Image
 
-        from deployinc.verify.inputs import natural_images
+        from deployinc.core.images import natural_images
 
         d = self.root / name
         d.mkdir()

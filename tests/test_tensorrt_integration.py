@@ -50,7 +50,7 @@ def _reference(path, x):
 
 @pytest.mark.parametrize("precision,rtol", [("fp32", 1e-3), ("fp16", 2e-2)])
 def test_native_engine_matches_ort_cpu_and_is_cached(tmp_path, model, precision, rtol):
-    from deployinc.runners.tensorrt import TensorRTRunner
+    from deployinc.trt.runner import TensorRTRunner
     from tests.test_fp16 import images
 
     x = images(4)
@@ -66,7 +66,7 @@ def test_native_engine_matches_ort_cpu_and_is_cached(tmp_path, model, precision,
 
 
 def test_truncated_cached_engine_is_rebuilt(tmp_path, model):
-    from deployinc.runners.tensorrt import TensorRTRunner
+    from deployinc.trt.runner import TensorRTRunner
 
     with TensorRTRunner(model, cache_dir=tmp_path / "cache") as r:
         path = r.details["engine_path"]
@@ -79,7 +79,7 @@ def test_truncated_cached_engine_is_rebuilt(tmp_path, model):
 
 def test_shape_outside_profile_is_refused(tmp_path, model):
     from deployinc.errors import BadInputError
-    from deployinc.runners.tensorrt import TensorRTRunner
+    from deployinc.trt.runner import TensorRTRunner
     from tests.test_fp16 import images
 
     with TensorRTRunner(model, batch="1,2,4", cache_dir=tmp_path / "cache") as r:
@@ -89,7 +89,7 @@ def test_shape_outside_profile_is_refused(tmp_path, model):
 
 def test_int8_from_qdq_model(tmp_path, model):
     from deployinc.precision.int8 import quantize_int8, write_int8
-    from deployinc.runners.tensorrt import TensorRTRunner
+    from deployinc.trt.runner import TensorRTRunner
     from tests.test_fp16 import images
 
     res = quantize_int8(model, images(32, seed=1), target="tensorrt")

@@ -277,7 +277,7 @@ def test_parser_errors_are_reported_per_node():
 
 def test_runner_without_tensorrt_is_unavailable(tmp_path):
     from deployinc.lazy import available
-    from deployinc.runners.tensorrt import TensorRTRunner
+    from deployinc.trt.runner import TensorRTRunner
 
     if available("tensorrt"):
         pytest.skip("tensorrt is importable here; the integration tests cover it")

@@ -1,7 +1,7 @@
 """Verdicts that can fail: each metric alone decides, values exactly on a budget pass, the scale is the
 reference's, ties are judged by the tie rule, and the fp32 budget respects torch's own float32 error.
 
-Each test is built so that one deliberate bug in :mod:`deployinc.verify.metrics` or :mod:`deployinc.verify.floor`
+Each test is built so that one deliberate bug in :mod:`deployinc.core.metrics` or :mod:`deployinc.core.floor`
 makes it fail: top-1 without the tie rule, cosine or top-5 not judged, ``<=`` turned into ``<``, the scale taken
 from the output under test, the floor ignored or applied to the wrong precision.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployinc.verify.floor import NoiseFloor, budget_text, measure, widen
-from deployinc.verify.metrics import Tolerance, compare_arrays, preset
+from deployinc.core.floor import NoiseFloor, budget_text, measure, widen
+from deployinc.core.metrics import Tolerance, compare_arrays, preset
 
 ONLY = dict(max_rel=None, max_abs=None, min_cosine=None, min_top1=None, min_top5=None)
 

@@ -304,7 +304,7 @@ def test_input_array_the_model_does_not_accept(cli_runner, tiny, tmp_path, array
 def test_unknown_provider_lists_the_available_ones(cli_runner, tiny):
     r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--providers", "cpu,gpu"])
     assert r.exit_code == 2
-    assert "unknown provider 'gpu'" in r.stderr
+    assert "unknown backend 'gpu' in --providers (did you mean 'cuda'?)" in r.stderr
     for name in ("cpu", "cuda", "tensorrt"):
         assert name in r.stderr.split("hint:")[1]
     no_traceback(r)

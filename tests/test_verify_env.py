@@ -1,4 +1,4 @@
-"""The environment record (deployinc.env): versions, providers, thread counts, CPU; cheap and torch-free."""
+"""The environment record (deployinc.core.env): versions, providers, thread counts, CPU; cheap and torch-free."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 
 def test_environment_record_is_complete_and_serialisable():
-    from deployinc.env import environment
+    from deployinc.core.env import environment
 
     env = environment(ort_threads=2)
     json.dumps(env)
@@ -22,7 +22,7 @@ def test_environment_record_is_complete_and_serialisable():
 
 
 def test_environment_does_not_import_torch():
-    code = "import sys, deployinc.env as e; e.environment(); print('TORCH', 'torch' in sys.modules)"
+    code = "import sys, deployinc.core.env as e; e.environment(); print('TORCH', 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "TORCH False" in out
 
@@ -30,7 +30,7 @@ def test_environment_does_not_import_torch():
 def test_torch_threads_recorded_when_torch_is_loaded():
     import torch
 
-    from deployinc.env import thread_counts
+    from deployinc.core.env import thread_counts
 
     torch.set_num_threads(1)
     try:

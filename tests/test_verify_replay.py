@@ -57,7 +57,7 @@ def test_accuracy_on_a_labelled_folder_matches_a_plain_torch_loop(cli_runner, ti
     from deployinc.models.loading import load_from_provenance
     from deployinc.io import load_onnx
     from deployinc.metadata import read_provenance
-    from deployinc.verify.inputs import load_image, normalize
+    from deployinc.core.images import load_image, normalize
 
     rng = np.random.default_rng(0)
     data = tmp_path / "val"

@@ -1,5 +1,5 @@
 """The parts of a benchmark's environment record that concern GPUs and Jetsons, and the CPU details a benchmark
-needs beyond :func:`deployinc.env.environment` (cgroup CPU quota, frequency governor).
+needs beyond :func:`deployinc.core.env.environment` (cgroup CPU quota, frequency governor).
 
 Everything here reads what is there and returns ``None`` (or leaves a key out) for what is not: no exception
 leaves these functions, and nothing initialises CUDA. ``nvidia-smi`` and ``nvpmodel`` are run with a timeout.

@@ -1,6 +1,6 @@
 """The environment record every benchmark report carries.
 
-It starts from :func:`deployinc.env.environment` (versions, providers, CPU) when that module is there, and adds what
+It starts from :func:`deployinc.core.env.environment` (versions, providers, CPU) when that module is there, and adds what
 a benchmark needs besides: the CPU details of :func:`~deployinc.bench.env_gpu.cpu_details` (usable CPUs, cgroup
 quota, governor), the GPUs as ``nvidia-smi`` reports them (clocks, driver, power limit), the CUDA/cuDNN/TensorRT
 versions, a Jetson's power mode, and the thread settings in force for torch and ONNX Runtime.
@@ -32,16 +32,16 @@ def _versions() -> dict[str, str]:
 
 def _base(threads: int | None) -> dict[str, Any]:
     try:
-        from ..env import environment  # written alongside; optional until it lands
+        from ..core.env import environment  # written alongside; optional until it lands
     except ImportError:
         environment = None
     if environment is not None:
         try:
             base = dict(environment(ort_threads=threads))
-            base.setdefault("source", "deployinc.env.environment")
+            base.setdefault("source", "deployinc.core.env.environment")
             return base
         except Exception as exc:  # noqa: BLE001 - a report without the shared record beats no report
-            return {"source": f"deployinc.env.environment failed: {type(exc).__name__}: {exc}"}
+            return {"source": f"deployinc.core.env.environment failed: {type(exc).__name__}: {exc}"}
     return {"source": "deployinc.bench.environment"}
 
 

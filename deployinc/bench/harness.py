@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable, BadInputError, DeployincError
-from ..limits import BATCH_MAX, MAX_TIME_S_MAX, THREADS_MAX
+from ..core.limits import BATCH_MAX, MAX_TIME_S_MAX, THREADS_MAX
 from ..runners import BACKENDS, TORCH_BACKENDS
 from .cpu_link import cpu_round_trip_ns
 from .report import BenchReport, BenchRow
@@ -46,7 +46,7 @@ from .subject import PRECISIONS, BenchModel
 from .timing import check_counts, measure, stretch_p50s, summarize
 
 #: Backends whose shapes are fixed when they are built (one build per batch size).
-_PER_BATCH = ("ort-trt", "tensorrt")
+_PER_BATCH = ("ort-trt", "trt-engine")
 #: ``max_time_s`` without ``timeout_s`` bounds each isolated measurement at this multiple of it...
 IMPLIED_TIMEOUT_FACTOR = 10.0
 #: ... and at least this many seconds (session creation and warm-up come on top of the sampling).
@@ -188,8 +188,8 @@ class _Builder:
     def torch_runner(self, backend: str, precision: str, example: np.ndarray) -> Any:
         from ..runners.torch_runner import TorchRunner
 
-        device = _torch_device(self.s.device)
-        module = self.model.torch_module(fused=backend != "torch")
+        device = "cuda" if backend == "torch-cuda" else _torch_device(self.s.device)
+        module = self.model.torch_module(fused=backend in ("torch-fused", "torch-compile"))
         return TorchRunner(
             module,
             device=device,
@@ -211,7 +211,7 @@ class _Builder:
                     hint=f"bench it with --precision {fp}, and bench its fp32 export for fp32 numbers",
                 )
             return str(self.model.path)
-        if precision == "fp32" or backend in ("ort-trt", "tensorrt"):
+        if precision == "fp32" or backend in ("ort-trt", "trt-engine"):
             return str(self.model.path)  # TensorRT lowers precision itself, from builder flags
         if precision == "int8":
             raise BackendUnavailable(
@@ -243,7 +243,7 @@ class _Builder:
                 opts = {"enable_cuda_graph": "1" if self.s.cuda_graph else "0", "use_tf32": "1" if self.s.tf32 else "0"}
             return OrtRunner(src, "cuda", threads=threads, precision=precision, provider_options=opts)
         # ort-trt: the provider's options (engine cache keyed on everything, profile for this batch size)
-        from ..runners.ort import cuda_driver_problem
+        from ..core.env import cuda_driver_problem
 
         problem = cuda_driver_problem()
         if problem is not None:
@@ -255,7 +255,7 @@ class _Builder:
         return OrtRunner(src, "tensorrt", threads=threads, precision=precision, provider_options=opts)
 
     def tensorrt_runner(self, precision: str, batch: int) -> Any:
-        from ..runners.ort import cuda_driver_problem
+        from ..core.env import cuda_driver_problem
 
         problem = cuda_driver_problem()
         if problem is not None:
@@ -264,7 +264,7 @@ class _Builder:
 
         require("tensorrt", "the native TensorRT backend")
         try:
-            from ..runners.tensorrt import TensorRTRunner  # type: ignore[import-not-found]
+            from ..trt.runner import TensorRTRunner  # type: ignore[import-not-found]
         except ImportError as exc:
             raise BackendUnavailable(f"the native TensorRT runner is not in this deployinc ({exc})") from exc
         params = inspect.signature(TensorRTRunner).parameters
@@ -277,7 +277,7 @@ class _Builder:
     def build(self, backend: str, precision: str, batch: int) -> Any:
         if backend in TORCH_BACKENDS:
             return self.torch_runner(backend, precision, self.model.inputs(batch))
-        if backend == "tensorrt":
+        if backend == "trt-engine":
             return self.tensorrt_runner(precision, batch)
         return self.ort_runner(backend, precision, batch)
 
@@ -669,8 +669,8 @@ def _measure_isolated(c: _Cell, model: BenchModel, s: BenchSettings, batch: int,
     from ..isolate import call_isolated
 
     label = f"{c.backend} {c.precision} b{batch}"
-    if c.backend in ("ort-cuda", "ort-trt", "tensorrt"):  # spares a subprocess without a GPU
-        from ..runners.ort import cuda_driver_problem
+    if c.backend in ("torch-cuda", "ort-cuda", "ort-trt", "trt-engine"):  # spares a subprocess without a GPU
+        from ..core.env import cuda_driver_problem
 
         problem = cuda_driver_problem()
         if problem is not None:

@@ -31,7 +31,7 @@ class BenchModel:
         mean: Input normalisation mean.
         std: Input normalisation std.
         file_precision: What the file computes in (``fp32``, ``fp16`` or ``int8``), detected as verify does
-            (:func:`deployinc.verify.graph.detect_precision`: the recorded metadata, else Q/DQ nodes, else float16
+            (:func:`deployinc.core.graph.detect_precision`: the recorded metadata, else Q/DQ nodes, else float16
             weights).
         file_precision_why: How that was told.
         provenance: The deployinc provenance of the file, or None.
@@ -64,7 +64,7 @@ class BenchModel:
     weights: str | None = None
     reference: dict[str, Any] | None = None
     given_inputs: np.ndarray | None = field(default=None, repr=False)
-    inputs_desc: str = "seeded natural-image statistics (deployinc.verify.inputs.natural_images, seed 0)"
+    inputs_desc: str = "seeded natural-image statistics (deployinc.core.images.natural_images, seed 0)"
     _inputs: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _loaded: Any = field(default=None, repr=False)
     _torch_error: BackendUnavailable | None = field(default=None, repr=False)
@@ -94,7 +94,7 @@ class BenchModel:
             if self.given_inputs is not None:
                 base = self.given_inputs[:batch]
             else:
-                from ..verify.inputs import natural_images
+                from ..core.images import natural_images
 
                 # Up to 8 distinct images, repeated for bigger batches (content does not change a dense CNN's speed).
                 base = natural_images(min(batch, 8), self.chw, self.mean, self.std, seed=0)
@@ -244,7 +244,7 @@ class BenchModel:
 
 def _file_precision(model: Any) -> tuple[str, str]:
     """(precision, why): what the file computes in, told as verify tells it."""
-    from ..verify.graph import detect_precision
+    from ..core.graph import detect_precision
 
     return detect_precision(model)
 

@@ -104,10 +104,10 @@ def check_counts(warmup: int, iters: int) -> None:
     """Refuse non-positive warm-up or iteration counts.
 
     Raises:
-        BadInputError: ``warmup`` or ``iters`` below 1 or above :data:`deployinc.limits.WARMUP_MAX` /
-            :data:`deployinc.limits.ITERS_MAX`.
+        BadInputError: ``warmup`` or ``iters`` below 1 or above :data:`deployinc.core.limits.WARMUP_MAX` /
+            :data:`deployinc.core.limits.ITERS_MAX`.
     """
-    from ..limits import ITERS_MAX, WARMUP_MAX
+    from ..core.limits import ITERS_MAX, WARMUP_MAX
 
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise BadInputError(f"--iters {iters!r} must be a positive integer", hint=f"allowed: 1..{ITERS_MAX}; e.g. --iters 100")

@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
-from .. import limits
+from ..core import limits
 from ..errors import BackendUnavailable, BadInputError, CheckFailed
 from .options import (
     batch_list_callback, check_onnx_input_memory, float_in, force_option, int_in, json_option, parse_batches, threads_option,
 )  # fmt: skip
 
-_ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,tensorrt"
+_ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,trt-engine"
 
 
 @click.command()
@@ -213,24 +213,15 @@ def bench(
 
 
 def parse_bench_backends(text: str) -> list[str]:
-    """Like :func:`deployinc.runners.parse_backends`, but an exact backend name wins over verify's provider
-    aliases (``tensorrt`` is the native TensorRT backend here, not an alias of ``ort-trt``).
+    """Backend names from the one table (:mod:`deployinc.backends`): the same names, with the same meaning, as
+    ``verify --providers``.
 
     Raises:
         BadInputError: An unknown name (the known are listed) or none at all.
     """
-    from ..runners import BACKENDS, parse_backends
+    from ..backends import parse_backends
 
-    out: list[str] = []
-    for raw in (t.strip() for t in text.split(",")):
-        if not raw:
-            continue
-        name = raw if raw in BACKENDS else parse_backends(raw)[0]
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise BadInputError("no backend given", hint=f"known: {', '.join(BACKENDS)}")
-    return out
+    return parse_backends(text, option="--backends")
 
 
 def _console() -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .. import limits
+from ..core import limits
 from .options import force_option, int_in, mean_callback, parse_floats, std_callback, threads_option
 
 

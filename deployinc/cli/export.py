@@ -7,7 +7,7 @@ import click
 import os
 from pathlib import Path
 
-from .. import limits
+from ..core import limits
 from ..errors import BadInputError, CheckFailed, ConfigError
 from .options import force_option, model_options, parse_floats, parse_shape, threads_option
 
@@ -128,7 +128,7 @@ def export(
 
 def _check_bounded(cfg, input_shape: str | None, num_classes: int | None) -> None:  # noqa: ANN001
     """Before the model is loaded: the opset against the exporter, and the memory the input shape and the class
-    count need (rough, low estimates from :mod:`deployinc.limits`; refused only when even those cannot fit)."""
+    count need (rough, low estimates from :mod:`deployinc.core.limits`; refused only when even those cannot fit)."""
     from ..export import check_opset
 
     check_opset(cfg.exporter, cfg.opset)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .. import limits
+from ..core import limits
 from ..errors import BadInputError
 
 
@@ -34,7 +34,7 @@ def parse_int_list(
 
 
 def parse_shape(text: str | None, what: str = "--input-shape") -> tuple[int, int, int, int] | None:
-    """``"1,3,224,224"`` -> (1, 3, 224, 224): exactly four values, N,C,H,W, each within :mod:`deployinc.limits`.
+    """``"1,3,224,224"`` -> (1, 3, 224, 224): exactly four values, N,C,H,W, each within :mod:`deployinc.core.limits`.
 
     A 3-value ``C,H,W`` is refused on every command (it used to get N=1, and ``1,3,224`` then read as C=1, H=3,
     W=224): the batch is always written out, so a shape means the same thing to export, profile and verify.
@@ -106,7 +106,7 @@ std_callback = check_with(lambda name, v: parse_floats(v, name, positive=True))
 
 
 def tolerance_callback(key: str) -> Callable[..., Any]:
-    """Callback: a parity budget (``max_rel``, ``min_cosine``...) within :data:`deployinc.limits.TOLERANCE_RANGES`."""
+    """Callback: a parity budget (``max_rel``, ``min_cosine``...) within :data:`deployinc.core.limits.TOLERANCE_RANGES`."""
     return check_with(lambda name, v: limits.check_tolerance(name, key, v))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import limits
+from ..core import limits
 from .options import force_option, json_option, model_options, parse_floats, parse_shape, threads_option
 
 

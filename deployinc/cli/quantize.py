@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .convert import default_out
-from .. import limits
+from ..core import limits
 from .options import float_in, force_option, int_in, mean_callback, parse_floats, std_callback
 
 
@@ -63,7 +63,7 @@ def quantize(
     from ..precision._common import input_spec
     from ..precision import int8 as int8_mod
     from ..precision.int8 import check_image_count, quantize_int8, report_path_for, write_int8
-    from ..verify.inputs import load_image_folder_with_report
+    from ..core.images import load_image_folder_with_report
 
     method = method.lower()
     if limit is not None:

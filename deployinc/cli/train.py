@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import limits
+from ..core import limits
 from .options import float_in, force_option, int_in, num_classes_callback, seed_callback, threads_option
 
 
@@ -109,7 +109,7 @@ def _check_memory(data: str, image_size: int | None, batch_size: int | None, lim
     """Refuse an image size or batch size whose data cannot fit, before anything is generated or read.
 
     Checked when given (the defaults are the model's own and fit): a batch of float32 images times
-    :data:`deployinc.limits.ACTIVATION_FACTOR` (a training step keeps activations for the backward pass), and, for a
+    :data:`deployinc.core.limits.ACTIVATION_FACTOR` (a training step keeps activations for the backward pass), and, for a
     synthetic set whose image count is known, every image as uint8 (the data is held in memory).
     """
     side = image_size

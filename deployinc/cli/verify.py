@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from ..errors import BadInputError, CheckFailed
-from .. import limits
+from ..core import limits
 from .options import (
     batch_list_callback, check_onnx_input_memory, force_option, int_in, json_option, mean_callback, num_classes_callback,
     parse_batches, parse_floats, parse_shape, seed_callback, shape_callback, std_callback, threads_option, tolerance_callback,
@@ -22,7 +22,7 @@ from .options import (
 @click.option("--reference", default=None, help="Torch reference as package.module:function (or a registry name), for files without deployinc metadata.")
 @click.option("--weights", default=None, help="Checkpoint for --reference (or the new path of the recorded checkpoint).")
 @click.option("--against", type=click.Path(), default=None, help="Compare with another ONNX file (run on ORT CPU; no torch needed).")
-@click.option("--providers", default="cpu", show_default=True, help="Comma-separated: cpu, cuda, tensorrt (ONNX Runtime providers); trt-engine (native TensorRT); torch-cuda, torch-fused.")
+@click.option("--providers", default="cpu", show_default=True, help="Comma-separated backends, the same names as bench --backends: cpu/ort-cpu, cuda/ort-cuda, tensorrt/ort-trt (ONNX Runtime), trt-engine (native TensorRT), torch, torch-cuda, torch-fused, torch-compile.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Tolerance preset (and TensorRT build precision); default: what the file holds.")
 @click.option("--batch", "batch", default=None, callback=batch_list_callback, help="Batch sizes, comma-separated (default 1,8; a static batch runs at its size).")
 @click.option("--samples", type=int, default=8, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "16"), help="Number of input samples (bounded by memory).")

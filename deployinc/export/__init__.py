@@ -29,8 +29,7 @@ from .fallback import ExportPath, UnexportableError, export_with_fallback
 EXPORTERS = ("dynamo", "torchscript")
 #: Opsets deployinc exports, per exporter (both checked by tests; dynamo below 18 via downgrade).
 SUPPORTED_OPSETS = {"dynamo": tuple(range(13, 22)), "torchscript": tuple(range(13, 22))}
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+from ..core.graph import INPUT_NAME, OUTPUT_NAME, node_counts  # noqa: F401 - re-exported
 
 
 def check_opset(exporter: str, opset: int) -> None:
@@ -248,15 +247,6 @@ def export_onnx(
     check_opset(exporter, opset)
     model = run_exporter(module, input_shape, opset, exporter, dynamic_batch)
     return finish_export(model, opset, exporter)
-
-
-def node_counts(model: Any) -> dict[str, int]:
-    """Node count per op type (``domain::op`` for non-default domains)."""
-    counts: dict[str, int] = {}
-    for n in model.graph.node:
-        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 @dataclass
@@ -543,7 +533,7 @@ def _run_pipeline(
     write_provenance(onnx_model, prov)
     if loaded.bn_recalibrated:
         # prepare() deep-copied, so loaded.module still holds the recalibrated statistics: cache them for verify.
-        from ..verify.reference import store_bn_stats
+        from ..models.bn_cache import store_bn_stats
 
         store_bn_stats(prov, loaded.module)
 
@@ -620,16 +610,16 @@ def quick_parity(
     """ORT CPU against the prepared torch module on natural images at batch 1 and 2 (1 when static).
 
     Uses the same runners and comparison as ``deployinc verify``. When the fp32 preset fails, the torch module's
-    own float32 error (a float64 run on the same inputs, :mod:`deployinc.verify.floor`) is measured and the
+    own float32 error (a float64 run on the same inputs, :mod:`deployinc.core.floor`) is measured and the
     outputs are judged against ``max(preset, 2 x floor)``, as verify does; the line says so.
     """
     import numpy as np
 
     from ..runners.ort import OrtRunner
     from ..runners.torch_runner import TorchRunner
-    from ..verify.floor import budget_text, measure, widen
-    from ..verify.inputs import natural_images
-    from ..verify.metrics import compare_outputs, one_line, preset
+    from ..core.floor import budget_text, measure, widen
+    from ..core.images import natural_images
+    from ..core.metrics import compare_outputs, one_line, preset
 
     batches = (1, 2) if dynamic_batch else (input_shape[0],)
     x = natural_images(sum(batches), input_shape[1:], mean, std, seed=2024)

@@ -396,7 +396,7 @@ def recalibrate_batchnorm(
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    from ..verify.inputs import natural_images
+    from ..core.images import natural_images
 
     bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not bns:
@@ -428,7 +428,7 @@ def _probe_num_classes(module: Any, input_size: tuple[int, int, int]) -> int:
     """The logit count of a user model: the last dimension of its (first) output on one zero image."""
     import torch
 
-    from ..runners.torch_runner import first_output
+    from ..core.outputs import first_output
 
     module.eval()
     try:

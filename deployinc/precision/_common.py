@@ -93,7 +93,7 @@ def input_spec(model: Any, mean: Sequence[float] | None = None, std: Sequence[fl
 
 def sample_images(spec: InputSpec, n: int, data: str | os.PathLike[str] | None = None, seed: int = 0) -> np.ndarray:
     """``n`` normalised images for ``spec``: from a folder when given, else seeded natural-image statistics."""
-    from ..verify.inputs import load_image_folder, natural_images
+    from ..core.images import load_image_folder, natural_images
 
     if data is not None:
         return load_image_folder(data, spec.chw, spec.mean, spec.std, limit=n)

@@ -366,7 +366,7 @@ def tensorrt_problem() -> str | None:
     import importlib.util
 
     try:
-        from ..runners.ort import cuda_driver_problem
+        from ..core.env import cuda_driver_problem
 
         problem = cuda_driver_problem()
     except Exception as exc:  # noqa: BLE001 - a probe must not fail the command
@@ -433,9 +433,9 @@ def compare_with_fp32(
     limit: int = COMPARE_IMAGES,
 ) -> tuple[list[Any], str]:
     """The int8 model against the fp32 model on ONNX Runtime CPU over (the first ``limit`` of) ``images``:
-    cosine, top-1 agreement and max_rel through :func:`deployinc.verify.metrics.compare_outputs`, judged by the
+    cosine, top-1 agreement and max_rel through :func:`deployinc.core.metrics.compare_outputs`, judged by the
     int8 preset ``preset("int8", "cpu")``. Returns the comparisons and one line (``PASS ...`` or ``FAIL ...``)."""
-    from ..verify.metrics import compare_outputs, preset
+    from ..core.metrics import compare_outputs, preset
 
     from ._common import cpu_session
 

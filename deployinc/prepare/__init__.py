@@ -93,9 +93,9 @@ def prepare(
     import torch
 
     from ..errors import BadInputError
-    from ..runners.torch_runner import first_output
-    from ..verify.inputs import natural_images
-    from ..verify.metrics import Tolerance, compare_arrays
+    from ..core.outputs import first_output
+    from ..core.images import natural_images
+    from ..core.metrics import Tolerance, compare_arrays
     from . import passes as P
 
     unknown = set(skip) - set(PASSES)

@@ -9,7 +9,7 @@ Backends by name (used by ``deployinc verify --providers`` and ``deployinc bench
 ``ort-cpu``               ONNX Runtime, CPUExecutionProvider
 ``ort-cuda``              ONNX Runtime, CUDAExecutionProvider
 ``ort-trt``               ONNX Runtime, TensorrtExecutionProvider
-``tensorrt``              a native TensorRT engine built from the ONNX file
+``trt-engine``            a native TensorRT engine built from the ONNX file
 ========================  ===========================================================
 """
 
@@ -17,32 +17,27 @@ from __future__ import annotations
 
 from .base import BaseRunner
 
-TORCH_BACKENDS = ("torch", "torch-fused", "torch-compile")
-ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
-BACKENDS = TORCH_BACKENDS + ONNX_BACKENDS
-#: verify's --providers short names -> backend
-PROVIDER_ALIASES = {"cpu": "ort-cpu", "cuda": "ort-cuda", "tensorrt": "ort-trt", "trt": "ort-trt"}
+from ..backends import ALIASES as PROVIDER_ALIASES
+from ..backends import BACKENDS as _TABLE
+from ..backends import ONNX_BACKENDS, TORCH_BACKENDS
+
+BACKENDS = tuple(_TABLE)
 
 __all__ = ["BACKENDS", "ONNX_BACKENDS", "PROVIDER_ALIASES", "TORCH_BACKENDS", "BaseRunner", "parse_backends"]
 
 
 def parse_backends(text: str, allowed: tuple[str, ...] = BACKENDS) -> list[str]:
-    """Parse ``"torch,ort-cpu"`` (aliases accepted) into backend names, refusing unknown ones.
+    """Parse ``"torch,ort-cpu"`` (aliases accepted, see :mod:`deployinc.backends`) into backend names.
 
     Raises:
-        BadInputError: A name is not a known backend (the known are listed in the hint).
+        BadInputError: A name is not a known backend, or not one of ``allowed``.
     """
+    from ..backends import names_text
+    from ..backends import parse_backends as parse
     from ..errors import BadInputError
 
-    out = []
-    for raw in (t.strip() for t in text.split(",")):
-        if not raw:
-            continue
-        name = PROVIDER_ALIASES.get(raw, raw)
-        if name not in allowed:
-            raise BadInputError(f"unknown backend {raw!r}", hint=f"known: {', '.join(allowed)}")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise BadInputError("no backend given", hint=f"known: {', '.join(allowed)}")
-    return out
+    names = parse(text)
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise BadInputError(f"backend {bad[0]!r} is not available here", hint=f"known: {names_text()}")
+    return names

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.env import cuda_driver_problem
 from ..errors import BackendUnavailable
 from ..lazy import require
 from .base import BaseRunner
@@ -39,36 +40,6 @@ _ORT_NUMPY_TYPES = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
-
-
-def cuda_driver_problem() -> str | None:
-    """Why no CUDA device can be used here, or None when the driver loads and sees at least one device.
-
-    Asked before creating a CUDA or TensorRT session: without it, onnxruntime-gpu logs a page of errors about
-    libraries it cannot load and quietly falls back to the CPU. This loads the driver library (``libcuda``) and
-    counts devices through the driver API; it does not create a context.
-    """
-    import ctypes
-
-    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
-    lib = None
-    for n in names:
-        try:
-            lib = ctypes.CDLL(n)
-            break
-        except OSError:
-            continue
-    if lib is None:
-        return f"no NVIDIA driver here ({names[0]} cannot be loaded)"
-    try:
-        if lib.cuInit(0) != 0:
-            return "the NVIDIA driver is installed but cuInit failed (no usable GPU, or a driver/kernel mismatch)"
-        count = ctypes.c_int(0)
-        if lib.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
-            return "the NVIDIA driver sees no CUDA device (check CUDA_VISIBLE_DEVICES)"
-    except AttributeError:
-        return f"{names[0]} is not a CUDA driver library"
-    return None
 
 
 def run_error(exc: BaseException, session: Any, feeds: dict[str, np.ndarray], backend: str) -> Exception:

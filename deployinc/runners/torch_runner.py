@@ -7,17 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.outputs import first_output
 from ..errors import BackendUnavailable
 from .base import BaseRunner
-
-
-def first_output(out: Any) -> Any:
-    """The main output of a module: the tensor itself, or the first of a tuple/namedtuple/dict."""
-    if isinstance(out, dict):
-        return next(iter(out.values()))
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    return out
 
 
 #: The process-wide TF32 flags as they were before the first active CUDA runner set them, and how many CUDA runners

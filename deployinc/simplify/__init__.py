@@ -85,10 +85,10 @@ def simplify(
     """
     import numpy as np
 
-    from ..export import INPUT_NAME, node_counts
+    from ..core.graph import INPUT_NAME, node_counts
     from ..runners.ort import OrtRunner
-    from ..verify.inputs import natural_images
-    from ..verify.metrics import compare_outputs, one_line, preset
+    from ..core.images import natural_images
+    from ..core.metrics import compare_outputs, one_line, preset
 
     if simplifier not in SIMPLIFIERS:
         raise BadInputError(f"unknown simplifier {simplifier!r}", hint=f"use one of {', '.join(SIMPLIFIERS)} or --no-simplify")

@@ -356,7 +356,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         )
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise BadInputError(f"--weight-decay {weight_decay:g} must be a finite number >= 0", hint="allowed: >= 0; e.g. --weight-decay 5e-4")
-    from ..limits import IMAGE_SIDE_MAX
+    from ..core.limits import IMAGE_SIDE_MAX
 
     if image_size > IMAGE_SIDE_MAX:
         raise BadInputError(f"--image-size {image_size} is above the maximum {IMAGE_SIDE_MAX}", hint=f"allowed: 8..{IMAGE_SIDE_MAX}; e.g. --image-size 32")

@@ -1,7 +1,7 @@
 """Parity: does an exported model compute what its PyTorch original computes?
 
-- :mod:`~deployinc.verify.inputs`: realistic inputs (image folders, seeded natural-image statistics), noise on request;
-- :mod:`~deployinc.verify.metrics`: the one comparison code path and the tolerance presets;
+- :mod:`~deployinc.core.images`: realistic inputs (image folders, seeded natural-image statistics), noise on request;
+- :mod:`~deployinc.core.metrics`: the one comparison code path and the tolerance presets;
 - :mod:`~deployinc.verify.reference`: the reference, rebuilt from the file's provenance, a spec, or another ONNX file;
 - :mod:`~deployinc.verify.backends`: the backends by name, skipped with a reason where they cannot run;
 - :mod:`~deployinc.verify.localize`: the first layer where a model departs, by torch module name;

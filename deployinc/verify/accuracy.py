@@ -3,7 +3,7 @@ each backend against the folder's labels, over every image.
 
 Layout: ImageFolder (one sub-folder per class). Class indices come from the sorted sub-folder names, as
 torchvision's ``ImageFolder`` numbers them, or from a labels file (one class name per line, in index order).
-Images are resized and cropped by the same rule as every other image input (:mod:`deployinc.verify.inputs`).
+Images are resized and cropped by the same rule as every other image input (:mod:`deployinc.core.images`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _class_names(folder: Path, labels: bool | str) -> list[str]:
 
 def load_labelled_folder(folder: str | os.PathLike[str], chw: tuple[int, ...], labels: bool | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Every readable image of an ImageFolder tree: (raw [0, 1] images, class indices, description)."""
-    from .inputs import load_image_folder_with_report
+    from ..core.images import load_image_folder_with_report
 
     root = Path(folder)
     names = _class_names(root, labels)

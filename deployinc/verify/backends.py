@@ -14,72 +14,24 @@ from typing import Any
 
 from ..errors import BackendUnavailable, BadInputError
 
-#: Names accepted by ``--providers`` -> backend name.
-ALIASES = {
-    "cpu": "ort-cpu",
-    "ort-cpu": "ort-cpu",
-    "cuda": "ort-cuda",
-    "ort-cuda": "ort-cuda",
-    "tensorrt": "ort-trt",
-    "trt": "ort-trt",
-    "ort-trt": "ort-trt",
-    "ort-tensorrt": "ort-trt",
-    "trt-engine": "trt-engine",
-    "tensorrt-engine": "trt-engine",
-    "torch-cuda": "torch-cuda",
-    "torch-fused": "torch-fused",
-}
-#: Backends in the order they are listed.
-BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "trt-engine", "torch-cuda", "torch-fused")
-#: Backends that run the ONNX file (the others run torch and need a torch reference).
-ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "trt-engine")
-#: Backends that fuse layers so that exposing an intermediate changes what is computed (localised by bisection).
-FUSING_BACKENDS = ("ort-trt", "trt-engine")
+from ..backends import ALIASES, BACKENDS, FUSING_BACKENDS, ONNX_BACKENDS, names_text  # noqa: F401 - the one table
 _ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}
 
 
 def available_names() -> str:
     """The accepted names with what each runs, for hints."""
-    return (
-        "cpu, cuda, tensorrt (ONNX Runtime execution providers; also ort-cpu, ort-cuda, ort-trt/trt), "
-        "trt-engine (a native TensorRT engine), torch-cuda (eager torch on the GPU), "
-        "torch-fused (deployinc's prepared torch model)"
-    )
+    return names_text()
 
 
 def parse_providers(text: str | None) -> list[str]:
-    """``"cpu,cuda,tensorrt"`` -> backend names, refusing unknown ones.
+    """``"cpu,cuda,tensorrt"`` -> backend names (the table in :mod:`deployinc.backends`), refusing unknown ones.
 
     Raises:
-        BadInputError: An unknown name (the available ones are listed, with what this ONNX Runtime build lists).
+        BadInputError: An unknown name (the known ones are listed) or none.
     """
-    out: list[str] = []
-    for raw in (t.strip().lower() for t in (text or "cpu").split(",")):
-        if not raw:
-            continue
-        name = ALIASES.get(raw)
-        if name is None:
-            import difflib
+    from ..backends import parse_backends
 
-            # "gpu" is spelled closest to "cpu", but a GPU provider is what it asks for.
-            gpu = {"gpu": "cuda", "nvidia": "cuda", "ort-gpu": "ort-cuda", "gpu-trt": "tensorrt", "trt-gpu": "tensorrt"}
-            close = [gpu[raw]] if raw in gpu else ["cuda"] if "gpu" in raw else difflib.get_close_matches(raw, list(ALIASES), n=1)
-            listed = ""
-            try:
-                import onnxruntime as ort
-
-                listed = f"; this onnxruntime lists {', '.join(ort.get_available_providers())}"
-            except Exception:  # noqa: BLE001
-                pass
-            raise BadInputError(
-                f"unknown provider {raw!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                hint=f"available: {available_names()}{listed}",
-            )
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise BadInputError("no provider given to --providers", hint=f"available: {available_names()}")
-    return out
+    return parse_backends(text, option="--providers", default="cpu")
 
 
 def family(backend: str) -> str:
@@ -147,7 +99,7 @@ def make_onnx_runner(
     A native engine is built from a file: ``model`` must then be a path.
     """
     if name == "trt-engine":
-        from ..runners.tensorrt import TensorRTRunner
+        from ..trt.runner import TensorRTRunner
 
         src = model if isinstance(model, Path) else onnx_path
         if src is None:
@@ -241,9 +193,15 @@ def open_backend(
             )
             # The reference module stays on the CPU: the CUDA runner gets its own copy.
             runner.module = copy.deepcopy(reference.module)
-        elif name == "torch-fused":
+        elif name == "torch":
             if reference is None or reference.module is None:
-                raise BackendUnavailable("torch-fused needs a torch reference", hint="drop --against, or drop torch-fused")
+                raise BackendUnavailable("torch needs a torch reference", hint="drop --against, or drop torch")
+            from ..runners.torch_runner import TorchRunner
+
+            runner = TorchRunner(copy.deepcopy(reference.module), device="cpu", threads=threads, name="torch")
+        elif name in ("torch-fused", "torch-compile"):
+            if reference is None or reference.module is None:
+                raise BackendUnavailable(f"{name} needs a torch reference", hint=f"drop --against, or drop {name}")
             from ..prepare import prepare
             from ..runners.torch_runner import TorchRunner
 
@@ -256,7 +214,8 @@ def open_backend(
                 mean=tuple(info.mean) if info is not None else None,
                 std=tuple(info.std) if info is not None else None,
             )
-            runner = TorchRunner(prepared, device="cpu", threads=threads, name="torch-fused")
+            example = np.zeros((1, *chw), np.float32) if name == "torch-compile" else None
+            runner = TorchRunner(prepared, device="cpu", threads=threads, name=name, compile=name == "torch-compile", example=example)
         else:  # pragma: no cover - parse_providers refuses other names
             raise BadInputError(f"unknown backend {name!r}", hint=available_names())
         runner.activate()

@@ -81,7 +81,7 @@ def first_bn_score(module: Any, images01: np.ndarray, mean: Any, std: Any) -> tu
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    from .inputs import normalize
+    from ..core.images import normalize
 
     first: list[Any] = []
     names = {id(m): n for n, m in module.named_modules()}

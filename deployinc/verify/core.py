@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
-from . import graph as G
+from ..core import graph as G
 from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, open_backend, parse_providers
 
 #: Backends run in a subprocess by default (native GPU code that can crash or hang).
 ISOLATED_BACKENDS = ("ort-cuda", "ort-trt", "trt-engine")
 #: Seconds an isolated backend may take (TensorRT engine builds included).
 ISOLATED_TIMEOUT = 1800.0
-from .metrics import PRECISIONS, Tolerance, compare_outputs, preset
+from ..core.metrics import PRECISIONS, Tolerance, compare_outputs, preset
 
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_SAMPLES = 8
@@ -234,7 +234,7 @@ def tolerance_for(
     A file is data from whoever wrote it, so it cannot set its own pass mark: a recorded budget applies only where
     it is at least as strict as the preset, unless ``trust_file`` (``--file-tolerances``) says to honour it as it
     is. Looser recorded budgets are named in ``notes``. For fp32, a measured float32 noise floor (see
-    :mod:`deployinc.verify.floor`) then widens ``max_rel`` to ``max(budget, multiple x floor)``. Flags always apply.
+    :mod:`deployinc.core.floor`) then widens ``max_rel`` to ``max(budget, multiple x floor)``. Flags always apply.
     """
     tol = preset(precision, family(backend))
     source = tol.name
@@ -258,7 +258,7 @@ def tolerance_for(
             if msg not in notes:
                 notes.append(msg)
     if floor is not None:
-        from .floor import widen
+        from ..core.floor import widen
 
         wide = widen(tol, precision, floor)
         if wide is not tol:
@@ -307,19 +307,19 @@ def make_inputs(
     data: str | None,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """(normalised float32 inputs, raw [0, 1] images or None, description)."""
-    from .inputs import load_image_folder_with_report, natural_images, noise
+    from ..core.images import load_image_folder_with_report, natural_images, noise
 
     desc: dict[str, Any] = {"shape": list(chw), "mean": list(mean), "std": list(std), "seed": seed}
     raw = None
     if data is not None:
         raw, rep = load_image_folder_with_report(data, chw, None, None, limit=samples)
-        from .inputs import normalize
+        from ..core.images import normalize
 
         x = normalize(raw, list(mean)[: chw[0]], list(std)[: chw[0]])
         desc.update(source="data", folder=str(data), used=rep["used"], skipped=rep["skipped"][:20])
     elif kind == "natural":
         raw = natural_images(samples, chw, None, None, seed=seed)
-        from .inputs import normalize
+        from ..core.images import normalize
 
         x = normalize(raw, list(mean)[: chw[0]], list(std)[: chw[0]])
         desc.update(source="natural", note="seeded images with natural-image statistics (1/f spectrum, edges, colour)")
@@ -450,7 +450,7 @@ class _Subject:
 
 def run(req: Any) -> VerifyReport:
     """The stages of verify, in order, for a :class:`~deployinc.verify.request.VerifyRequest`."""
-    from ..env import environment
+    from ..core.env import environment
 
     say = req.log or (lambda _m: None)
     t_start = time.perf_counter()
@@ -474,7 +474,7 @@ def run(req: Any) -> VerifyReport:
     timings["reference_run"] = time.perf_counter() - t
     floor = None
     if subj.precision == "fp32" and ref.module is not None and req.fp64_floor:
-        from .floor import measure
+        from ..core.floor import measure
 
         t = time.perf_counter()
         say("measuring the reference's own float32 error (a float64 run of the same model)")
@@ -503,7 +503,7 @@ def run(req: Any) -> VerifyReport:
 
 def open_subject(req: Any, notes: list[str]) -> _Subject:
     """Check the request, read and check the file, decide precision, geometry and batch sizes; nothing heavy."""
-    from ..env import usable_cpus
+    from ..core.env import usable_cpus
     from ..io import load_onnx
     from ..metadata import read_provenance
 
@@ -528,7 +528,7 @@ def open_subject(req: Any, notes: list[str]) -> _Subject:
     chw = _geometry(req, gi, prov)
     mean, std = _normalisation(req, prov, chw)
     batches, static = _batches(req, gi, notes)
-    from .. import limits
+    from ..core import limits
 
     limits.check_input_memory("--samples", req.samples, max(req.samples, *batches), chw)  # before any is made
     return _Subject(
@@ -628,7 +628,7 @@ def build_inputs(req: Any, subj: _Subject, notes: list[str]) -> tuple[np.ndarray
         from .accuracy import load_labelled_folder
 
         raw, labels, in_desc = load_labelled_folder(req.data, subj.chw, req.labels)
-        from .inputs import normalize
+        from ..core.images import normalize
 
         x = normalize(raw, list(subj.mean), list(subj.std))
     else:
@@ -782,7 +782,7 @@ def assemble(subj: _Subject, ref: Any, in_desc: dict[str, Any], results: list[Ba
             f"none of the requested backends can run here ({reasons})",
             hint="add --providers cpu, or run on a machine with the GPU and libraries they need",
         )
-    from .floor import RELATIVE_TO, budget_text
+    from ..core.floor import RELATIVE_TO, budget_text
 
     report = VerifyReport(
         model=str(subj.path), precision=subj.precision, precision_source=subj.precision_source, reference=ref,
@@ -860,7 +860,7 @@ def _run_isolated(
     """One GPU backend in a subprocess: skipped (with the reason) when it cannot run, crashed when it dies."""
     from ..errors import BackendCrashed, BackendUnavailable
     from ..isolate import call_isolated
-    from ..runners.ort import cuda_driver_problem
+    from ..core.env import cuda_driver_problem
 
     problem = cuda_driver_problem() if name in ISOLATED_BACKENDS else None  # spares a subprocess without a GPU
     if problem is not None:

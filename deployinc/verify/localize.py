@@ -1,6 +1,6 @@
 """Find the first layer where an ONNX model departs from its reference.
 
-Torch reference: every ONNX node is given the torch module it came from (:func:`~deployinc.verify.graph.node_scopes`:
+Torch reference: every ONNX node is given the torch module it came from (:func:`~deployinc.core.graph.node_scopes`:
 the exporter's scope metadata first, then TorchScript node names, then parameter names); a value that leaves its
 module's scope is that module's output. Each comparison point must pair the *same* tensor on both sides:
 
@@ -14,7 +14,7 @@ module's scope is that module's output. Each comparison point must pair the *sam
 - one module call takes its last ONNX output value of the right shape; a module called ``k`` times pairs with
   ``k`` values in order (a shared ReLU), otherwise it is not compared.
 
-The pairs are compared in torch's execution order with :func:`~deployinc.verify.metrics.compare_arrays` under a
+The pairs are compared in torch's execution order with :func:`~deployinc.core.metrics.compare_arrays` under a
 per-layer budget, whose ``max_rel`` for fp32 is at least twice torch's own float32 error at that point (a
 float64 run of the reference: deep networks drift past 1e-4 by rounding alone). A point over budget is confirmed
 before it is named (:func:`_confirm`): a real departure propagates, so a point with a later point that every path
@@ -45,9 +45,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import graph as G
-from .floor import FLOOR_MULTIPLE
-from .metrics import Tolerance, compare_arrays
+from ..core import graph as G
+from ..core.floor import FLOOR_MULTIPLE
+from ..core.metrics import Tolerance, compare_arrays
 
 FP16_MAX = 65504.0
 #: Layer budgets up to this max_rel (fp32's) are widened to the float32 noise floor; fp16's and int8's are far
@@ -526,7 +526,7 @@ def _noise_floor(module: Any, x: np.ndarray, wanted: set[str], pairs: list[_Pair
     """Set each point's ``noise_floor``: torch float32 against a float64 copy of the model at that point
     (max |fp32 - fp64| / max |fp64|). A deep network's float32 error grows layer by layer past a fixed 1e-4
     (timm inception_v4: ~2e-4 at the logits); an export is held to ``FLOOR_MULTIPLE`` times it, as its output is
-    (:mod:`~deployinc.verify.floor`). Returns a note where float64 does not run."""
+    (:mod:`~deployinc.core.floor`). Returns a note where float64 does not run."""
     import copy
 
     try:

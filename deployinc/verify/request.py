@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import BadInputError
 from .backends import parse_providers
-from .metrics import PRECISIONS
+from ..core.metrics import PRECISIONS
 
 DEFAULT_SAMPLES = 8
 INPUT_KINDS = ("natural", "uniform", "normal")
@@ -80,7 +80,7 @@ class VerifyRequest:
             raise BadInputError(f"{' and '.join(given)} were all given", hint="use one reference: a torch model, an ONNX file, or saved outputs")
         if self.weights is not None and self.reference is None and self.against is not None:
             raise BadInputError("--weights goes with --reference, not --against", hint="drop --weights")
-        from .. import limits
+        from ..core import limits
 
         limits.check_int("--samples", self.samples, 1, limits.SAMPLES_MAX, example="16")
         for b in self.batches or ():

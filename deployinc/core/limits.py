@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 KiB = 1024
 MiB = 1024**2

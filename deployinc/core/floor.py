@@ -95,7 +95,7 @@ def measure(
     """
     import torch
 
-    from ..runners.torch_runner import first_output
+    from .outputs import first_output
 
     t0 = time.perf_counter()
     names = list(ref_out)

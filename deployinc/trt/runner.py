@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, BadInputError
 from ..lazy import require
-from .base import BaseRunner
+from ..runners.base import BaseRunner
 
 
 def _torch_dtype(trt: Any, torch: Any, dt: Any) -> Any:
@@ -87,7 +87,7 @@ class TensorRTRunner(BaseRunner):
         torch = require("torch", "the native TensorRT runner")
         if not torch.cuda.is_available():
             raise BackendUnavailable("no CUDA GPU is visible; TensorRT needs one", hint="run on a machine with an NVIDIA GPU")
-        from ..trt.engine import build_or_load, deserialize, io_tensors
+        from .engine import build_or_load, deserialize, io_tensors
 
         built = build_or_load(
             self.model,

@@ -58,7 +58,7 @@ def versions() -> dict[str, str]:
             continue
     if "deployinc" not in out:
         try:
-            from ._version import __version__
+            from .._version import __version__
 
             out["deployinc"] = __version__
         except Exception:  # noqa: BLE001
@@ -104,7 +104,6 @@ def ort_providers() -> dict[str, Any]:
 def gpu_problem() -> str | None:
     """Why no CUDA device can be used here, or None when the driver sees one (does not create a CUDA context)."""
     try:
-        from .runners.ort import cuda_driver_problem
 
         return cuda_driver_problem()
     except Exception as exc:  # noqa: BLE001
@@ -148,3 +147,33 @@ def environment(ort_threads: int | None = None) -> dict[str, Any]:
         "threads": thread_counts(ort_threads),
     }
     return env
+
+
+def cuda_driver_problem() -> str | None:
+    """Why no CUDA device can be used here, or None when the driver loads and sees at least one device.
+
+    Asked before creating a CUDA or TensorRT session: without it, onnxruntime-gpu logs a page of errors about
+    libraries it cannot load and quietly falls back to the CPU. This loads the driver library (``libcuda``) and
+    counts devices through the driver API; it does not create a context.
+    """
+    import ctypes
+
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+    lib = None
+    for n in names:
+        try:
+            lib = ctypes.CDLL(n)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        return f"no NVIDIA driver here ({names[0]} cannot be loaded)"
+    try:
+        if lib.cuInit(0) != 0:
+            return "the NVIDIA driver is installed but cuInit failed (no usable GPU, or a driver/kernel mismatch)"
+        count = ctypes.c_int(0)
+        if lib.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+            return "the NVIDIA driver sees no CUDA device (check CUDA_VISIBLE_DEVICES)"
+    except AttributeError:
+        return f"{names[0]} is not a CUDA driver library"
+    return None
