@@ -130,7 +130,7 @@ def probe_code(work: Path, fx: dict[str, Path]) -> list[Outcome]:
     d = work / "stranger"
     d.mkdir()
     (d / "evilmod.py").write_text("from pathlib import Path\nPath(__file__).with_name('IMPORTED').write_text('x')\ndef build(num_classes=10):\n    Path(__file__).with_name('CALLED').write_text('x')\n")
-    evil = edit_meta(fx["base"], d / "evil.onnx", model_spec="evilmod:build")
+    edit_meta(fx["base"], d / "evil.onnx", model_spec="evilmod:build")
     for cmd in (["verify", "evil.onnx"], ["bench", "evil.onnx", "--backends", "torch,ort-cpu", "--iters", "3", "--warmup", "1", "--no-progress"]):
         r = run(cmd, d)
         imported = (d / "IMPORTED").exists() or (d / "CALLED").exists()

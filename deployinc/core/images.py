@@ -152,11 +152,11 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
         im = im.convert("RGB")
         iw, ih = im.size
         if min(iw, ih) <= max(h, w):
-            im = im.resize((w, h), Image.BILINEAR)
+            im = im.resize((w, h), Image.Resampling.BILINEAR)
         else:
             scale = (min(h, w) / 0.875) / min(iw, ih)
             nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
-            im = im.resize((nw, nh), Image.BILINEAR)
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
             left, top = (nw - w) // 2, (nh - h) // 2
             im = im.crop((left, top, left + w, top + h))
         arr = np.asarray(im, dtype=np.float32) / 255.0
@@ -191,7 +191,9 @@ def load_image_folder_with_report(
     """Like :func:`load_image_folder`, also returning ``{"used": n, "skipped": [names], "files": [names]}``."""
     c, h, w = (int(v) for v in input_size)
     paths = list_images(folder)
-    arrays, used, skipped = [], [], []
+    arrays: list[np.ndarray] = []
+    used: list[str] = []
+    skipped: list[str] = []
     for p in paths:
         if limit is not None and len(arrays) >= limit:
             break

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, ExportError
-from .fallback import ExportPath, UnexportableError, export_with_fallback
+from .fallback import ExportPath, UnexportableError, export_with_fallback  # noqa: F401 - UnexportableError re-exported
 
 EXPORTERS = ("dynamo", "torchscript")
 #: Opsets deployinc exports, per exporter (both checked by tests; dynamo below 18 via downgrade).
@@ -435,7 +435,6 @@ def export_pipeline(
     from .. import io as dio
 
     stages = stages if stages is not None else Stages(log)
-    say = stages.say
     cfg = resolve_config(model, config, **overrides)
     timings: dict[str, float] = {}
     target: Path | None = None
@@ -462,7 +461,6 @@ def _run_pipeline(
     from ..metadata import write_provenance
     from ..models.loading import load_model
     from ..prepare import prepare
-    from .fallback import export_with_fallback
 
     say = stages.say
     if cfg.input_shape is None and ":" in str(cfg.model):

@@ -282,7 +282,7 @@ def count(model: nn.Module, example: torch.Tensor, track_flow: bool = False) -> 
         block_in_channels=block_in_channels,
         block_out_channels=block_out_channels,
     )
-    del keep
+    keep.clear()
     return result
 
 

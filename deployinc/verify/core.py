@@ -22,13 +22,13 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..core import graph as G
-from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, open_backend, parse_providers
+from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, open_backend
 
 #: Backends run in a subprocess by default (native GPU code that can crash or hang).
 ISOLATED_BACKENDS = ("ort-cuda", "ort-trt", "trt-engine")
 #: Seconds an isolated backend may take (TensorRT engine builds included).
 ISOLATED_TIMEOUT = 1800.0
-from ..core.metrics import PRECISIONS, Tolerance, compare_outputs, preset
+from ..core.metrics import Tolerance, compare_outputs, preset
 
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_SAMPLES = 8

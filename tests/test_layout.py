@@ -1,0 +1,95 @@
+"""The layout's rules, checked on the code itself: the package-level import graph (every import, function-level
+ones included) has no cycle, and the bottom layer (``deployinc/core``) imports no stage above it."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "deployinc"
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package(mod: str) -> str:
+    parts = mod.split(".")
+    return ".".join(parts[:2])
+
+
+def _imports(path: Path) -> set[str]:
+    """Every deployinc module ``path`` imports, at any depth of the file."""
+    mod = _module(path)
+    base_parts = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = base_parts[: len(base_parts) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("deployinc"):
+                out.add(target)
+                out |= {f"{target}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("deployinc")}
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    files = list(ROOT.rglob("*.py"))
+    packages = {_package(_module(p)) for p in files}
+    edges: dict[str, set[str]] = defaultdict(set)
+    for p in files:
+        src = _package(_module(p))
+        for target in _imports(p):
+            dst = _package(target)
+            if dst != src and dst in packages:
+                edges[src].add(dst)
+    return edges
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(v: str) -> list[str] | None:
+        state[v] = 1
+        stack.append(v)
+        for w in sorted(edges.get(v, ())):
+            if state.get(w) == 1:
+                return stack[stack.index(w) :] + [w]
+            if w not in state:
+                found = visit(w)
+                if found:
+                    return found
+        state[v] = 2
+        stack.pop()
+        return None
+
+    for v in sorted(edges):
+        if v not in state:
+            found = visit(v)
+            if found:
+                return found
+    return None
+
+
+def test_the_package_import_graph_has_no_cycle():
+    assert _cycle(_graph()) is None, " -> ".join(_cycle(_graph()) or [])
+
+
+def test_the_bottom_layer_imports_nothing_above_it():
+    allowed = {"deployinc.core", "deployinc.errors", "deployinc._version", "deployinc.lazy"}
+    for p in (ROOT / "core").rglob("*.py"):
+        above = {_package(t) for t in _imports(p)} - allowed - {"deployinc"}
+        assert not above, f"{p.relative_to(ROOT)} imports {sorted(above)}"
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}}) is None
