@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             export_pipeline(name, out=onnx_path, threads=args.threads, quick_check=False)
             export_s[name] = time.perf_counter() - t
         settings = BenchSettings(
+            machine_probes=True,
             backends=backends, batches=batches, precisions=precisions, warmup=args.warmup, iters=args.iters,
             threads=args.threads, device=args.device, cuda_graph=args.cuda_graph, rounds=args.rounds,
             max_time_s=args.max_time,

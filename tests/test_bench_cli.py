@@ -83,7 +83,7 @@ def test_bench_all_backends_reports_and_skips(cli_runner, tiny_onnx, tmp_path):
 def test_each_row_records_the_p50_of_each_round(cli_runner, tiny_onnx, tmp_path):
     j = tmp_path / "r.json"
     args = ["bench", "--trust-model-code", str(tiny_onnx["dynamic"]), "--backends", "ort-cpu", "--warmup", "1", "--iters", "10", "--rounds", "2",
-            "--threads", "2", "--json", str(j)]  # fmt: skip
+            "--threads", "2", "--json", str(j), "--machine-probes"]  # fmt: skip
     r = invoke(cli_runner, args)
     assert r.exit_code == 0, r.output
     (row,) = [x for x in json.loads(j.read_text())["results"] if x["status"] == "ok"]
@@ -96,6 +96,11 @@ def test_each_row_records_the_p50_of_each_round(cli_runner, tiny_onnx, tmp_path)
     link = json.loads(j.read_text())["config"]["cpu_round_trip_ns"]
     assert set(link) == {"before", "after"}
     assert all(v is None or v > 0 for v in link.values())
+    # without --machine-probes a user's benchmark forks nothing and samples no other process
+    r = invoke(cli_runner, [a for a in args if a != "--machine-probes"] + ["--force"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(j.read_text())["config"]
+    assert "cpu_round_trip_ns" not in cfg and "other_cpu_use" not in cfg
 
 
 def test_bench_without_provenance_skips_torch_with_reason(cli_runner, tiny_onnx, tmp_path):
@@ -119,7 +124,7 @@ def _one_line_error(r, needle: str) -> None:
 @pytest.mark.parametrize(
     "extra,needle,hint",
     [
-        (["--backends", "torch,ort-gpu"], "unknown backend 'ort-gpu'", "known: torch, torch-fused"),
+        (["--backends", "torch,ort-gpu"], "unknown backend 'ort-gpu'", "known: torch, torch-cuda, torch-fused"),
         (["--iters", "0"], "--iters 0", ""),
         (["--warmup", "0"], "--warmup 0", ""),
         (["--warmup", "-2"], "--warmup -2", ""),

@@ -121,6 +121,9 @@ class BenchSettings:
     keep_samples: bool = True
     tf32: bool = False
     timeout_s: float | None = None
+    #: Sample other processes' CPU use (0.2 s) and time a cache-line round trip between two CPUs before and after
+    #: (a forked probe): for studying a VM's placement of CPUs, not part of a user's benchmark by default.
+    machine_probes: bool = False
 
     def measurement_timeout(self) -> float | None:
         """Seconds one isolated measurement may take: ``timeout_s``, else the bound ``max_time_s`` implies, else
@@ -457,13 +460,13 @@ def benchmark(
         torch_cuda = {"cudnn_allow_tf32": s.tf32, "matmul_allow_tf32": s.tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark}
     builder = _Builder(model, s, say)
     load_before = _loadavg()
-    others_before = other_cpu_use(0.2)
+    others_before = other_cpu_use(0.2) if s.machine_probes else None
     if others_before is not None and others_before >= 0.25:
         say(
             f"warning: other processes are using {others_before:.1f} of {os.cpu_count()} CPUs: latencies will be noisy "
             "and ratios unfair (eager torch's OpenMP threads suffer most when descheduled)"
         )
-    probe_link = int(s.threads) >= 2
+    probe_link = s.machine_probes and int(s.threads) >= 2
     link_before = _round_trip() if probe_link else None
     cpu_start = _cpu_snapshot()
     report = BenchReport(
@@ -595,7 +598,8 @@ def benchmark(
 
     report.compute_speedups("torch")
     report.config["load_average"] = {"before": load_before, "after": _loadavg()}
-    report.config["other_cpu_use"] = {"before": others_before, "during": _others_since(cpu_start)}
+    if s.machine_probes:
+        report.config["other_cpu_use"] = {"before": others_before, "during": _others_since(cpu_start)}
     if probe_link:
         report.config["cpu_round_trip_ns"] = {"before": link_before, "after": _round_trip()}
     from .environment import bench_environment

@@ -40,6 +40,7 @@ _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,trt-engine"
 @click.option("--reference", default=None, help="The PyTorch model of the torch rows for a file without deployinc metadata: package.module:function or a model name (as verify --reference).")
 @click.option("--weights", default=None, help="Checkpoint for --reference (or the new path of the checkpoint the file records).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (on a terminal) or progress lines (elsewhere).")
+@click.option("--machine-probes", is_flag=True, help="Also record how busy the machine is (a 0.2 s sample) and how far apart its CPUs are (a forked cache-line round trip, before and after): for studying a VM.")
 @click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function model recorded in the file for the torch baselines (imports and runs that code).")
 @force_option
 def bench(
@@ -66,6 +67,7 @@ def bench(
     reference: str | None,
     weights: str | None,
     no_progress: bool,
+    machine_probes: bool,
     trust_model_code: bool,
     force: bool,
 ) -> None:
@@ -97,6 +99,7 @@ def bench(
     settings = BenchSettings(
         backends=names, batches=batches, precisions=precisions, warmup=warmup, iters=iters, threads=threads,
         device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time, tf32=tf32, timeout_s=timeout,
+        machine_probes=machine_probes,
     )  # fmt: skip
     settings.validate()
     outputs = [p for p in (json_path, csv_path, md_path, plot_path) if p]
