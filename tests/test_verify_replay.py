@@ -115,3 +115,11 @@ def test_a_random_weight_reference_says_it_cannot_match_a_trained_file(cli_runne
     assert "random weights" in r.stdout and "--weights" in r.stdout
     if r.exit_code == 1:
         assert "say nothing about the export" in r.stdout
+
+
+def test_non_finite_inputs_are_named_not_judged(cli_runner, tiny, tmp_path):
+    x = np.full((2, 3, 16, 16), np.nan, np.float32)
+    np.save(tmp_path / "nan.npy", x)
+    r = invoke(cli_runner, ["verify", str(tiny), "--trust-model-code", "--inputs", str(tmp_path / "nan.npy")])
+    assert r.exit_code == 2, r.stdout + r.stderr
+    assert "non-finite values (1536 NaN, 0 Inf" in r.stderr and "hint:" in r.stderr

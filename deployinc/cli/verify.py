@@ -7,6 +7,8 @@ module level (``deployinc --help`` lists this command without importing torch).
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..errors import BadInputError, CheckFailed
@@ -101,29 +103,12 @@ def verify(
       deployinc verify googlenet.onnx --providers cpu,cuda,tensorrt --precision fp16 --batch 1,8 --data images/ --json report.json
       deployinc verify googlenet.onnx --localize           # the first layer where it departs, by torch module name
     """
-    from pathlib import Path
 
     from ..verify.backends import parse_providers
 
     # Cheap checks first, so bad flags fail in milliseconds, not after the reference is built.
     parse_providers(providers)
-    if json_path is not None:
-        from ..errors import OutputExistsError
-        from ..io import check_output_path
-
-        if Path(json_path).exists() and not Path(json_path).is_dir() and not force:
-            raise OutputExistsError(f"--json {json_path} exists", hint="pass --force to overwrite it, or give another --json path")
-        check_output_path(json_path, force)
-    for out in (save_inputs, save_outputs):
-        if out is not None:
-            from ..io import check_output_path as _check_out
-
-            _check_out(out, force)
-    if data is not None and not Path(data).is_dir():
-        raise BadInputError(
-            f"--data {data} is not a folder" if Path(data).exists() else f"data folder {data} does not exist",
-            hint="give a folder of image files",
-        )
+    _check_outputs_and_data(json_path, save_inputs, save_outputs, data, force)
     batches = parse_batches(batch) if batch is not None else None
     shape = parse_shape(input_shape)
     check_onnx_input_memory(  # a run holds max(samples, largest batch) inputs
@@ -177,10 +162,39 @@ def verify(
 
         write_json_report(json_path, report.to_dict(), force)
         click.echo(f"wrote {json_path}", err=True)
-    if not report.passed:
-        fails = report.failures()
+    _exit_for(report)
+
+
+def _check_outputs_and_data(json_path: str | None, save_inputs: str | None, save_outputs: str | None, data: str | None, force: bool) -> None:
+    """Every file verify will write may be written, and --data is a folder: before any work."""
+    from pathlib import Path
+
+    from ..io import check_output_path
+
+    if json_path is not None:
+        from ..errors import OutputExistsError
+
+        if Path(json_path).exists() and not Path(json_path).is_dir() and not force:
+            raise OutputExistsError(f"--json {json_path} exists", hint="pass --force to overwrite it, or give another --json path")
+        check_output_path(json_path, force)
+    for out in (save_inputs, save_outputs):
+        if out is not None:
+            check_output_path(out, force)
+    if data is not None and not Path(data).is_dir():
+        raise BadInputError(
+            f"--data {data} is not a folder" if Path(data).exists() else f"data folder {data} does not exist",
+            hint="give a folder of image files",
+        )
+
+
+def _exit_for(report: object) -> None:
+    """Exit 1 when parity failed (with the first departing layer in the hint), 3 when requested backends did not
+    run, else return (exit 0)."""
+    rep: Any = report
+    if not rep.passed:
+        fails = rep.failures()
         shown = "; ".join(fails[:3]) + (f"; and {len(fails) - 3} more" if len(fails) > 3 else "")
-        loc = report.localization
+        loc = rep.localization
         if loc is not None and loc.first is not None:
             hint = f"the first departing layer is {loc.first.label} (see the localisation above)"
         elif loc is None:
@@ -188,11 +202,11 @@ def verify(
         else:
             hint = "see the localisation above"
         raise CheckFailed(f"parity failed: {shown}", hint=hint)
-    if not report.complete:
+    if not rep.complete:
         from ..errors import IncompleteRun
 
-        skipped = "; ".join(f"{b.name} ({b.reason})" for b in report.skipped)
+        skipped = "; ".join(f"{b.name} ({b.reason})" for b in rep.skipped)
         raise IncompleteRun(
-            f"what ran passed, but {len(report.skipped)} requested backend(s) did not run: {skipped}",
+            f"what ran passed, but {len(rep.skipped)} requested backend(s) did not run: {skipped}",
             hint="run where they can (a GPU, their libraries), drop them from --providers, or pass --allow-skip",
         )

@@ -334,6 +334,15 @@ def make_inputs(
         x = arr.astype(np.float32)
         desc.update(source="file", file=str(kind), note="used as given (already normalised)")
     desc["samples"] = int(x.shape[0])
+    bad = ~np.isfinite(x)
+    if bad.any():
+        nan, inf = int(np.isnan(x).sum()), int(bad.sum() - np.isnan(x).sum())
+        first = int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
+        raise BadInputError(
+            f"the inputs hold non-finite values ({nan} NaN, {inf} Inf; first in sample {first}): no comparison of "
+            "their outputs means anything",
+            hint="give finite, normalised inputs (check the .npy / .npz file, or the --mean/--std that normalised it)",
+        )
     return np.ascontiguousarray(x, dtype=np.float32), raw, desc
 
 
