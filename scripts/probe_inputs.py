@@ -181,14 +181,17 @@ def probe_disk(work: Path, fx: dict[str, Path]) -> list[Outcome]:
                 (["convert", str(fx["base"]), "--out", str(mnt / "m.fp16.onnx"), "--no-check", "--force"], ["m.fp16.onnx"]),
                 (["quantize", str(fx["base"]), "--data", str(fx["calib"]), "--out", str(mnt / "q.int8.onnx"), "--force"], ["q.int8.onnx", "q.int8.calibration.json"]),
             ):
-                for n in names:  # old outputs that nearly fill the disk
+                for n in names:  # old outputs, then a filler that leaves the disk all but full
                     (mnt / n).write_bytes(os.urandom(size if n.endswith(".onnx") else 1000))
+                free = shutil.disk_usage(mnt).free
+                with contextlib.suppress(OSError):
+                    (mnt / "filler").write_bytes(b"\0" * max(0, free - 16 * 1024))
                 before = {n: sha(mnt / n) for n in names}
                 r = run(cmd, work)
                 ok, detail = clean_error(r)
                 intact = {n: sha(mnt / n) for n in names} == before
                 out.append(Outcome("disk", f"{cmd[0]} --force on a full disk", ok and intact and not leftovers(mnt), f"{detail}; old outputs intact={intact}; leftovers={leftovers(mnt)}"))
-                for n in names:
+                for n in [*names, "filler"]:
                     (mnt / n).unlink(missing_ok=True)
     except PermissionError as exc:
         out.append(Outcome("disk", "full disk (needs root to mount a tmpfs)", True, f"skipped: {exc}"))

@@ -159,6 +159,12 @@ def bench(
         with _progress(settings, no_progress) as tick:
             report = benchmark(subject, settings, progress=tick, log=log)
 
+    _write_reports(report, json_path, csv_path, md_path, plot_path, force, log)
+    _judge(report, base_report, baseline, max_slowdown, log)
+
+
+def _write_reports(report: Any, json_path: str | None, csv_path: str | None, md_path: str | None, plot_path: str | None, force: bool, log: Any) -> None:
+    """The table on screen, then every report file asked for (atomically)."""
     console = _console()
     text = report.render(console)
     if console is None:
@@ -179,6 +185,9 @@ def bench(
         atomic_write_bytes(plot_path, report.plot_png(), force=force)
         log(f"wrote {plot_path}")
 
+
+def _judge(report: Any, base_report: Any, baseline: str | None, max_slowdown: float | None, log: Any) -> None:
+    """Exit 2 when nothing could run, 1 on a failed measurement or a regression beyond --max-slowdown."""
     during = (report.config.get("other_cpu_use") or {}).get("during")
     if during is not None and during >= 0.25:
         log(f"note: other processes kept {during:.2f} CPUs busy on average during the run; rerun on a quiet machine for numbers to publish")
