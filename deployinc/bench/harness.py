@@ -448,16 +448,7 @@ def benchmark(
     if s.threads is None:
         s.threads = default_threads()
     timeout = s.measurement_timeout()
-    torch_cuda: dict[str, Any] = {}
-    if any(b in TORCH_BACKENDS for b in s.backends):
-        import torch
-
-        quiet_torch_logs()
-        torch.set_num_threads(int(s.threads))
-        # fp32 means fp32 on both sides: torch lets cuDNN convolutions use TF32 by default, ORT does not.
-        torch.backends.cudnn.allow_tf32 = s.tf32
-        torch.backends.cuda.matmul.allow_tf32 = s.tf32
-        torch_cuda = {"cudnn_allow_tf32": s.tf32, "matmul_allow_tf32": s.tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    torch_cuda = _setup_torch(s)
     builder = _Builder(model, s, say)
     load_before = _loadavg()
     others_before = other_cpu_use(0.2) if s.machine_probes else None
@@ -469,30 +460,7 @@ def benchmark(
     probe_link = s.machine_probes and int(s.threads) >= 2
     link_before = _round_trip() if probe_link else None
     cpu_start = _cpu_snapshot()
-    report = BenchReport(
-        model=model.info(),
-        config={
-            "backends": list(s.backends),
-            "batches": list(s.batches),
-            "precisions": list(precisions),
-            "precision_source": precision_source,
-            "warmup": s.warmup,
-            "iters": s.iters,
-            "rounds": s.rounds,
-            "threads": s.threads,
-            "device": s.device,
-            "cuda_graph": s.cuda_graph,
-            "max_time_s": s.max_time_s,
-            "timeout_s": s.timeout_s,
-            "isolated_timeout_s": timeout,
-            "tf32": s.tf32,
-            "torch_cuda_settings": torch_cuda,
-            "timer": "time.perf_counter",
-            "inputs": model.inputs_desc,
-        },
-        environment={},
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    )
+    report = _start_report(model, s, precisions, precision_source, timeout, torch_cuda)
 
     measured_torch: set[tuple[str, str]] = set()  # (backend, precision) of eager rows already measured
     for precision in precisions:
@@ -554,58 +522,111 @@ def benchmark(
                 cells.append(_Cell(backend, runner, steps, getattr(runner, "device", "cpu"), activate_s, precision=bp))
 
             _measure_cells(cells, s, batch, tick, debug, model=model, x=x, timeout=timeout)
-            for c in cells:
-                if c.skip is not None:
-                    if batch == s.batches[0]:
-                        skipped[c.backend] = c.skip
-                        report.rows.append(BenchRow(c.backend, c.precision, None, None, "skipped", reason=c.skip))
-                    else:
-                        report.rows.append(BenchRow(c.backend, c.precision, batch, None, "skipped", reason=c.skip))
-                    continue
-                if c.error is not None:
-                    report.rows.append(BenchRow(c.backend, c.precision, batch, None, "failed", reason=c.error, device=c.device))
-                    if c.timed_out:
-                        stopped[c.backend] = f"not run: it timed out at batch {batch}"
-                    continue
-                notes = list(c.notes) + (list(c.steps.notes) if c.steps is not None else [])
-                for mode, samples in c.samples.items():
-                    report.rows.append(
-                        BenchRow(
-                            backend=c.backend,
-                            precision=c.precision,
-                            batch=batch,
-                            mode=mode,
-                            status="ok",
-                            device=c.device,
-                            stats=summarize(samples, batch),
-                            samples_ms=[round(v * 1e3, 6) for v in samples] if s.keep_samples else None,
-                            stretch_p50_ms=stretch_p50s(samples, s.rounds if s.rounds > 1 else 3),
-                            activate_s=c.activate_s,
-                            first_call_s=c.first.get(mode),
-                            cuda_graph=bool(s.cuda_graph and any("CUDA graph" in n for n in notes)),
-                            notes=notes + ([] if c.device != "cpu" else ["CPU: no host-device copies; compute = end to end"]),
-                        )
-                    )
-                if c.isolated:
-                    continue
-                if c.steps.close is not None:
-                    c.steps.close()
-                if c.backend not in shared:
-                    c.runner.deactivate()
+            _record(report, cells, s, batch, skipped, stopped, shared)
         for r in shared.values():
             r.deactivate()
         measured_torch |= {(b, tp) for b in s.backends if b in TORCH_BACKENDS}
 
+    _finish_report(report, s, load_before, others_before, cpu_start, link_before if probe_link else False)
+    return report
+
+
+def _finish_report(report: BenchReport, s: BenchSettings, load_before: Any, others_before: Any, cpu_start: Any, link_before: Any) -> None:
+    """Speedups over eager torch, the machine's state before and after (``link_before`` False: not probed), and
+    the environment."""
     report.compute_speedups("torch")
     report.config["load_average"] = {"before": load_before, "after": _loadavg()}
     if s.machine_probes:
         report.config["other_cpu_use"] = {"before": others_before, "during": _others_since(cpu_start)}
-    if probe_link:
+    if link_before is not False:
         report.config["cpu_round_trip_ns"] = {"before": link_before, "after": _round_trip()}
     from .environment import bench_environment
 
     report.environment = bench_environment(s.threads)
-    return report
+
+
+def _setup_torch(s: BenchSettings) -> dict[str, Any]:
+    """Threads and TF32 for the eager rows; the CUDA settings in force (empty when no torch backend runs)."""
+    if not any(b in TORCH_BACKENDS for b in s.backends):
+        return {}
+    import torch
+
+    quiet_torch_logs()
+    torch.set_num_threads(int(s.threads or 1))
+    # fp32 means fp32 on both sides: torch lets cuDNN convolutions use TF32 by default, ORT does not.
+    torch.backends.cudnn.allow_tf32 = s.tf32
+    torch.backends.cuda.matmul.allow_tf32 = s.tf32
+    return {"cudnn_allow_tf32": s.tf32, "matmul_allow_tf32": s.tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
+def _start_report(model: BenchModel, s: BenchSettings, precisions: list[str], precision_source: str, timeout: float | None, torch_cuda: dict[str, Any]) -> BenchReport:
+    """An empty report carrying what was asked."""
+    return BenchReport(
+        model=model.info(),
+        config={
+            "backends": list(s.backends),
+            "batches": list(s.batches),
+            "precisions": list(precisions),
+            "precision_source": precision_source,
+            "warmup": s.warmup,
+            "iters": s.iters,
+            "rounds": s.rounds,
+            "threads": s.threads,
+            "device": s.device,
+            "cuda_graph": s.cuda_graph,
+            "max_time_s": s.max_time_s,
+            "timeout_s": s.timeout_s,
+            "isolated_timeout_s": timeout,
+            "tf32": s.tf32,
+            "torch_cuda_settings": torch_cuda,
+            "timer": "time.perf_counter",
+            "inputs": model.inputs_desc,
+        },
+        environment={},
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _record(report: BenchReport, cells: list[_Cell], s: BenchSettings, batch: int, skipped: dict[str, str], stopped: dict[str, str], shared: dict[str, Any]) -> None:
+    """Rows for measured cells (a skip, a failure, or one row per timing mode), and runners released."""
+    for c in cells:
+        if c.skip is not None:
+            if batch == s.batches[0]:
+                skipped[c.backend] = c.skip
+                report.rows.append(BenchRow(c.backend, c.precision, None, None, "skipped", reason=c.skip))
+            else:
+                report.rows.append(BenchRow(c.backend, c.precision, batch, None, "skipped", reason=c.skip))
+            continue
+        if c.error is not None:
+            report.rows.append(BenchRow(c.backend, c.precision, batch, None, "failed", reason=c.error, device=c.device))
+            if c.timed_out:
+                stopped[c.backend] = f"not run: it timed out at batch {batch}"
+            continue
+        notes = list(c.notes) + (list(c.steps.notes) if c.steps is not None else [])
+        for mode, samples in c.samples.items():
+            report.rows.append(
+                BenchRow(
+                    backend=c.backend,
+                    precision=c.precision,
+                    batch=batch,
+                    mode=mode,
+                    status="ok",
+                    device=c.device,
+                    stats=summarize(samples, batch),
+                    samples_ms=[round(v * 1e3, 6) for v in samples] if s.keep_samples else None,
+                    stretch_p50_ms=stretch_p50s(samples, s.rounds if s.rounds > 1 else 3),
+                    activate_s=c.activate_s,
+                    first_call_s=c.first.get(mode),
+                    cuda_graph=bool(s.cuda_graph and any("CUDA graph" in n for n in notes)),
+                    notes=notes + ([] if c.device != "cpu" else ["CPU: no host-device copies; compute = end to end"]),
+                )
+            )
+        if c.isolated:
+            continue
+        if c.steps.close is not None:
+            c.steps.close()
+        if c.backend not in shared:
+            c.runner.deactivate()
 
 
 def _per_round(s: BenchSettings) -> list[int]:
