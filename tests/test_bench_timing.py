@@ -26,6 +26,21 @@ def test_summarize_percentiles_and_throughput():
     assert s.throughput == pytest.approx(4 * 100 / sum(samples))
 
 
+def test_summarize_skewed_samples_hand_derived():
+    # One 100 ms outlier among four 1 ms samples: the median stays at 1 ms while the mean moves to 20.8 ms, so a
+    # p50 computed as the mean (or any symmetric-sample shortcut) fails. Figures derived by hand, not with numpy:
+    # linear interpolation between order statistics, position (n - 1) * q over the sorted samples [1, 1, 1, 1, 100].
+    s = summarize([0.001, 0.001, 0.001, 0.001, 0.100], batch=2)
+    assert s.p50 == pytest.approx(1.0)  # position 2.0 -> 1
+    assert s.p90 == pytest.approx(60.4)  # position 3.6 -> 1 + 0.6 * 99
+    assert s.p99 == pytest.approx(96.04)  # position 3.96 -> 1 + 0.96 * 99
+    assert s.mean == pytest.approx(20.8)  # 104 / 5
+    assert s.std == pytest.approx((7840.8 / 4) ** 0.5)  # 4 * 19.8**2 + 79.2**2 = 7840.8, ddof=1
+    assert s.min == pytest.approx(1.0) and s.max == pytest.approx(100.0)
+    assert s.iters == 5
+    assert s.throughput == pytest.approx(2 * 5 / 0.104)
+
+
 def test_summarize_single_sample_and_empty():
     assert summarize([0.002], 1).std == 0.0
     with pytest.raises(ValueError):

@@ -31,6 +31,28 @@ def test_fold_math_matches_conv_then_bn(groups, bias):
     assert w.dtype == conv.weight.dtype
 
 
+def test_fold_math_keeps_eps_where_it_dominates_the_variance():
+    # running_var (1e-6) is far below eps (1e-3): 1/sqrt(var + eps) is about 31.6, 1/sqrt(var) is 1000, so a fold
+    # that drops eps is off by a factor of about 30 and cannot pass; one that keeps it matches eval-mode BatchNorm.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    bn = nn.BatchNorm2d(6, eps=1e-3)
+    bn.running_mean.uniform_(-0.1, 0.1)
+    bn.running_var.fill_(1e-6)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    bn.eval()
+    x = torch.randn(2, 4, 8, 8)
+    w, b = fold_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    with torch.no_grad():
+        ref = bn(conv(x))
+        fused = nn.functional.conv2d(x, w, b, padding=1)
+    assert torch.allclose(fused, ref, atol=1e-4, rtol=1e-4)
+    scale = bn.weight.detach().double() / torch.sqrt(torch.tensor(1e-6 + 1e-3, dtype=torch.float64))
+    expected_w = conv.weight.detach().double() * scale.reshape(-1, 1, 1, 1)
+    assert torch.allclose(w.double(), expected_w, rtol=1e-5)
+
+
 def test_fold_math_without_affine():
     conv = nn.Conv2d(3, 4, 1)
     bn = nn.BatchNorm2d(4, affine=False).eval()

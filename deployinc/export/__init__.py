@@ -215,7 +215,9 @@ def finish_export(model: Any, opset: int, exporter: str) -> Any:
             f"the {exporter} exporter wrote opset {have}, not the {opset} asked for",
             hint="choose another --opset or exporter",
         )
-    cap_ir_version(model)
+    for note in cap_ir_version(model):  # kept on the model for export_pipeline, which moves it to its notes
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "deployinc.export.note", note
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -513,7 +515,11 @@ def _run_pipeline(
     timings["export"] = time.perf_counter() - t
     if path.fell_back:
         say(f"export fallback: {path.summary()}")
-    notes = cap_ir_version(onnx_model)
+    notes = [p.value for p in onnx_model.metadata_props if p.key == "deployinc.export.note"]  # finish_export's
+    kept = [p for p in onnx_model.metadata_props if p.key != "deployinc.export.note"]
+    del onnx_model.metadata_props[:]
+    onnx_model.metadata_props.extend(kept)
+    notes += cap_ir_version(onnx_model)
 
     simp_report = None
     if simplify and cfg.simplifier != "none":
@@ -525,7 +531,7 @@ def _run_pipeline(
         timings["simplify"] = time.perf_counter() - t
         say(simp_report.summary())
         notes += simp_report.notes
-        cap_ir_version(onnx_model)
+        notes += cap_ir_version(onnx_model)
 
     prov = _provenance(cfg, loaded, input_shape, prep_report, simp_report, path)
     write_provenance(onnx_model, prov)

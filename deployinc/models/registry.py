@@ -103,13 +103,7 @@ def register_model(
 
 
 def _ensure_builtins() -> None:
-    import importlib
-
-    try:
-        importlib.import_module(f"{__package__}.builtin")  # registers on import
-    except ModuleNotFoundError as exc:  # a trimmed install without the built-in architectures
-        if exc.name != f"{__package__}.builtin":
-            raise
+    from . import builtin  # noqa: F401 - registers the built-in architectures on import
 
 
 # torchvision ------------------------------------------------------------------------------------------------------
