@@ -257,73 +257,61 @@ def _export_heldout(folder: Path, data: Dataset, classes: list[str], force: bool
     return len(data)
 
 
-def _check_heldout_dir(path: Path, force: bool) -> None:
-    from ..errors import OutputExistsError
-
-    if path.exists() and not path.is_dir():
-        raise BadInputError(f"--export-heldout {path} is not a folder", hint="give a folder path")
-    if not path.parent.exists():
-        raise BadInputError(f"folder {path.parent} does not exist", hint="create it first, or choose another --export-heldout")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise OutputExistsError(f"--export-heldout {path} is not empty", hint="pass --force, or choose an empty folder")
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
-    """Train ``config.arch`` on ``config.data`` and save the checkpoint to ``config.out``.
-
-    All input is checked before anything is written: the output paths, the architecture, the resumed checkpoint,
-    the data and the class count.
-
-    Raises:
-        BadInputError: Bad data, paths or settings (with a hint).
-        ModelSpecError: Unknown architecture.
-        WeightsError: ``weights`` or ``resume`` cannot be read or do not fit (another architecture).
-    """
+def _initial_record(
+    cfg: Any, data: Any, info: Any, hp: dict[str, Any], record0: dict[str, Any], threads: int, data_seconds: float,
+    mean: tuple[float, ...], std: tuple[float, ...],
+) -> dict[str, Any]:  # fmt: skip
+    """The training record saved in every checkpoint (what, on what, how), continued from a resumed one."""
     import torch
 
     from .. import __version__
-    from ..io import check_output_path, load_checkpoint, save_checkpoint
-    from ..models.registry import create_model, get_model_info
 
-    reporter = reporter or Reporter()
-    cfg = config
-    threads = cfg.threads or _default_threads()
-    torch.set_num_threads(threads)
+    optimizer_name, schedule, epochs, batch_size = hp["optimizer"], hp["schedule"], hp["epochs"], hp["batch_size"]
+    lr, weight_decay, aux_weight, label_smoothing = hp["lr"], hp["weight_decay"], hp["aux_weight"], hp["label_smoothing"]
+    image_size, seed, start_epoch = hp["image_size"], hp["seed"], hp["start_epoch"]
+    num_classes = data.num_classes
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "arch": cfg.arch,
+        "data": data.source,
+        "data_kind": data.kind,
+        "classes": list(data.classes),
+        "num_classes": num_classes,
+        "train_images": len(data.train),
+        "heldout_images": len(data.heldout),
+        "skipped_images": data.skipped,
+        "image_size": image_size,
+        "input_size": [3, image_size, image_size],
+        "mean": list(mean),
+        "std": list(std),
+        "epochs": epochs,
+        "epoch": start_epoch,
+        "accuracy": float(record0.get("accuracy", 0.0)),
+        "history": list(record0.get("history", [])),
+        "seed": seed,
+        "optimizer": optimizer_name,
+        "lr": lr,
+        "schedule": schedule,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "aux_weight": aux_weight,
+        "label_smoothing": label_smoothing,
+        "aux_heads": list(info.aux_heads),
+        "weights": str(cfg.weights) if cfg.weights else record0.get("weights"),
+        "threads": threads,
+        "deployinc": __version__,
+        "torch": str(torch.__version__),
+        "train_seconds": float(record0.get("train_seconds", 0.0)),
+        "data_seconds": round(data_seconds, 3),
+    }
 
-    # ---- check everything before writing anything ----
-    out = Path(os.path.expanduser(cfg.out))
-    resume_path = Path(os.path.expanduser(cfg.resume)) if cfg.resume else None
-    same_file = resume_path is not None and out.exists() and resume_path.exists() and out.resolve() == resume_path.resolve()
-    check_output_path(out, force=cfg.force or same_file)
-    heldout_dir = Path(os.path.expanduser(cfg.export_heldout)) if cfg.export_heldout else None
-    if heldout_dir is not None:
-        _check_heldout_dir(heldout_dir, cfg.force)
-    info = get_model_info(cfg.arch)
 
-    record0: dict[str, Any] = {}
-    resume_state = None
-    if resume_path is not None:
-        sd, raw = load_checkpoint(resume_path, with_extra=True)
-        record0 = raw.get("record") if isinstance(raw, dict) and isinstance(raw.get("record"), dict) else {}
-        if not record0:
-            raise WeightsError(
-                f"--resume {resume_path} has no training record",
-                hint="resume only from a checkpoint written by deployinc train; use --weights to start from other weights",
-            )
-        if record0.get("arch") != cfg.arch:
-            raise WeightsError(
-                f"--resume {resume_path} is a checkpoint of {record0.get('arch')!r}, not {cfg.arch!r}",
-                hint=f"train {record0.get('arch')} to resume it, or use --weights to start {cfg.arch} from other weights",
-            )
-        resume_state = (sd, raw.get("optimizer"))
+def _hyperparameters(cfg: Any, record0: dict[str, Any], info: Any, resume_path: Path | None) -> dict[str, Any]:
+    """The training settings: the config's, else the resumed record's, else the defaults; each checked.
 
+    Raises:
+        BadInputError: A setting out of range, or a resumed run already at --epochs.
+    """
     def pick(name: str, default: Any) -> Any:
         value = getattr(cfg, name)
         if value is not None:
@@ -366,95 +354,50 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
             f"--resume {resume_path} has already trained {epochs_text(start_epoch)} (--epochs {epochs})",
             hint=f"pass --epochs larger than {start_epoch} to train on",
         )
+    return {
+        "optimizer": optimizer_name, "schedule": schedule, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay, "aux_weight": aux_weight, "label_smoothing": label_smoothing,
+        "image_size": image_size, "seed": seed, "start_epoch": start_epoch,
+    }  # fmt: skip
 
-    t_data = time.perf_counter()
-    data: DataSplit = load_data(
-        cfg.data, image_size=image_size, seed=seed, val_split=cfg.val_split,
-        limit_train=cfg.limit_train, limit_heldout=cfg.limit_heldout,
-    )
-    data_seconds = time.perf_counter() - t_data
-    if len(data.train) == 0:
-        raise BadInputError(f"--data {cfg.data} has no training images", hint="check --data and --limit-train")
-    num_classes = data.num_classes
-    if cfg.num_classes is not None and cfg.num_classes != num_classes:
-        raise BadInputError(
-            f"--num-classes {cfg.num_classes} contradicts the data: {cfg.data} has {num_classes} classes",
-            hint=f"drop --num-classes, or pass --num-classes {num_classes}",
-        )
-    if resume_path is not None and int(record0.get("num_classes", num_classes)) != num_classes:
+
+def _resumed(resume_path: Path | None, arch: str) -> tuple[dict[str, Any], Any]:
+    """(training record, (state dict, optimizer state)) of a ``--resume`` checkpoint, or ({}, None) without one.
+
+    Raises:
+        WeightsError: Not a deployinc training checkpoint, or one of another architecture.
+    """
+    from ..io import load_checkpoint
+
+    if resume_path is None:
+        return {}, None
+    sd, raw = load_checkpoint(resume_path, with_extra=True)
+    record0 = raw.get("record") if isinstance(raw, dict) and isinstance(raw.get("record"), dict) else {}
+    if not record0:
         raise WeightsError(
-            f"--resume {resume_path} was trained for {record0.get('num_classes')} classes; {cfg.data} has {num_classes}",
-            hint="resume with the data it was trained on",
+            f"--resume {resume_path} has no training record",
+            hint="resume only from a checkpoint written by deployinc train; use --weights to start from other weights",
         )
+    if record0.get("arch") != arch:
+        raise WeightsError(
+            f"--resume {resume_path} is a checkpoint of {record0.get('arch')!r}, not {arch!r}",
+            hint=f"train {record0.get('arch')} to resume it, or use --weights to start {arch} from other weights",
+        )
+    return record0, (sd, raw.get("optimizer"))
 
-    # ---- model, weights, optimizer ----
-    torch.manual_seed(seed)
-    model = create_model(cfg.arch, num_classes=num_classes)
-    notes = list(data.notes)
-    if cfg.weights and resume_path is None:
-        notes += _load_init_weights(model, cfg.weights, cfg.arch, num_classes)
-    if resume_state is not None:
-        from ..models.loading import load_state_into
 
-        load_state_into(model, resume_state[0], info.with_overrides(num_classes=num_classes), str(resume_path))
-    mean, std = tuple(info.mean), tuple(info.std)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer_name == "adam":
-        opt: Any = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    if resume_state is not None and isinstance(resume_state[1], dict):
-        try:
-            opt.load_state_dict(resume_state[1])
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise WeightsError(
-                f"--resume {resume_path}: its optimizer state does not fit ({exc})",
-                hint=f"resume with the optimizer it was trained with ({record0.get('optimizer')})",
-            ) from exc
+def _run_epochs(
+    model: Any, opt: Any, data: Any, record: dict[str, Any], reporter: Any, out: Path, overwrite: bool, start_epoch: int,
+    epochs: int, batch_size: int, lr: float, schedule: str, seed: int, aux_weight: float, label_smoothing: float,
+    mean: tuple[float, ...], std: tuple[float, ...],
+) -> None:  # fmt: skip
+    """The epochs from ``start_epoch``: train, evaluate on the held-out set, save the checkpoint after each."""
+    import torch
+
+    from ..io import save_checkpoint
+
     channels_last = True
-    model = model.to(memory_format=torch.channels_last)
-
-    record: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "arch": cfg.arch,
-        "data": data.source,
-        "data_kind": data.kind,
-        "classes": list(data.classes),
-        "num_classes": num_classes,
-        "train_images": len(data.train),
-        "heldout_images": len(data.heldout),
-        "skipped_images": data.skipped,
-        "image_size": image_size,
-        "input_size": [3, image_size, image_size],
-        "mean": list(mean),
-        "std": list(std),
-        "epochs": epochs,
-        "epoch": start_epoch,
-        "accuracy": float(record0.get("accuracy", 0.0)),
-        "history": list(record0.get("history", [])),
-        "seed": seed,
-        "optimizer": optimizer_name,
-        "lr": lr,
-        "schedule": schedule,
-        "weight_decay": weight_decay,
-        "batch_size": batch_size,
-        "aux_weight": aux_weight,
-        "label_smoothing": label_smoothing,
-        "aux_heads": list(info.aux_heads),
-        "weights": str(cfg.weights) if cfg.weights else record0.get("weights"),
-        "threads": threads,
-        "deployinc": __version__,
-        "torch": str(torch.__version__),
-        "train_seconds": float(record0.get("train_seconds", 0.0)),
-        "data_seconds": round(data_seconds, 3),
-    }
-    reporter.start(
-        f"training {cfg.arch} on {data.source}: {len(data.train)} training / {len(data.heldout)} held-out images, "
-        f"{num_classes} classes, {image_size}x{image_size}; {optimizer_name} lr {lr:g} ({schedule}), batch {batch_size}, "
-        f"epochs {start_epoch + 1}..{epochs}, {threads} threads"
-        + (f"; {'; '.join(notes)}" if notes else "")
-    )
-
+    force, same_file = overwrite, False
     n = len(data.train)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps_per_epoch * epochs
@@ -510,9 +453,123 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
             # After the first save the file is ours: later epochs replace it.
             save_checkpoint(out, {"state_dict": state, "optimizer": opt.state_dict(), "record": record},
-                            force=cfg.force or same_file or epoch > start_epoch)
+                            force=force or same_file or epoch > start_epoch)
     finally:
         reporter.close()
+
+
+def _check_heldout_dir(path: Path, force: bool) -> None:
+    from ..errors import OutputExistsError
+
+    if path.exists() and not path.is_dir():
+        raise BadInputError(f"--export-heldout {path} is not a folder", hint="give a folder path")
+    if not path.parent.exists():
+        raise BadInputError(f"folder {path.parent} does not exist", hint="create it first, or choose another --export-heldout")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise OutputExistsError(f"--export-heldout {path} is not empty", hint="pass --force, or choose an empty folder")
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
+    """Train ``config.arch`` on ``config.data`` and save the checkpoint to ``config.out``.
+
+    All input is checked before anything is written: the output paths, the architecture, the resumed checkpoint,
+    the data and the class count.
+
+    Raises:
+        BadInputError: Bad data, paths or settings (with a hint).
+        ModelSpecError: Unknown architecture.
+        WeightsError: ``weights`` or ``resume`` cannot be read or do not fit (another architecture).
+    """
+    import torch
+
+    from ..io import check_output_path
+    from ..models.registry import create_model, get_model_info
+
+    reporter = reporter or Reporter()
+    cfg = config
+    threads = cfg.threads or _default_threads()
+    torch.set_num_threads(threads)
+
+    # ---- check everything before writing anything ----
+    out = Path(os.path.expanduser(cfg.out))
+    resume_path = Path(os.path.expanduser(cfg.resume)) if cfg.resume else None
+    same_file = resume_path is not None and out.exists() and resume_path.exists() and out.resolve() == resume_path.resolve()
+    check_output_path(out, force=cfg.force or same_file)
+    heldout_dir = Path(os.path.expanduser(cfg.export_heldout)) if cfg.export_heldout else None
+    if heldout_dir is not None:
+        _check_heldout_dir(heldout_dir, cfg.force)
+    info = get_model_info(cfg.arch)
+
+    record0, resume_state = _resumed(resume_path, cfg.arch)
+
+    hp = _hyperparameters(cfg, record0, info, resume_path)
+    optimizer_name, schedule, epochs, batch_size = hp["optimizer"], hp["schedule"], hp["epochs"], hp["batch_size"]
+    lr, weight_decay, aux_weight, label_smoothing = hp["lr"], hp["weight_decay"], hp["aux_weight"], hp["label_smoothing"]
+    image_size, seed, start_epoch = hp["image_size"], hp["seed"], hp["start_epoch"]
+
+    t_data = time.perf_counter()
+    data: DataSplit = load_data(
+        cfg.data, image_size=image_size, seed=seed, val_split=cfg.val_split,
+        limit_train=cfg.limit_train, limit_heldout=cfg.limit_heldout,
+    )
+    data_seconds = time.perf_counter() - t_data
+    if len(data.train) == 0:
+        raise BadInputError(f"--data {cfg.data} has no training images", hint="check --data and --limit-train")
+    num_classes = data.num_classes
+    if cfg.num_classes is not None and cfg.num_classes != num_classes:
+        raise BadInputError(
+            f"--num-classes {cfg.num_classes} contradicts the data: {cfg.data} has {num_classes} classes",
+            hint=f"drop --num-classes, or pass --num-classes {num_classes}",
+        )
+    if resume_path is not None and int(record0.get("num_classes", num_classes)) != num_classes:
+        raise WeightsError(
+            f"--resume {resume_path} was trained for {record0.get('num_classes')} classes; {cfg.data} has {num_classes}",
+            hint="resume with the data it was trained on",
+        )
+
+    # ---- model, weights, optimizer ----
+    torch.manual_seed(seed)
+    model = create_model(cfg.arch, num_classes=num_classes)
+    notes = list(data.notes)
+    if cfg.weights and resume_path is None:
+        notes += _load_init_weights(model, cfg.weights, cfg.arch, num_classes)
+    if resume_state is not None:
+        from ..models.loading import load_state_into
+
+        load_state_into(model, resume_state[0], info.with_overrides(num_classes=num_classes), str(resume_path))
+    mean, std = tuple(info.mean), tuple(info.std)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer_name == "adam":
+        opt: Any = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if resume_state is not None and isinstance(resume_state[1], dict):
+        try:
+            opt.load_state_dict(resume_state[1])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise WeightsError(
+                f"--resume {resume_path}: its optimizer state does not fit ({exc})",
+                hint=f"resume with the optimizer it was trained with ({record0.get('optimizer')})",
+            ) from exc
+    model = model.to(memory_format=torch.channels_last)
+
+    record = _initial_record(cfg, data, info, hp, record0, threads, data_seconds, mean, std)
+    reporter.start(
+        f"training {cfg.arch} on {data.source}: {len(data.train)} training / {len(data.heldout)} held-out images, "
+        f"{num_classes} classes, {image_size}x{image_size}; {optimizer_name} lr {lr:g} ({schedule}), batch {batch_size}, "
+        f"epochs {start_epoch + 1}..{epochs}, {threads} threads"
+        + (f"; {'; '.join(notes)}" if notes else "")
+    )
+
+    _run_epochs(model, opt, data, record, reporter, out, cfg.force or same_file, start_epoch, epochs, batch_size, lr, schedule,
+                seed, aux_weight, label_smoothing, mean, std)
     written = 0
     if heldout_dir is not None:
         written = _export_heldout(heldout_dir, data.heldout, data.classes, cfg.force)
