@@ -168,23 +168,17 @@ def quantize_int8(
         CheckFailed: The quantized model does not load in ONNX Runtime.
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from ..io import load_onnx, sha256_file
+    from ..io import load_onnx
 
     if target not in TARGETS:
         raise BadInputError(f"unknown quantization target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
     warnings = check_image_count(int(len(images)), method)
     model_path = Path(model_path)
     src = load_onnx(model_path)
-    opset = next((o.version for o in src.model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    need = 13 if per_channel else 10  # QuantizeLinear appears in opset 10, its per-channel axis in 13
-    if opset < need:
-        raise BadInputError(
-            f"{model_path} uses opset {opset}; int8 QDQ{' with per-channel scales' if per_channel else ''} needs opset {need} or newer",
-            hint="export the model again with --opset 13 or newer (deployinc export MODEL --opset 17)",
-        )
+    _check_opset(src.model, model_path, per_channel)
     spec = spec or input_spec(src.model)
     if images.ndim != 4 or tuple(images.shape[1:]) != spec.chw:
         raise BadInputError(
@@ -192,18 +186,7 @@ def quantize_int8(
             f"{' x '.join(map(str, spec.chw))}",
             hint="check --input-size, or the images' channel count",
         )
-    exclude = list(exclude_nodes)
-    order = [n.name for n in src.model.graph.node]
-    names = set(order)
-    missing = [n for n in exclude if n not in names]
-    if missing:
-        raise BadInputError(f"no node named {missing[0]!r} to exclude", hint="node names are listed by deployinc check")
-    if keep_fp32_before is not None:
-        if keep_fp32_before not in names:
-            raise BadInputError(
-                f"no node named {keep_fp32_before!r} (--keep-fp32-before)", hint="node names are listed by deployinc check"
-            )
-        exclude.extend(n for n in order[: order.index(keep_fp32_before)] if n and n not in exclude)
+    exclude = _excluded_nodes(src.model, exclude_nodes, keep_fp32_before)
 
     symmetric = target == "tensorrt"
     act_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
@@ -223,77 +206,22 @@ def quantize_int8(
             onnx.save_model(src.model, str(work), save_as_external_data=True, location="model.onnx.data")
         else:
             work.write_bytes(src.model.SerializeToString())
-        calib_input = work
-        if preprocess:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
+        calib_input = _preprocessed(work, tmpdir, warnings, timings) if preprocess else work
 
-            t0 = time.perf_counter()
-            pre = tmpdir / "pre.onnx"
-            try:
-                quant_pre_process(str(work), str(pre), skip_symbolic_shape=False)
-                calib_input = pre
-            except Exception as exc:  # noqa: BLE001 - preprocessing is an optimisation; go on without it
-                warnings.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantizing the model as is")
-            timings["preprocess_s"] = time.perf_counter() - t0
-
-        if exclude:
-            import onnx as _onnx
-
-            present = {n.name for n in _onnx.load_model(str(calib_input), load_external_data=False).graph.node}
-            gone = [n for n in exclude if n not in present]
-            if gone:
-                warnings.append(
-                    f"{len(gone)} excluded node(s) were renamed or fused by pre-processing and are not excluded "
-                    f"(first: {gone[0]!r}); use --no-preprocess to exclude by the original names"
-                )
+        _warn_renamed(calib_input, exclude, warnings)
         calib_options: dict[str, Any] = {"symmetric": symmetric}
         if method == "percentile":
             calib_options["percentile"] = float(percentile)
         calib_options.update(calibration_options or {})
         t0 = time.perf_counter()
-        calibrator = create_calibrator(
-            calib_input,
-            None,
-            augmented_model_path=str(tmpdir / "augmented.onnx"),
-            calibrate_method=_calibration_method(method),
-            providers=["CPUExecutionProvider"],
-            extra_options=calib_options,
-        )
-        # ORT's histogram collector prints progress on stdout; keep the CLI's output ours.
-        with contextlib.redirect_stdout(io.StringIO()):
-            for chunk in batches(images, max(CHUNK_IMAGES, batch)):
-                calibrator.collect_data(_ChunkReader(spec.name, chunk, batch))
-            ranges = calibrator.compute_data()
-        del calibrator
+        ranges = _calibrate(calib_input, tmpdir, method, calib_options, images, spec.name, batch)
         timings["calibrate_s"] = time.perf_counter() - t0
         cache = tmpdir / "calibration.json"
         save_tensors_data(ranges, cache)
 
         t0 = time.perf_counter()
         out = tmpdir / "quantized.onnx"
-        # quantize_static logs a pre-processing advice through the root logger even when we did pre-process.
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            quantize_static(
-                str(calib_input),
-                str(out),
-                calibration_data_reader=None,
-                calibration_cache_path=str(cache),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                reduce_range=False,
-                activation_type=act_type,
-                weight_type=QuantType.QInt8,
-                calibrate_method=_calibration_method(method),
-                nodes_to_exclude=exclude,
-                op_types_to_quantize=list(op_types) if op_types else None,
-                # TensorRT's DequantizeLinear takes int8 (not int32): leave biases float for it; it fuses them.
-                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
-            )
-        finally:
-            root.setLevel(level)
+        _quantize(calib_input, out, cache, per_channel, act_type, method, exclude, op_types, symmetric)
         timings["quantize_s"] = time.perf_counter() - t0
         qmodel = onnx.load_model(str(out))  # loads any external data the quantizer wrote into memory
 
@@ -307,19 +235,151 @@ def quantize_int8(
             hint="try --no-preprocess, or exclude the failing node with --exclude-node",
         ) from exc
 
+    _stamp(qmodel, src.model, method, target, len(images), per_channel, len(exclude))
+
+    report = _report(
+        qmodel, ranges, model_path, method, percentile, calib_options, target, symmetric, per_channel,
+        calib_input.name == "pre.onnx", len(images), data_source, exclude, keep_fp32_before, op_types, timings, warnings,
+    )  # fmt: skip
+    return Int8Result(model=qmodel, report=report, warnings=warnings)
+
+
+def _warn_renamed(calib_input: Path, exclude: list[str], warnings: list[str]) -> None:
+    """Warn when pre-processing renamed or fused nodes the user excluded (they are then quantized)."""
+    if not exclude:
+        return
+    import onnx
+
+    present = {n.name for n in onnx.load_model(str(calib_input), load_external_data=False).graph.node}
+    gone = [n for n in exclude if n not in present]
+    if gone:
+        warnings.append(
+            f"{len(gone)} excluded node(s) were renamed or fused by pre-processing and are not excluded "
+            f"(first: {gone[0]!r}); use --no-preprocess to exclude by the original names"
+        )
+
+
+def _calibrate(calib_input: Path, tmpdir: Path, method: str, calib_options: dict[str, Any], images: np.ndarray, input_name: str, batch: int) -> Any:
+    """Activation ranges of ``calib_input`` over ``images`` with ORT's calibrator."""
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    calibrator = create_calibrator(
+        calib_input,
+        None,
+        augmented_model_path=str(tmpdir / "augmented.onnx"),
+        calibrate_method=_calibration_method(method),
+        providers=["CPUExecutionProvider"],
+        extra_options=calib_options,
+    )
+    # ORT's histogram collector prints progress on stdout; keep the CLI's output ours.
+    with contextlib.redirect_stdout(io.StringIO()):
+        for chunk in batches(images, max(CHUNK_IMAGES, batch)):
+            calibrator.collect_data(_ChunkReader(input_name, chunk, batch))
+        ranges = calibrator.compute_data()
+    del calibrator
+    return ranges
+
+
+def _quantize(calib_input: Path, out: Path, cache: Path, per_channel: bool, act_type: Any, method: str, exclude: list[str], op_types: Any, symmetric: bool) -> None:
+    """ORT's static QDQ quantization of ``calib_input`` into ``out`` with the cached ranges."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    # quantize_static logs a pre-processing advice through the root logger even when we did pre-process.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_static(
+            str(calib_input),
+            str(out),
+            calibration_data_reader=None,
+            calibration_cache_path=str(cache),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=False,
+            activation_type=act_type,
+            weight_type=QuantType.QInt8,
+            calibrate_method=_calibration_method(method),
+            nodes_to_exclude=exclude,
+            op_types_to_quantize=list(op_types) if op_types else None,
+            # TensorRT's DequantizeLinear takes int8 (not int32): leave biases float for it; it fuses them.
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
+        )
+    finally:
+        root.setLevel(level)
+
+
+def _check_opset(model: Any, model_path: Path, per_channel: bool) -> None:
+    """QuantizeLinear appears in opset 10, its per-channel axis in 13: refuse older models with the opset needed."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    need = 13 if per_channel else 10
+    if opset < need:
+        raise BadInputError(
+            f"{model_path} uses opset {opset}; int8 QDQ{' with per-channel scales' if per_channel else ''} needs opset {need} or newer",
+            hint="export the model again with --opset 13 or newer (deployinc export MODEL --opset 17)",
+        )
+
+def _excluded_nodes(model: Any, exclude_nodes: Sequence[str], keep_fp32_before: str | None) -> list[str]:
+    """The nodes to leave in float: those named, and with ``keep_fp32_before`` every node before it.
+
+    Raises:
+        BadInputError: A named node that the graph does not have.
+    """
+    exclude = list(exclude_nodes)
+    order = [n.name for n in model.graph.node]
+    names = set(order)
+    missing = [n for n in exclude if n not in names]
+    if missing:
+        raise BadInputError(f"no node named {missing[0]!r} to exclude", hint="node names are listed by deployinc check")
+    if keep_fp32_before is not None:
+        if keep_fp32_before not in names:
+            raise BadInputError(
+                f"no node named {keep_fp32_before!r} (--keep-fp32-before)", hint="node names are listed by deployinc check"
+            )
+        exclude.extend(n for n in order[: order.index(keep_fp32_before)] if n and n not in exclude)
+    return exclude
+
+
+def _preprocessed(work: Path, tmpdir: Path, warnings: list[str], timings: dict[str, float]) -> Path:
+    """ORT's ``quant_pre_process`` of ``work`` (shape inference, fusions); ``work`` itself when it fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    t0 = time.perf_counter()
+    pre = tmpdir / "pre.onnx"
+    try:
+        quant_pre_process(str(work), str(pre), skip_symbolic_shape=False)
+        return pre
+    except Exception as exc:  # noqa: BLE001 - preprocessing is an optimisation; go on without it
+        warnings.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantizing the model as is")
+        return work
+    finally:
+        timings["preprocess_s"] = time.perf_counter() - t0
+
+
+def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, per_channel: bool, n_excluded: int) -> None:
+    """The source's provenance, then what the quantizer added, then deployinc's int8 record, in ``qmodel``."""
     # Pre-processing may drop metadata; keep the source's provenance, then what the quantizer added, then ours.
-    meta = {p.key: p.value for p in src.model.metadata_props}
+    meta = {p.key: p.value for p in source.metadata_props}
     meta.update({p.key: p.value for p in qmodel.metadata_props})
     # deployinc's metadata convention: keys deployinc.<field>, JSON values.
     meta["deployinc.precision"] = json.dumps("int8")
     meta["deployinc.int8"] = json.dumps(
-        {"method": method, "target": target, "calibration_images": int(len(images)), "per_channel": bool(per_channel),
-         "excluded_nodes": len(exclude)}
+        {"method": method, "target": target, "calibration_images": int(n_images), "per_channel": bool(per_channel),
+         "excluded_nodes": n_excluded}
     )
     del qmodel.metadata_props[:]
     for k, v in meta.items():
         e = qmodel.metadata_props.add()
         e.key, e.value = k, v
+
+
+def _report(
+    qmodel: Any, ranges: Any, model_path: Path, method: str, percentile: float, calib_options: dict[str, Any], target: str,
+    symmetric: bool, per_channel: bool, preprocessed: bool, n_images: int, data_source: Any, exclude: list[str],
+    keep_fp32_before: str | None, op_types: Any, timings: dict[str, float], warnings: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    """The calibration report written beside the model: what was done, every tensor's range and scale."""
+    from ..io import sha256_file
 
     qparams = _scales_in(qmodel)
     tensors = {}
@@ -332,7 +392,7 @@ def quantize_int8(
     op_counts: dict[str, int] = {}
     for n in qmodel.graph.node:
         op_counts[n.op_type] = op_counts.get(n.op_type, 0) + 1
-    report = {
+    return {
         "deployinc_version": __version__,
         "source_model": str(model_path),
         "source_sha256": sha256_file(model_path),
@@ -344,8 +404,8 @@ def quantize_int8(
         "weight_type": "int8 (symmetric)",
         "per_channel": bool(per_channel),
         "quant_format": "QDQ",
-        "preprocessed": calib_input.name == "pre.onnx",
-        "calibration_images": int(len(images)),
+        "preprocessed": preprocessed,
+        "calibration_images": int(n_images),
         "calibration_data": data_source or {"source": "array"},
         "excluded_nodes": exclude,
         "keep_fp32_before": keep_fp32_before,
@@ -355,7 +415,6 @@ def quantize_int8(
         "warnings": warnings,
         "tensors": tensors,
     }
-    return Int8Result(model=qmodel, report=report, warnings=warnings)
 
 
 def tensorrt_problem() -> str | None:
