@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..core.cache import default_cache_dir, ensure_private_dir, read_regular
+from ..core.cache import ENV_CACHE_DIR, default_cache_dir, ensure_private_dir, read_regular  # noqa: F401 - ENV_CACHE_DIR re-exported
 from ..io import atomic_write_bytes, sha256_file
 
 #: Environment variable that overrides the cache folder.

@@ -212,29 +212,7 @@ def tensorrt_provider_config(
     model = onnx_file.model
     qdq = model_has_qdq(model)
 
-    table_sha = None
-    table_native = None
-    if calibration_table is not None:
-        if precision != "int8":
-            raise BadInputError(
-                f"a calibration table was given with precision {precision}", hint="it is used only with int8"
-            )
-        if qdq:
-            raise BadInputError(
-                f"{onnx_path} already holds Q/DQ nodes; TensorRT refuses a calibration table for a QDQ model",
-                hint="drop the calibration table: the scales are in the model",
-            )
-        table = Path(calibration_table)
-        if not table.is_file() or table.stat().st_size == 0:
-            raise BadInputError(f"calibration table {table} does not exist or is empty", hint="check the path")
-        table_bytes = table.read_bytes()
-        table_sha = hashlib.sha256(table_bytes).hexdigest()
-        table_native = calibration_table_is_native(table)
-    elif precision == "int8" and not qdq:
-        raise BadInputError(
-            f"int8 needs a quantized (QDQ) model or a calibration table, and {onnx_path} has no Q/DQ nodes",
-            hint="run deployinc quantize on it first, or pass a calibration table",
-        )
+    table_bytes, table_sha, table_native = _calibration_table(calibration_table, precision, qdq, onnx_path)
 
     profiles: list[ShapeProfile] = []
     if batch is not None:
@@ -263,14 +241,7 @@ def tensorrt_provider_config(
         builder_flags=flags,
         profiles=profiles_key(profiles),
     )
-    root = cache_dir if cache_dir is not None else default_cache_dir()
-    engine_dir, warnings = subdir_for_key(root, "ort-trt", key)
-    base, more = ensure_private_dir(root)
-    warnings.extend(more)
-    timing_parent, more = ensure_private_dir(base / "ort-trt-timing")
-    warnings.extend(more)
-    timing_dir, more = ensure_private_dir(timing_parent / _safe_component(f"ort-{ort_version}_trt-{trt_version}"))
-    warnings.extend(more)
+    engine_dir, timing_dir, warnings = _cache_dirs(cache_dir, key, ort_version, trt_version)
 
     opts: dict[str, str] = {
         "device_id": str(int(device_id)),
@@ -305,6 +276,52 @@ def tensorrt_provider_config(
         profiles=profiles,
         warnings=warnings,
     )
+
+
+def _calibration_table(calibration_table: Any, precision: str, qdq: bool, onnx_path: Path) -> tuple[bytes | None, str | None, bool | None]:
+    """(bytes, sha256, is-native) of an int8 calibration table; Nones without one.
+
+    Raises:
+        BadInputError: A table without int8, with a QDQ model, missing or empty; int8 with neither.
+    """
+    table_bytes = None
+    table_sha = None
+    table_native = None
+    if calibration_table is not None:
+        if precision != "int8":
+            raise BadInputError(
+                f"a calibration table was given with precision {precision}", hint="it is used only with int8"
+            )
+        if qdq:
+            raise BadInputError(
+                f"{onnx_path} already holds Q/DQ nodes; TensorRT refuses a calibration table for a QDQ model",
+                hint="drop the calibration table: the scales are in the model",
+            )
+        table = Path(calibration_table)
+        if not table.is_file() or table.stat().st_size == 0:
+            raise BadInputError(f"calibration table {table} does not exist or is empty", hint="check the path")
+        table_bytes = table.read_bytes()
+        table_sha = hashlib.sha256(table_bytes).hexdigest()
+        table_native = calibration_table_is_native(table)
+    elif precision == "int8" and not qdq:
+        raise BadInputError(
+            f"int8 needs a quantized (QDQ) model or a calibration table, and {onnx_path} has no Q/DQ nodes",
+            hint="run deployinc quantize on it first, or pass a calibration table",
+        )
+    return table_bytes, table_sha, table_native
+
+
+def _cache_dirs(cache_dir: Any, key: Any, ort_version: str, trt_version: str) -> tuple[Path, Path, list[str]]:
+    """The keyed engine folder and the shared timing-cache folder, both private; warnings on repaired modes."""
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    engine_dir, warnings = subdir_for_key(root, "ort-trt", key)
+    base, more = ensure_private_dir(root)
+    warnings.extend(more)
+    timing_parent, more = ensure_private_dir(base / "ort-trt-timing")
+    warnings.extend(more)
+    timing_dir, more = ensure_private_dir(timing_parent / _safe_component(f"ort-{ort_version}_trt-{trt_version}"))
+    warnings.extend(more)
+    return engine_dir, timing_dir, warnings
 
 
 def tensorrt_provider_options(onnx_path: str | os.PathLike[str], **kwargs: Any) -> dict[str, str]:
