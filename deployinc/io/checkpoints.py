@@ -111,17 +111,21 @@ def check_finite(sd: dict[str, Any], path: str | os.PathLike[str]) -> None:
     bad = nonfinite_tensors(sd)
     if not bad:
         return
+    raise WeightsError(
+        f"weights {path} hold non-finite values: {nonfinite_summary(bad)}",
+        hint="the checkpoint itself is broken (a training run that diverged, or a damaged file): "
+        "use an earlier checkpoint, or train again (lower --lr); a model with NaN/Inf weights outputs NaN",
+    )
+
+
+def nonfinite_summary(bad: list[tuple[str, int, int]]) -> str:
+    """``layer1.0.conv1.weight (3 NaN), fc.bias (1 Inf)`` for the first few of :func:`nonfinite_tensors`."""
 
     def counts(nan: int, inf: int) -> str:
         return ", ".join(p for p in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if p)
 
     shown = ", ".join(f"{n} ({counts(nan, inf)})" for n, nan, inf in bad[:NONFINITE_SHOWN])
-    more = f" and {len(bad) - NONFINITE_SHOWN} more tensor(s)" if len(bad) > NONFINITE_SHOWN else ""
-    raise WeightsError(
-        f"weights {path} hold non-finite values: {shown}{more}",
-        hint="the checkpoint itself is broken (a training run that diverged, or a damaged file): "
-        "use an earlier checkpoint, or train again (lower --lr); a model with NaN/Inf weights outputs NaN",
-    )
+    return shown + (f" and {len(bad) - NONFINITE_SHOWN} more tensor(s)" if len(bad) > NONFINITE_SHOWN else "")
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, with_extra: bool = False) -> Any:

@@ -166,20 +166,14 @@ def _nonfinite_model_error(model: Any, ref: Any) -> Exception:
     import numpy as np
 
     from ..errors import BadInputError, WeightsError
-    from ..io.checkpoints import NONFINITE_SHOWN, nonfinite_tensors
+    from ..io.checkpoints import nonfinite_summary, nonfinite_tensors
 
     nan, inf = int(np.isnan(ref).sum()), int(np.isinf(ref).sum())
     out = f"{nan} NaN, {inf} Inf of {ref.size} logits"
     bad = nonfinite_tensors(dict(model.state_dict()))
     if bad:
-
-        def counts(n: int, i: int) -> str:
-            return ", ".join(p for p in (f"{n} NaN" if n else "", f"{i} Inf" if i else "") if p)
-
-        shown = ", ".join(f"{k} ({counts(n, i)})" for k, n, i in bad[:NONFINITE_SHOWN])
-        more = f" and {len(bad) - NONFINITE_SHOWN} more tensor(s)" if len(bad) > NONFINITE_SHOWN else ""
         return WeightsError(
-            f"the model's weights hold non-finite values: {shown}{more} (its output, before any deployinc pass: {out})",
+            f"the model's weights hold non-finite values: {nonfinite_summary(bad)} (its output, before any deployinc pass: {out})",
             hint="the weights are broken (a training run that diverged, or a damaged file): use an earlier checkpoint, "
             "or train again; no --skip-pass helps",
         )
