@@ -9,6 +9,8 @@ names a backend read it, so a name means the same thing everywhere.
 ``ort-cpu``               ONNX Runtime, CPUExecutionProvider              (alias ``cpu``)
 ``ort-cuda``              ONNX Runtime, CUDAExecutionProvider             (alias ``cuda``)
 ``ort-trt``               ONNX Runtime, TensorrtExecutionProvider         (aliases ``tensorrt``, ``trt``)
+``ort-openvino``          ONNX Runtime, OpenVINOExecutionProvider plugin  (aliases ``openvino``, ``ov``)
+                          (``pip install 'deployinc[openvino]'``; on the CPU; fp32, and bf16 as a compute precision)
 ``trt-engine``            a native TensorRT engine built from the ONNX file (alias ``tensorrt-engine``)
 ========================  ===================================================================================
 """
@@ -28,6 +30,7 @@ BACKENDS: dict[str, str] = {
     "ort-cpu": "ONNX Runtime, CPU execution provider",
     "ort-cuda": "ONNX Runtime, CUDA execution provider",
     "ort-trt": "ONNX Runtime, TensorRT execution provider",
+    "ort-openvino": "ONNX Runtime, OpenVINO execution provider plugin (onnxruntime-ep-openvino)",
     "trt-engine": "a native TensorRT engine built from the ONNX file",
 }
 #: Other accepted spellings -> canonical name.
@@ -37,15 +40,32 @@ ALIASES: dict[str, str] = {
     "tensorrt": "ort-trt",
     "trt": "ort-trt",
     "ort-tensorrt": "ort-trt",
+    "openvino": "ort-openvino",
+    "ov": "ort-openvino",
     "tensorrt-engine": "trt-engine",
     "engine": "trt-engine",
 }
 TORCH_BACKENDS = ("torch", "torch-cuda", "torch-fused", "torch-compile")
-ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "trt-engine")
+ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "ort-openvino", "trt-engine")
 #: Backends that fuse layers so that exposing an intermediate changes what is computed.
 FUSING_BACKENDS = ("ort-trt", "trt-engine")
 #: Backends that need an NVIDIA GPU.
 GPU_BACKENDS = ("torch-cuda", "ort-cuda", "ort-trt", "trt-engine")
+#: Precision -> the backends that compute in it from an fp32 file (a compute precision, as TensorRT's build
+#: precision is): bf16 is OpenVINO's inference precision hint; no other backend here computes in bf16.
+COMPUTE_PRECISION_BACKENDS: dict[str, tuple[str, ...]] = {"bf16": ("ort-openvino",)}
+
+
+def precision_problem(precision: str, backends: list[str] | tuple[str, ...]) -> str | None:
+    """Why ``backends`` cannot run ``precision`` (``None`` when they can): only the backends of
+    :data:`COMPUTE_PRECISION_BACKENDS` compute in bf16, so bf16 asked of another is refused, never run as fp32."""
+    able = COMPUTE_PRECISION_BACKENDS.get(precision)
+    if able is None:
+        return None
+    other = [b for b in backends if b not in able]
+    if not other:
+        return None
+    return f"{precision} asked of {', '.join(other)}, which cannot compute in {precision} ({precision} runs on {', '.join(able)} only)"
 
 
 def canonical(name: str) -> str | None:

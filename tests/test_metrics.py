@@ -66,7 +66,8 @@ def test_presets_per_precision_and_backend():
     assert preset("fp32", "ort-trt").name == "fp32-tensorrt"
     assert preset("fp16", "cpu").max_rel > preset("fp32", "cpu").max_rel
     assert preset("int8").max_rel is None and preset("int8").min_top1 < 1
-    assert {p for p, _ in PRESETS} == {"fp32", "fp16", "int8"}
+    assert {p for p, _ in PRESETS} == {"fp32", "fp16", "bf16", "int8"}
+    assert preset("bf16", "ort-openvino").name == "bf16" and preset("bf16").max_rel > preset("fp16").max_rel
     with pytest.raises(BadInputError, match="precision"):
         preset("fp8")
 

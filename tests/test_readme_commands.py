@@ -103,6 +103,13 @@ TABLE: dict[str, Run | Skip | XFail] = {
     "deployinc bench googlenet.onnx --baseline last.json --max-slowdown 1.10": Skip(
         "needs last.json, an earlier bench report of the same model, and " + _GOOGLENET
     ),
+    # Deploy
+    "deployinc deploy googlenet": Skip(_HEAVY + "10 candidates made, verified and timed (~3 min); tests/test_deploy.py deploys a small model"),
+    "deployinc deploy resnet18 --weights r18.pt --num-classes 10 --input-shape 1,3,128,128 --data calib/ --accuracy-data heldout/": Skip(
+        "needs the user's checkpoint r18.pt and image folders (deployinc train --export-heldout writes such a folder); scripts/deploy_zoo.py runs it"
+    ),
+    "deployinc deploy model.onnx --target cuda --precisions fp32,fp16,int8 --batch 1,64 --objective throughput": Skip(_GPU),
+    "deployinc deploy googlenet --min-top1-agreement 0.995 --require-backend ort-cpu": Skip(_HEAVY + "the googlenet deploy above, narrowed"),
     # TensorRT, fp16 and int8 (model.onnx: a deployinc export of a small built-in model)
     "deployinc check model.onnx --target tensorrt|ort-cpu|ort-cuda": Run(
         files=(("model.onnx", "model.onnx"),), output=("verdict: compatible",)

@@ -136,7 +136,10 @@ def test_one_epoch_cli_checkpoint_and_heldout_export(cli_runner, tmp_path):
     assert 0.0 <= rec["accuracy"] <= 1.0 and len(rec["history"]) == 1
     assert "fc.weight" in sd and "optimizer" in raw
     pngs = sorted(held.rglob("*.png"))
-    assert len(pngs) == 20 and {p.parent.name for p in pngs} <= set(SHAPE_CLASSES)
+    assert len(pngs) == 20 and {p.parent.name.split("_", 1)[1] for p in pngs} <= set(SHAPE_CLASSES)
+    # sorted folder names number the classes as training did (ImageFolder, verify --labels)
+    folders = sorted(d.name for d in held.iterdir())
+    assert all(SHAPE_CLASSES.index(name.split("_", 1)[1]) == int(name.split("_", 1)[0]) for name in folders)
     # deployinc's model loader reads the checkpoint
     from deployinc.models import load_model
 

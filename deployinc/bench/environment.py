@@ -22,7 +22,7 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BL
 
 def _versions() -> dict[str, str]:
     out = {}
-    for dist in ("deployinc", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt"):
+    for dist in ("deployinc", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-ep-openvino", "numpy", "tensorrt"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

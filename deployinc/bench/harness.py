@@ -88,7 +88,7 @@ def check_precisions(precisions: list[str]) -> list[str]:
     """Refuse unknown precision names.
 
     Raises:
-        BadInputError: A name is not fp32, fp16 or int8.
+        BadInputError: A name is not fp32, fp16, bf16 or int8.
     """
     out = []
     for p in precisions:
@@ -143,6 +143,7 @@ class BenchSettings:
             raise BadInputError(f"batch sizes {self.batches} must be positive integers", hint=f"allowed: 1..{BATCH_MAX}; e.g. --batch 1,8,32")
         if self.precisions is not None:
             self.precisions = check_precisions(self.precisions)
+            _check_compute_precisions(self.precisions, self.backends)
         if self.threads is not None and not 1 <= self.threads <= THREADS_MAX:
             raise BadInputError(
                 f"--threads {self.threads} must be from 1 to {THREADS_MAX}", hint=f"allowed: 1..{THREADS_MAX}; this machine has {default_threads()} usable CPUs"
@@ -163,6 +164,26 @@ class BenchSettings:
                 f"--timeout {self.timeout_s} must be a positive, finite number of seconds",
                 hint=f"allowed: (0, {MAX_TIME_S_MAX:g}] seconds per backend measurement; e.g. --timeout 600",
             )
+
+
+def _check_compute_precisions(precisions: list[str], backends: list[str]) -> None:
+    """Refuse a compute precision (bf16) that none of the ONNX backends asked for computes in; the others get a
+    skipped row at it (eager torch, the baseline, runs fp32 in that pass, as for int8).
+
+    Raises:
+        BadInputError: bf16 asked, and no backend of ``backends`` computes in it.
+    """
+    from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
+
+    for p in precisions:
+        able = COMPUTE_PRECISION_BACKENDS.get(p)
+        if able is None or any(b in able for b in backends):
+            continue
+        onnx = [b for b in backends if b not in TORCH_BACKENDS] or backends
+        raise BadInputError(
+            f"--precision {precision_problem(p, onnx)}",
+            hint=f"{p} runs on {', '.join(able)}: --backends torch,{able[0]} --precision fp32,{p}",
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -205,7 +226,8 @@ class _Builder:
         )
 
     def onnx_source(self, backend: str, precision: str) -> Any:
-        """The ONNX model to run for ``precision``: the file itself, or its fp16 conversion."""
+        """The ONNX model to run for ``precision``: the file itself, or its fp16 conversion (bf16 is a compute
+        precision: the fp32 file, which ort-openvino computes in bf16)."""
         fp = self.model.file_precision
         if fp != "fp32":
             if precision != fp:
@@ -214,8 +236,8 @@ class _Builder:
                     hint=f"bench it with --precision {fp}, and bench its fp32 export for fp32 numbers",
                 )
             return str(self.model.path)
-        if precision == "fp32" or backend in ("ort-trt", "trt-engine"):
-            return str(self.model.path)  # TensorRT lowers precision itself, from builder flags
+        if precision == "fp32" or backend in ("ort-trt", "trt-engine") or precision == "bf16":
+            return str(self.model.path)  # TensorRT lowers precision itself, from builder flags; OpenVINO from a hint
         if precision == "int8":
             raise BackendUnavailable(
                 f"{backend} int8 needs a quantized model", hint="quantize it first (deployinc quantize) and bench that file"
@@ -236,6 +258,8 @@ class _Builder:
         threads = self.s.threads
         if backend == "ort-cpu":
             return OrtRunner(src, "cpu", threads=threads, precision=precision)
+        if backend == "ort-openvino":  # the precision becomes OpenVINO's inference precision hint
+            return OrtRunner(src, "openvino", threads=threads, precision=precision)
         opts: dict[str, Any]
         if backend == "ort-cuda":
             try:
@@ -280,6 +304,11 @@ class _Builder:
     def build(self, backend: str, precision: str, batch: int) -> Any:
         if backend in TORCH_BACKENDS:
             return self.torch_runner(backend, precision, self.model.inputs(batch))
+        from ..backends import precision_problem
+
+        problem = precision_problem(precision, [backend])
+        if problem is not None:  # a skipped row: another backend of this run computes in it (the reason names it)
+            raise BackendUnavailable(problem)
         if backend == "trt-engine":
             return self.tensorrt_runner(precision, batch)
         return self.ort_runner(backend, precision, batch)
@@ -409,9 +438,10 @@ def resolve_precisions(model: BenchModel, s: BenchSettings) -> tuple[list[str], 
 
 
 def torch_precision(precision: str, from_file: bool) -> str:
-    """What the eager torch rows run at in the ``precision`` pass: fp32 where torch has no such path (int8) or
-    where the precision is the file's own (an fp16 or int8 file is compared with the model as the user runs it)."""
-    if precision == "int8" or (from_file and precision != "fp32"):
+    """What the eager torch rows run at in the ``precision`` pass: fp32 where torch has no such path (int8, and
+    bf16, a compute precision of ort-openvino) or where the precision is the file's own (an fp16 or int8 file is
+    compared with the model as the user runs it)."""
+    if precision in ("int8", "bf16") or (from_file and precision != "fp32"):
         return "fp32"
     return precision
 

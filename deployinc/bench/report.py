@@ -28,7 +28,7 @@ class BenchRow:
 
     Attributes:
         backend: Backend name (``torch``, ``torch-fused``, ``ort-cpu``...).
-        precision: ``fp32``, ``fp16`` or ``int8``.
+        precision: ``fp32``, ``fp16``, ``bf16`` (a compute precision: ort-openvino) or ``int8``.
         batch: Batch size (None for a skip that concerns every batch size).
         mode: ``compute`` (device-resident inputs and outputs; GPU only) or ``e2e`` (host arrays in and out).
         status: ``ok``, ``skipped`` or ``failed``.

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, BadInputError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass

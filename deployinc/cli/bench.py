@@ -20,7 +20,7 @@ _ALL = "torch,torch-fused,torch-compile,ort-cpu,ort-cuda,ort-trt,trt-engine"
 @click.argument("model")
 @click.option("--backends", default=_ALL, show_default=True, help="Comma-separated backends (unavailable ones are skipped with the reason).")
 @click.option("--batch", "batch_text", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes to sweep, e.g. 1,8,32.")
-@click.option("--precision", "precision_text", default=None, help="Precisions: fp32, fp16, int8 (comma-separated). Default: what the file computes in (an fp16 or int8 file at its own precision; eager torch at fp32).")
+@click.option("--precision", "--precisions", "precision_text", default=None, help="Precisions: fp32, fp16, bf16, int8 (comma-separated; bf16: what ort-openvino computes in, other backends skip it). Default: what the file computes in (an fp16 or int8 file at its own precision; eager torch at fp32).")
 @click.option("--warmup", type=int, default=10, show_default=True, callback=int_in(1, limits.WARMUP_MAX, "10"), help="Warm-up runs before timing (the first is reported as first-run cost).")
 @click.option("--iters", type=int, default=100, show_default=True, callback=int_in(1, limits.ITERS_MAX, "100"), help=f"Timed iterations per measurement, 1..{limits.ITERS_MAX}.")
 @click.option("--rounds", type=int, default=1, show_default=True, callback=int_in(1, limits.ITERS_MAX, "3"), help="Interleave backends over this many rounds (fairer ratios on a busy machine).")
@@ -77,6 +77,7 @@ def bench(
       deployinc bench googlenet.onnx
       deployinc bench googlenet.onnx --backends torch,ort-cpu,ort-cuda --batch 1,8,32 --precision fp32,fp16
       deployinc bench resnet50 --warmup 20 --iters 200 --threads 2 --json out.json --md out.md --plot out.png
+      deployinc bench googlenet.onnx --backends torch,ort-cpu,ort-openvino --precision fp32,bf16
       deployinc bench googlenet.onnx --baseline last.json --max-slowdown 1.10
       deployinc bench model.onnx --reference mypkg.nets:build --weights ckpt.pt --inputs inputs.npz --timeout 300
 

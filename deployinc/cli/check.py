@@ -14,7 +14,7 @@ from .options import force_option
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", "-t", default="tensorrt", show_default=True, help="tensorrt, ort-cpu or ort-cuda.")
+@click.option("--target", "-t", default="tensorrt", show_default=True, help="tensorrt, ort-cpu, ort-cuda or ort-openvino (aliases as in verify --providers: cpu, cuda, openvino).")
 @click.option("--strict", is_flag=True, help="Also fail on fallbacks and warnings (nodes leaving the target, unverified ops).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @force_option
@@ -38,7 +38,7 @@ def check(model: str, target: str, strict: bool, json_path: str | None, force: b
         first = report.errors[0].line()
         raise CheckFailed(
             f"{model} is not compatible with {target}: {len(report.errors)} unsupported node(s), first {first}",
-            hint="see the list above; deployinc check --target ort-cpu|ort-cuda|tensorrt compares targets",
+            hint="see the list above; deployinc check --target ort-cpu|ort-cuda|ort-openvino|tensorrt compares targets",
         )
     if strict and (report.fallbacks or report.warnings):
         raise CheckFailed(

@@ -36,6 +36,7 @@ COMMANDS = {
     "train": "deployinc.cli.train:train",
     "profile": "deployinc.cli.profile:profile",
     "inspect": "deployinc.cli.inspect:inspect",
+    "deploy": "deployinc.cli.deploy:deploy",
 }
 
 EXIT_BUG = 70
@@ -173,9 +174,9 @@ def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
 def provider_names() -> list[str]:
     """``verify --providers`` names (deployinc.verify.backends.ALIASES: short names first, then the long ones)."""
-    from ..verify.backends import ALIASES
+    from ..verify.backends import ALIASES, BACKENDS
 
-    return list(ALIASES)
+    return list(dict.fromkeys([*ALIASES, *BACKENDS]))
 
 
 def backend_names() -> list[str]:

@@ -24,8 +24,8 @@ from .options import (
 @click.option("--reference", default=None, help="Torch reference as package.module:function (or a registry name), for files without deployinc metadata.")
 @click.option("--weights", default=None, help="Checkpoint for --reference (or the new path of the recorded checkpoint).")
 @click.option("--against", type=click.Path(), default=None, help="Compare with another ONNX file (run on ORT CPU; no torch needed).")
-@click.option("--providers", default="cpu", show_default=True, help="Comma-separated backends, the same names as bench --backends: cpu/ort-cpu, cuda/ort-cuda, tensorrt/ort-trt (ONNX Runtime), trt-engine (native TensorRT), torch, torch-cuda, torch-fused, torch-compile.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Tolerance preset (and TensorRT build precision); default: what the file holds.")
+@click.option("--providers", default="cpu", show_default=True, help="Comma-separated backends, the same names as bench --backends: cpu/ort-cpu, cuda/ort-cuda, tensorrt/ort-trt, openvino/ort-openvino (ONNX Runtime), trt-engine (native TensorRT), torch, torch-cuda, torch-fused, torch-compile.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None, help="Tolerance preset (and TensorRT build precision; bf16: what ort-openvino computes in); default: what the file holds.")
 @click.option("--batch", "batch", default=None, callback=batch_list_callback, help="Batch sizes, comma-separated (default 1,8; a static batch runs at its size).")
 @click.option("--samples", type=int, default=8, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "16"), help="Number of input samples (bounded by memory).")
 @click.option("--data", type=click.Path(), default=None, help="Folder of images, resized and normalised as the metadata says.")
@@ -102,6 +102,7 @@ def verify(
       deployinc verify a.onnx --against b.onnx             # two ONNX files, no torch needed
       deployinc verify googlenet.onnx --providers cpu,cuda,tensorrt --precision fp16 --batch 1,8 --data images/ --json report.json
       deployinc verify googlenet.onnx --localize           # the first layer where it departs, by torch module name
+      deployinc verify googlenet.onnx --providers ort-openvino --precision bf16   # OpenVINO computing in bf16
     """
 
     from ..verify.backends import parse_providers

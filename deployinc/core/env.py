@@ -27,6 +27,7 @@ DISTRIBUTIONS = (
     "onnxslim",
     "onnxruntime",
     "onnxruntime-gpu",
+    "onnxruntime-ep-openvino",
     "tensorrt",
     "numpy",
     "pillow",
@@ -79,6 +80,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: ONNX Runtime plugin execution providers (loaded at run time, so not in ``get_available_providers``):
+#: distribution -> the provider it adds.
+ORT_PLUGINS = {"onnxruntime-ep-openvino": "OpenVINOExecutionProvider"}
+#: /proc/cpuinfo flags of native bf16 arithmetic (what OpenVINO computes bf16 with).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (the ``flags`` line of ``/proc/cpuinfo``); empty where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 def usable_cpus() -> int | None:
     """CPUs this process may run on (affinity), which can be fewer than the machine has."""
     try:
@@ -98,6 +119,24 @@ def ort_providers() -> dict[str, Any]:
         out["device"] = ort.get_device()
     except Exception:  # noqa: BLE001
         pass
+    out["plugins"] = ort_plugins(ort)
+    return out
+
+
+def ort_plugins(ort: Any) -> dict[str, Any]:
+    """The plugin providers of :data:`ORT_PLUGINS`: installed version (None: not installed), and whether this
+    process registered it (it then has EP devices). Registers nothing."""
+    try:
+        registered = {d.ep_name for d in ort.get_ep_devices()}
+    except Exception:  # noqa: BLE001 - an onnxruntime without the plugin API
+        registered = set()
+    out: dict[str, Any] = {}
+    for dist, ep in ORT_PLUGINS.items():
+        try:
+            version: str | None = md.version(dist)
+        except Exception:  # noqa: BLE001 - not installed, or a broken dist-info
+            version = None
+        out[dist] = {"provider": ep, "version": version, "registered": ep in registered}
     return out
 
 
@@ -132,7 +171,8 @@ def environment(ort_threads: int | None = None) -> dict[str, Any]:
 
     Returns:
         A JSON-serialisable dict with the keys ``versions``, ``python``, ``platform``, ``machine``, ``host``,
-        ``cpu`` (model, logical and usable CPUs), ``ort_providers`` (the listed providers and the ORT build),
+        ``cpu`` (model, logical and usable CPUs, native bf16 flags), ``ort_providers`` (the listed providers, the
+        ORT build, and the plugin providers: installed, registered),
         ``gpu`` (``None`` when usable, else why not), and ``threads``.
     """
     env: dict[str, Any] = {
@@ -141,7 +181,10 @@ def environment(ort_threads: int | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "host": socket.gethostname(),
-        "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus()},
+        "cpu": {
+            "model": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
+            "bf16_flags": sorted(cpu_flags() & set(BF16_FLAGS)),
+        },
         "ort_providers": ort_providers(),
         "gpu_problem": gpu_problem(),
         "threads": thread_counts(ort_threads),
@@ -177,3 +220,38 @@ def cuda_driver_problem() -> str | None:
     except AttributeError:
         return f"{names[0]} is not a CUDA driver library"
     return None
+
+
+def tensorrt_problem() -> str | None:
+    """Why TensorRT cannot run here, or None when it can: an NVIDIA driver that sees a GPU
+    (:func:`cuda_driver_problem`), and TensorRT itself (the ``tensorrt`` Python package, or
+    ONNX Runtime's TensorRT execution provider with TensorRT's ``libnvinfer`` loadable). Creates no CUDA context."""
+    import ctypes
+    import importlib.util
+
+    try:
+        problem = cuda_driver_problem()
+    except Exception as exc:  # noqa: BLE001 - a probe must not fail the command
+        problem = f"the CUDA driver could not be probed ({type(exc).__name__})"
+    if problem is not None:
+        return problem
+    try:
+        if importlib.util.find_spec("tensorrt") is not None:
+            return None
+    except (ImportError, ValueError):
+        pass
+    try:
+        import onnxruntime as ort
+
+        listed = "TensorrtExecutionProvider" in ort.get_available_providers()
+    except Exception:  # noqa: BLE001
+        listed = False
+    if listed:
+        for lib in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer_10.dll", "nvinfer.dll"):
+            try:
+                ctypes.CDLL(lib)
+                return None
+            except OSError:
+                continue
+        return "ONNX Runtime lists its TensorRT provider, but TensorRT's libnvinfer cannot be loaded"
+    return "TensorRT is not installed (no tensorrt package, no ONNX Runtime TensorRT provider)"

@@ -7,6 +7,14 @@ measure that floor and judge an fp32 backend against ``max(preset, FLOOR_MULTIPL
 both. Where float64 does not run (a model that builds float32 tensors inside ``forward``, an op without a double
 kernel) or would take too long, the preset applies alone and the report says why.
 
+Comparing two float32 computations with each other adds their errors: a correct export whose logits are one floor
+from the exact answer on one side, while torch's are one floor off on the other, is two floors (or a little more)
+from torch fp32. So where an fp32 backend is over ``max(preset, FLOOR_MULTIPLE x floor)`` against torch fp32,
+verify judges it once more against the float64 outputs this module keeps (:func:`judge_fp64`): it passes the
+max_rel check when ``max|backend - y64| / max|y64| <= max(preset, FLOOR_MULTIPLE x floor)``, i.e. when it is as
+close to the exact answer as torch's own float32 is, times the multiple. A real fault (a conv's weights x1.1) is
+orders of magnitude past that either way.
+
 fp16 and int8 presets are relative to the torch *fp32* reference (their own error is orders of magnitude above
 the fp32 floor), so the floor does not change them.
 """
@@ -23,14 +31,18 @@ import numpy as np
 from .metrics import Tolerance
 
 #: An fp32 backend may differ from torch fp32 by this multiple of torch fp32's own distance from float64: two
-#: independent float32 computations of the same function each carry about one floor of error.
+#: independent float32 computations of the same function each carry about one floor of error. Where it is over
+#: that, it may still be this multiple of the floor from the float64 answer itself (:func:`judge_fp64`).
 FLOOR_MULTIPLE = 2.0
 #: Seconds the float64 run may take; past this the floor comes from the samples done so far (at least one chunk).
 FLOOR_BUDGET_S = 60.0
 
 #: What each precision's preset is relative to, for the report.
 RELATIVE_TO = {
-    "fp32": "torch fp32 on the same inputs; max_rel budget max(preset, {k:g} x torch fp32's own error vs float64)",
+    "fp32": (
+        "torch fp32 on the same inputs; max_rel budget max(preset, {k:g} x torch fp32's own error vs float64), "
+        "and where a backend is over it against torch fp32, its own error against the float64 answer, same budget"
+    ),
     "fp16": "torch fp32 on the same inputs (fp16's 11-bit mantissa: ~1e-3 per op); the fp32 floor does not apply",
     "bf16": "torch fp32 on the same inputs (bf16's 8-bit mantissa); the fp32 floor does not apply",
     "int8": "torch fp32 on the same inputs, by agreement (cosine, top-1/top-5); no element budget",
@@ -48,6 +60,9 @@ class NoiseFloor:
         samples: Samples the float64 run covered.
         seconds: Time the float64 run took.
         reason: Why there is no floor (status other than ``measured``).
+        output: The output the floor was measured on (the first).
+        y64: The float64 model's outputs for ``output`` on the first ``samples`` inputs (logits: small), kept so
+            that a backend can be judged against the exact answer (:func:`judge_fp64`); not in :meth:`to_dict`.
     """
 
     status: str
@@ -57,6 +72,8 @@ class NoiseFloor:
     seconds: float = 0.0
     reason: str | None = None
     multiple: float = FLOOR_MULTIPLE
+    output: str | None = None
+    y64: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def worst_rel(self) -> float | None:
@@ -138,6 +155,8 @@ def measure(
         samples=done,
         seconds=time.perf_counter() - t0,
         reason=note,
+        output=names[0],
+        y64=y64,
     )
 
 
@@ -159,3 +178,79 @@ def budget_text(tol: Tolerance, base: Tolerance, floor: NoiseFloor | None) -> st
     if floor is None or floor.status != "measured" or floor.worst_rel is None or base.max_rel is None:
         return ""
     return f"budget max({base.max_rel:.0e}, {floor.multiple:g} x floor) = {tol.max_rel:.1e}"
+
+
+@dataclass
+class Fp64Check:
+    """One fp32 backend output judged against the float64 answer instead of torch fp32.
+
+    Attributes:
+        err: ``max|test - y64| / max|y64|`` over the samples the float64 run covered (``inf`` for a non-finite test).
+        budget: The max_rel budget it is held to: ``max(preset, multiple x floor)``, the same number as against
+            torch fp32.
+        floor: torch fp32's own error against float64 (the floor).
+        multiple: The floor multiple.
+        samples: Samples compared with float64.
+        rest: Where the float64 run covered fewer samples than the backend ran, max_rel of the remaining samples
+            against torch fp32 (they are judged as before: the budget applies to them unchanged).
+        rest_samples: How many samples that is.
+    """
+
+    err: float
+    budget: float
+    floor: float
+    multiple: float
+    samples: int
+    rest: float | None = None
+    rest_samples: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.err <= self.budget) and (self.rest is None or bool(self.rest <= self.budget))
+
+    def line(self, base: float | None = None) -> str:
+        """``err vs fp64 1.31e-04 <= max(1e-04, 2 x floor 1.18e-04) = 2.36e-04`` (``>`` where it is over)."""
+        op = "<=" if self.err <= self.budget else ">"
+        bound = f"{self.multiple:g} x floor {self.floor:.2e}"
+        bound = f"max({base:.0e}, {bound})" if base is not None else bound
+        s = f"err vs fp64 {self.err:.2e} {op} {bound} = {self.budget:.2e} ({self.samples} samples)"
+        if self.rest is not None:
+            op = "<=" if self.rest <= self.budget else ">"
+            s += f"; the other {self.rest_samples} samples vs torch fp32: max_rel {self.rest:.2e} {op} {self.budget:.2e}"
+        return s
+
+
+def _max_rel(test: np.ndarray, ref: np.ndarray, scale: float | None = None) -> float:
+    """``max|test - ref| / scale`` over finite reference elements, the scale ``max|ref|`` unless given, as
+    :func:`~deployinc.core.metrics.compare_arrays` does (``inf`` where the test has a non-finite value)."""
+    t, r = test.astype(np.float64), ref.astype(np.float64)
+    fin = np.isfinite(r)
+    if not fin.any() or not np.isfinite(t).all():
+        return float("inf")
+    diff = float(np.abs(t - r)[fin].max())
+    scale = float(np.abs(r[fin]).max()) if scale is None else scale
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def judge_fp64(test: np.ndarray, ref32: np.ndarray, floor: NoiseFloor | None, budget: float | None) -> Fp64Check | None:
+    """Judge ``test`` (a backend's first output, samples in the reference's order) against the float64 outputs kept
+    in ``floor``, with ``budget`` (the widened fp32 max_rel budget).
+
+    ``ref32`` is torch fp32's output on the same samples: samples past the float64 run's (a run stopped by its time
+    budget) are judged against it, with the same budget, as before. ``None`` where there is nothing to judge with
+    (no measured floor, no float64 outputs, no budget, or shapes that do not line up).
+    """
+    if floor is None or floor.status != "measured" or floor.y64 is None or budget is None or floor.worst_rel is None:
+        return None
+    test, ref32, y64 = np.asarray(test), np.asarray(ref32), floor.y64
+    n = min(test.shape[0], y64.shape[0]) if test.ndim and y64.ndim else 0
+    if n == 0 or test.shape[1:] != y64.shape[1:] or ref32.shape != test.shape:
+        return None
+    check = Fp64Check(
+        err=_max_rel(test[:n], y64[:n]), budget=float(budget), floor=float(floor.worst_rel), multiple=floor.multiple, samples=n
+    )
+    if test.shape[0] > n:
+        fin = np.isfinite(ref32)  # the scale of all of torch fp32's output, as the comparison with it uses
+        scale = float(np.abs(ref32[fin].astype(np.float64)).max()) if fin.any() else 0.0
+        check.rest, check.rest_samples = _max_rel(test[n:], ref32[n:], scale), int(test.shape[0] - n)
+    return check

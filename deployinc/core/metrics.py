@@ -81,13 +81,22 @@ PRESETS: dict[tuple[str, str], Tolerance] = {
     ("fp16", "cpu"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
     ("fp16", "cuda"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
     ("fp16", "tensorrt"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
+    # bf16 has an 8-bit mantissa (~4e-3 relative per op): judged on agreement, with a loose element budget (it also
+    # sizes the top-1 ties). Measured with ort-openvino at bf16 against torch fp32 on seeded random-weight models
+    # (64-256 natural-statistics images): max_rel 7e-3 (resnet18) to 9e-2 (mobilenet_v2, mobilenet_v3_large),
+    # cosine >= 0.989 (inception_v3; torch's own bf16 autocast there: 0.987), top-5 >= 0.984, tie-aware top-1 1.0.
+    # One conv's weights x1.1 in the first layer: max_rel 0.20-0.41, cosine 0.86-0.982 (fails); deeper down the
+    # same fault departs by 6-14%, inside bf16's own error on mobilenet_v2: no fixed budget tells them apart.
+    ("bf16", "cpu"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name="bf16"),
+    ("bf16", "cuda"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name="bf16"),
+    ("bf16", "tensorrt"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name="bf16"),
     # int8 is judged on agreement, not on element error.
     ("int8", "cpu"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
     ("int8", "cuda"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
     ("int8", "tensorrt"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
 }
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: The largest reference gap (relative to the output's scale) that counts as a tie when the budget has no max_rel.
 TIE_REL_INT8 = 0.01
 

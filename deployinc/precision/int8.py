@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..core.env import tensorrt_problem  # noqa: F401 - here too, where choose_target (and tests) look it up
 from ..errors import BadInputError, CheckFailed
 from ._common import InputSpec, batches, input_spec
 
@@ -415,43 +416,6 @@ def _report(
         "warnings": warnings,
         "tensors": tensors,
     }
-
-
-def tensorrt_problem() -> str | None:
-    """Why TensorRT cannot run here, or None when it can: an NVIDIA driver that sees a GPU
-    (:func:`deployinc.runners.ort.cuda_driver_problem`), and TensorRT itself (the ``tensorrt`` Python package, or
-    ONNX Runtime's TensorRT execution provider with TensorRT's ``libnvinfer`` loadable). Creates no CUDA context."""
-    import ctypes
-    import importlib.util
-
-    try:
-        from ..core.env import cuda_driver_problem
-
-        problem = cuda_driver_problem()
-    except Exception as exc:  # noqa: BLE001 - a probe must not fail the command
-        problem = f"the CUDA driver could not be probed ({type(exc).__name__})"
-    if problem is not None:
-        return problem
-    try:
-        if importlib.util.find_spec("tensorrt") is not None:
-            return None
-    except (ImportError, ValueError):
-        pass
-    try:
-        import onnxruntime as ort
-
-        listed = "TensorrtExecutionProvider" in ort.get_available_providers()
-    except Exception:  # noqa: BLE001
-        listed = False
-    if listed:
-        for lib in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer_10.dll", "nvinfer.dll"):
-            try:
-                ctypes.CDLL(lib)
-                return None
-            except OSError:
-                continue
-        return "ONNX Runtime lists its TensorRT provider, but TensorRT's libnvinfer cannot be loaded"
-    return "TensorRT is not installed (no tensorrt package, no ONNX Runtime TensorRT provider)"
 
 
 def choose_target(requested: str) -> tuple[str, str | None, str | None]:

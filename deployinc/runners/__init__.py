@@ -1,4 +1,4 @@
-"""Runners: one interface over every backend (eager torch, ONNX Runtime CPU/CUDA/TensorRT, TensorRT engines).
+"""Runners: one interface over every backend (eager torch, ONNX Runtime CPU/CUDA/TensorRT/OpenVINO, TensorRT engines).
 
 Backends by name (used by ``deployinc verify --providers`` and ``deployinc bench --backends``):
 
@@ -9,6 +9,7 @@ Backends by name (used by ``deployinc verify --providers`` and ``deployinc bench
 ``ort-cpu``               ONNX Runtime, CPUExecutionProvider
 ``ort-cuda``              ONNX Runtime, CUDAExecutionProvider
 ``ort-trt``               ONNX Runtime, TensorrtExecutionProvider
+``ort-openvino``          ONNX Runtime, OpenVINOExecutionProvider (a plugin: onnxruntime-ep-openvino)
 ``trt-engine``            a native TensorRT engine built from the ONNX file
 ========================  ===========================================================
 """

@@ -25,7 +25,7 @@ class BaseRunner(ABC):
     Attributes:
         name: Short backend name used in reports (``torch``, ``ort-cpu``, ``ort-cuda``...).
         device: ``cpu`` or ``cuda``.
-        precision: ``fp32``, ``fp16`` or ``int8``.
+        precision: ``fp32``, ``fp16``, ``bf16`` (a compute precision: ort-openvino) or ``int8``.
     """
 
     name: str = "base"

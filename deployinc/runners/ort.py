@@ -1,9 +1,13 @@
-"""ONNX Runtime runner for the CPU, CUDA and TensorRT execution providers.
+"""ONNX Runtime runner for the CPU, CUDA and TensorRT execution providers, and the OpenVINO plugin provider.
 
 Provider availability lies: onnxruntime-gpu lists the CUDA and TensorRT providers on machines with no GPU or
 no CUDA libraries, and a session asked for them logs an error and quietly runs on the CPU. This runner checks
 ``session.get_providers()`` after creating the session and raises :class:`BackendUnavailable` when the provider
 it was asked for is not the one running, so a fallback is reported as skipped, never as a CUDA result.
+
+OpenVINO (``provider="openvino"``, backend ``ort-openvino``) is a plugin library, registered with ONNX Runtime
+once per process and added to the session as an EP device (see :mod:`deployinc.runners.openvino`); the runner's
+``precision`` becomes OpenVINO's inference precision hint (fp32 -> f32, bf16 -> bf16).
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
 }
+#: short name -> backend name in reports.
+BACKEND_NAMES = {"cpu": "ort-cpu", "cuda": "ort-cuda", "tensorrt": "ort-trt", "openvino": "ort-openvino"}
 
 
 #: ORT element type strings -> numpy dtypes, for buffers allocated on the device.
@@ -84,10 +91,13 @@ class OrtRunner(BaseRunner):
 
     Args:
         model: Path of a checked ONNX file, or serialized model bytes.
-        provider: ``cpu``, ``cuda`` or ``tensorrt``.
-        threads: Intra-op threads (CPU); ``None`` lets ORT choose (recorded as such).
-        precision: What the model computes in, for reports (the model decides, not the runner).
-        provider_options: Options of the execution provider (for CUDA, ``use_tf32`` defaults to ``0``).
+        provider: ``cpu``, ``cuda``, ``tensorrt`` or ``openvino``.
+        threads: Intra-op threads (CPU; OpenVINO's own thread count too); ``None`` lets ORT choose (recorded as such).
+        precision: What the model computes in, for reports (the model decides, not the runner), except on
+            OpenVINO, where it is the inference precision asked for (``fp32``: f32; ``bf16``: bf16; fp16 and int8
+            files: f32, as they carry their own types).
+        provider_options: Options of the execution provider (for CUDA, ``use_tf32`` defaults to ``0``; for
+            OpenVINO, a ``load_config`` replaces the one made from ``precision`` and ``threads``).
         optimization: ORT graph optimisation level (none, basic, extended, all).
         name: Backend name in reports (default ``ort-<provider>``).
         log_level: ORT session log severity (0 verbose ... 4 fatal).
@@ -123,14 +133,17 @@ class OrtRunner(BaseRunner):
             # (an error near 1e-4 relative); ask for it with use_tf32=1.
             self.provider_options.setdefault("use_tf32", "0")
         self.optimization = optimization
-        self.name = name or {"cpu": "ort-cpu", "cuda": "ort-cuda", "tensorrt": "ort-trt"}[provider]
-        self.device = "cpu" if provider == "cpu" else "cuda"
+        self.name = name or BACKEND_NAMES[provider]
+        self.device = "cpu" if provider in ("cpu", "openvino") else "cuda"
         self.log_level = log_level
         self.session: Any = None
 
     def _activate(self) -> None:
         ort = require("onnxruntime", "the ONNX Runtime backends")
         ep = PROVIDERS[self.provider]
+        if self.provider == "openvino":
+            self._activate_openvino(ort)
+            return
         if ep not in ort.get_available_providers():
             raise BackendUnavailable(
                 f"{ep} is not in this onnxruntime build ({ort.__version__})",
@@ -172,6 +185,35 @@ class OrtRunner(BaseRunner):
             "threads": self.threads,
             "onnxruntime": ort.__version__,
             "optimization": self.optimization,
+        }
+
+    def _activate_openvino(self, ort: Any) -> None:
+        """A session on the OpenVINO plugin's CPU device, at the inference precision the runner's precision asks."""
+        from . import openvino
+
+        ep = PROVIDERS["openvino"]
+        so = session_options(self.threads, self.optimization, log_level=self.log_level)
+        added = openvino.add_to(so, ort, self.precision, self.threads, self.provider_options)
+        src = str(self.model) if isinstance(self.model, (str, Path)) else self.model
+        try:
+            sess = ort.InferenceSession(src, sess_options=so)
+        except Exception as exc:  # noqa: BLE001 - ORT raises EPFail / Fail / InvalidGraph
+            msg = " | ".join(ln.strip() for ln in str(exc).strip().splitlines()[:3])[:300] or type(exc).__name__
+            raise BackendUnavailable(f"{ep} could not create a session: {msg}", hint="run deployinc check on the model; try --providers ort-cpu") from exc
+        active = sess.get_providers()
+        if ep not in active:
+            raise BackendUnavailable(
+                f"{ep} is not among the session's providers ({', '.join(active)}): the plugin did not take it",
+                hint=openvino.INSTALL_HINT,
+            )
+        self.session = sess
+        self.details = {
+            "provider": ep,
+            "providers_active": active,
+            "threads": self.threads,
+            "onnxruntime": ort.__version__,
+            "optimization": self.optimization,
+            **added,
         }
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -218,7 +260,7 @@ class OrtRunner(BaseRunner):
 
         if self.session is None:
             raise RuntimeError(f"runner {self.name} used before activate()")
-        if self.provider == "cpu":
+        if self.device == "cpu":
             return TimedSteps(e2e=self.raw_run(feeds), notes=["session.run on host arrays"])
         ort = require("onnxruntime")
         sess = self.session

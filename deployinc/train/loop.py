@@ -69,7 +69,7 @@ class TrainConfig:
         val_split: Held-out share of an ImageFolder without a val/ folder.
         limit_train: Use at most this many training images.
         limit_heldout: Use at most this many held-out images.
-        export_heldout: Folder to write the held-out images to (PNG, one subfolder per class).
+        export_heldout: Folder to write the held-out images to (PNG, one subfolder per class, named so that sorted names follow the class indices).
         force: Overwrite existing outputs.
     """
 
@@ -239,8 +239,19 @@ def _load_init_weights(model: Any, path: str, arch: str, num_classes: int) -> li
     return notes
 
 
+def heldout_folder_names(classes: list[str]) -> list[str]:
+    """Folder name of each class index: the class name where the names already sort in index order (an ImageFolder),
+    else ``<index>_<name>`` (synthetic:shapes, CIFAR-10), so that a reader numbering sorted folder names, as
+    torchvision's ImageFolder and ``verify --labels`` do, gets the training indices back."""
+    if sorted(classes) == list(classes):
+        return list(classes)
+    width = len(str(len(classes) - 1))
+    return [f"{i:0{width}d}_{c}" for i, c in enumerate(classes)]
+
+
 def _export_heldout(folder: Path, data: Dataset, classes: list[str], force: bool) -> int:
-    """Write held-out images as PNG under ``folder/<class>/`` (atomic writes); return how many."""
+    """Write held-out images as PNG under ``folder/<class>/`` (see :func:`heldout_folder_names`; atomic writes);
+    return how many."""
     import io as _io
 
     from PIL import Image
@@ -248,12 +259,13 @@ def _export_heldout(folder: Path, data: Dataset, classes: list[str], force: bool
     from ..io import atomic_write_bytes
 
     width = max(5, len(str(len(data))))
-    for c in classes:
+    names = heldout_folder_names(classes)
+    for c in names:
         (folder / c).mkdir(parents=True, exist_ok=True)
     for i in range(len(data)):
         buf = _io.BytesIO()
         Image.fromarray(data.images[i]).save(buf, format="PNG")
-        atomic_write_bytes(folder / classes[int(data.labels[i])] / f"{i:0{width}d}.png", buf.getvalue(), force=force)
+        atomic_write_bytes(folder / names[int(data.labels[i])] / f"{i:0{width}d}.png", buf.getvalue(), force=force)
     return len(data)
 
 

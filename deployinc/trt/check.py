@@ -13,6 +13,8 @@ the target (tables in :mod:`deployinc.trt.optables`):
 - ``ort-cpu`` / ``ort-cuda``: ONNX Runtime's kernels for the operators CNNs use and their element types, the IR
   version the installed runtime reads, custom-op domains. On CUDA, a node without a CUDA kernel is a *fallback*: ORT
   runs it on the CPU, with copies, rather than failing.
+- ``ort-openvino``: the ORT CPU table: OpenVINO's own operator coverage is not tabulated here, and a node the
+  OpenVINO plugin does not take runs on ORT's CPU provider, so the CPU kernels decide whether the model runs.
 
 Each finding names the node and its operator. Severities: ``error`` (the target cannot run the model as is),
 ``fallback`` (runs, but this node leaves the target), ``warning`` (unverified or slow). A model is compatible when
@@ -32,12 +34,13 @@ from typing import Any
 from ..errors import BadInputError
 from . import optables
 
-TARGETS = ("tensorrt", "ort-cpu", "ort-cuda")
+TARGETS = ("tensorrt", "ort-cpu", "ort-cuda", "ort-openvino")
 TARGET_TITLES = {
     "tensorrt": f"TensorRT ONNX parser (support matrix of TensorRT {optables.TRT_MATRIX_VERSION}, "
     f"opsets {optables.TRT_OPSET_MIN}-{optables.TRT_OPSET_MAX})",
     "ort-cpu": "ONNX Runtime CPUExecutionProvider",
     "ort-cuda": "ONNX Runtime CUDAExecutionProvider",
+    "ort-openvino": "ONNX Runtime OpenVINOExecutionProvider plugin (nodes it does not take run on the CPU provider)",
 }
 SEVERITIES = ("error", "fallback", "warning")
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -126,6 +129,10 @@ def resolve_target(target: str) -> str:
     t = (target or "").strip().lower()
     if t in TARGETS:
         return t
+    from ..backends import canonical
+
+    if canonical(t) in TARGETS:  # the backend names and aliases of every command: cpu, cuda, openvino, ov
+        return str(canonical(t))
     close = difflib.get_close_matches(t, TARGETS, n=1)
     hint = f"known targets: {', '.join(TARGETS)}" + (f" (did you mean {close[0]}?)" if close else "")
     raise BadInputError(f"unknown target {target!r}", hint=hint)
@@ -356,7 +363,8 @@ def _trt_model_issues(g: _Graph) -> list[NodeIssue]:
 
 def _ort_node_issues(node: Any, g: _Graph, target: str) -> list[tuple[str, str]]:
     op = node.op_type
-    table = optables.ORT_CPU_OPS if target == "ort-cpu" else optables.ORT_CUDA_OPS
+    cpu_table = target in ("ort-cpu", "ort-openvino")  # OpenVINO hands what it does not take to the CPU provider
+    table = optables.ORT_CPU_OPS if cpu_table else optables.ORT_CUDA_OPS
     if node.domain not in _DEFAULT_DOMAINS:
         if node.domain == "com.microsoft":
             return [("warning", "ONNX Runtime contrib operator: not in deployinc's kernel table (unverified)")]
@@ -370,7 +378,7 @@ def _ort_node_issues(node: Any, g: _Graph, target: str) -> list[tuple[str, str]]
     tname = g.type_name(first) if first else None
     if not types or not tname or tname in types:
         return []
-    if target == "ort-cpu":
+    if cpu_table:
         if tname == "FP16":
             return [("warning", "no float16 CPU kernel: ORT inserts Casts to float32 around it (slow)")]
         return [("error", f"no CPU kernel for input type {tname} (kernel types: {', '.join(sorted(types))})")]
@@ -440,6 +448,12 @@ def check_model(model: str | os.PathLike[str] | Any, target: str) -> CheckReport
         report.notes.append(
             "ORT's CUDA provider runs a QDQ model with float kernels between the Q/DQ pairs (no int8 speed-up); "
             "use --target tensorrt for int8 on a GPU"
+        )
+    if target == "ort-openvino":
+        report.notes.append(
+            "judged with ONNX Runtime's CPU kernels: OpenVINO's operator coverage is not tabulated here, and nodes the "
+            "plugin does not take run on the CPU provider (pip install 'deployinc[openvino]'; deployinc verify "
+            "--providers ort-openvino runs it)"
         )
     if target == "tensorrt" and any(n.op_type == "QuantizeLinear" for n in nodes):
         report.notes.append("explicitly quantized (QDQ) model: TensorRT builds it as int8 where the Q/DQ pairs say")

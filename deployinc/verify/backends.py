@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import BackendUnavailable, BadInputError
 
 from ..backends import ALIASES, BACKENDS, FUSING_BACKENDS, ONNX_BACKENDS, names_text  # noqa: F401 - the one table
-_ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}
+_ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt", "ort-openvino": "openvino"}
 
 
 def available_names() -> str:
@@ -124,7 +124,8 @@ def make_ort_runner(
     static_batch: bool,
     onnx_path: Path | None = None,
 ) -> Any:
-    """An (inactive) :class:`~deployinc.runners.ort.OrtRunner` for ``ort-cpu``/``ort-cuda``/``ort-trt``.
+    """An (inactive) :class:`~deployinc.runners.ort.OrtRunner` for ``ort-cpu``/``ort-cuda``/``ort-trt``/``ort-openvino``
+    (OpenVINO at the inference precision ``precision`` asks: fp32 -> f32, bf16 -> bf16).
 
     Raises:
         BackendUnavailable: CUDA cannot run here (asked before computing TensorRT options, which need a GPU).
@@ -133,7 +134,7 @@ def make_ort_runner(
 
     provider = _ORT_PROVIDER[name]
     options: dict[str, Any] = {}
-    if provider != "cpu":
+    if provider in ("cuda", "tensorrt"):
         try:
             import onnxruntime as ort
         except ImportError as exc:

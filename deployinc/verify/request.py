@@ -74,6 +74,16 @@ class VerifyRequest:
         names = self.backend_names()
         if self.precision is not None and self.precision not in PRECISIONS:
             raise BadInputError(f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        if self.precision is not None:
+            from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
+
+            problem = precision_problem(self.precision, names)
+            if problem is not None:  # bf16 is a compute precision: a backend that cannot compute it would run fp32
+                able = COMPUTE_PRECISION_BACKENDS[self.precision]
+                raise BadInputError(
+                    f"--precision {problem}",
+                    hint=f"{self.precision} runs on {', '.join(able)}: --providers {able[0]} --precision {self.precision}",
+                )
         given = [n for n, v in (("--reference", self.reference), ("--against", self.against), ("--load-outputs", self.load_outputs)) if v is not None]
         if len(given) > 1:
             raise BadInputError(f"{' and '.join(given)} were all given", hint="use one reference: a torch model, an ONNX file, or saved outputs")

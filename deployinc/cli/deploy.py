@@ -1,0 +1,76 @@
+"""``deployinc deploy``: from a model to the fastest artifact that still computes the same, with the evidence.
+
+Exit codes: 0 a package was written, 1 no candidate passed (the table says why), 2 bad input (nothing written).
+Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..core import limits
+from ..errors import CheckFailed
+from .options import batch_list_callback, check_with, num_classes_callback, parse_batches, parse_shape, shape_callback, threads_option
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+@click.command()
+@click.argument("model")
+@click.option("--weights", default=None, help="Checkpoint (.pth / .safetensors) of MODEL; loaded with weights_only.")
+@click.option("--num-classes", type=int, default=None, callback=num_classes_callback, help="Number of classes of MODEL (default: the model's; a checkpoint's head must match).")
+@click.option("--input-shape", default=None, callback=shape_callback, help="N,C,H,W of the export's example input (default: the model's), e.g. 1,3,128,128 for a model trained at 128 px.")
+@click.option("--out", default=None, type=click.Path(), help="Package folder (default: <model>.deploy).")
+@click.option("--data", default=None, type=click.Path(), help="Folder of images for int8 calibration (default: generated natural-statistics images).")
+@click.option("--accuracy-data", default=None, type=click.Path(), help="Labelled image folder (one sub-folder per class): verification inputs, and top-1 accuracy per candidate.")
+@click.option("--target", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt: which backends to try (auto: cuda where ORT CUDA runs, else cpu).")
+@click.option("--precisions", default=None, help="Comma-separated, from fp32, fp16, bf16, int8 (default: all that a backend of the target runs).")
+@click.option("--backends", default=None, help="Comma-separated ONNX backends to try instead of the target's (ort-cpu, ort-openvino, ort-cuda, ort-trt, trt-engine).")
+@click.option("--batch", "batch", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes, comma-separated; latency is judged at the first.")
+@click.option("--objective", default="latency", show_default=True, help="latency (p50 at the first batch size) or throughput (best images/s).")
+@click.option("--min-top1-agreement", type=float, default=None, help="Only ship a candidate whose top-1 agreement with eager torch fp32 is at least this (0..1).")
+@click.option("--require-backend", default=None, help="Only ship a candidate on this backend.")
+@click.option("--require-precision", default=None, help="Only ship a candidate at this precision.")
+@click.option("--keep-variants", is_flag=True, help="Also put the other passing artifacts in the package (variants/).")
+@click.option("--iters", type=int, default=50, show_default=True, callback=check_with(lambda n, v: limits.check_int(n, v, 1, 100_000, example="50")), help="Timed iterations per candidate and batch size.")
+@click.option("--warmup", type=int, default=5, show_default=True, callback=check_with(lambda n, v: limits.check_int(n, v, 0, 100_000, example="5")), help="Untimed iterations first.")
+@click.option("--samples", type=int, default=16, show_default=True, callback=check_with(lambda n, v: limits.check_int(n, v, 1, limits.SAMPLES_MAX, example="16")), help="Generated verification images (without --accuracy-data).")
+@click.option("--no-compile", is_flag=True, help="Leave torch.compile out of the eager baseline (it takes a while the first time).")
+@click.option("--no-search", is_flag=True, help="No session-option variants (threads, CUDA graphs): one candidate per precision and backend.")
+@click.option("--trust-model-code", is_flag=True, help="Let a module:function recorded in an ONNX file's metadata be imported to rebuild its reference.")
+@threads_option
+@click.option("--force", is_flag=True, help="Replace an existing package (only once the new one is complete).")
+def deploy(model: str, batch: str, precisions: str | None, backends: str | None, no_compile: bool, no_search: bool, input_shape: str | None, **kw: Any) -> None:
+    """Make, verify and time every candidate of MODEL, and package the fastest that passes.
+
+    MODEL is a registry name (googlenet, resnet50, timm/<name>), package.module:function, or an fp32 .onnx file.
+    Candidates are precisions (fp32, fp16, bf16, int8) x the backends that run here x a few session options; each
+    is verified against eager PyTorch under its precision's preset and timed against eager torch (plain, fused,
+    torch.compile) in the same run. Finished candidates are kept, so a killed deploy run again reuses them.
+
+    \b
+      deployinc deploy googlenet
+      deployinc deploy resnet50 --weights r50.pth --data calib/ --accuracy-data val/ --target cpu
+      deployinc deploy model.onnx --target cuda --precisions fp32,fp16,int8 --batch 1,64 --objective throughput
+      deployinc deploy googlenet --min-top1-agreement 0.995 --require-backend ort-cpu
+    """
+    from ..deploy.report import text_table
+    from ..deploy.run import deploy as run_deploy
+
+    result = run_deploy(
+        model, batches=parse_batches(batch), precisions=_csv(precisions), backends=_csv(backends),
+        torch_compile=not no_compile, search=not no_search, log=click.echo, input_shape=parse_shape(input_shape), **kw,
+    )  # fmt: skip
+    click.echo("")
+    click.echo(text_table(result))
+    click.echo("")
+    if result.chosen is None:
+        raise CheckFailed(f"{result.why}: nothing to ship (the table above says why each candidate failed)",
+                          hint="look at the notes and localisation; --precisions fp32 ships the plain export")
+    c = result.chosen
+    click.echo(f"chosen: {c['id']}: {result.why}")
+    click.echo(f"wrote {result.package}/ (model.onnx, report.md, report.json, triton/, manifest.json) in {result.seconds:.0f} s")

@@ -1,0 +1,149 @@
+"""The package folder deploy writes: the chosen model, the evidence, and a Triton model repository.
+
+    <name>.deploy/
+      model.onnx                 the chosen artifact (run it as report.md says: backend, precision, options)
+      variants/<candidate>.onnx  the other passing artifacts (--keep-variants)
+      report.md                  one table of every candidate, the choice and why, where the numbers come from
+      latency.png                p50 latency (and images/s) of every candidate and the eager baseline
+      report.json                every number
+      environment.json           the machine and versions the numbers come from
+      triton/<name>/config.pbtxt + triton/<name>/1/model.onnx
+      manifest.json              sha256 and size of every other file
+
+It is built in a private working folder next to the destination and moved in by one rename when complete; an
+existing package is replaced (with ``--force`` only) by renaming it aside first and removing it after the new one
+is in place, so at every moment the destination holds a whole package or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ..errors import BadInputError
+from ..io.atomic import work_dir
+from .report import render_markdown, report_dict, write_plot
+from .triton import triton_config, validate, write_repository
+
+#: Triton TensorRT precision_mode of each candidate precision.
+_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8", "bf16": "BF16"}
+_GPU = ("ort-cuda", "ort-trt", "trt-engine")
+
+
+def accelerator_for(chosen: dict[str, Any]) -> dict[str, str] | None:
+    """The Triton execution-accelerator block of the chosen candidate (None: the plain provider)."""
+    if chosen["backend"] in ("ort-trt", "trt-engine"):
+        return {
+            "name": "tensorrt",
+            "precision_mode": _TRT_PRECISION[chosen["precision"]],
+            "max_workspace_size_bytes": str(1 << 30),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": "/tmp/triton_trt_cache",
+        }
+    if chosen["backend"] == "ort-openvino":
+        return {"name": "openvino"}
+    return None
+
+
+def preferred_batches(chosen: dict[str, Any]) -> list[int]:
+    """Batch sizes of the chosen candidate within 90% of its best images/s (Triton's preferred batch sizes)."""
+    timing = chosen.get("timing") or {}
+    rates = {int(b): r["images_per_s"] for b, r in timing.items() if r and r.get("images_per_s")}
+    if not rates:
+        return []
+    best = max(rates.values())
+    return sorted(b for b, v in rates.items() if v >= 0.9 * best)
+
+
+def triton_text(name: str, model_path: Path, chosen: dict[str, Any], batches: list[int]) -> str:
+    """config.pbtxt for the chosen candidate: max_batch_size from the dynamic batch (the largest benchmarked size,
+    at least 8), preferred sizes from the benchmark, instance group for the target, and its accelerator."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return triton_config(
+        name, model, max_batch_size=max([*batches, 8]), preferred_batch_sizes=preferred_batches(chosen),
+        kind="gpu" if chosen["backend"] in _GPU else "cpu", accelerator=accelerator_for(chosen),
+    )  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    """Copy an ONNX file and the external-data files beside it that it names."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    model = onnx.load(str(src), load_external_data=False)
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), None)
+            if loc and not (dst.parent / loc).exists():
+                shutil.copyfile(src.parent / loc, dst.parent / loc)
+
+
+def _build(pkg: Path, result: Any) -> None:
+    req, chosen = result.request, result.chosen
+    name = req.model_name()
+    chosen_path = Path(result.artifacts[chosen["artifact"]]["path"])
+    _copy_model(chosen_path, pkg / "model.onnx")
+    if req.keep_variants:
+        done = {chosen["artifact"]}
+        for r in result.results:
+            if r.get("verdict") == "pass" and r["artifact"] not in done and r["artifact"] in result.artifacts:
+                _copy_model(Path(result.artifacts[r["artifact"]]["path"]), pkg / "variants" / f"{r['artifact']}.onnx")
+                done.add(r["artifact"])
+    text = triton_text(name, chosen_path, chosen, list(req.batches))
+    problem = validate(text)
+    write_repository(pkg / "triton", name, chosen_path, text)
+    data = report_dict(result, triton_checked=problem)
+    plot = write_plot(result, pkg / "latency.png")
+    (pkg / "report.json").write_text(json.dumps(data, indent=1, default=str))
+    (pkg / "environment.json").write_text(json.dumps(result.baseline.get("environment", {}), indent=1, default=str))
+    (pkg / "report.md").write_text(render_markdown(result, data, plot_name=plot.name if plot else None, triton_checked=problem))
+    files = sorted(p for p in pkg.rglob("*") if p.is_file())
+    manifest = {
+        "package": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": {str(p.relative_to(pkg)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+    }  # fmt: skip
+    (pkg / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def _place(pkg: Path, target: Path, work: Path, force: bool) -> None:
+    """Move the finished package to ``target``; an existing one (``force``) is renamed aside, then removed."""
+    old: Path | None = None
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise BadInputError(f"{target} already exists", hint="give --force to replace it")
+        old = work / "old"
+        os.rename(target, old)
+    try:
+        os.rename(pkg, target)
+    except OSError as exc:
+        if old is not None:
+            os.rename(old, target)
+        raise BadInputError(f"cannot put the package at {target}: {exc.strerror}", hint="choose another --out") from exc
+
+
+def write_package(result: Any) -> Path:
+    """Build the package of ``result`` (a :class:`~deployinc.deploy.run.DeployResult` with a choice) and put it in
+    place; returns its path."""
+    req = result.request
+    target = req.package_path()
+    req.check_package()  # again: something may have appeared there while the candidates ran
+    with work_dir(target) as work:
+        pkg = work / "pkg"
+        pkg.mkdir()
+        _build(pkg, result)
+        _place(pkg, target, work, req.force)
+    return target

@@ -1,0 +1,188 @@
+"""Which candidates deploy tries, and which one it ships.
+
+A candidate is an artifact (the fp32 export, its fp16 conversion, an int8 quantization for a backend) run on one
+backend at one compute precision with a few session options. The plan follows the target:
+
+* ``cpu``: ORT CPU at fp32 / fp16 / int8 (uint8 activations, the kind ORT's CPU kernels run fast; calibrated by
+  percentile, and by minmax as a second candidate), and where the
+  OpenVINO plugin is installed, ``ort-openvino`` at fp32, int8 and, on a CPU with native bf16 (AMX or AVX512-BF16),
+  bf16. Where there is more than one CPU, ORT CPU fp32 and int8 are also timed with one thread (the session-option
+  search; on a shared machine one thread can win at batch 1).
+* ``cuda``: ORT CUDA at fp32 / fp16 (with and without a CUDA graph), plus the TensorRT ones where they can run.
+* ``tensorrt``: ORT's TensorRT provider and native engines at fp32 / fp16 / int8 (symmetric int8, the kind
+  TensorRT takes).
+
+The choice: the fastest passing candidate for the objective; candidates within :data:`TIE` of the fastest are
+a tie, which goes to fp32, then to the fewest dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadInputError
+from .request import DEPLOY_PRECISIONS, DeployRequest
+
+#: Candidates whose objective is within this fraction of the best are tied.
+TIE = 0.03
+#: Fewer dependencies first: what a user must install and run next to the model.
+DEPENDENCY_RANK = {"ort-cpu": 0, "ort-openvino": 1, "ort-cuda": 1, "ort-trt": 2, "trt-engine": 3}
+#: Which artifact each (precision, backend) runs: bf16 runs the fp32 file at a bf16 compute precision; int8 for
+#: TensorRT is symmetric (s8 activations), for the CPU providers uint8 activations.
+_CPU_BACKENDS = ("ort-cpu", "ort-openvino")
+_GPU_BACKENDS = ("ort-cuda", "ort-trt", "trt-engine")
+
+
+@dataclass
+class Candidate:
+    """One thing to verify and time."""
+
+    precision: str
+    backend: str
+    artifact: str  # fp32 | fp16 | int8-cpu | int8-trt
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        extra = "".join(f"-{v}" if k == "calibration" else f"-{k}{'' if v is True else v}" for k, v in sorted(self.options.items()))
+        return f"{self.precision}-{self.backend}{extra}"
+
+    def describe(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.precision} on {self.backend}" + (f" ({opts})" if opts else "")
+
+
+def artifact_for(precision: str, backend: str) -> str | None:
+    """The artifact a (precision, backend) pair runs, or None when that backend cannot compute at that precision."""
+    if precision == "fp32":
+        return "fp32"
+    if precision == "bf16":
+        return "fp32" if backend == "ort-openvino" else None
+    if precision == "fp16":
+        if backend == "ort-openvino":
+            return None  # OpenVINO computes an fp16 file in fp32 on a CPU: nothing to gain over fp32
+        return "fp32" if backend in ("ort-trt", "trt-engine") else "fp16"  # TensorRT lowers precision itself
+    if precision == "int8":
+        if backend in ("ort-trt", "trt-engine"):
+            return "int8-trt"
+        return "int8-cpu" if backend in _CPU_BACKENDS else None
+    return None
+
+
+def choose_target(req: DeployRequest, problem: Any) -> tuple[str, str]:
+    """The target to plan for and why (``--target auto``: a GPU target where ORT CUDA can run, else cpu)."""
+    if req.target != "auto":
+        return req.target, f"--target {req.target}"
+    cuda = problem("ort-cuda")
+    if cuda is None:
+        trt = problem("ort-trt")
+        return "cuda", "auto: ORT CUDA can run here" + ("" if trt is None else f" (TensorRT cannot: {trt})")
+    return "cpu", f"auto: ORT CUDA cannot run here: {cuda}"
+
+
+def _backends_for(target: str) -> tuple[str, ...]:
+    if target == "cpu":
+        return _CPU_BACKENDS
+    if target == "tensorrt":
+        return ("ort-trt", "trt-engine")
+    return _GPU_BACKENDS
+
+
+def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tuple[list[Candidate], list[dict[str, str]], str, str]:
+    """Candidates to try, the (backend, reason) pairs left out, the target and why.
+
+    ``problem(backend)`` says why a backend cannot run here (None when it can).
+
+    Raises:
+        BadInputError: A required or listed backend cannot run here, or nothing can.
+    """
+    target, why = choose_target(req, problem)
+    wanted = list(req.backends) if req.backends else list(_backends_for(target))
+    if req.require_backend and req.require_backend not in wanted:
+        wanted.append(req.require_backend)
+    left_out: list[dict[str, str]] = []
+    usable = []
+    for b in wanted:
+        reason = problem(b)
+        if reason is None:
+            usable.append(b)
+        elif req.backends or b == req.require_backend:
+            raise BadInputError(f"{b} cannot run here: {reason}", hint="drop it from --backends / --require-backend, or deploy on a machine that has it")
+        else:
+            left_out.append({"backend": b, "reason": reason})
+    if not usable:
+        raise BadInputError(f"no backend of target {target} can run here", hint="use --target cpu, or install what the reasons above name")
+    precisions = list(req.precisions or DEPLOY_PRECISIONS)
+    if req.require_precision and req.require_precision not in precisions:
+        precisions.append(req.require_precision)
+    out: list[Candidate] = []
+    for p in precisions:
+        for b in usable:
+            art = artifact_for(p, b)
+            if art is None:
+                continue
+            if p == "bf16" and not bf16_native:
+                left_out.append({"backend": b, "reason": "bf16: this CPU has no native bf16 (AMX or AVX512-BF16); it would be emulated"})
+                continue
+            out.append(Candidate(p, b, art))
+            if req.search and p == "int8":  # calibration: percentile (the default) and minmax
+                out.append(Candidate(p, b, f"{art}-minmax", {"calibration": "minmax"}))
+            if req.search and b == "ort-cpu" and p in ("fp32", "int8") and cpus > 1 and req.threads is None:
+                out.append(Candidate(p, b, art, {"threads": 1}))
+            if req.search and b == "ort-cuda":
+                out.append(Candidate(p, b, art, {"cuda_graph": True}))
+    if not out:
+        raise BadInputError(
+            f"no candidate: none of the precisions {', '.join(precisions)} runs on {', '.join(usable)}",
+            hint="bf16 needs ort-openvino (pip install 'deployinc[openvino]') on a CPU with AMX or AVX512-BF16; add fp32 to --precisions",
+        )
+    return out, left_out, target, why
+
+
+def score(result: dict[str, Any], objective: str, batches: list[int]) -> float | None:
+    """What the objective ranks by, larger is better: 1 / p50 at the first batch size (latency), or the best
+    images/s over the batch sizes (throughput)."""
+    timing = result.get("timing") or {}
+    if objective == "latency":
+        row = timing.get(str(batches[0]))
+        return 1.0 / row["p50_ms"] if row and row.get("p50_ms") else None
+    rates = [r["images_per_s"] for r in timing.values() if r and r.get("images_per_s")]
+    return max(rates) if rates else None
+
+
+def eligible(result: dict[str, Any], req: DeployRequest) -> str | None:
+    """Why a passing candidate cannot be chosen under the user's requirements (None when it can)."""
+    if req.require_backend and result["backend"] != req.require_backend:
+        return f"--require-backend {req.require_backend}"
+    if req.require_precision and result["precision"] != req.require_precision:
+        return f"--require-precision {req.require_precision}"
+    floor = req.min_top1_agreement
+    agree = (result.get("metrics") or {}).get("top1_agreement")
+    if floor is not None and (agree is None or agree < floor):
+        return f"top-1 agreement {'unknown' if agree is None else format(agree, '.4f')} < --min-top1-agreement {floor:g}"
+    return None
+
+
+def choose(results: list[dict[str, Any]], req: DeployRequest) -> tuple[dict[str, Any] | None, str]:
+    """The chosen result and a sentence saying why (None and the reason when nothing qualifies)."""
+    scored = []
+    for r in results:
+        if r.get("verdict") != "pass" or eligible(r, req) is not None:
+            continue
+        s = score(r, req.objective, list(req.batches))
+        if s is not None:
+            scored.append((s, r))
+    if not scored:
+        return None, "no candidate passed" + (" and met the requirements" if (req.require_backend or req.require_precision) else "")
+    best = max(s for s, _ in scored)
+    tied = [(s, r) for s, r in scored if s >= best * (1 - TIE)]
+    tied.sort(key=lambda sr: (sr[1]["precision"] != "fp32", DEPENDENCY_RANK.get(sr[1]["backend"], 9), -sr[0]))
+    s, pick = tied[0]
+    what = f"p50 at batch {req.batches[0]}" if req.objective == "latency" else "images/s"
+    if len(tied) > 1:
+        others = ", ".join(r["id"] for _, r in tied[1:])
+        why = f"fastest passing by {what} within {TIE:.0%} of the best (tied with {others}; ties go to fp32, then fewer dependencies)"
+    else:
+        why = f"fastest passing candidate by {what}"
+    return pick, why

@@ -1,0 +1,264 @@
+"""deploy's evidence: the table of every candidate (terminal and report.md), report.json, and the latency plot."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..io import load_onnx
+from ..metadata import read_provenance
+from .plan import eligible
+
+_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide int8 and bf16 speed (from /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in _CPU_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _why_not(r: dict[str, Any], req: Any) -> str:
+    if r.get("verdict") == "pass":
+        bar = eligible(r, req)
+        return f"not eligible: {bar}" if bar else ""
+    bits = [r.get("reason") or "", "; ".join(r.get("failures") or [])[:200], r.get("localization") or ""]
+    return " | ".join(b for b in bits if b)
+
+
+def table_rows(result: Any, mark: str = " **<- ship**") -> list[list[str]]:
+    """One row per candidate: id, verdict, max_rel, cosine, top-1 agreement, top-1 accuracy, p50, p99, images/s,
+    speedup over eager torch and over ORT fp32 (at the objective's batch size), peak RSS growth, note."""
+    req = result.request
+    b = str(req.batches[0]) if req.objective == "latency" else None
+    rows = []
+    for r in result.results:
+        m = r.get("metrics") or {}
+        timing = r.get("timing") or {}
+        key = b or (max(timing, key=lambda k: timing[k]["images_per_s"]) if timing else str(req.batches[0]))
+        t = timing.get(key) or {}
+        sp = (r.get("speedup") or {}).get(key) or {}
+        shipped = mark if result.chosen is not None and r["id"] == result.chosen["id"] else ""
+        rows.append([
+            r["id"] + shipped, r["verdict"].upper(), _num(m.get("max_rel"), ".2e"), _num(m.get("cosine"), ".6f"),
+            _num(m.get("top1_agreement"), ".4f"), _num(m.get("top1_accuracy"), ".4f"), _num(t.get("p50_ms"), ".2f"),
+            _num(t.get("p99_ms"), ".2f"), _num(t.get("images_per_s"), ".1f"), _num(sp.get("vs_torch"), ".2f"),
+            _num(sp.get("vs_ort_fp32"), ".2f"), _num(r.get("peak_rss_mib"), ".0f"), _why_not(r, req),
+        ])  # fmt: skip
+    return rows
+
+
+HEADER = ["candidate", "verdict", "max_rel", "cosine", "top-1 agr.", "top-1 acc.", "p50 ms", "p99 ms", "images/s", "x torch", "x ORT fp32", "peak MiB", "note"]
+
+
+def markdown_table(result: Any) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for row in table_rows(result):
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    return "\n".join(lines)
+
+
+def text_table(result: Any) -> str:
+    """The table for a terminal: the same columns, aligned, notes on their own line."""
+    rows = table_rows(result, mark=" *")
+    head = HEADER[:-1]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    for r in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)))
+        if r[-1]:
+            out.append(f"    {r[-1]}")
+    if result.chosen is not None:
+        out.append("* chosen")
+    return "\n".join(out)
+
+
+def _baseline_lines(result: Any) -> list[str]:
+    out = []
+    for name, row in (result.baseline.get("rows") or {}).items():
+        t = row.get("timing") or {}
+        if t:
+            parts = [f"batch {b}: p50 {v['p50_ms']:.2f} ms, {v['images_per_s']:.1f} images/s" for b, v in t.items()]
+            out.append(f"- {name}: " + "; ".join(parts))
+        else:
+            out.append(f"- {name}: did not run ({row.get('problem')})")
+    return out
+
+
+def provenance_lines(result: Any) -> list[str]:
+    """Where the numbers come from: the weights, the verification inputs, the calibration images."""
+    req = result.request
+    prov = read_provenance(load_onnx(result.fp32_path, load_external=False).model)
+    weights = "unknown (no deployinc provenance in the file)"
+    if prov is not None:
+        weights = prov.weights if prov.weights != "none" else "seeded random initialisation" + (" with BatchNorm statistics recalibrated" if prov.bn_recalibrated else "")
+        if prov.weights_sha256:
+            weights += f" (sha256 {prov.weights_sha256[:12]})"
+    inputs = f"the labelled images of {req.accuracy_data} (top-1 accuracy against their folder labels)" if req.accuracy_data else f"{req.samples} generated natural-statistics images (seed 0), at batch 1 and 8"
+    out = [f"- Weights: {weights}.", f"- Verification inputs: {inputs}; reference: eager PyTorch fp32 of the same model."]
+    for name in ("int8-cpu", "int8-cpu-minmax", "int8-trt", "int8-trt-minmax"):
+        cal = (result.artifacts.get(name) or {}).get("calibration")
+        if cal:
+            out.append(f"- {name} calibration: {cal}.")
+    if not req.accuracy_data:
+        out.append("- No --accuracy-data: top-1 accuracy is not measured; top-1 agreement with eager torch is.")
+    return out
+
+
+def report_dict(result: Any, triton_checked: str | None) -> dict[str, Any]:
+    req = result.request
+    return {
+        "format": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": req.model,
+        "weights": req.weights,
+        "target": result.target,
+        "target_reason": result.target_reason,
+        "objective": req.objective,
+        "batches": list(req.batches),
+        "chosen": result.chosen["id"] if result.chosen else None,
+        "why": result.why,
+        "requirements": {"backend": req.require_backend, "precision": req.require_precision, "min_top1_agreement": req.min_top1_agreement},
+        "candidates": result.results,
+        "baseline": {k: v for k, v in result.baseline.items() if k != "environment"},
+        "left_out": result.left_out,
+        "artifacts": result.artifacts,
+        "reused": result.reused,
+        "cpu_flags": cpu_flags(),
+        "triton_config_check": triton_checked or "parsed with Triton's ModelConfig schema",
+        "seconds": round(result.seconds, 1),
+        "notes": result.notes,
+    }
+
+
+def _run_snippet(chosen: dict[str, Any]) -> list[str]:
+    b, p, threads = chosen["backend"], chosen["precision"], chosen.get("options", {}).get("threads")
+    lines = ["```python", "import numpy as np, onnxruntime as ort"]
+    so = "so = ort.SessionOptions()" + (f"; so.intra_op_num_threads = {threads}" if threads else "")
+    if b == "ort-openvino":
+        hint = "bf16" if p == "bf16" else "f32"
+        lines += [
+            "import onnxruntime_ep_openvino as ov  # pip install onnxruntime-ep-openvino",
+            'ort.register_execution_provider_library("openvino", ov.get_library_path())',
+            so,
+            'devices = [d for d in ort.get_ep_devices() if d.ep_name == ov.get_ep_name()]',
+            f'so.add_provider_for_devices(devices, {{"load_config": \'{{"CPU": {{"INFERENCE_PRECISION_HINT": "{hint}"}}}}\'}})',
+            'sess = ort.InferenceSession("model.onnx", sess_options=so)',
+        ]  # fmt: skip
+    else:
+        ep = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}.get(b, "CPUExecutionProvider")
+        lines += [so, f'sess = ort.InferenceSession("model.onnx", sess_options=so, providers=["{ep}"])']
+    lines += ["name = sess.get_inputs()[0].name", "logits = sess.run(None, {name: images})[0]  # images: N x C x H x W float32, normalised", "```"]
+    return lines
+
+
+def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, triton_checked: str | None) -> str:
+    req, chosen = result.request, result.chosen
+    env = result.baseline.get("environment") or {}
+    cpu = (env.get("cpu") or {}).get("model") if isinstance(env.get("cpu"), dict) else env.get("cpu")
+    lines = [f"# deploy: {req.model}", ""]
+    if chosen is not None:
+        m = chosen.get("metrics") or {}
+        key = str(req.batches[0])
+        sp = (chosen.get("speedup") or {}).get(key) or {}
+        t = (chosen.get("timing") or {}).get(key) or {}
+        lines += [
+            f"**Ship `model.onnx`: {chosen['precision']} on {chosen['backend']}** ({result.why}).",
+            "",
+            f"p50 {_num(t.get('p50_ms'), '.2f')} ms at batch {key}, {_num(sp.get('vs_torch'), '.2f')}x eager torch and "
+            f"{_num(sp.get('vs_ort_fp32'), '.2f')}x plain ORT CPU fp32, measured in the same run; verified under the "
+            f"{m.get('preset', '?')} preset (cosine {_num(m.get('cosine'), '.6f')}, top-1 agreement {_num(m.get('top1_agreement'), '.4f')}).",
+            "",
+        ]  # fmt: skip
+    lines += [
+        f"Target {result.target} ({result.target_reason}); objective {req.objective} at batch {', '.join(map(str, req.batches))}; "
+        f"{len(result.results)} candidates in {result.seconds:.0f} s.",
+        f"Machine: {cpu or 'unknown CPU'}; CPU features: {', '.join(cpu_flags()) or 'none of ' + ', '.join(_CPU_FLAGS)}.",
+        "",
+        "## Candidates",
+        "",
+        markdown_table(result),
+        "",
+        "x torch / x ORT fp32: p50 of eager torch / of ORT CPU fp32 over this candidate's p50, same batch, same run. "
+        "peak MiB: growth of this process's peak resident memory while the candidate was timed.",
+        "",
+        "Eager baseline (same run):",
+        *_baseline_lines(result),
+        "",
+    ]  # fmt: skip
+    if result.left_out:
+        lines += ["Left out:", *[f"- {d['backend']}: {d['reason']}" for d in result.left_out], ""]
+    if result.reused:
+        lines += [f"Reused from an earlier run with the same model and options: {', '.join(result.reused)}.", ""]
+    if plot_name:
+        lines += [f"![latency]({plot_name})", ""]
+    lines += ["## Where the numbers come from", "", *provenance_lines(result), ""]
+    if chosen is not None:
+        lines += ["## Run it", "", *_run_snippet(chosen), ""]
+        lines += [
+            "## Serve it with Triton",
+            "",
+            f"`triton/` is a model repository for Triton's onnxruntime backend (`tritonserver --model-repository=triton`); "
+            f"its config.pbtxt {'was ' + (triton_checked or 'parsed with Triton ModelConfig schema') if triton_checked else 'parses with Triton ModelConfig schema (tritonclient model_config_pb2)'}.",
+            "",
+        ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_plot(result: Any, path: Path) -> Path | None:
+    """p50 latency at the first batch size of every candidate (green: passed, red: failed) and of the eager baseline
+    (grey); a second panel with images/s when more than one batch size ran. None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        result.notes.append("no latency plot: matplotlib is not installed (pip install 'deployinc[plot]')")
+        return None
+    req = result.request
+    b = str(req.batches[0])
+    labels, values, colours = [], [], []
+    for name, row in (result.baseline.get("rows") or {}).items():
+        v = (row.get("timing") or {}).get(b, {}).get("p50_ms")
+        if v:
+            labels.append(name), values.append(v), colours.append("#999999")
+    for r in result.results:
+        v = ((r.get("timing") or {}).get(b) or {}).get("p50_ms")
+        if v:
+            labels.append(r["id"]), values.append(v), colours.append("#2e7d32" if r["verdict"] == "pass" else "#c62828")
+    if not values:
+        return None
+    panels = 2 if len(req.batches) > 1 else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 0.4 * len(values) + 1.5), squeeze=False)
+    ax = axes[0][0]
+    ax.barh(labels, values, color=colours)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"p50 latency at batch {b} (ms)")
+    if panels == 2:
+        ax2 = axes[0][1]
+        for r in result.results:
+            t = r.get("timing") or {}
+            xs = sorted(int(k) for k in t)
+            if xs:
+                ax2.plot(xs, [t[str(x)]["images_per_s"] for x in xs], marker="o", label=r["id"])
+        ax2.set_xscale("log", base=2)
+        ax2.set_xlabel("batch size")
+        ax2.set_ylabel("images/s")
+        ax2.legend(fontsize=6)
+    fig.suptitle(f"deploy {req.model_name()}: green passed, red failed, grey eager torch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,203 @@
+"""What ``deployinc deploy`` is asked: one dataclass shared by the CLI and the library, checked before any work.
+
+Everything a user can get wrong is refused here, with one line and a hint, before a model is loaded or a file is
+written: unknown precisions, backends, objectives and targets; a ``--data`` folder without images; an
+``--accuracy-data`` folder without class sub-folders; an existing package without ``--force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import backends as B
+from .._version import __version__
+from ..core import limits
+from ..core.images import IMAGE_EXTENSIONS
+from ..errors import BadInputError
+
+#: Precisions a candidate can compute in. bf16 is a compute precision of a backend (OpenVINO on AMX), not a file.
+DEPLOY_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+OBJECTIVES = ("latency", "throughput")
+TARGETS = ("auto", "cpu", "cuda", "tensorrt")
+#: Backends deploy can ship: the ONNX ones (a torch row is the baseline, not an artifact).
+SHIPPABLE = tuple(B.ONNX_BACKENDS)
+PACKAGE_SUFFIX = ".deploy"
+#: Bumped whenever how an artifact is made or a candidate judged changes, so that finished work cached by an earlier
+#: deployinc is not reused for a different recipe.
+RECIPE = 2
+
+
+def _one_of(value: str, known: Sequence[str], what: str) -> str:
+    v = value.strip().lower()
+    if v not in known:
+        raise BadInputError(f"unknown {what} {value!r}", hint=f"use one of {', '.join(known)}")
+    return v
+
+
+def _has_image(folder: Path, depth: int = 2) -> bool:
+    """Whether ``folder`` holds an image file within ``depth`` levels (cheap: stops at the first one)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    for e in entries:
+        if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS):
+            return True
+    return depth > 0 and any(_has_image(Path(e.path), depth - 1) for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def check_image_folder(path: str, option: str, labelled: bool) -> None:
+    """Refuse a folder that is missing, holds no images, or (``labelled``) has no class sub-folders with images."""
+    p = Path(path)
+    if not p.is_dir():
+        raise BadInputError(f"{option} {path} is not a folder", hint="point it at a folder of images" + (" (one sub-folder per class)" if labelled else ""))
+    if labelled:
+        classes = [d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".") and _has_image(d, 0)]
+        if not classes:
+            raise BadInputError(
+                f"{option} {path} has no class sub-folders with images, so its images carry no labels",
+                hint="lay it out as DIR/<class>/<image> (ImageFolder), one sub-folder per class",
+            )
+    elif not _has_image(p):
+        raise BadInputError(f"{option} {path} holds no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)", hint="point it at a folder of images")
+
+
+@dataclass
+class DeployRequest:
+    """Everything deploy is asked; see :func:`deployinc.deploy.run.deploy`."""
+
+    model: str
+    weights: str | None = None
+    num_classes: int | None = None
+    input_shape: Sequence[int] | None = None
+    out: str | None = None
+    data: str | None = None
+    accuracy_data: str | None = None
+    target: str = "auto"
+    precisions: Sequence[str] | None = None
+    backends: Sequence[str] | None = None
+    batches: Sequence[int] = (1,)
+    objective: str = "latency"
+    min_top1_agreement: float | None = None
+    require_backend: str | None = None
+    require_precision: str | None = None
+    keep_variants: bool = False
+    force: bool = False
+    warmup: int = 5
+    iters: int = 50
+    threads: int | None = None
+    samples: int = 16
+    calibration_images: int = 64
+    torch_compile: bool = True
+    search: bool = True
+    trust_model_code: bool = False
+    log: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+
+    def check(self) -> None:
+        """Normalise and refuse bad values before any work.
+
+        Raises:
+            BadInputError: With the problem and a hint.
+        """
+        self.target = _one_of(self.target, TARGETS, "target")
+        self.objective = _one_of(self.objective, OBJECTIVES, "objective")
+        if self.precisions is not None:
+            self.precisions = list(dict.fromkeys(_one_of(p, DEPLOY_PRECISIONS, "precision") for p in self.precisions if p.strip()))
+            if not self.precisions:
+                raise BadInputError("no precision given", hint=f"use some of {', '.join(DEPLOY_PRECISIONS)}")
+        if self.backends is not None:
+            self.backends = [self._shippable(b, "--backends") for b in self.backends if b.strip()]
+            if not self.backends:
+                raise BadInputError("no backend given", hint=f"use some of {', '.join(SHIPPABLE)}")
+        if self.require_backend is not None:
+            self.require_backend = self._shippable(self.require_backend, "--require-backend")
+        if self.require_precision is not None:
+            self.require_precision = _one_of(self.require_precision, DEPLOY_PRECISIONS, "precision")
+        self.batches = list(dict.fromkeys(self.batches)) or [1]
+        for b in self.batches:
+            limits.check_int("--batch", b, 1, limits.BATCH_MAX, example="1,8")
+        if self.min_top1_agreement is not None:
+            limits.check_float("--min-top1-agreement", self.min_top1_agreement, 0, 1, example="0.995")
+        limits.check_int("--iters", self.iters, 1, 100_000, example="50")
+        limits.check_int("--warmup", self.warmup, 0, 100_000, example="5")
+        limits.check_int("--samples", self.samples, 1, limits.SAMPLES_MAX, example="16")
+        limits.check_int("--calibration-images", self.calibration_images, 1, 100_000, example="64")
+        if self.threads is not None:
+            limits.check_threads("--threads", self.threads)
+        for path, option, labelled in ((self.data, "--data", False), (self.accuracy_data, "--accuracy-data", True)):
+            if path is not None:
+                check_image_folder(path, option, labelled)
+        if self.weights is not None and (os.sep in self.weights or self.weights.endswith((".pt", ".pth", ".safetensors"))) and not Path(self.weights).is_file():
+            raise BadInputError(f"--weights {self.weights} does not exist", hint="give the path of a .pth / .safetensors checkpoint")
+        self.check_package()
+
+    @staticmethod
+    def _shippable(name: str, option: str) -> str:
+        canon = B.canonical(name)
+        if canon is None:
+            raise BadInputError(f"unknown backend {name!r} in {option}", hint=f"deploy ships one of {', '.join(SHIPPABLE)}")
+        if canon not in SHIPPABLE:
+            raise BadInputError(f"{option} {name}: {canon} is the eager baseline, not an artifact to ship", hint=f"use one of {', '.join(SHIPPABLE)}")
+        return canon
+
+    def model_name(self) -> str:
+        """The package's name: the file's stem, or the model spec's last part (``timm/resnet18`` -> resnet18)."""
+        raw = Path(self.model).stem if self.model.endswith(".onnx") else self.model.replace(":", "_").split("/")[-1]
+        safe = "".join(c if c.isalnum() or c in "_-." else "_" for c in raw).strip("._") or "model"
+        return safe
+
+    def package_path(self) -> Path:
+        return Path(self.out) if self.out else Path(f"{self.model_name()}{PACKAGE_SUFFIX}")
+
+    def check_package(self) -> None:
+        target = self.package_path()
+        if (target.exists() or target.is_symlink()) and not self.force:
+            raise BadInputError(f"{target} already exists", hint="give --force to replace it (only once the new package is complete), or --out elsewhere")
+        if target.exists() and not target.is_dir():
+            raise BadInputError(f"{target} exists and is not a package folder", hint="choose another --out")
+        parent = target.parent if str(target.parent) else Path(".")
+        if not parent.is_dir():
+            raise BadInputError(f"the folder of {target} does not exist", hint=f"create {parent} first, or choose another --out")
+
+    def key(self, model_digest: str) -> str:
+        """What the finished candidates are keyed by: the model's bytes (and weights), and every option that changes
+        a candidate's artifact, verdict or timing."""
+        fields = asdict(self)
+        for k in ("out", "force", "keep_variants", "log", "require_backend", "require_precision", "min_top1_agreement", "objective"):
+            fields.pop(k, None)
+        fields["model_digest"] = model_digest
+        fields["deployinc"] = __version__
+        fields["recipe"] = RECIPE
+        blob = json.dumps(fields, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+    def say(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_digest(req: DeployRequest) -> str:
+    """The digest that keys the model: an ONNX file's bytes, or a model spec with its checkpoint's bytes."""
+    parts: list[Any] = []
+    if req.model.endswith(".onnx") and Path(req.model).is_file():
+        parts.append(file_digest(req.model))
+    else:
+        parts.append(req.model)
+    if req.weights is not None:
+        parts.append(file_digest(req.weights))
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()

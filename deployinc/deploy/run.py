@@ -1,0 +1,444 @@
+"""The deploy pipeline: model -> fp32 export -> artifacts -> each candidate verified and timed -> the choice.
+
+Finished work lives in a private folder of the cache, keyed by the sha256 of the model (and its checkpoint) and of
+every option that changes a result (:meth:`DeployRequest.key`): the fp32 export, each artifact, the eager-torch
+baseline and each candidate's result are written atomically as they finish, so a deploy killed at any point and
+run again with the same arguments picks up where it stopped. The package is assembled elsewhere
+(:mod:`deployinc.deploy.package`) and put in place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..bench.harness import BenchSettings, benchmark
+from ..bench.subject import open_onnx
+from ..core.cache import cache_subdir, read_regular
+from ..core.graph import detect_precision
+from ..core.images import load_image_folder_with_report
+from ..errors import BackendUnavailable, BadInputError, DeployincError
+from ..export import export_pipeline
+from ..io import atomic_write_text, load_onnx, save_onnx
+from ..precision._common import input_spec, sample_images
+from ..precision.fp16 import convert_to_fp16
+from ..precision.int8 import quantize_int8, write_int8
+from ..runners.available import backend_problem, bf16_native
+from ..verify.core import run as verify_run
+from ..verify.request import VerifyRequest
+from .package import write_package
+from .plan import Candidate, choose, plan
+from .request import DeployRequest, model_digest
+
+#: Results this format writes; an older cached result is recomputed.
+RESULT_FORMAT = 1
+
+
+@dataclass
+class DeployResult:
+    """What a deploy measured and decided (see :func:`deploy`)."""
+
+    request: DeployRequest
+    target: str
+    target_reason: str
+    fp32_path: Path
+    state_dir: Path
+    results: list[dict[str, Any]]
+    baseline: dict[str, Any]
+    left_out: list[dict[str, str]]
+    chosen: dict[str, Any] | None
+    why: str
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    package: Path | None = None
+
+
+class _Progress:
+    """A bar per candidate on a terminal (rich), plain lines elsewhere."""
+
+    def __init__(self, req: DeployRequest, total: int):
+        self.req, self.total = req, total
+        self._bar: Any = None
+        if req.log is not None and os.isatty(2) and os.environ.get("TERM") != "dumb":
+            try:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self._bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.fields[step]}"), TimeElapsedColumn(), transient=False)
+                self._bar.start()
+            except ImportError:
+                self._bar = None
+        self._task: Any = None
+
+    def start(self, i: int, cand: Candidate, steps: int) -> None:
+        if self._bar is not None:
+            self._task = self._bar.add_task(f"[{i}/{self.total}] {cand.id}", total=steps, step="")
+        else:
+            self.req.say(f"[{i}/{self.total}] {cand.describe()}")
+
+    def step(self, text: str) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, advance=1, step=text)
+
+    def done(self, line: str) -> None:
+        if self._bar is not None and self._task is not None:
+            task = self._bar.tasks[-1]
+            self._bar.update(self._task, completed=task.total, step=line)
+        else:
+            self.req.say(f"      {line}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def deploy(model: str, **options: Any) -> DeployResult:
+    """Deploy ``model`` (a registry name, ``timm/<name>``, ``module:function``, or an fp32 ``.onnx`` file): the library
+    form of ``deployinc deploy``. ``options`` are the fields of :class:`DeployRequest`. Writes the package folder
+    when a candidate passes.
+
+    Raises:
+        BadInputError: Bad options or input (exit 2), before anything is written.
+        CheckFailed: No candidate passed (exit 1); the result's table is in the message.
+    """
+    req = DeployRequest(model=model, **options)
+    result = evaluate(req)
+    if result.chosen is not None:
+        result.package = write_package(result)
+    return result
+
+
+def _state_dir(req: DeployRequest, digest: str) -> Path:
+
+    root, warnings = cache_subdir("deploy")
+    for w in warnings:
+        req.say(f"warning: {w}")
+    path = root / req.key(digest)
+    path.mkdir(mode=0o700, exist_ok=True)
+    (path / "results").mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+
+    try:
+        data = json.loads(read_regular(path, limit=64 << 20))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == RESULT_FORMAT else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps({"format": RESULT_FORMAT, **data}, indent=1, default=str), force=True)
+
+
+def evaluate(req: DeployRequest) -> DeployResult:
+    """Every candidate verified and timed, and the choice; writes nothing outside the cache."""
+    t0 = time.perf_counter()
+    req.check()
+
+    digest = model_digest(req)
+    state = _state_dir(req, digest)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    candidates, left_out, target, why = plan(req, backend_problem, bf16_native(), cpus)
+    req.say(f"target {target} ({why}); {len(candidates)} candidate(s)" + (f"; left out: {', '.join(d['backend'] + ' (' + d['reason'] + ')' for d in left_out)}" if left_out else ""))
+    fp32 = _fp32_model(req, state)
+    artifacts: dict[str, dict[str, Any]] = {"fp32": {"path": str(fp32), "made": "export" if fp32.parent == state else "given"}}
+    reused: list[str] = []
+    baseline = _baseline(req, state, fp32, target, reused)
+    progress = _Progress(req, len(candidates))
+    results = []
+    try:
+        for i, cand in enumerate(candidates, 1):
+            results.append(_candidate(req, state, fp32, cand, artifacts, progress, i, reused))
+    finally:
+        progress.close()
+    for r in results:  # a reused candidate's artifact: registered (read back, not remade) for the package
+        if r.get("verdict") == "pass" and r["artifact"] not in artifacts:
+            try:
+                _artifact(req, state, fp32, r["artifact"], artifacts)
+            except DeployincError as exc:
+                r["verdict"], r["reason"] = "error", exc.message
+    _speedups(results, baseline, req)
+    chosen, reason = choose(results, req)
+    return DeployResult(
+        request=req, target=target, target_reason=why, fp32_path=fp32, state_dir=state, results=results, baseline=baseline,
+        left_out=left_out, chosen=chosen, why=reason, artifacts=artifacts, reused=reused, seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def _fp32_model(req: DeployRequest, state: Path) -> Path:
+    """The fp32 ONNX file every artifact starts from: the user's file, or the export (made once per key)."""
+    if req.model.endswith(".onnx"):
+
+        path = Path(req.model)
+        precision, _ = detect_precision(load_onnx(path, load_external=False).model)
+        if precision != "fp32":
+            raise BadInputError(f"{path} is already {precision}", hint="give deploy the fp32 export; it makes the fp16 and int8 variants itself")
+        return path
+    out = state / "fp32.onnx"
+    if out.is_file():
+        req.say(f"fp32 export: reusing {out}")
+        return out
+
+    req.say(f"exporting {req.model} to ONNX (fp32)")
+    overrides: dict[str, Any] = {"weights": req.weights} if req.weights else {}
+    if req.num_classes is not None:
+        overrides["num_classes"] = req.num_classes
+    if req.input_shape is not None:
+        overrides["input_shape"] = tuple(req.input_shape)
+    export_pipeline(req.model, out=out, force=True, threads=req.threads, **overrides)
+    return out
+
+
+@contextmanager
+def _peak_rss() -> Iterator[dict[str, float | None]]:
+    """``{"mib": peak RSS growth}`` over the block: the kernel's high-water mark reset at the start (Linux
+    ``clear_refs`` 5), read at the end, minus the RSS at the start. None where that cannot be read."""
+    box: dict[str, float | None] = {"mib": None}
+
+    def status(key: str) -> float | None:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return float(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        start = status("VmRSS")
+    except OSError:
+        start = None
+    yield box
+    peak = status("VmHWM")
+    if start is not None and peak is not None:
+        box["mib"] = max(0.0, peak - start)
+
+
+def _calibration(req: DeployRequest, spec: Any) -> tuple[np.ndarray, str]:
+
+    if req.data is not None:
+        images, info = load_image_folder_with_report(req.data, spec.chw, spec.mean, spec.std, limit=req.calibration_images)
+        return images, f"{len(images)} image(s) from {req.data}"
+    return sample_images(spec, req.calibration_images, None, seed=1), f"{req.calibration_images} generated natural-statistics image(s) (seed 1)"
+
+
+def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts: dict[str, dict[str, Any]]) -> Path:
+    """The file of artifact ``name`` (fp16, int8-cpu, int8-trt), made once per key.
+
+    Raises:
+        DeployincError: It cannot be made (the reason goes to every candidate that needs it).
+    """
+    if name == "fp32":
+        return fp32
+    known = artifacts.get(name)
+    if known is not None and known.get("error"):
+        raise DeployincError(known["error"])
+    path = state / f"{name}.onnx"
+    info_path = state / f"{name}.json"
+    if path.is_file() and info_path.is_file():
+        artifacts[name] = {"path": str(path), **(_read_json(info_path) or {}), "reused": True}
+        return path
+
+    t = time.perf_counter()
+    src = load_onnx(fp32).model
+    spec = input_spec(src)
+    info: dict[str, Any]
+    try:
+        if name == "fp16":
+
+
+            res = convert_to_fp16(src, keep_io_types=True, images=sample_images(spec, 8, req.data, seed=1), keep_overflow_fp32=True, threads=req.threads)
+            save_onnx(res.model, path, force=True)
+            info = {"made": "convert --precision fp16 (I/O kept fp32)", "kept_fp32_nodes": len(res.kept_fp32_nodes)}
+        else:
+
+            images, source = _calibration(req, spec)
+            target = "cpu" if name.startswith("int8-cpu") else "tensorrt"
+            method = "minmax" if name.endswith("-minmax") else "percentile"
+            res8 = quantize_int8(fp32, images, target=target, method=method, spec=spec, data_source={"calibration": source})
+            write_int8(res8, path, force=True)
+            acts = "uint8" if target == "cpu" else "symmetric int8"
+            info = {"made": f"quantize --target {target} --method {method} (per-channel weights, {acts} activations)", "calibration": source}
+    except DeployincError as exc:
+        artifacts[name] = {"error": f"{name} could not be made: {exc.message}"}
+        raise DeployincError(artifacts[name]["error"]) from exc
+    info["seconds"] = round(time.perf_counter() - t, 2)
+    _write_json(info_path, info)
+    artifacts[name] = {"path": str(path), **info}
+    req.say(f"made {name} in {info['seconds']:.1f} s: {info['made']}")
+    return path
+
+
+def _timing(rows: list[Any], batches: list[int], backend: str | None = None) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Per batch size: p50 / p99 (ms) and images/s of the ok rows (end to end where there is a choice)."""
+    out: dict[str, dict[str, Any]] = {}
+    problem = None
+    for b in batches:
+        rows_b = [r for r in rows if r.batch == b and (backend is None or r.backend == backend)]
+        ok = [r for r in rows_b if r.status == "ok" and r.stats is not None]
+        pick = next((r for r in ok if r.mode == "e2e"), ok[0] if ok else None)
+        if pick is None:
+            bad = next((r for r in rows if r.status != "ok" and (backend is None or r.backend == backend)), None)
+            problem = bad.reason if bad is not None else "no timing"
+            continue
+        st = pick.stats
+        # images/s at the median latency: the mean (bench's throughput) carries the first iterations' outliers
+        out[str(b)] = {"p50_ms": st.p50, "p99_ms": st.p99, "min_ms": st.min, "images_per_s": b * 1000.0 / st.p50 if st.p50 > 0 else None,
+                       "mean_images_per_s": st.throughput, "mode": pick.mode, "iters": st.iters}
+    return out, problem
+
+
+def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: list[str]) -> dict[str, Any]:
+    """Eager torch (plain, fused, torch.compile) on the target's device, timed like every candidate."""
+    path = state / "results" / "baseline.json"
+    cached = _read_json(path)
+    if cached is not None:
+        reused.append("baseline")
+        return cached
+
+    names = ["torch", "torch-fused"] + (["torch-compile"] if req.torch_compile else [])
+    device = "cuda" if target in ("cuda", "tensorrt") else "cpu"
+    req.say(f"timing the eager baseline: {', '.join(names)} on {device}" + (" (torch.compile takes a while the first time)" if req.torch_compile else ""))
+    s = BenchSettings(backends=names, batches=list(req.batches), precisions=["fp32"], warmup=req.warmup, iters=req.iters, threads=req.threads, device=device)
+    s.validate()
+    rep = benchmark(open_onnx(fp32, trust_code=req.trust_model_code), s, log=lambda _m: None)
+    data: dict[str, Any] = {"rows": {}, "environment": rep.environment, "finished": time.time()}
+    for name in names:
+        timing, problem = _timing(rep.rows, list(req.batches), name)
+        data["rows"][name] = {"timing": timing, "problem": problem}
+    _write_json(path, data)
+    return data
+
+
+def _metrics(vr: Any, backend: str) -> dict[str, Any]:
+    """Worst max_rel, cosine and top-1 agreement over the batches and outputs, and the accuracy rows."""
+    m: dict[str, Any] = {"max_rel": None, "cosine": None, "top1_agreement": None}
+    for b in vr.backends:
+        for r in b.results:
+            for c in r.outputs:
+                m["max_rel"] = c.max_rel if m["max_rel"] is None else max(m["max_rel"], c.max_rel)
+                m["cosine"] = c.cosine if m["cosine"] is None else min(m["cosine"], c.cosine)
+                agree = c.top1_raw if c.top1_raw is not None else c.top1  # plain arg-max agreement (the verdict's is tie-aware)
+                if agree is not None:
+                    m["top1_agreement"] = agree if m["top1_agreement"] is None else min(m["top1_agreement"], agree)
+        if b.tolerance is not None:
+            m["preset"] = b.tolerance.name
+            m["budget"] = b.tolerance.describe() if hasattr(b.tolerance, "describe") else str(b.tolerance)
+    if vr.accuracy is not None:
+        rows = vr.accuracy.rows
+        m["accuracy_images"] = vr.accuracy.images
+        m["top1_reference"] = rows.get("reference", {}).get("top1")
+        mine = [v["top1"] for k, v in rows.items() if k != "reference"]
+        m["top1_accuracy"] = min(mine) if mine else None
+    return m
+
+
+def _verify(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
+
+    threads = cand.options.get("threads", req.threads)
+    vreq = VerifyRequest(
+        model=path, providers=cand.backend, precision=cand.precision, samples=req.samples, threads=threads,
+        data=req.accuracy_data, labels=bool(req.accuracy_data), trust_model_code=req.trust_model_code,
+    )  # fmt: skip
+    vr = verify_run(vreq)
+    out: dict[str, Any] = {"metrics": _metrics(vr, cand.backend), "failures": vr.failures()[:8], "verify_seconds": round(sum(vr.timings.values()), 2)}
+    skipped = [b for b in vr.backends if b.status == "skipped"]
+    if skipped:
+        out["verdict"], out["reason"] = "skipped", skipped[0].reason
+    else:
+        out["verdict"] = "pass" if vr.passed else "fail"
+    if vr.localization is not None:
+        summary = vr.localization.to_dict().get("summary")
+        if summary:
+            out["localization"] = summary
+    out["inputs"] = {k: vr.inputs.get(k) for k in ("source", "samples", "folder", "kind") if k in vr.inputs}
+    return out
+
+
+def _bench(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
+
+    threads = cand.options.get("threads", req.threads)
+    s = BenchSettings(
+        backends=[cand.backend], batches=list(req.batches), precisions=[cand.precision], warmup=req.warmup, iters=req.iters,
+        threads=threads, cuda_graph=bool(cand.options.get("cuda_graph")),
+    )  # fmt: skip
+    s.validate()
+    with _peak_rss() as mem:
+        rep = benchmark(open_onnx(path, trust_code=req.trust_model_code), s, log=lambda _m: None)
+    timing, problem = _timing(rep.rows, list(req.batches), cand.backend)
+    out: dict[str, Any] = {"timing": timing, "peak_rss_mib": mem["mib"]}
+    if problem and not timing:
+        out["bench_problem"] = problem
+    return out
+
+
+def _candidate(req: DeployRequest, state: Path, fp32: Path, cand: Candidate, artifacts: dict[str, dict[str, Any]], progress: _Progress, i: int, reused: list[str]) -> dict[str, Any]:
+    """One candidate's result: made, verified, timed; read back when a previous run finished it."""
+    path = state / "results" / f"{cand.id}.json"
+    cached = _read_json(path)
+    progress.start(i, cand, 3)
+    if cached is not None:
+        reused.append(cand.id)
+        progress.done(f"{cached['verdict'].upper()} (reused from an earlier run)")
+        return cached
+    res: dict[str, Any] = {"id": cand.id, "precision": cand.precision, "backend": cand.backend, "artifact": cand.artifact, "options": cand.options}
+    t = time.perf_counter()
+    try:
+        progress.step("making the artifact")
+        art = _artifact(req, state, fp32, cand.artifact, artifacts)
+        progress.step("verifying")
+        res.update(_verify(req, art, cand))
+        if res["verdict"] in ("pass", "fail"):
+            progress.step("timing")
+            res.update(_bench(req, art, cand))
+            if not res.get("timing"):
+                res["verdict"], res["reason"] = "error", f"it did not time: {res.get('bench_problem', 'no timing')}"
+    except BackendUnavailable as exc:
+        res["verdict"], res["reason"] = "skipped", exc.message
+    except DeployincError as exc:
+        res["verdict"], res["reason"] = "error", exc.message
+    res["seconds"] = round(time.perf_counter() - t, 2)
+    res["finished"] = time.time()
+    _write_json(path, res)
+    progress.done(_line(res, req))
+    return res
+
+
+def _line(res: dict[str, Any], req: DeployRequest) -> str:
+    m = res.get("metrics") or {}
+    bits = [res["verdict"].upper()]
+    if m.get("cosine") is not None:
+        bits.append(f"cos {m['cosine']:.6f}")
+    if m.get("top1_agreement") is not None:
+        bits.append(f"top-1 {m['top1_agreement']:.3f}")
+    row = (res.get("timing") or {}).get(str(req.batches[0]))
+    if row:
+        bits.append(f"p50 {row['p50_ms']:.2f} ms at batch {req.batches[0]}")
+    if res.get("reason"):
+        bits.append(res["reason"])
+    return ", ".join(bits) + f" ({res.get('seconds', 0):.0f} s)"
+
+
+def _speedups(results: list[dict[str, Any]], baseline: dict[str, Any], req: DeployRequest) -> None:
+    """Each candidate's p50 speedup over eager torch and over plain ORT CPU fp32, per batch size (same run)."""
+    torch_rows = (baseline.get("rows") or {}).get("torch", {}).get("timing", {})
+    plain = next((r for r in results if r["id"] == "fp32-ort-cpu"), None)
+    plain_rows = (plain or {}).get("timing") or {}
+    for r in results:
+        sp: dict[str, dict[str, float | None]] = {}
+        for b, row in (r.get("timing") or {}).items():
+            t = torch_rows.get(b, {}).get("p50_ms")
+            o = plain_rows.get(b, {}).get("p50_ms")
+            sp[b] = {"vs_torch": (t / row["p50_ms"]) if t else None, "vs_ort_fp32": (o / row["p50_ms"]) if o else None}
+        r["speedup"] = sp
