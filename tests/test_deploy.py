@@ -289,3 +289,32 @@ def test_kill_9_then_the_same_command_completes_reusing_finished_candidates(tmp_
     assert finished - {"baseline"} <= set(rep["reused"])
     assert len(rep["candidates"]) > len(finished - {"baseline"}), "the rest ran after the restart"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_foreign_onnx_file_is_refused_before_any_work(cli_runner, tmp_path: Path, cache: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "g", [x], [y])), str(path))
+    r = invoke(cli_runner, ["deploy", str(path), "--out", str(tmp_path / "f.deploy")])
+    assert r.exit_code == 2 and "no deployinc provenance" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "f.deploy").exists()
+
+
+def test_a_file_naming_code_needs_trust(cli_runner, tmp_path: Path, cache: Path, zoo_onnx) -> None:
+    import onnx
+
+    from deployinc.metadata import read_provenance, write_provenance
+
+    model = onnx.load(str(zoo_onnx("inception_cifar")))
+    prov = read_provenance(model)
+    prov.model_spec = "evilmod:build"
+    write_provenance(model, prov)
+    path = tmp_path / "evil.onnx"
+    onnx.save(model, str(path))
+    r = invoke(cli_runner, ["deploy", str(path), "--out", str(tmp_path / "e.deploy")])
+    assert r.exit_code == 2 and "evilmod:build" in r.output and "--trust-model-code" in r.output, r.output
+    assert "evilmod" not in sys.modules

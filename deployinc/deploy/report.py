@@ -59,7 +59,7 @@ def table_rows(result: Any, mark: str = " **<- ship**") -> list[list[str]]:
     return rows
 
 
-HEADER = ["candidate", "verdict", "max_rel", "cosine", "top-1 agr.", "top-1 acc.", "p50 ms", "p99 ms", "images/s", "x torch", "x ORT fp32", "peak MiB", "note"]
+HEADER = ["candidate", "verdict", "max_rel", "cosine", "top-1 agr. (raw)", "top-1 acc.", "p50 ms", "p99 ms", "images/s", "x torch", "x ORT fp32", "peak MiB", "note"]
 
 
 def markdown_table(result: Any) -> str:
@@ -191,7 +191,10 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
         markdown_table(result),
         "",
         "x torch / x ORT fp32: p50 of eager torch / of ORT CPU fp32 over this candidate's p50, same batch, same run. "
-        "peak MiB: growth of this process's peak resident memory while the candidate was timed.",
+        "peak MiB: growth of this process's peak resident memory while the candidate was timed. top-1 agr. (raw): the "
+        "share of inputs whose arg-max equals eager torch fp32's; the verdict's top-1 check is tie-aware (an input "
+        "whose reference top two are within the preset's budget counts as agreeing), which matters for random "
+        "weights, whose logits are nearly flat.",
         "",
         "Eager baseline (same run):",
         *_baseline_lines(result),

@@ -27,6 +27,7 @@ from ..core.images import load_image_folder_with_report
 from ..errors import BackendUnavailable, BadInputError, DeployincError
 from ..export import export_pipeline
 from ..io import atomic_write_text, load_onnx, save_onnx
+from ..metadata import read_provenance
 from ..precision._common import input_spec, sample_images
 from ..precision.fp16 import convert_to_fp16
 from ..precision.int8 import quantize_int8, write_int8
@@ -180,9 +181,21 @@ def _fp32_model(req: DeployRequest, state: Path) -> Path:
     if req.model.endswith(".onnx"):
 
         path = Path(req.model)
-        precision, _ = detect_precision(load_onnx(path, load_external=False).model)
+        model = load_onnx(path, load_external=False).model
+        precision, _ = detect_precision(model)
         if precision != "fp32":
             raise BadInputError(f"{path} is already {precision}", hint="give deploy the fp32 export; it makes the fp16 and int8 variants itself")
+        prov = read_provenance(model)
+        if prov is None:
+            raise BadInputError(
+                f"{path} carries no deployinc provenance, so deploy cannot rebuild the torch model to verify against",
+                hint="deploy the model by name or module:function (deploy exports it), or export it with deployinc export first",
+            )
+        if ":" in prov.model_spec and not req.trust_model_code:
+            raise BadInputError(
+                f"{path} names code to rebuild its reference ({prov.model_spec}); deploy imports it only when asked",
+                hint="pass --trust-model-code if you trust that code, or deploy the spec itself: deployinc deploy " + prov.model_spec,
+            )
         return path
     out = state / "fp32.onnx"
     if out.is_file():
@@ -406,6 +419,8 @@ def _candidate(req: DeployRequest, state: Path, fp32: Path, cand: Candidate, art
                 res["verdict"], res["reason"] = "error", f"it did not time: {res.get('bench_problem', 'no timing')}"
     except BackendUnavailable as exc:
         res["verdict"], res["reason"] = "skipped", exc.message
+    except BadInputError:
+        raise  # the user's model, data or options, not this candidate: exit 2 (finished candidates stay cached)
     except DeployincError as exc:
         res["verdict"], res["reason"] = "error", exc.message
     res["seconds"] = round(time.perf_counter() - t, 2)
