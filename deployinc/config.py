@@ -41,7 +41,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .core import limits
+from .errors import BadInputError, ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -170,8 +171,6 @@ def _as_tuple(values: list[Any], key: str, where: str, kind: type, length: int |
 
 def _limit(where: str, check: Any, *args: Any) -> Any:
     """Run a :mod:`deployinc.core.limits` check, re-raising its error as a :class:`ConfigError` (same message and hint)."""
-    from .errors import BadInputError
-
     try:
         return check(*args)
     except BadInputError as exc:
@@ -184,8 +183,6 @@ def validate(cfg: ExportConfig, where: str = "<config>") -> ExportConfig:
     Flags reach this too (``resolve_config`` applies them first); the CLI has checked them by then, so a failure
     here names the config key.
     """
-    from .core import limits
-
     if cfg.exporter not in EXPORTERS:
         raise ConfigError(f"{where}: export.exporter {cfg.exporter!r} is unknown", hint=f"use one of {', '.join(EXPORTERS)}")
     if cfg.simplifier not in SIMPLIFIERS:

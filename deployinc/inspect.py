@@ -19,6 +19,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from .core.graph import detect_precision, dims_of, graph_problem
+from .io import load_onnx, sha256_file
+from .io.onnx_files import _external_tensors
+from .metadata import PREFIX, Provenance, read_provenance
+
 #: Screen width of :func:`render`.
 WIDTH = 80
 #: Largest calibration report (``<name>.calibration.json``) read for its summary.
@@ -57,8 +62,6 @@ def _text(value: Any) -> str:
 
 def _io_entry(vi: Any) -> dict[str, Any]:
     """name, dtype and shape of a graph input or output (``shape`` None when the file records none)."""
-    from .core.graph import dims_of
-
     t = vi.type
     kind = t.WhichOneof("value")
     if kind == "tensor_type":
@@ -127,8 +130,6 @@ def _initializers(model: Any) -> dict[str, Any]:
 def _external_data(model: Any, base: Path) -> dict[str, Any]:
     """Per external-data file: tensors, bytes declared, and its size on disk (load_onnx has checked each one:
     beside the model, a regular file, long enough)."""
-    from .io.onnx_files import _external_tensors
-
     files: dict[str, dict[str, Any]] = {}
     for t in _external_tensors(model):
         info = {e.key: e.value for e in t.external_data}
@@ -159,8 +160,6 @@ def _json_or_text(value: str) -> Any:
 
 def _metadata(model: Any) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, str]]:
     """``(provenance, other deployinc.* entries, other metadata_props)``."""
-    from .metadata import PREFIX, Provenance, read_provenance
-
     prov = read_provenance(model)
     known = {f.name for f in fields(Provenance)}
     extra: dict[str, Any] = {}
@@ -236,10 +235,6 @@ def inspect_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         OnnxFileError: The file cannot be read safely (missing, empty, not ONNX, unsafe external data...).
     """
-    from .core.graph import graph_problem
-    from .io import load_onnx, sha256_file
-    from .core.graph import detect_precision
-
     loaded = load_onnx(path, check_graph=False, load_external=False)
     model, p = loaded.model, loaded.path
     g = model.graph

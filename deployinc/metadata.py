@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
@@ -87,7 +89,6 @@ def write_provenance(model: onnx.ModelProto, prov: Provenance) -> None:
         entry = model.metadata_props.add()
         entry.key, entry.value = PREFIX + k, json.dumps(v)
     model.producer_name = "deployinc"
-    from ._version import __version__
 
     model.producer_version = __version__
 
@@ -116,8 +117,6 @@ def read_provenance(model: onnx.ModelProto) -> Provenance | None:
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape an export."""
     import importlib.metadata as md
-
-    from ._version import __version__
 
     out = {"deployinc": __version__}
     for dist in ("torch", "torchvision", "onnx", "onnxscript", "onnxsim", "onnxslim", "onnxruntime", "onnxruntime-gpu", "timm"):

@@ -1,5 +1,6 @@
 """The layout's rules, checked on the code itself: the package-level import graph (every import, function-level
-ones included) has no cycle, and the bottom layer (``deployinc/core``) imports no stage above it."""
+ones included) has no cycle, the bottom layer (``deployinc/core``) imports no stage above it, and few imports of
+deployinc's own modules are left inside functions, each with a ``# lazy: <why>`` comment."""
 
 from __future__ import annotations
 
@@ -93,3 +94,56 @@ def test_the_bottom_layer_imports_nothing_above_it():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+#: Function-level imports of deployinc's own modules must stay fewer than this, each with its reason.
+LAZY_IMPORTS_LIMIT = 40
+
+
+def _is_own_import(node: ast.AST) -> bool:
+    """An import of a deployinc module: relative, or absolute under ``deployinc``."""
+    if isinstance(node, ast.ImportFrom):
+        return node.level > 0 or (node.module or "").split(".")[0] == "deployinc"
+    if isinstance(node, ast.Import):
+        return any(a.name.split(".")[0] == "deployinc" for a in node.names)
+    return False
+
+
+def _function_level_imports() -> list[tuple[Path, ast.Import | ast.ImportFrom]]:
+    """Every import of a deployinc module inside a function (nested functions counted once), in file order."""
+    out = []
+    for p in sorted(ROOT.rglob("*.py")):
+        seen: dict[int, ast.Import | ast.ImportFrom] = {}
+        for fn in ast.walk(ast.parse(p.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) and _is_own_import(node):
+                        seen.setdefault(id(node), node)
+        out += [(p, n) for n in sorted(seen.values(), key=lambda n: n.lineno)]
+    return out
+
+
+def _has_reason(lines: list[str], node: ast.Import | ast.ImportFrom) -> bool:
+    """A ``# lazy: <why>`` comment on the import's line(s) or on the line before it."""
+    end = node.end_lineno or node.lineno
+    own = lines[node.lineno - 1 : end]
+    before = lines[node.lineno - 2].strip() if node.lineno >= 2 else ""
+    return any("# lazy:" in line for line in own) or (before.startswith("#") and "lazy:" in before)
+
+
+def test_few_function_level_imports_each_with_its_reason():
+    found = _function_level_imports()
+    where = [f"{p.relative_to(ROOT.parent)}:{n.lineno}" for p, n in found]
+    assert len(found) < LAZY_IMPORTS_LIMIT, f"{len(found)} function-level imports of deployinc modules: {where}"
+    texts = {p: p.read_text().splitlines() for p, _ in found}
+    unexplained = [f"{p.relative_to(ROOT.parent)}:{n.lineno}" for p, n in found if not _has_reason(texts[p], n)]
+    assert not unexplained, f"function-level imports without a '# lazy: <why>' comment: {unexplained}"
+
+
+def test_the_lazy_import_finder_finds_them():
+    src = "from . import a\n\ndef f():\n    # lazy: why\n    from .b import c\n    import deployinc.d\n    import json\n"
+    fn = ast.parse(src).body[1]
+    own = [n for n in ast.walk(fn) if _is_own_import(n)]
+    assert len(own) == 2  # not json
+    lines = src.splitlines()
+    assert _has_reason(lines, own[0]) and not _has_reason(lines, own[1])

@@ -1,6 +1,6 @@
 """The environment record every benchmark report carries.
 
-It starts from :func:`deployinc.core.env.environment` (versions, providers, CPU) when that module is there, and adds what
+It starts from :func:`deployinc.core.env.environment` (versions, providers, CPU), and adds what
 a benchmark needs besides: the CPU details of :func:`~deployinc.bench.env_gpu.cpu_details` (usable CPUs, cgroup
 quota, governor), the GPUs as ``nvidia-smi`` reports them (clocks, driver, power limit), the CUDA/cuDNN/TensorRT
 versions, a Jetson's power mode, and the thread settings in force for torch and ONNX Runtime.
@@ -15,6 +15,7 @@ import socket
 import sys
 from typing import Any
 
+from ..core.env import environment
 from . import env_gpu
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "ORT_NUM_THREADS")
@@ -32,17 +33,11 @@ def _versions() -> dict[str, str]:
 
 def _base(threads: int | None) -> dict[str, Any]:
     try:
-        from ..core.env import environment  # written alongside; optional until it lands
-    except ImportError:
-        environment = None
-    if environment is not None:
-        try:
-            base = dict(environment(ort_threads=threads))
-            base.setdefault("source", "deployinc.core.env.environment")
-            return base
-        except Exception as exc:  # noqa: BLE001 - a report without the shared record beats no report
-            return {"source": f"deployinc.core.env.environment failed: {type(exc).__name__}: {exc}"}
-    return {"source": "deployinc.bench.environment"}
+        base = dict(environment(ort_threads=threads))
+    except Exception as exc:  # noqa: BLE001 - a report without the shared record beats no report
+        return {"source": f"deployinc.core.env.environment failed: {type(exc).__name__}: {exc}"}
+    base.setdefault("source", "deployinc.core.env.environment")
+    return base
 
 
 def thread_settings(threads: int | None) -> dict[str, Any]:

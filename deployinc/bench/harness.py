@@ -37,10 +37,22 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, BadInputError, DeployincError
+from .. import isolate
+from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
+from ..core import env
 from ..core.limits import BATCH_MAX, MAX_TIME_S_MAX, THREADS_MAX
+from ..errors import BackendCrashed, BackendUnavailable, BadInputError, DeployincError
+from ..lazy import require
+from ..precision import fp16
 from ..runners import BACKENDS, TORCH_BACKENDS
+from ..runners.ort import OrtRunner
+from ..runners.steps import TimedSteps
+from ..runners.torch_runner import TorchRunner
+from ..trt.ort_options import cuda_provider_options, tensorrt_provider_options
+from ..trt.runner import TensorRTRunner
+from . import subject as bench_subject
 from .cpu_link import cpu_round_trip_ns
+from .environment import bench_environment
 from .report import BenchReport, BenchRow
 from .subject import PRECISIONS, BenchModel
 from .timing import check_counts, measure, stretch_p50s, summarize
@@ -173,8 +185,6 @@ def _check_compute_precisions(precisions: list[str], backends: list[str]) -> Non
     Raises:
         BadInputError: bf16 asked, and no backend of ``backends`` computes in it.
     """
-    from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
-
     for p in precisions:
         able = COMPUTE_PRECISION_BACKENDS.get(p)
         if able is None or any(b in able for b in backends):
@@ -210,8 +220,6 @@ class _Builder:
         self._fp16_bytes: bytes | None = None
 
     def torch_runner(self, backend: str, precision: str, example: np.ndarray) -> Any:
-        from ..runners.torch_runner import TorchRunner
-
         device = "cuda" if backend == "torch-cuda" else _torch_device(self.s.device)
         module = self.model.torch_module(fused=backend in ("torch-fused", "torch-compile"))
         return TorchRunner(
@@ -243,17 +251,11 @@ class _Builder:
                 f"{backend} int8 needs a quantized model", hint="quantize it first (deployinc quantize) and bench that file"
             )
         if self._fp16_bytes is None:
-            try:
-                from ..precision.fp16 import convert_to_fp16
-            except ImportError as exc:
-                raise BackendUnavailable(f"fp16 conversion is not available here ({exc})") from exc
             self.log("converting the model to fp16 for ONNX Runtime (deployinc.precision.fp16, I/O kept fp32)")
-            self._fp16_bytes = convert_to_fp16(self.model.onnx, keep_io_types=True).model.SerializeToString()
+            self._fp16_bytes = fp16.convert_to_fp16(self.model.onnx, keep_io_types=True).model.SerializeToString()
         return self._fp16_bytes
 
     def ort_runner(self, backend: str, precision: str, batch: int | None) -> Any:
-        from ..runners.ort import OrtRunner
-
         src = self.onnx_source(backend, precision)
         threads = self.s.threads
         if backend == "ort-cpu":
@@ -262,38 +264,24 @@ class _Builder:
             return OrtRunner(src, "openvino", threads=threads, precision=precision)
         opts: dict[str, Any]
         if backend == "ort-cuda":
-            try:
-                from ..trt.ort_options import cuda_provider_options
-
-                opts = cuda_provider_options(cuda_graph=self.s.cuda_graph, tf32=self.s.tf32)
-            except ImportError:
-                opts = {"enable_cuda_graph": "1" if self.s.cuda_graph else "0", "use_tf32": "1" if self.s.tf32 else "0"}
+            opts = cuda_provider_options(cuda_graph=self.s.cuda_graph, tf32=self.s.tf32)
             return OrtRunner(src, "cuda", threads=threads, precision=precision, provider_options=opts)
         # ort-trt: the provider's options (engine cache keyed on everything, profile for this batch size)
-        from ..core.env import cuda_driver_problem
 
-        problem = cuda_driver_problem()
+        problem = env.cuda_driver_problem()
         if problem is not None:
             raise BackendUnavailable(f"TensorrtExecutionProvider cannot run: {problem}")
-        from ..trt.ort_options import tensorrt_provider_options
 
         b = str(batch) if self.model.static_batch is None else None
         opts = tensorrt_provider_options(self.model.path, precision=precision, batch=b, cuda_graph=self.s.cuda_graph)
         return OrtRunner(src, "tensorrt", threads=threads, precision=precision, provider_options=opts)
 
     def tensorrt_runner(self, precision: str, batch: int) -> Any:
-        from ..core.env import cuda_driver_problem
-
-        problem = cuda_driver_problem()
+        problem = env.cuda_driver_problem()
         if problem is not None:
             raise BackendUnavailable(f"native TensorRT cannot run: {problem}")
-        from ..lazy import require
 
         require("tensorrt", "the native TensorRT backend")
-        try:
-            from ..trt.runner import TensorRTRunner  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise BackendUnavailable(f"the native TensorRT runner is not in this deployinc ({exc})") from exc
         params = inspect.signature(TensorRTRunner).parameters
         kw: dict[str, Any] = {}
         for k, v in (("precision", precision), ("batch", str(batch)), ("cuda_graph", self.s.cuda_graph)):
@@ -304,7 +292,6 @@ class _Builder:
     def build(self, backend: str, precision: str, batch: int) -> Any:
         if backend in TORCH_BACKENDS:
             return self.torch_runner(backend, precision, self.model.inputs(batch))
-        from ..backends import precision_problem
 
         problem = precision_problem(precision, [backend])
         if problem is not None:  # a skipped row: another backend of this run computes in it (the reason names it)
@@ -316,10 +303,6 @@ class _Builder:
 
 def _steps(runner: Any, x: np.ndarray, cuda_graph: bool) -> Any:
     """The runner's timed steps; a runner without ``bench_steps`` is timed through ``infer`` (end to end)."""
-    from ..runners.ort import OrtRunner
-    from ..runners.steps import TimedSteps
-    from ..runners.torch_runner import TorchRunner
-
     if isinstance(runner, TorchRunner):
         return runner.bench_steps(x, cuda_graph=cuda_graph)
     if isinstance(runner, OrtRunner):
@@ -570,7 +553,6 @@ def _finish_report(report: BenchReport, s: BenchSettings, load_before: Any, othe
         report.config["other_cpu_use"] = {"before": others_before, "during": _others_since(cpu_start)}
     if link_before is not False:
         report.config["cpu_round_trip_ns"] = {"before": link_before, "after": _round_trip()}
-    from .environment import bench_environment
 
     report.environment = bench_environment(s.threads)
 
@@ -720,19 +702,14 @@ def _measure_cells(
 
 def _measure_isolated(c: _Cell, model: BenchModel, s: BenchSettings, batch: int, x: np.ndarray, timeout: float) -> None:
     """Cell ``c`` measured in a subprocess stopped after ``timeout`` seconds (see the module docstring)."""
-    from ..errors import BackendCrashed
-    from ..isolate import call_isolated
-
     label = f"{c.backend} {c.precision} b{batch}"
     if c.backend in ("torch-cuda", "ort-cuda", "ort-trt", "trt-engine"):  # spares a subprocess without a GPU
-        from ..core.env import cuda_driver_problem
-
-        problem = cuda_driver_problem()
+        problem = env.cuda_driver_problem()
         if problem is not None:
             c.skip = f"{c.backend} cannot run: {problem}"
             return
     try:
-        got = call_isolated(
+        got = isolate.call_isolated(
             "deployinc.bench.harness:measure_in_subprocess", str(model.path), c.backend, c.precision, batch, x, s,
             timeout=timeout, label=label,
         )  # fmt: skip
@@ -761,9 +738,7 @@ def measure_in_subprocess(path: str, backend: str, precision: str, batch: int, x
     """One ONNX backend's measurement at one batch size, from session creation to the last round: what
     :func:`deployinc.isolate.call_isolated` runs in the subprocess of a bounded measurement. Returns its samples
     (seconds, by mode), first-call times, activation time, device and notes."""
-    from .subject import open_onnx
-
-    model = open_onnx(path)
+    model = bench_subject.open_onnx(path)
     logged: list[str] = []
     runner = _Builder(model, s, logged.append).build(backend, precision, batch)
     runner.activate()
@@ -806,10 +781,8 @@ def benchmark_model(
         report = benchmark_model("googlenet.onnx", "torch,ort-cpu", [1, 8], iters=50, threads=2)
         print(report.render())
     """
-    from .subject import resolve_model
-
     names = backends.split(",") if isinstance(backends, str) else list(backends)
     s = BenchSettings(backends=[n.strip() for n in names if n.strip()], batches=[batches] if isinstance(batches, int) else list(batches), **settings)
     s.validate()
-    with resolve_model(str(model), threads=s.threads, log=log) as subject:
+    with bench_subject.resolve_model(str(model), threads=s.threads, log=log) as subject:
         return benchmark(subject, s, log=log)

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import BadInputError
 from .cpu_link import LINK_CHANGE
 from .report import FORMAT, UNSTEADY_LIMIT, BenchReport, BenchRow
+from .timing import Stats
 
 
 @dataclass
@@ -111,8 +112,6 @@ def _is_num(v: object) -> bool:
 def report_problem(data: dict[str, Any]) -> str | None:
     """What is wrong with the shape of a bench report read from JSON (the first problem, naming the field), or
     None. Values are checked for type only: a p50 of 0 or NaN is a row :func:`compare` leaves out, with a note."""
-    from .timing import Stats
-
     for key in ("model", "config", "environment"):
         if key in data and not isinstance(data[key], dict):
             return f"'{key}' is {_type_name(data[key])}, not an object"

@@ -15,6 +15,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..lazy import require
+from .cpu_link import link_change_line
+from .environment import environment_lines
 from .timing import Stats
 
 FORMAT = "deployinc-bench/1"
@@ -239,8 +242,6 @@ class BenchReport:
 
     def link_lines(self) -> list[str]:
         """A warning when the CPUs' round trip changed during the run (the host probably moved the CPUs)."""
-        from .cpu_link import link_change_line
-
         link = self.round_trips()
         line = link_change_line(link.get("before"), link.get("after"))
         return [f"cpu link: {line}"] if line else []
@@ -255,8 +256,6 @@ class BenchReport:
         return out
 
     def to_markdown(self, title: str | None = None, environment: bool = True, level: int = 2) -> str:
-        from .environment import environment_lines
-
         head, body = self.table_rows()
         lines = [f"{'#' * level} {title or 'deployinc bench: ' + str(self.model.get('name'))}", ""]
         cfg = self.config
@@ -338,8 +337,6 @@ class BenchReport:
 
     def plot_png(self) -> bytes:
         """PNG bytes: p50 latency (with p90 as an error bar) against batch size, one line per backend/precision/mode."""
-        from ..lazy import require
-
         matplotlib = require("matplotlib", "--plot")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -12,7 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, BadInputError
+from .. import export
+from ..core.graph import detect_precision
+from ..core.images import natural_images
+from ..errors import BackendUnavailable, BadInputError, DeployincError
+from ..io import load_onnx, scratch_dir, sha256_file
+from ..metadata import read_provenance
+from ..models.loading import load_from_provenance
+from ..precision._common import input_spec
+from ..prepare import prepare
+from ..verify.reference import from_spec
+from ..verify.tensors import load_inputs
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -94,8 +104,6 @@ class BenchModel:
             if self.given_inputs is not None:
                 base = self.given_inputs[:batch]
             else:
-                from ..core.images import natural_images
-
                 # Up to 8 distinct images, repeated for bigger batches (content does not change a dense CNN's speed).
                 base = natural_images(min(batch, 8), self.chw, self.mean, self.std, seed=0)
             reps = -(-batch // len(base))
@@ -111,8 +119,6 @@ class BenchModel:
         """
         p = os.fspath(path)
         if p.endswith(".npz"):
-            from ..verify.tensors import load_inputs
-
             arr = load_inputs(p)
         elif p.endswith(".npy"):
             if not os.path.isfile(p):
@@ -158,7 +164,6 @@ class BenchModel:
             self.trust_code, self.weights = True, weights
             self.reference = {"kind": "provenance", "spec": spec, "weights": weights, "description": f"{spec}, rebuilt from the file's metadata (confirmed by --reference)"}
             return
-        from ..verify.reference import from_spec
 
         ref = from_spec(spec, weights, self.chw, self.num_classes(), self.mean, self.std, seed=getattr(prov, "seed", 0) or 0)
         for note in ref.notes:
@@ -206,9 +211,6 @@ class BenchModel:
                 hint="give --reference package.module:function or a model name, with --weights CKPT, for the torch rows",
             )
             raise self._torch_error
-        from ..errors import DeployincError
-        from ..models.loading import load_from_provenance
-
         try:
             self._loaded = load_from_provenance(self.provenance, weights=self.weights, trust_code=self.trust_code)
         except DeployincError as exc:
@@ -226,15 +228,12 @@ class BenchModel:
         if key in self.modules:
             return self.modules[key]
         if fused and "torch" in self.modules and (self.provenance is None or (self.reference or {}).get("kind") == "spec"):
-            from ..prepare import prepare
-
             self.modules[key] = prepare(self.modules["torch"], (1, *self.chw), mean=self.mean, std=self.std)[0]
             return self.modules[key]
         loaded = self._load()
         if not fused:
             self.modules[key] = loaded.module.eval()
             return self.modules[key]
-        from ..prepare import prepare
 
         aux = tuple(self.provenance.aux_heads or ()) + tuple(loaded.info.aux_heads)
         prepared, _ = prepare(loaded.module, (1, *self.chw), aux_heads=tuple(dict.fromkeys(aux)), mean=self.mean, std=self.std)
@@ -244,8 +243,6 @@ class BenchModel:
 
 def _file_precision(model: Any) -> tuple[str, str]:
     """(precision, why): what the file computes in, told as verify tells it."""
-    from ..core.graph import detect_precision
-
     return detect_precision(model)
 
 
@@ -256,10 +253,6 @@ def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None, tr
         OnnxFileError: The file cannot be read safely.
         BadInputError: Not one N x C x H x W input with static C, H, W.
     """
-    from ..io import load_onnx, sha256_file
-    from ..metadata import read_provenance
-    from ..precision._common import input_spec
-
     f = load_onnx(path)
     spec = input_spec(f.model)
     prov = read_provenance(f.model)
@@ -295,13 +288,10 @@ def resolve_model(model: str, threads: int | None = None, log: Any = None, trust
     if looks_like_onnx_path(model):
         yield open_onnx(model, trust_code=trust_code)
         return
-    from ..export import export_pipeline
-
-    from ..io import scratch_dir
 
     with scratch_dir("bench") as tmp:  # a killed run's folder is removed by the next run
         if log:
             log(f"exporting {model} (deployinc export {model}) into a temporary folder")
-        result = export_pipeline(model, out=Path(tmp) / "model.onnx", threads=threads, quick_check=False, log=log)
+        result = export.export_pipeline(model, out=Path(tmp) / "model.onnx", threads=threads, quick_check=False, log=log)
         assert result.path is not None
         yield open_onnx(result.path, exported_from=model, trust_code=True)  # the user named this model

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.limits import ITERS_MAX, WARMUP_MAX
 from ..errors import BadInputError
 
 
@@ -107,8 +108,6 @@ def check_counts(warmup: int, iters: int) -> None:
         BadInputError: ``warmup`` or ``iters`` below 1 or above :data:`deployinc.core.limits.WARMUP_MAX` /
             :data:`deployinc.core.limits.ITERS_MAX`.
     """
-    from ..core.limits import ITERS_MAX, WARMUP_MAX
-
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise BadInputError(f"--iters {iters!r} must be a positive integer", hint=f"allowed: 1..{ITERS_MAX}; e.g. --iters 100")
     if iters > ITERS_MAX:  # every sample is kept: 10 million of them are 80 MB

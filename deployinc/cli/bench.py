@@ -7,8 +7,11 @@ from typing import Any
 
 import click
 
+from ..backends import parse_backends
 from ..core import limits
 from ..errors import BackendUnavailable, BadInputError, CheckFailed
+from ..io import atomic_write_bytes, atomic_write_text, check_output_path
+from ..lazy import require
 from .options import (
     batch_list_callback, check_onnx_input_memory, float_in, force_option, int_in, json_option, parse_batches, threads_option,
 )  # fmt: skip
@@ -88,16 +91,15 @@ def bench(
     Exit codes: 0 done, 1 a measurement failed (or timed out) or a regression beyond --max-slowdown, 2 bad input
     or nothing could run here.
     """
-    from ..bench.harness import BenchSettings, check_precisions
-    from ..bench.timing import check_counts
-    from ..io import check_output_path
-    from ..lazy import require
+    # lazy: bench imports numpy and the runners; keeps them out of deployinc --help
+    from ..bench import harness, regression, report as bench_report, subject as bench_subject, timing
+
     # Everything the user typed is checked before a model is loaded or a minute is spent.
     names = parse_bench_backends(backends)
     batches = parse_batches(batch_text)
-    precisions = check_precisions(precision_text.split(",")) if precision_text is not None else None
-    check_counts(warmup, iters)
-    settings = BenchSettings(
+    precisions = harness.check_precisions(precision_text.split(",")) if precision_text is not None else None
+    timing.check_counts(warmup, iters)
+    settings = harness.BenchSettings(
         backends=names, batches=batches, precisions=precisions, warmup=warmup, iters=iters, threads=threads,
         device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time, tf32=tf32, timeout_s=timeout,
         machine_probes=machine_probes,
@@ -114,22 +116,15 @@ def bench(
     if max_slowdown is not None and baseline is None:
         raise BadInputError("--max-slowdown needs --baseline", hint="deployinc bench MODEL --baseline last.json --max-slowdown 1.10")
     if baseline is not None:
-        from ..bench.regression import check_max_slowdown, load_baseline
-
         max_slowdown = 1.10 if max_slowdown is None else max_slowdown
-        check_max_slowdown(max_slowdown)
-        base_report = load_baseline(baseline)
+        regression.check_max_slowdown(max_slowdown)
+        base_report = regression.load_baseline(baseline)
 
     def log(msg: str) -> None:
         click.echo(msg, err=True)
 
-    from ..bench.harness import benchmark
-    from ..bench.subject import resolve_model
-
     # inputs are made (and kept) for every batch size; the file's input size is read when the sum is large
-    from ..bench.subject import looks_like_onnx_path
-
-    is_file = looks_like_onnx_path(model)
+    is_file = bench_subject.looks_like_onnx_path(model)
     if reference is not None and not is_file:
         raise BadInputError(f"--reference goes with an .onnx file; {model} is a model name, exported and benched as it is", hint=f"drop --reference, or bench an .onnx file: deployinc bench FILE.onnx --reference {reference}")
     if inputs_path is not None:
@@ -141,7 +136,7 @@ def bench(
             raise BadInputError(f"--inputs file {inputs_path} does not exist", hint="write one with deployinc verify MODEL --save-inputs FILE.npz")
     if is_file:
         check_onnx_input_memory(model, [("--batch", batch_text, sum(batches))])
-    with resolve_model(model, threads=threads, log=log, trust_code=trust_model_code) as subject:
+    with bench_subject.resolve_model(model, threads=threads, log=log, trust_code=trust_model_code) as subject:
         limits.check_input_memory("--batch", batch_text, sum(batches), subject.chw)  # a model exported on the fly
         if weights is not None and reference is None:
             if subject.provenance is None:
@@ -152,16 +147,13 @@ def bench(
         if reference is not None and any(b.startswith("torch") for b in names):
             subject.use_reference(reference, weights, log=log)
         if base_report is not None:
-            from ..bench.regression import check_same_model
-            from ..bench.report import BenchReport
-
-            check_same_model(BenchReport(model=subject.info(), config={}, environment={}), base_report, baseline or "")
+            regression.check_same_model(bench_report.BenchReport(model=subject.info(), config={}, environment={}), base_report, baseline or "")
         subject.check_batches(batches)
         with _progress(settings, no_progress) as tick:
-            report = benchmark(subject, settings, progress=tick, log=log)
+            report = harness.benchmark(subject, settings, progress=tick, log=log)
 
     _write_reports(report, json_path, csv_path, md_path, plot_path, force, log)
-    _judge(report, base_report, baseline, max_slowdown, log)
+    _judge(report, base_report, baseline, max_slowdown, log, regression.compare)
 
 
 def _write_reports(report: Any, json_path: str | None, csv_path: str | None, md_path: str | None, plot_path: str | None, force: bool, log: Any) -> None:
@@ -176,19 +168,16 @@ def _write_reports(report: Any, json_path: str | None, csv_path: str | None, md_
         (md_path, lambda: report.to_markdown()),
     ):
         if p:
-            from ..io import atomic_write_text
-
             atomic_write_text(p, data(), force=force)
             log(f"wrote {p}")
     if plot_path:
-        from ..io import atomic_write_bytes
-
         atomic_write_bytes(plot_path, report.plot_png(), force=force)
         log(f"wrote {plot_path}")
 
 
-def _judge(report: Any, base_report: Any, baseline: str | None, max_slowdown: float | None, log: Any) -> None:
-    """Exit 2 when nothing could run, 1 on a failed measurement or a regression beyond --max-slowdown."""
+def _judge(report: Any, base_report: Any, baseline: str | None, max_slowdown: float | None, log: Any, compare: Any) -> None:
+    """Exit 2 when nothing could run, 1 on a failed measurement or a regression beyond --max-slowdown (``compare``:
+    :func:`deployinc.bench.regression.compare`)."""
     during = (report.config.get("other_cpu_use") or {}).get("during")
     if during is not None and during >= 0.25:
         log(f"note: other processes kept {during:.2f} CPUs busy on average during the run; rerun on a quiet machine for numbers to publish")
@@ -202,8 +191,6 @@ def _judge(report: Any, base_report: Any, baseline: str | None, max_slowdown: fl
     if base_report is not None and not report.ok_rows():
         raise CheckFailed(f"{len(failed)} measurement(s) failed and none ran: nothing to compare with baseline {baseline}", hint="the reasons are listed under the table")
     if base_report is not None:
-        from ..bench.regression import compare
-
         assert max_slowdown is not None
         result = compare(report, base_report, max_slowdown, baseline or "")
         for note in result.notes:
@@ -232,8 +219,6 @@ def parse_bench_backends(text: str) -> list[str]:
     Raises:
         BadInputError: An unknown name (the known are listed) or none at all.
     """
-    from ..backends import parse_backends
-
     return parse_backends(text, option="--backends")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from ..errors import CheckFailed
-from .options import force_option
+from .options import force_option, write_json_report
 
 
 @click.command()
@@ -25,14 +25,12 @@ def check(model: str, target: str, strict: bool, json_path: str | None, force: b
       deployinc check resnet50.onnx --target tensorrt
       deployinc check resnet50.int8.onnx --target tensorrt --json check.json
     """
-    from ..trt.check import check_model, resolve_target
+    from ..trt.check import check_model, resolve_target  # lazy: trt.check imports numpy; keeps it out of deployinc --help
 
     target = resolve_target(target)  # unknown target: error listing the known ones, before reading the file
     report = check_model(model, target)
     click.echo(report.format())
     if json_path:
-        from .options import write_json_report
-
         write_json_report(json_path, report.to_dict(), force)
     if not report.compatible:
         first = report.errors[0].line()

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..core import limits
+from ..io import check_output_path, load_onnx, save_onnx
 from .options import force_option, int_in, mean_callback, parse_floats, std_callback, threads_option
 
 
@@ -58,9 +59,7 @@ def convert(
       deployinc convert resnet50.onnx --precision fp16
       deployinc convert model.onnx --keep-fp32-op Softmax --keep-overflow-fp32
     """
-    from ..io import check_output_path, load_onnx, save_onnx
-    from ..precision._common import input_spec, sample_images
-    from ..precision.fp16 import FP16_MAX, convert_to_fp16
+    from ..precision import _common, fp16  # lazy: precision imports numpy; keeps it out of deployinc --help
 
     limits.check_int("--samples", samples, 1, limits.SAMPLES_MAX, example="--samples 8")
     target = Path(out) if out else default_out(model, precision)
@@ -68,13 +67,13 @@ def convert(
     src = load_onnx(model).model
     images = None
     if not no_check:
-        spec = input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
+        spec = _common.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
         limits.check_input_memory("--samples", samples, samples, spec.chw, unit="sample images")  # before generating them
         if spec.static_batch and samples % spec.static_batch:
             samples = spec.static_batch * max(1, samples // spec.static_batch)
-        images = sample_images(spec, samples, data)
+        images = _common.sample_images(spec, samples, data)
         click.echo(f"overflow check: {len(images)} sample image(s) ({'from ' + data if data else 'natural-image statistics'}) on ONNX Runtime CPU, fp32")
-    result = convert_to_fp16(
+    result = fp16.convert_to_fp16(
         src,
         keep_io_types=not fp16_io,
         keep_fp32_ops=keep_ops,
@@ -89,11 +88,11 @@ def convert(
         click.echo(f"  {rep.tensors_checked} activations measured ({rep.tensors_unchecked} without a float32 type skipped); largest: {top}")
         bad = rep.overflowing + rep.nonfinite_fp32
         if bad:
-            click.echo(f"  {len(bad)} layer(s) exceed {FP16_MAX:g}; kept in fp32 with their consumers:")
+            click.echo(f"  {len(bad)} layer(s) exceed {fp16.FP16_MAX:g}; kept in fp32 with their consumers:")
             for r in bad:
                 click.echo(f"    {r.line()}")
         else:
-            click.echo(f"  no layer exceeds the fp16 range ({FP16_MAX:g})")
+            click.echo(f"  no layer exceeds the fp16 range ({fp16.FP16_MAX:g})")
     if result.kept_fp32_nodes:
         click.echo(f"kept in fp32: {len(result.kept_fp32_nodes)} node(s): {', '.join(result.kept_fp32_nodes[:10])}"
                    + (" ..." if len(result.kept_fp32_nodes) > 10 else ""))

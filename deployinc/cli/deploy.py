@@ -58,15 +58,14 @@ def deploy(model: str, batch: str, precisions: str | None, backends: str | None,
       deployinc deploy model.onnx --target cuda --precisions fp32,fp16,int8 --batch 1,64 --objective throughput
       deployinc deploy googlenet --min-top1-agreement 0.995 --require-backend ort-cpu
     """
-    from ..deploy.report import text_table
-    from ..deploy.run import deploy as run_deploy
+    from ..deploy import report as deploy_report, run as deploy_run  # lazy: deploy.run imports onnx, numpy and every stage; keeps them out of deployinc --help
 
-    result = run_deploy(
+    result = deploy_run.deploy(
         model, batches=parse_batches(batch), precisions=_csv(precisions), backends=_csv(backends),
         torch_compile=not no_compile, search=not no_search, log=click.echo, input_shape=parse_shape(input_shape), **kw,
     )  # fmt: skip
     click.echo("")
-    click.echo(text_table(result))
+    click.echo(deploy_report.text_table(result))
     click.echo("")
     if result.chosen is None:
         raise CheckFailed(f"{result.why}: nothing to ship (the table above says why each candidate failed)",

@@ -7,6 +7,7 @@ import click
 import os
 from pathlib import Path
 
+from ..config import bundled_config_path, bundled_configs
 from ..core import limits
 from ..errors import BadInputError, CheckFailed, ConfigError
 from .options import force_option, model_options, parse_floats, parse_shape, threads_option
@@ -61,10 +62,10 @@ def export(
       deployinc export mypkg.nets:build --weights ckpt.safetensors --input-shape 1,3,64,64
       deployinc export --config mobilenet_v2 --no-dynamic-batch
     """
-    from ..export import Stages, check_opset, export_pipeline, resolve_config
+    from .. import export as stage  # lazy: export imports numpy and the runners; keeps them out of deployinc --help
 
     if opset is not None:  # in milliseconds, not after the model is loaded (both exporters take the same range)
-        check_opset(exporter or "dynamo", opset)
+        stage.check_opset(exporter or "dynamo", opset)
 
     overrides = dict(
         opset=opset,
@@ -85,12 +86,13 @@ def export(
         click.echo(msg, err=True)
 
     config = config_path(config, log)
-    cfg = resolve_config(model, config, **overrides)  # the config file's values are range-checked here
+    cfg = stage.resolve_config(model, config, **overrides)  # the config file's values are range-checked here
+    stage.check_opset(cfg.exporter, cfg.opset)  # the opset against the exporter, before the model is loaded
     _check_bounded(cfg, input_shape, num_classes)
     target = out if out is not None else f"{cfg.name}.onnx"
     created = _make_out_dir(out, cfg.name, log)
     try:
-        result = export_pipeline(
+        result = stage.export_pipeline(
             model,
             config=config,
             out=target,
@@ -100,7 +102,7 @@ def export(
             threads=threads,
             log=log,
             fallback=not no_fallback,
-            stages=Stages.for_stream(log),
+            stages=stage.Stages.for_stream(log),
             **overrides,
         )
     except BaseException:
@@ -127,11 +129,8 @@ def export(
 
 
 def _check_bounded(cfg, input_shape: str | None, num_classes: int | None) -> None:  # noqa: ANN001
-    """Before the model is loaded: the opset against the exporter, and the memory the input shape and the class
-    count need (rough, low estimates from :mod:`deployinc.core.limits`; refused only when even those cannot fit)."""
-    from ..export import check_opset
-
-    check_opset(cfg.exporter, cfg.opset)
+    """Before the model is loaded: the memory the input shape and the class count need (rough, low estimates from
+    :mod:`deployinc.core.limits`; refused only when even those cannot fit)."""
     random_weights = cfg.weights in (None, "", "none", "random")
     if cfg.input_shape is not None:
         if input_shape is not None:
@@ -154,8 +153,6 @@ def config_path(config: str | None, log=None) -> str | None:  # noqa: ANN001
     """
     if config is None:
         return None
-    from ..config import bundled_config_path, bundled_configs
-
     p = Path(config)
     if p.is_file():
         return config

@@ -6,9 +6,13 @@ existing --json without --force).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from .options import force_option, json_option
+from ..errors import BadInputError, OutputExistsError
+from ..io import check_output_path
+from .options import force_option, json_option, write_json_report
 
 
 @click.command()
@@ -27,11 +31,7 @@ def inspect(model: str, json_path: str | None, force: bool) -> None:
     A graph that no runtime would run (a cycle, a custom operator) is still shown, with the problem on its
     "runtime check:" line; deployinc check FILE --target ... says what a deployment target supports.
     """
-    from pathlib import Path
-
-    from ..errors import BadInputError, OutputExistsError
-    from ..inspect import inspect_model, render
-    from ..io import check_output_path
+    from ..inspect import inspect_model, render  # lazy: inspect imports numpy; keeps it out of deployinc --help
 
     if json_path:
         try:
@@ -43,7 +43,5 @@ def inspect(model: str, json_path: str | None, force: bool) -> None:
     info = inspect_model(model)
     click.echo(render(info))
     if json_path:
-        from .options import write_json_report
-
         write_json_report(json_path, info, force)
         click.echo(f"wrote {json_path}", err=True)

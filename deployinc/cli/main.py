@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..backends import ALIASES, BACKENDS
 from ..errors import DeployincError
 
 #: command name -> "module:attribute", imported on demand.
@@ -173,17 +174,13 @@ def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
 
 def provider_names() -> list[str]:
-    """``verify --providers`` names (deployinc.verify.backends.ALIASES: short names first, then the long ones)."""
-    from ..verify.backends import ALIASES, BACKENDS
-
+    """``verify --providers`` names (deployinc.backends.ALIASES: short names first, then the long ones)."""
     return list(dict.fromkeys([*ALIASES, *BACKENDS]))
 
 
 def backend_names() -> list[str]:
-    """``bench --backends`` names (deployinc.runners.BACKENDS, then verify's short aliases bench accepts too)."""
-    from ..runners import BACKENDS, PROVIDER_ALIASES
-
-    return list(dict.fromkeys([*BACKENDS, *PROVIDER_ALIASES]))
+    """``bench --backends`` names (deployinc.backends.BACKENDS, then verify's short aliases bench accepts too)."""
+    return list(dict.fromkeys([*BACKENDS, *ALIASES]))
 
 
 def complete_list(names: Callable[[], list[str]]) -> Callable[[click.Context, click.Parameter, str], list[Any]]:

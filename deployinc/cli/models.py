@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..config import bundled_config_path
+
 
 @click.command()
 @click.option("--source", type=click.Choice(["all", "builtin", "torchvision"]), default="all", help="Which models to list.")
@@ -11,19 +13,16 @@ import click
 @click.option("--count-params", is_flag=True, help="Build each model to count its parameters (slow).")
 def models(source: str, family: str | None, count_params: bool) -> None:
     """List the models deployinc can export by name."""
-    from ..config import bundled_config_path
-    from ..models.registry import get_model_info, list_models
+    from ..models import registry  # lazy: models imports numpy; keeps it out of deployinc --help
 
     rows = []
-    for name in list_models(None if source == "all" else source):
-        info = get_model_info(name)
+    for name in registry.list_models(None if source == "all" else source):
+        info = registry.get_model_info(name)
         if family and info.family != family:
             continue
         params = info.num_params
         if params is None and (count_params or info.source == "builtin"):
-            from ..models.registry import create_model
-
-            params = sum(p.numel() for p in create_model(name).parameters())
+            params = sum(p.numel() for p in registry.create_model(name).parameters())
         cfg = bundled_config_path(name)
         rows.append(
             (

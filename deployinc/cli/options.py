@@ -12,6 +12,7 @@ import click
 
 from ..core import limits
 from ..errors import BadInputError
+from ..io import atomic_write_text
 
 
 def parse_int_list(
@@ -200,7 +201,5 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def write_json_report(path: str, data: Any, force: bool) -> None:
     """Write a JSON report atomically (refusing to overwrite without --force)."""
     import json
-
-    from ..io import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n", force=force)

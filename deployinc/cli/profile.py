@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..core import limits
-from .options import force_option, json_option, model_options, parse_floats, parse_shape, threads_option
+from ..io import check_output_path
+from .options import force_option, json_option, model_options, parse_floats, parse_shape, threads_option, write_json_report
 
 
 @click.command()
@@ -61,17 +62,14 @@ def profile(
         limits.check_head_memory("--num-classes", num_classes)
     import torch
 
-    from ..io import check_output_path
-    from ..models import load_model
-    from ..profile import profile_model
-    from ..profile.render import render
-    from .options import write_json_report
+    from .. import models  # lazy: models imports numpy; keeps it out of deployinc --help
+    from ..profile import profile_model, render  # lazy: profile imports torch; keeps it out of deployinc --help
 
     if json_path is not None:
         check_output_path(json_path, force)  # refuse before the work, not after
     if threads is not None:
         torch.set_num_threads(threads)
-    loaded = load_model(
+    loaded = models.load_model(
         model,
         weights=weights,
         num_classes=num_classes,
@@ -91,7 +89,7 @@ def profile(
         modules=modules,
         training=training,
     )
-    render(report, depth=depth)
+    render.render(report, depth=depth)
     if json_path is not None:
         write_json_report(json_path, report.to_dict(), force)
         click.echo(f"wrote {json_path}", err=True)

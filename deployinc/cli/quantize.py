@@ -13,6 +13,7 @@ import click
 
 from .convert import default_out
 from ..core import limits
+from ..io import check_output_path, load_onnx
 from .options import float_in, force_option, int_in, mean_callback, parse_floats, std_callback
 
 
@@ -59,11 +60,8 @@ def quantize(
       deployinc quantize resnet50.onnx --data calib/ --method percentile
       deployinc quantize model.onnx --data calib/ --target cpu --keep-fp32-before /layer2/layer2.0/conv1/Conv
     """
-    from ..io import check_output_path, load_onnx
-    from ..precision._common import input_spec
-    from ..precision import int8 as int8_mod
-    from ..precision.int8 import check_image_count, quantize_int8, report_path_for, write_int8
-    from ..core.images import load_image_folder_with_report
+    from ..core import images as core_images  # lazy: core.images imports numpy; keeps it out of deployinc --help
+    from ..precision import _common, int8 as int8_mod  # lazy: precision imports numpy; keeps it out of deployinc --help
 
     method = method.lower()
     if limit is not None:
@@ -71,20 +69,20 @@ def quantize(
     limits.check_float("--percentile", percentile, 0, 100, lo_open=True, example="--percentile 99.999")
     target_path = Path(out) if out else default_out(model, "int8")
     check_output_path(target_path, force)
-    check_output_path(report_path_for(target_path), force)
-    spec = input_spec(load_onnx(model, load_external=False).model, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
-    images, info = load_image_folder_with_report(data, spec.chw, spec.mean, spec.std, limit=limit)
+    check_output_path(int8_mod.report_path_for(target_path), force)
+    spec = _common.input_spec(load_onnx(model, load_external=False).model, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
+    images, info = core_images.load_image_folder_with_report(data, spec.chw, spec.mean, spec.std, limit=limit)
     skipped = info.get("skipped") or []
     if skipped:
         click.echo(f"warning: {len(skipped)} unreadable file(s) in {data} skipped (first: {skipped[0]})", err=True)
-    check_image_count(len(images), method)  # raises before any work when there are too few
+    int8_mod.check_image_count(len(images), method)  # raises before any work when there are too few
     target, note, warning = int8_mod.choose_target(target)
     if note:
         click.echo(note)
     if warning:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"calibrating {method} on {len(images)} image(s) from {data} ({'x'.join(map(str, spec.chw))}, target {target})")
-    result = quantize_int8(
+    result = int8_mod.quantize_int8(
         model,
         images,
         method=method,
@@ -119,6 +117,6 @@ def quantize(
                 "more calibration images, or --keep-fp32-before / --exclude-node for the sensitive layers",
                 err=True,
             )
-    written, report_path = write_int8(result, target_path, force=force)
+    written, report_path = int8_mod.write_int8(result, target_path, force=force)
     click.echo(f"wrote {written[-1]}")
     click.echo(f"wrote {report_path} (per-tensor ranges)")

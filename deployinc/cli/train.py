@@ -65,12 +65,11 @@ def train(
       deployinc train googlenet --data path/to/imagefolder --num-classes 5 --aux-weight 0.3 --epochs 5 --weights init.pth
       deployinc train inception_cifar --data synthetic:shapes --epochs 12 --resume ckpt.pt --out ckpt.pt
     """
-    _check_memory(data, image_size, batch_size, limit_train, limit_heldout)
-    from ..train import PlainReporter, TrainConfig, make_reporter
-    from ..train import train as run_training
-    from ..train.loop import epochs_text
+    from .. import train as training  # lazy: train imports numpy; keeps it out of deployinc --help
 
-    config = TrainConfig(
+    _check_memory(data, image_size, batch_size, limit_train, limit_heldout, training.synthetic.SYNTHETIC_SIZES)
+
+    config = training.TrainConfig(
         arch=arch,
         data=data,
         out=out if out is not None else (resume if resume is not None else f"{arch}.pt"),
@@ -94,23 +93,27 @@ def train(
         export_heldout=export_heldout,
         force=force,
     )
-    reporter = PlainReporter(every=10**9) if quiet else make_reporter()
-    result = run_training(config, reporter)
+    reporter = training.PlainReporter(every=10**9) if quiet else training.make_reporter()
+    result = training.train(config, reporter)
     rec = result.record
     click.echo(
-        f"{arch}: held-out accuracy {100 * rec['accuracy']:.2f}% after {epochs_text(int(rec['epoch']))} "
+        f"{arch}: held-out accuracy {100 * rec['accuracy']:.2f}% after {training.loop.epochs_text(int(rec['epoch']))} "
         f"({rec['train_seconds']:.1f}s training); checkpoint {result.checkpoint}"
     )
     if result.heldout_written:
         click.echo(f"wrote {result.heldout_written} held-out images to {export_heldout}")
 
 
-def _check_memory(data: str, image_size: int | None, batch_size: int | None, limit_train: int | None, limit_heldout: int | None) -> None:
+def _check_memory(
+    data: str, image_size: int | None, batch_size: int | None, limit_train: int | None, limit_heldout: int | None,
+    synthetic_sizes: dict[str, tuple[int, int]],
+) -> None:
     """Refuse an image size or batch size whose data cannot fit, before anything is generated or read.
 
     Checked when given (the defaults are the model's own and fit): a batch of float32 images times
     :data:`deployinc.core.limits.ACTIVATION_FACTOR` (a training step keeps activations for the backward pass), and, for a
-    synthetic set whose image count is known, every image as uint8 (the data is held in memory).
+    synthetic set whose image count is known (``synthetic_sizes``: :data:`deployinc.train.synthetic.SYNTHETIC_SIZES`),
+    every image as uint8 (the data is held in memory).
     """
     side = image_size
     if batch_size is not None:
@@ -124,9 +127,7 @@ def _check_memory(data: str, image_size: int | None, batch_size: int | None, lim
             hint="use a smaller --batch-size (or --image-size), or a machine with more memory",
         )
     if side is not None and data.startswith("synthetic:"):
-        from ..train.synthetic import SYNTHETIC_SIZES
-
-        sizes = SYNTHETIC_SIZES.get(data.split(":", 1)[1])
+        sizes = synthetic_sizes.get(data.split(":", 1)[1])
         if sizes is not None:
             n = (limit_train if limit_train is not None else sizes[0]) + (limit_heldout if limit_heldout is not None else sizes[1])
             limits.check_fits(

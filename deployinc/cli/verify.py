@@ -7,15 +7,18 @@ module level (``deployinc --help`` lists this command without importing torch).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
-from ..errors import BadInputError, CheckFailed
+from ..errors import BadInputError, CheckFailed, IncompleteRun, OutputExistsError
+from ..io import check_output_path
 from ..core import limits
 from .options import (
     batch_list_callback, check_onnx_input_memory, force_option, int_in, json_option, mean_callback, num_classes_callback,
     parse_batches, parse_floats, parse_shape, seed_callback, shape_callback, std_callback, threads_option, tolerance_callback,
+    write_json_report,
 )  # fmt: skip
 
 
@@ -104,11 +107,11 @@ def verify(
       deployinc verify googlenet.onnx --localize           # the first layer where it departs, by torch module name
       deployinc verify googlenet.onnx --providers ort-openvino --precision bf16   # OpenVINO computing in bf16
     """
-
-    from ..verify.backends import parse_providers
+    # lazy: verify imports numpy and the runners; keeps them out of deployinc --help
+    from ..verify import backends as verify_backends, core as verify_core, report as verify_report
 
     # Cheap checks first, so bad flags fail in milliseconds, not after the reference is built.
-    parse_providers(providers)
+    verify_backends.parse_providers(providers)
     _check_outputs_and_data(json_path, save_inputs, save_outputs, data, force)
     batches = parse_batches(batch) if batch is not None else None
     shape = parse_shape(input_shape)
@@ -117,13 +120,10 @@ def verify(
     )
     tolerance = {"max_rel": max_rel, "max_abs": max_abs, "min_cosine": min_cosine, "min_top1": min_top1, "min_top5": min_top5}
 
-    from ..verify.core import verify as run_verify
-    from ..verify.report import render
-
     def log(msg: str) -> None:
         click.echo(msg, err=True)
 
-    report = run_verify(
+    report = verify_core.verify(
         model,
         reference=reference,
         weights=weights,
@@ -157,10 +157,8 @@ def verify(
         force=force,
         log=log,
     )
-    click.echo(render(report))
+    click.echo(verify_report.render(report))
     if json_path is not None:
-        from .options import write_json_report
-
         write_json_report(json_path, report.to_dict(), force)
         click.echo(f"wrote {json_path}", err=True)
     _exit_for(report)
@@ -168,13 +166,7 @@ def verify(
 
 def _check_outputs_and_data(json_path: str | None, save_inputs: str | None, save_outputs: str | None, data: str | None, force: bool) -> None:
     """Every file verify will write may be written, and --data is a folder: before any work."""
-    from pathlib import Path
-
-    from ..io import check_output_path
-
     if json_path is not None:
-        from ..errors import OutputExistsError
-
         if Path(json_path).exists() and not Path(json_path).is_dir() and not force:
             raise OutputExistsError(f"--json {json_path} exists", hint="pass --force to overwrite it, or give another --json path")
         check_output_path(json_path, force)
@@ -204,8 +196,6 @@ def _exit_for(report: object) -> None:
             hint = "see the localisation above"
         raise CheckFailed(f"parity failed: {shown}", hint=hint)
     if not rep.complete:
-        from ..errors import IncompleteRun
-
         skipped = "; ".join(f"{b.name} ({b.reason})" for b in rep.skipped)
         raise IncompleteRun(
             f"what ran passed, but {len(rep.skipped)} requested backend(s) did not run: {skipped}",

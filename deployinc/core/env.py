@@ -15,6 +15,8 @@ import socket
 import sys
 from typing import Any
 
+from .._version import __version__
+
 #: Distributions whose versions shape a result.
 DISTRIBUTIONS = (
     "deployinc",
@@ -58,12 +60,7 @@ def versions() -> dict[str, str]:
         except Exception:  # noqa: BLE001 - a broken dist-info must not break a report
             continue
     if "deployinc" not in out:
-        try:
-            from .._version import __version__
-
-            out["deployinc"] = __version__
-        except Exception:  # noqa: BLE001
-            pass
+        out["deployinc"] = __version__
     return out
 
 

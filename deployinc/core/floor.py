@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import Tolerance
+from .outputs import first_output
 
 #: An fp32 backend may differ from torch fp32 by this multiple of torch fp32's own distance from float64: two
 #: independent float32 computations of the same function each carry about one floor of error. Where it is over
@@ -111,8 +112,6 @@ def measure(
     run in float64 gives ``status="unsupported"`` with the reason.
     """
     import torch
-
-    from .outputs import first_output
 
     t0 = time.perf_counter()
     names = list(ref_out)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, OutputExistsError
+from ..io import load_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -424,8 +425,6 @@ def write_repository(root: Path, name: str, onnx_path: Path, config_text: str) -
         BadInputError: A bad name or config; OnnxFileError for an unreadable ONNX file; OutputExistsError when
             ``root`` is a file or a non-empty directory.
     """
-    from ..io import load_onnx
-
     root, onnx_path = Path(root), Path(onnx_path)
     _check_name(name)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):

@@ -23,7 +23,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .. import io as dio
+from ..config import ExportConfig, bundled_config_path, load_config, tomllib, validate
+from ..core.floor import budget_text, measure, widen
+from ..core.images import natural_images
+from ..core.metrics import compare_outputs, one_line, preset
 from ..errors import BadInputError, ExportError
+from ..lazy import available
+from ..metadata import Provenance, versions, write_provenance
+from ..models import loading
+from ..models.bn_cache import store_bn_stats
+from ..prepare import prepare
+from ..runners.ort import OrtRunner
+from ..runners.torch_runner import TorchRunner
+from ..simplify import simplify as run_simplify
+from .downgrade import downgrade_opset
 from .fallback import ExportPath, UnexportableError, export_with_fallback  # noqa: F401 - UnexportableError re-exported
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -206,8 +220,6 @@ def finish_export(model: Any, opset: int, exporter: str) -> Any:
 
     have = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if have is not None and have > opset:
-        from .downgrade import downgrade_opset
-
         model = downgrade_opset(model, opset)
         have = opset
     if have != opset:
@@ -277,8 +289,6 @@ def resolve_config(
 
     ``deployinc export googlenet`` uses the bundled ``googlenet.toml`` when there is one.
     """
-    from ..config import ExportConfig, bundled_config_path, load_config, validate
-
     if config is not None:
         cfg = load_config(config)
         if model is not None and model != cfg.model:
@@ -298,7 +308,6 @@ def opset_pinned(config: str | os.PathLike[str] | None, overrides: dict[str, Any
         return True
     if config is None:
         return False
-    from ..config import tomllib
 
     try:
         data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
@@ -342,8 +351,6 @@ class Stages:
     def for_stream(cls, say: Any, stream: Any = None) -> Stages:
         """Plain lines, or a spinner when ``stream`` (default stderr) is a terminal and rich is installed."""
         import sys
-
-        from ..lazy import available
 
         stream = stream if stream is not None else sys.stderr
         try:
@@ -434,8 +441,6 @@ def export_pipeline(
         **overrides: ExportConfig fields (weights, num_classes, input_shape, opset, exporter, dynamic_batch,
             simplifier, skip_passes, aux_heads, mean, std, seed).
     """
-    from .. import io as dio
-
     stages = stages if stages is not None else Stages(log)
     cfg = resolve_config(model, config, **overrides)
     timings: dict[str, float] = {}
@@ -459,11 +464,6 @@ def _run_pipeline(
     quick_check: bool, threads: int | None, fallback: bool, stages: Stages, timings: dict[str, float],
 ) -> ExportResult:
     """The stages of :func:`export_pipeline` once its arguments are checked."""
-    from .. import io as dio
-    from ..metadata import write_provenance
-    from ..models.loading import load_model
-    from ..prepare import prepare
-
     say = stages.say
     if cfg.input_shape is None and ":" in str(cfg.model):
         say("note: no --input-shape: exporting at 1,3,224,224 (the default for user models)")
@@ -474,7 +474,7 @@ def _run_pipeline(
     if threads:
         torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
-    loaded = load_model(
+    loaded = loading.load_model(
         cfg.model,
         weights=cfg.weights,
         num_classes=cfg.num_classes,
@@ -523,8 +523,6 @@ def _run_pipeline(
 
     simp_report = None
     if simplify and cfg.simplifier != "none":
-        from ..simplify import simplify as run_simplify
-
         stages.start("simplify", cfg.simplifier)
         t = time.perf_counter()
         onnx_model, simp_report = run_simplify(onnx_model, cfg.simplifier, input_shape=input_shape, threads=threads)
@@ -537,8 +535,6 @@ def _run_pipeline(
     write_provenance(onnx_model, prov)
     if loaded.bn_recalibrated:
         # prepare() deep-copied, so loaded.module still holds the recalibrated statistics: cache them for verify.
-        from ..models.bn_cache import store_bn_stats
-
         store_bn_stats(prov, loaded.module)
 
     checks: list[Any] = []
@@ -572,8 +568,6 @@ def _run_pipeline(
 
 def _provenance(cfg: Any, loaded: Any, input_shape: tuple[int, ...], prep_report: Any, simp_report: Any, path: ExportPath) -> Any:
     """The :class:`~deployinc.metadata.Provenance` of an export: what it was made from, and the path it took."""
-    from ..metadata import Provenance, versions
-
     info = loaded.info
     used = path.used
     return Provenance(
@@ -618,12 +612,6 @@ def quick_parity(
     outputs are judged against ``max(preset, 2 x floor)``, as verify does; the line says so.
     """
     import numpy as np
-
-    from ..runners.ort import OrtRunner
-    from ..runners.torch_runner import TorchRunner
-    from ..core.floor import budget_text, measure, widen
-    from ..core.images import natural_images
-    from ..core.metrics import compare_outputs, one_line, preset
 
     batches = (1, 2) if dynamic_batch else (input_shape[0],)
     x = natural_images(sum(batches), input_shape[1:], mean, std, seed=2024)

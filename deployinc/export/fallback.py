@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import export as E  # the package: its names are read at call time (it imports this module first)
 from ..errors import ExportError
 
 __all__ = ["Attempt", "ExportPath", "UnexportableError", "export_with_fallback", "locate_op"]
@@ -79,18 +80,16 @@ class ExportPath:
 
 
 def _plan(exporter: str, opset: int, opset_pinned: bool, fallback: bool) -> list[tuple[str, int]]:
-    from . import EXPORTERS, SUPPORTED_OPSETS
-
-    other = next(e for e in EXPORTERS if e != exporter)
+    other = next(e for e in E.EXPORTERS if e != exporter)
     plan = [(exporter, opset)]
     if not fallback:
         return plan
-    if opset in SUPPORTED_OPSETS[other]:
+    if opset in E.SUPPORTED_OPSETS[other]:
         plan.append((other, opset))
     if not opset_pinned:
-        for higher in (18, max(SUPPORTED_OPSETS[exporter])):
+        for higher in (18, max(E.SUPPORTED_OPSETS[exporter])):
             if higher > opset:
-                plan += [(e, higher) for e in (exporter, other) if higher in SUPPORTED_OPSETS[e]]
+                plan += [(e, higher) for e in (exporter, other) if higher in E.SUPPORTED_OPSETS[e]]
     return list(dict.fromkeys(plan))
 
 
@@ -129,9 +128,7 @@ def export_with_fallback(
     """
     import onnx
 
-    from . import check_opset, finish_export, run_exporter
-
-    check_opset(exporter, opset)
+    E.check_opset(exporter, opset)
     path = ExportPath(exporter, opset, opset_pinned)
     native: dict[int, Any] = {}  # dynamo's raw output (or its failure) per native opset
     errors: list[ExportError] = []
@@ -141,7 +138,7 @@ def export_with_fallback(
                 key = max(o, 18)
                 if key not in native:
                     try:
-                        native[key] = run_exporter(module, input_shape, o, exp, dynamic_batch)
+                        native[key] = E.run_exporter(module, input_shape, o, exp, dynamic_batch)
                     except ExportError as exc:
                         native[key] = exc
                         raise
@@ -150,8 +147,8 @@ def export_with_fallback(
                 raw = onnx.ModelProto()
                 raw.CopyFrom(native[key])
             else:
-                raw = run_exporter(module, input_shape, o, exp, dynamic_batch)
-            model = finish_export(raw, o, exp)
+                raw = E.run_exporter(module, input_shape, o, exp, dynamic_batch)
+            model = E.finish_export(raw, o, exp)
         except ExportError as exc:
             path.attempts.append(Attempt(exp, o, _short(exc, exp)))
             errors.append(exc)

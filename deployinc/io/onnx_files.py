@@ -172,7 +172,7 @@ def load_onnx(path: str | os.PathLike[str], *, load_external: bool = True, check
     _check_text_fields(model, path)
     has_external = _check_external_data(model, path.parent)
     if check_graph:
-        from ..core.graph import graph_problem
+        from ..core.graph import graph_problem  # lazy: core.graph imports numpy; the CLI imports deployinc.io for --help
 
         problem = graph_problem(model)
         if problem is not None:

@@ -15,6 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..core.cache import cache_subdir
+from ..io import load_checkpoint, save_checkpoint
+
 #: Provenance fields that determine the rebuilt weights and BatchNorm statistics.
 _KEY_FIELDS = (
     "model_spec",
@@ -35,8 +38,6 @@ _KEY_FIELDS = (
 
 def cache_dir() -> Path:
     """``<cache root>/references`` (see :mod:`deployinc.core.cache`), created private (0700)."""
-    from ..core.cache import cache_subdir
-
     return cache_subdir("references")[0]
 
 
@@ -83,8 +84,6 @@ def store_bn_stats(prov: Any, module: Any) -> Path | None:
     if not getattr(prov, "bn_recalibrated", False):
         return None
     try:
-        from ..io import save_checkpoint
-
         key = cache_key(prov)
         buffers = _bn_buffers(module)
         entry = {"state_dict": buffers, "content_sha256": _content_sha256(buffers), "model_key": key}
@@ -116,7 +115,6 @@ def _load_bn_stats(prov: Any) -> dict[str, Any] | None:
         path = cache_dir() / f"{key}.pt"
         if not path.is_file() or path.is_symlink():
             return None
-        from ..io import load_checkpoint
 
         _, raw = load_checkpoint(path, with_extra=True)
     except Exception:  # noqa: BLE001 - a corrupt or unreadable entry is ignored and rewritten

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.images import natural_images
+from ..core.outputs import first_output
 from ..errors import BadInputError, ModelSpecError, UntrustedCodeError, WeightsError
+from ..io import load_checkpoint, sha256_file
 from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, get_model_info
 
 #: Module names whose parameters belong to auxiliary heads, for every architecture we know.
@@ -396,8 +399,6 @@ def recalibrate_batchnorm(
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    from ..core.images import natural_images
-
     bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not bns:
         return False
@@ -427,8 +428,6 @@ def recalibrate_batchnorm(
 def _probe_num_classes(module: Any, input_size: tuple[int, int, int]) -> int:
     """The logit count of a user model: the last dimension of its (first) output on one zero image."""
     import torch
-
-    from ..core.outputs import first_output
 
     module.eval()
     try:
@@ -517,15 +516,12 @@ def load_model(
         looks_like_path = any(wspec.endswith(ext) for ext in (".pt", ".pth", ".bin", ".ckpt", ".safetensors")) or os.sep in wspec
         if looks_like_path or Path(wspec).exists():
             path = Path(wspec)
-            from ..io import load_checkpoint, sha256_file
 
             sd = load_checkpoint(path)
             file_sha = sha256_file(path)
             notes += load_state_into(module, sd, info, str(path))
             wspec = str(path.resolve())
         elif info.source == "torchvision" and (wspec == "DEFAULT" or wspec.isupper() or "_" in wspec):
-            from ..io import load_checkpoint, sha256_file
-
             path = _torchvision_weights_file(spec, wspec)
             sd = load_checkpoint(path)
             file_sha = sha256_file(path)

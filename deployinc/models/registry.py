@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ModelSpecError
+from ..lazy import require
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,6 +104,7 @@ def register_model(
 
 
 def _ensure_builtins() -> None:
+    # lazy: builtin imports torch, and this module (to register its architectures)
     from . import builtin  # noqa: F401 - registers the built-in architectures on import
 
 
@@ -187,8 +189,6 @@ def _tv_builder(name: str) -> Callable[..., Any]:
 
 
 def _timm_info(name: str) -> ModelInfo:
-    from ..lazy import require
-
     timm = require("timm", f"model {name}")
     arch = name.split("/", 1)[1]
     if arch not in timm.list_models():

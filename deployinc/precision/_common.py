@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.images import load_image_folder, natural_images
 from ..errors import BadInputError
+from ..lazy import require
+from ..runners.ort import session_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,8 +96,6 @@ def input_spec(model: Any, mean: Sequence[float] | None = None, std: Sequence[fl
 
 def sample_images(spec: InputSpec, n: int, data: str | os.PathLike[str] | None = None, seed: int = 0) -> np.ndarray:
     """``n`` normalised images for ``spec``: from a folder when given, else seeded natural-image statistics."""
-    from ..core.images import load_image_folder, natural_images
-
     if data is not None:
         return load_image_folder(data, spec.chw, spec.mean, spec.std, limit=n)
     return natural_images(n, spec.chw, spec.mean, spec.std, seed=seed)
@@ -102,9 +103,6 @@ def sample_images(spec: InputSpec, n: int, data: str | os.PathLike[str] | None =
 
 def cpu_session(model: Any, threads: int | None = None, optimization: str = "all") -> Any:
     """An ONNX Runtime CPU session on a path or ``ModelProto``, with an explicit thread count."""
-    from ..lazy import require
-    from ..runners.ort import session_options
-
     ort = require("onnxruntime")
     so = session_options(threads, optimization=optimization)
     src = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)

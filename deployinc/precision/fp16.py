@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckFailed
-from ._common import batches, cpu_session
+from ..core.graph import toposort_nodes
+from ..errors import BadInputError, CheckFailed
+from ._common import batches, cpu_session, input_spec
 
 FP16_MAX = 65504.0
 
@@ -115,8 +116,6 @@ def activation_ranges(
     Returns:
         tensor -> max |x| (inf when non-finite values appeared), tensor -> (node, op), number of unchecked outputs.
     """
-    from ._common import input_spec
-
     spec = input_spec(model)
     exposed, producers, unchecked = _exposed(model)
     sess = cpu_session(exposed, threads=threads, optimization="basic")
@@ -259,8 +258,6 @@ def parity_fp16(model32: Any, model16: Any, images: np.ndarray, *, threads: int 
     ORT's CPU provider runs float16 nodes without float16 kernels through inserted Casts, so these numbers measure
     the fp16 rounding of weights and activations, not a GPU's fp16 arithmetic.
     """
-    from ._common import input_spec
-
     spec = input_spec(model32)
     s32, s16 = cpu_session(model32, threads=threads), cpu_session(model16, threads=threads)
     in16 = s16.get_inputs()[0]
@@ -315,8 +312,6 @@ def convert_to_fp16(
     names = {n.name for n in model.graph.node}
     unknown = [n for n in keep_fp32_nodes if n not in names]
     if unknown:
-        from ..errors import BadInputError
-
         raise BadInputError(f"no node named {unknown[0]!r} in the model", hint="node names are listed by deployinc check")
     has_float = any(t.data_type == TensorProto.FLOAT for t in model.graph.initializer) or any(
         vi.type.tensor_type.elem_type == TensorProto.FLOAT for vi in model.graph.input
@@ -346,7 +341,6 @@ def convert_to_fp16(
     )
     m16.ir_version = model.ir_version
     remove_cast_roundtrips(m16)
-    from ..core.graph import toposort_nodes
 
     toposort_nodes(m16.graph)  # ORT's converter appends the input Casts after their users
     kept = {p.key: p.value for p in m16.metadata_props}

@@ -36,8 +36,10 @@ import numpy as np
 
 from .._version import __version__
 from ..core.env import tensorrt_problem  # noqa: F401 - here too, where choose_target (and tests) look it up
+from ..core.metrics import compare_outputs, preset
 from ..errors import BadInputError, CheckFailed
-from ._common import InputSpec, batches, input_spec
+from ..io import check_output_path, load_onnx, save_onnx, scratch_dir, sha256_file
+from ._common import InputSpec, batches, cpu_session, input_spec
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "cpu")
@@ -172,8 +174,6 @@ def quantize_int8(
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from ..io import load_onnx
-
     if target not in TARGETS:
         raise BadInputError(f"unknown quantization target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
     warnings = check_image_count(int(len(images)), method)
@@ -199,7 +199,6 @@ def quantize_int8(
         )
 
     timings: dict[str, float] = {}
-    from ..io import scratch_dir
 
     with scratch_dir("int8") as tmpdir:  # a killed run's folder is removed by the next run
         work = tmpdir / "model.onnx"
@@ -227,8 +226,6 @@ def quantize_int8(
         qmodel = onnx.load_model(str(out))  # loads any external data the quantizer wrote into memory
 
     try:
-        from ._common import cpu_session
-
         cpu_session(qmodel, threads=1)
     except Exception as exc:  # noqa: BLE001 - any failure to load is a failed check
         raise CheckFailed(
@@ -380,8 +377,6 @@ def _report(
     keep_fp32_before: str | None, op_types: Any, timings: dict[str, float], warnings: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     """The calibration report written beside the model: what was done, every tensor's range and scale."""
-    from ..io import sha256_file
-
     qparams = _scales_in(qmodel)
     tensors = {}
     for name, td in sorted(ranges.data.items()):
@@ -458,10 +453,6 @@ def compare_with_fp32(
     """The int8 model against the fp32 model on ONNX Runtime CPU over (the first ``limit`` of) ``images``:
     cosine, top-1 agreement and max_rel through :func:`deployinc.core.metrics.compare_outputs`, judged by the
     int8 preset ``preset("int8", "cpu")``. Returns the comparisons and one line (``PASS ...`` or ``FAIL ...``)."""
-    from ..core.metrics import compare_outputs, preset
-
-    from ._common import cpu_session
-
     n = min(len(images), int(limit))
     batch = spec.static_batch or min(CHUNK_IMAGES * 4, n)
     if spec.static_batch:
@@ -502,8 +493,6 @@ def report_path_for(model_out: str | os.PathLike[str]) -> Path:
 
 def write_int8(result: Int8Result, out: str | os.PathLike[str], *, force: bool = False) -> tuple[list[Path], Path]:
     """Write the model (through :func:`deployinc.io.save_onnx`) and its report beside it, atomically."""
-    from ..io import check_output_path, save_onnx
-
     report_path = report_path_for(out)
     check_output_path(out, force)
     check_output_path(report_path, force)

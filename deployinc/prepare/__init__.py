@@ -13,9 +13,13 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ExportError
+from ..core.images import natural_images
+from ..core.metrics import Tolerance, compare_arrays
+from ..core.outputs import first_output
+from ..errors import BadInputError, ExportError, WeightsError
+from ..io.checkpoints import nonfinite_summary, nonfinite_tensors
 from .fusion import fold_conv_bn_weights
-from .passes import PassRecord
+from .records import PassRecord
 
 PASSES = ("eval", "remove_aux_heads", "remove_dropout", "fold_conv_bn")
 #: The prepared model must match the original within this error relative to the output scale.
@@ -92,11 +96,7 @@ def prepare(
     import numpy as np
     import torch
 
-    from ..errors import BadInputError
-    from ..core.outputs import first_output
-    from ..core.images import natural_images
-    from ..core.metrics import Tolerance, compare_arrays
-    from . import passes as P
+    from . import passes as P  # lazy: passes imports torch at import; keeps torch out of importing deployinc.prepare
 
     unknown = set(skip) - set(PASSES)
     if unknown:
@@ -164,9 +164,6 @@ def _nonfinite_model_error(model: Any, ref: Any) -> Exception:
     """The model's own output holds NaN/Inf before any pass ran: the input (its weights) is at fault, not a pass.
     Names the parameters and buffers holding NaN/Inf, or says the weights are finite and the activations overflow."""
     import numpy as np
-
-    from ..errors import BadInputError, WeightsError
-    from ..io.checkpoints import nonfinite_summary, nonfinite_tensors
 
     nan, inf = int(np.isnan(ref).sum()), int(np.isinf(ref).sum())
     out = f"{nan} NaN, {inf} Inf of {ref.size} logits"

@@ -7,7 +7,6 @@ what it changed, and what it skipped and why. :func:`deployinc.prepare.prepare` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .fusion import fold_conv_bn_weights
+from .records import PassRecord
 
 #: Attribute names of auxiliary classifiers in torchvision and common user code.
 AUX_HEAD_NAMES = ("aux1", "aux2", "AuxLogits", "aux_classifier")
@@ -23,30 +23,6 @@ AUX_FLAGS = ("aux_logits",)
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 PLAIN_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-@dataclass
-class PassRecord:
-    """What one pass did: the modules it changed, and what it skipped with the reason."""
-
-    name: str
-    changed: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "changed": self.changed,
-            "skipped": [{"module": m, "reason": r} for m, r in self.skipped],
-            "notes": self.notes,
-        }
-
-    def summary(self) -> str:
-        s = f"{self.name}: {len(self.changed)} changed"
-        if self.skipped:
-            s += f", {len(self.skipped)} skipped"
-        return s
 
 
 def _set_submodule(root: nn.Module, path: str, new: nn.Module | None) -> None:

@@ -20,7 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadInputError
+from ..errors import BadInputError, DeployincError
+from ..prepare import prepare
+from ..prepare.passes import remove_aux_heads
+from .counting import _PASS_THROUGH, _POOL, BlockCost, count, find_blocks, rollup, rollup_paths
 
 __all__ = ["NaiveComparison", "Profile", "ProfileReport", "naive_comparison", "profile_model"]
 
@@ -179,8 +182,6 @@ class ProfileReport:
 
 
 def _profile(model: Any, counts: Any) -> Profile:
-    from .counting import BlockCost, find_blocks, rollup, rollup_paths
-
     total = rollup(counts, "", type(model).__name__)
     modules = []
     for path, _ in model.named_modules():
@@ -211,8 +212,6 @@ def naive_comparison(model: Any, counts: Any, block: str) -> NaiveComparison:
         counts: :func:`~deployinc.profile.counting.count` of it with ``track_flow=True``.
         block: Path of the module.
     """
-    from .counting import _PASS_THROUGH, _POOL
-
     if block not in counts.block_inputs:
         raise BadInputError(f"module {block!r} is not an Inception module that ran", hint="see the table for module paths")
     in_id = counts.block_inputs[block]
@@ -300,8 +299,6 @@ def _deploy_copy(model: Any, aux_heads: tuple[str, ...]) -> tuple[Any, list[str]
     and their paths; ``model`` itself when it has none (it is never changed)."""
     import copy
 
-    from ..prepare.passes import remove_aux_heads
-
     if not _aux_paths(model, aux_heads):
         return model, []
     deployed = copy.deepcopy(model)
@@ -339,8 +336,6 @@ def profile_model(
         BadInputError: The model rejects the input shape, or ``modules`` names no Inception module.
     """
     import torch
-
-    from .counting import count, find_blocks
 
     shape = tuple(int(v) for v in input_shape)
     params_training = sum(p.numel() for p in model.parameters())
@@ -391,13 +386,6 @@ def profile_model(
 def _fused_profile(model: Any, shape: tuple[int, ...], aux_heads: tuple[str, ...]) -> tuple[Profile | None, str]:
     import torch
 
-    from ..errors import DeployincError
-    from .counting import count
-
-    try:
-        from ..prepare import prepare
-    except ImportError as exc:  # a trimmed install without the prepare passes
-        return None, f"not fused: deployinc.prepare is not importable ({exc})"
     try:
         prepared, rep = prepare(model, input_shape=shape, aux_heads=aux_heads)
     except DeployincError as exc:

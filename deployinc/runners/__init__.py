@@ -20,7 +20,9 @@ from .base import BaseRunner
 
 from ..backends import ALIASES as PROVIDER_ALIASES
 from ..backends import BACKENDS as _TABLE
-from ..backends import ONNX_BACKENDS, TORCH_BACKENDS
+from ..backends import ONNX_BACKENDS, TORCH_BACKENDS, names_text
+from ..backends import parse_backends as parse
+from ..errors import BadInputError
 
 BACKENDS = tuple(_TABLE)
 
@@ -33,10 +35,6 @@ def parse_backends(text: str, allowed: tuple[str, ...] = BACKENDS) -> list[str]:
     Raises:
         BadInputError: A name is not a known backend, or not one of ``allowed``.
     """
-    from ..backends import names_text
-    from ..backends import parse_backends as parse
-    from ..errors import BadInputError
-
     names = parse(text)
     bad = [n for n in names if n not in allowed]
     if bad:

@@ -17,7 +17,9 @@ import importlib.util
 import os
 
 from ..backends import BACKENDS, canonical, names_text
+from ..core import env
 from ..errors import BadInputError
+from .openvino import DISTRIBUTION, EP_NAME
 
 
 def _installed(module: str) -> bool:
@@ -32,10 +34,8 @@ def _torch_problem() -> str | None:
 
 
 def _gpu_problem() -> str | None:
-    from ..core.env import cuda_driver_problem
-
     try:
-        problem = cuda_driver_problem()
+        problem = env.cuda_driver_problem()
     except Exception as exc:  # noqa: BLE001 - a probe must not fail the caller
         problem = f"the CUDA driver could not be probed ({type(exc).__name__})"
     return None if problem is None else f"no NVIDIA GPU ({problem})"
@@ -67,10 +67,8 @@ def _ort_listed(ep: str) -> str | None:
 
 
 def _tensorrt_problem() -> str | None:
-    from ..core.env import tensorrt_problem
-
     try:
-        return tensorrt_problem()
+        return env.tensorrt_problem()
     except Exception as exc:  # noqa: BLE001
         return f"TensorRT could not be probed ({type(exc).__name__})"
 
@@ -78,8 +76,6 @@ def _tensorrt_problem() -> str | None:
 def _openvino_problem() -> str | None:
     """The plugin package, its library, and an onnxruntime that loads plugins; the device is the plugin's to
     find (a registered plugin with no CPU device is answered from its devices)."""
-    from .openvino import DISTRIBUTION, EP_NAME
-
     if not _installed("onnxruntime"):
         return "onnxruntime is not installed"
     if not _installed("onnxruntime_ep_openvino"):
@@ -136,6 +132,4 @@ def backend_problem(name: str) -> str | None:
 def bf16_native() -> bool:
     """Whether the CPU has native bf16 arithmetic: AMX-BF16 or AVX512-BF16 (``/proc/cpuinfo`` flags ``amx_bf16``,
     ``avx512_bf16``); False where they cannot be read."""
-    from ..core.env import BF16_FLAGS, cpu_flags
-
-    return bool(cpu_flags() & set(BF16_FLAGS))
+    return bool(env.cpu_flags() & set(env.BF16_FLAGS))

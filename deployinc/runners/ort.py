@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 
 from ..core.env import cuda_driver_problem
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, BadInputError, OnnxFileError
 from ..lazy import require
+from . import openvino
 from .base import BaseRunner
+from .steps import TimedSteps
 
 #: short name -> ORT execution provider.
 PROVIDERS = {
@@ -51,8 +53,6 @@ _ORT_NUMPY_TYPES = {
 def run_error(exc: BaseException, session: Any, feeds: dict[str, np.ndarray], backend: str) -> Exception:
     """The deployinc error for an exception ``session.run`` raised: a shape/dtype the model does not accept
     (expected vs actual), or a model that loads but cannot run."""
-    from ..errors import BadInputError, OnnxFileError
-
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "invalid dimensions" in text or "Unexpected input data type" in text or "Invalid rank" in text:
         expected = ", ".join(f"{i.name}: {i.type} {list(i.shape)}" for i in session.get_inputs())
@@ -120,8 +120,6 @@ class OrtRunner(BaseRunner):
     ):
         super().__init__()
         if provider not in PROVIDERS:
-            from ..errors import BadInputError
-
             raise BadInputError(f"unknown ONNX Runtime provider {provider!r}", hint=f"use one of {', '.join(PROVIDERS)}")
         self.model = model
         self.provider = provider
@@ -167,7 +165,6 @@ class OrtRunner(BaseRunner):
             sess = ort.InferenceSession(src, sess_options=so, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types (Fail, InvalidGraph...)
             msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            from ..errors import OnnxFileError
 
             if self.provider == "cpu":
                 raise OnnxFileError(f"ONNX Runtime cannot load the model: {msg}", hint="run deployinc check on it") from exc
@@ -189,8 +186,6 @@ class OrtRunner(BaseRunner):
 
     def _activate_openvino(self, ort: Any) -> None:
         """A session on the OpenVINO plugin's CPU device, at the inference precision the runner's precision asks."""
-        from . import openvino
-
         ep = PROVIDERS["openvino"]
         so = session_options(self.threads, self.optimization, log_level=self.log_level)
         added = openvino.add_to(so, ort, self.precision, self.threads, self.provider_options)
@@ -256,8 +251,6 @@ class OrtRunner(BaseRunner):
         device-to-host copy of the outputs. With a CUDA graph, ORT captures it on the first ``run_with_iobinding``
         (a warm-up run) and replays it afterwards; shapes are then fixed, so a new batch size needs a new session.
         """
-        from .steps import TimedSteps
-
         if self.session is None:
             raise RuntimeError(f"runner {self.name} used before activate()")
         if self.device == "cpu":
@@ -267,8 +260,6 @@ class OrtRunner(BaseRunner):
         names = [i.name for i in sess.get_inputs()]
         missing = [n for n in names if n not in feeds]
         if missing:
-            from ..errors import BadInputError
-
             raise BadInputError(f"no input data for {missing}", hint=f"the model's inputs are {names}")
         batch = int(next(iter(feeds.values())).shape[0])
         in_vals = {n: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(feeds[n]), "cuda", device_id) for n in names}

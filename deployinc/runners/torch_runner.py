@@ -10,6 +10,7 @@ import numpy as np
 from ..core.outputs import first_output
 from ..errors import BackendUnavailable
 from .base import BaseRunner
+from .steps import TimedSteps
 
 
 #: The process-wide TF32 flags as they were before the first active CUDA runner set them, and how many CUDA runners
@@ -181,8 +182,6 @@ class TorchRunner(BaseRunner):
         static input, replays, and copies the static output back.
         """
         import torch
-
-        from .steps import TimedSteps
 
         if not self.is_active:
             raise RuntimeError(f"runner {self.name} used before activate()")

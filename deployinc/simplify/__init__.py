@@ -12,7 +12,12 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadInputError
+from ..core.graph import INPUT_NAME, node_counts
+from ..core.images import natural_images
+from ..core.metrics import compare_outputs, one_line, preset
+from ..errors import BackendUnavailable, BadInputError
+from ..lazy import require
+from ..runners.ort import OrtRunner
 
 SIMPLIFIERS = ("onnxsim", "onnxslim")
 
@@ -58,8 +63,6 @@ class SimplifyReport:
 
 
 def _run_simplifier(model: Any, simplifier: str) -> Any:
-    from ..lazy import require
-
     if simplifier == "onnxsim":
         onnxsim = require("onnxsim", "--simplifier onnxsim")
         with contextlib.redirect_stdout(io.StringIO()):
@@ -85,19 +88,12 @@ def simplify(
     """
     import numpy as np
 
-    from ..core.graph import INPUT_NAME, node_counts
-    from ..runners.ort import OrtRunner
-    from ..core.images import natural_images
-    from ..core.metrics import compare_outputs, one_line, preset
-
     if simplifier not in SIMPLIFIERS:
         raise BadInputError(f"unknown simplifier {simplifier!r}", hint=f"use one of {', '.join(SIMPLIFIERS)} or --no-simplify")
     report = SimplifyReport(simplifier=simplifier, kept="original", before=node_counts(model))
     try:
         simplified = _run_simplifier(model, simplifier)
     except Exception as exc:  # noqa: BLE001 - simplifiers fail in many ways; the original stays usable
-        from ..errors import BackendUnavailable
-
         if isinstance(exc, BackendUnavailable):
             raise
         report.notes.append(f"{simplifier} failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")

@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError, WeightsError
+from .._version import __version__
+from ..core.limits import IMAGE_SIDE_MAX
+from ..errors import BadInputError, OutputExistsError, WeightsError
+from ..io import atomic_write_bytes, check_output_path, load_checkpoint, save_checkpoint
+from ..models.loading import keep_metadata, load_state_into
+from ..models.registry import create_model, get_model_info
 from .data import DataSplit, Dataset, load_data
 from .progress import Reporter
 
@@ -201,8 +206,6 @@ def evaluate(model: Any, data: Dataset, mean: Any, std: Any, batch_size: int = 2
 
 def _load_init_weights(model: Any, path: str, arch: str, num_classes: int) -> list[str]:
     """Load ``path`` into ``model``; classifier tensors of another class count are re-initialised, with a note."""
-    from ..io import load_checkpoint
-
     sd = load_checkpoint(path)
     own = model.state_dict()
     notes = []
@@ -228,7 +231,6 @@ def _load_init_weights(model: Any, path: str, arch: str, num_classes: int) -> li
             f"weights {path} do not fit {arch}: {what}" + (f" and {n} more" if n else ""),
             hint=f"is the checkpoint for {arch}? keys must match model.state_dict()",
         )
-    from ..models.loading import keep_metadata
 
     model.load_state_dict(keep_metadata({k: v for k, v in sd.items() if k in own}, sd, own), strict=False)
     if dropped:
@@ -256,8 +258,6 @@ def _export_heldout(folder: Path, data: Dataset, classes: list[str], force: bool
 
     from PIL import Image
 
-    from ..io import atomic_write_bytes
-
     width = max(5, len(str(len(data))))
     names = heldout_folder_names(classes)
     for c in names:
@@ -275,8 +275,6 @@ def _initial_record(
 ) -> dict[str, Any]:  # fmt: skip
     """The training record saved in every checkpoint (what, on what, how), continued from a resumed one."""
     import torch
-
-    from .. import __version__
 
     optimizer_name, schedule, epochs, batch_size = hp["optimizer"], hp["schedule"], hp["epochs"], hp["batch_size"]
     lr, weight_decay, aux_weight, label_smoothing = hp["lr"], hp["weight_decay"], hp["aux_weight"], hp["label_smoothing"]
@@ -356,7 +354,6 @@ def _hyperparameters(cfg: Any, record0: dict[str, Any], info: Any, resume_path: 
         )
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise BadInputError(f"--weight-decay {weight_decay:g} must be a finite number >= 0", hint="allowed: >= 0; e.g. --weight-decay 5e-4")
-    from ..core.limits import IMAGE_SIDE_MAX
 
     if image_size > IMAGE_SIDE_MAX:
         raise BadInputError(f"--image-size {image_size} is above the maximum {IMAGE_SIDE_MAX}", hint=f"allowed: 8..{IMAGE_SIDE_MAX}; e.g. --image-size 32")
@@ -379,8 +376,6 @@ def _resumed(resume_path: Path | None, arch: str) -> tuple[dict[str, Any], Any]:
     Raises:
         WeightsError: Not a deployinc training checkpoint, or one of another architecture.
     """
-    from ..io import load_checkpoint
-
     if resume_path is None:
         return {}, None
     sd, raw = load_checkpoint(resume_path, with_extra=True)
@@ -405,8 +400,6 @@ def _run_epochs(
 ) -> None:  # fmt: skip
     """The epochs from ``start_epoch``: train, evaluate on the held-out set, save the checkpoint after each."""
     import torch
-
-    from ..io import save_checkpoint
 
     channels_last = True
     force, same_file = overwrite, False
@@ -471,8 +464,6 @@ def _run_epochs(
 
 
 def _check_heldout_dir(path: Path, force: bool) -> None:
-    from ..errors import OutputExistsError
-
     if path.exists() and not path.is_dir():
         raise BadInputError(f"--export-heldout {path} is not a folder", hint="give a folder path")
     if not path.parent.exists():
@@ -500,9 +491,6 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         WeightsError: ``weights`` or ``resume`` cannot be read or do not fit (another architecture).
     """
     import torch
-
-    from ..io import check_output_path
-    from ..models.registry import create_model, get_model_info
 
     reporter = reporter or Reporter()
     cfg = config
@@ -553,8 +541,6 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     if cfg.weights and resume_path is None:
         notes += _load_init_weights(model, cfg.weights, cfg.arch, num_classes)
     if resume_state is not None:
-        from ..models.loading import load_state_into
-
         load_state_into(model, resume_state[0], info.with_overrides(num_classes=num_classes), str(resume_path))
     mean, std = tuple(info.mean), tuple(info.std)
     params = [p for p in model.parameters() if p.requires_grad]

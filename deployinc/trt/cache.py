@@ -32,7 +32,7 @@ from typing import Any
 
 from .._version import __version__
 from ..core.cache import ENV_CACHE_DIR, default_cache_dir, ensure_private_dir, read_regular  # noqa: F401 - ENV_CACHE_DIR re-exported
-from ..io import atomic_write_bytes, sha256_file
+from ..io import atomic_write_bytes, load_onnx, sha256_file
 
 #: Environment variable that overrides the cache folder.
 #: Version of the key and manifest layout; a change invalidates every older entry.
@@ -70,8 +70,6 @@ def onnx_fingerprint(path: str | os.PathLike[str]) -> str:
     The external-data references are validated by :func:`deployinc.io.load_onnx` first (nothing outside the model's
     folder, no symlinks).
     """
-    from ..io import load_onnx
-
     path = Path(path)
     onnx_file = load_onnx(path, load_external=False)
     h = hashlib.sha256()

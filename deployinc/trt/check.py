@@ -31,7 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backends import canonical
+from ..core.graph import graph_problem
 from ..errors import BadInputError
+from ..io import load_onnx
 from . import optables
 
 TARGETS = ("tensorrt", "ort-cpu", "ort-cuda", "ort-openvino")
@@ -129,7 +132,6 @@ def resolve_target(target: str) -> str:
     t = (target or "").strip().lower()
     if t in TARGETS:
         return t
-    from ..backends import canonical
 
     if canonical(t) in TARGETS:  # the backend names and aliases of every command: cpu, cuda, openvino, ov
         return str(canonical(t))
@@ -411,8 +413,6 @@ def check_model(model: str | os.PathLike[str] | Any, target: str) -> CheckReport
     """
     target = resolve_target(target)
     if isinstance(model, (str, os.PathLike)):
-        from ..io import load_onnx
-
         path = Path(model)
         proto = load_onnx(path, check_graph=False).model  # a graph no runtime runs is reported, not refused
         label = str(path)
@@ -429,7 +429,6 @@ def check_model(model: str | os.PathLike[str] | Any, target: str) -> CheckReport
         node_count=len(nodes),
         op_counts=dict(sorted(Counter(n.op_type for n in nodes).items())),
     )
-    from ..core.graph import graph_problem
 
     problem = graph_problem(proto, parts=("cycle", "schema"))  # opsets and domains are judged per target below
     if problem is not None:

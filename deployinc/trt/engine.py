@@ -31,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, BadInputError, CheckFailed
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, load_onnx, save_onnx, scratch_dir
+from ..lazy import require
+from ..precision import fp16
 from .cache import EngineCache, EngineKey, ensure_private_dir, onnx_fingerprint
+from . import ort_options
 from .profiles import BatchRange, ShapeProfile, model_input_dims, parse_batch_range, profiles_for_inputs, profiles_key
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -188,8 +191,6 @@ def format_parser_errors(errors: Sequence[dict[str, Any]], model: Any | None = N
 
 def compute_capability() -> str:
     """``major.minor`` of CUDA device 0 via torch; BackendUnavailable when there is no GPU."""
-    from ..lazy import require
-
     torch = require("torch", "TensorRT engines")
     if not torch.cuda.is_available():
         raise BackendUnavailable("no CUDA GPU is visible (TensorRT needs one)", hint="run on a machine with an NVIDIA GPU")
@@ -244,10 +245,6 @@ def build_or_load(
         TensorRTParseError: The parser refused nodes (each named in the message).
         EngineBuildError: The builder returned no engine.
     """
-    from ..io import load_onnx
-    from ..lazy import require
-    from .ort_options import model_has_qdq
-
     trt = require("tensorrt", "native TensorRT engines")
     if isinstance(builder_optimization_level, bool) or builder_optimization_level not in range(0, 6):
         raise BadInputError(f"builder optimisation level {builder_optimization_level!r} is outside 0-5")
@@ -257,7 +254,7 @@ def build_or_load(
         precision,
         trt.__version__,
         has_weak_precision_flags=hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "INT8"),
-        model_has_qdq=model_has_qdq(model),
+        model_has_qdq=ort_options.model_has_qdq(model),
         model_is_fp16=_is_fp16_model(model),
         fp16_fallback=fp16_fallback,
         allow_tf32=allow_tf32,
@@ -328,17 +325,12 @@ def _build(
     network = builder.create_network(net_flags)
     parser = trt.OnnxParser(network, logger)
 
-    from ..io import scratch_dir
-
     with scratch_dir("trt") as tmp:
         parse_path = onnx_path
         parsed_model = model
         if plan.convert_to_fp16:
-            from ..io import load_onnx, save_onnx
-            from ..precision.fp16 import convert_to_fp16
-
             full = load_onnx(onnx_path).model
-            parsed_model = convert_to_fp16(full, keep_io_types=True).model
+            parsed_model = fp16.convert_to_fp16(full, keep_io_types=True).model
             parse_path = Path(tmp) / "model.fp16.onnx"
             save_onnx(parsed_model, parse_path)
         ok = parser.parse_from_file(str(parse_path))  # from a file, so external data is found beside it

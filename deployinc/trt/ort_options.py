@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, load_onnx
 from .cache import EngineKey, default_cache_dir, ensure_private_dir, onnx_fingerprint, subdir_for_key
 from .profiles import BatchRange, ShapeProfile, ort_shape_strings, parse_batch_range, profiles_for_model, profiles_key
 
@@ -196,8 +196,6 @@ def tensorrt_provider_config(
         BadInputError: An unknown precision or level, int8 with neither Q/DQ nodes nor a table, a table with a QDQ
             model, a missing table, or a profile that does not fit the model's inputs.
     """
-    from ..io import load_onnx
-
     if precision not in PRECISIONS:
         raise BadInputError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
     if isinstance(builder_optimization_level, bool) or builder_optimization_level not in OPT_LEVELS:

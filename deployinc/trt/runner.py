@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import BackendUnavailable, BadInputError
 from ..lazy import require
 from ..runners.base import BaseRunner
+from .engine import build_or_load, deserialize, io_tensors
 
 
 def _torch_dtype(trt: Any, torch: Any, dt: Any) -> Any:
@@ -87,7 +88,6 @@ class TensorRTRunner(BaseRunner):
         torch = require("torch", "the native TensorRT runner")
         if not torch.cuda.is_available():
             raise BackendUnavailable("no CUDA GPU is visible; TensorRT needs one", hint="run on a machine with an NVIDIA GPU")
-        from .engine import build_or_load, deserialize, io_tensors
 
         built = build_or_load(
             self.model,

@@ -21,7 +21,7 @@ __all__ = ["VerifyReport", "verify"]
 
 def __getattr__(name: str) -> Any:
     if name in ("verify", "VerifyReport"):
-        from . import core
+        from . import core  # lazy: keeps import deployinc.verify (and each submodule) free of verify.core's imports
 
         return getattr(core, name)
     raise AttributeError(f"module 'deployinc.verify' has no attribute {name!r}")

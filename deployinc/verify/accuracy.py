@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core import images as core_images
 from ..errors import BadInputError
 
 
@@ -57,12 +58,10 @@ def _class_names(folder: Path, labels: bool | str) -> list[str]:
 
 def load_labelled_folder(folder: str | os.PathLike[str], chw: tuple[int, ...], labels: bool | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Every readable image of an ImageFolder tree: (raw [0, 1] images, class indices, description)."""
-    from ..core.images import load_image_folder_with_report
-
     root = Path(folder)
     names = _class_names(root, labels)
     index = {n: i for i, n in enumerate(names)}
-    raw, rep = load_image_folder_with_report(root, chw, None, None, limit=None)
+    raw, rep = core_images.load_image_folder_with_report(root, chw, None, None, limit=None)
     ys, keep = [], []
     unlabelled = 0
     for i, f in enumerate(rep["files"]):  # type: ignore[arg-type]

@@ -14,9 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import ALIASES, BACKENDS, FUSING_BACKENDS, ONNX_BACKENDS, names_text, parse_backends  # noqa: F401 - the one table
 from ..errors import BackendUnavailable, BadInputError
+from ..prepare import prepare
+from ..runners.ort import OrtRunner, cuda_driver_problem
+from ..runners.torch_runner import TorchRunner
+from ..trt.ort_options import cuda_provider_options, tensorrt_provider_options
+from ..trt.runner import TensorRTRunner
 
-from ..backends import ALIASES, BACKENDS, FUSING_BACKENDS, ONNX_BACKENDS, names_text  # noqa: F401 - the one table
 _ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt", "ort-openvino": "openvino"}
 
 
@@ -31,8 +36,6 @@ def parse_providers(text: str | None) -> list[str]:
     Raises:
         BadInputError: An unknown name (the known ones are listed) or none.
     """
-    from ..backends import parse_backends
-
     return parse_backends(text, option="--providers", default="cpu")
 
 
@@ -69,20 +72,12 @@ def trt_batch_range(batches: list[int], static: bool) -> str | None:
 
 
 def _trt_options(onnx_path: Path | None, precision: str, batches: list[int], static: bool) -> dict[str, str]:
-    try:
-        from ..trt.ort_options import tensorrt_provider_options
-    except ImportError:
-        return {"trt_fp16_enable": "True"} if precision == "fp16" else {}
     if onnx_path is None:
         return {"trt_fp16_enable": "True"} if precision == "fp16" else {}
     return tensorrt_provider_options(onnx_path, precision=precision, batch=trt_batch_range(batches, static))
 
 
 def _cuda_options() -> dict[str, str]:
-    try:
-        from ..trt.ort_options import cuda_provider_options
-    except ImportError:
-        return {"use_tf32": "0"}
     return cuda_provider_options(tf32=False)
 
 
@@ -101,8 +96,6 @@ def make_onnx_runner(
     A native engine is built from a file: ``model`` must then be a path.
     """
     if name == "trt-engine":
-        from ..trt.runner import TensorRTRunner
-
         src = model if isinstance(model, Path) else onnx_path
         if src is None:
             raise BackendUnavailable("the native TensorRT runner builds from a file", hint="pass the model's path")
@@ -130,8 +123,6 @@ def make_ort_runner(
     Raises:
         BackendUnavailable: CUDA cannot run here (asked before computing TensorRT options, which need a GPU).
     """
-    from ..runners.ort import OrtRunner, cuda_driver_problem
-
     provider = _ORT_PROVIDER[name]
     options: dict[str, Any] = {}
     if provider in ("cuda", "tensorrt"):
@@ -189,7 +180,6 @@ def open_backend(
         elif name == "torch-cuda":
             if reference is None or reference.module is None:
                 raise BackendUnavailable("torch-cuda needs a torch reference", hint="drop --against, or drop torch-cuda")
-            from ..runners.torch_runner import TorchRunner
 
             runner = TorchRunner(
                 reference.module, device="cuda", precision="fp16" if precision == "fp16" else "fp32", name="torch-cuda"
@@ -199,15 +189,11 @@ def open_backend(
         elif name == "torch":
             if reference is None or reference.module is None:
                 raise BackendUnavailable("torch needs a torch reference", hint="drop --against, or drop torch")
-            from ..runners.torch_runner import TorchRunner
 
             runner = TorchRunner(copy.deepcopy(reference.module), device="cpu", threads=threads, name="torch")
         elif name in ("torch-fused", "torch-compile"):
             if reference is None or reference.module is None:
                 raise BackendUnavailable(f"{name} needs a torch reference", hint=f"drop --against, or drop {name}")
-            from ..prepare import prepare
-            from ..runners.torch_runner import TorchRunner
-
             info = reference.info
             chw = tuple(info.input_size) if info is not None else (3, 224, 224)
             prepared, _ = prepare(

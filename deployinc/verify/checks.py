@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from ..config import load_config
+from ..core.images import normalize
+from ..models.registry import get_model_info
+
 
 @dataclass
 class Check:
@@ -53,8 +57,6 @@ def expected_normalisation(prov: Any) -> tuple[tuple[float, ...] | None, tuple[f
     cfg_path = getattr(prov, "config", None)
     if cfg_path:
         try:
-            from ..config import load_config
-
             if Path(cfg_path).is_file():
                 cfg = load_config(cfg_path)
                 if cfg.model == prov.model_spec:
@@ -65,8 +67,6 @@ def expected_normalisation(prov: Any) -> tuple[tuple[float, ...] | None, tuple[f
     if mean is None or std is None:
         try:
             if ":" not in prov.model_spec:
-                from ..models.registry import get_model_info
-
                 info = get_model_info(prov.model_spec)
                 mean = tuple(mean) if mean is not None else tuple(info.mean)
                 std = tuple(std) if std is not None else tuple(info.std)
@@ -80,8 +80,6 @@ def first_bn_score(module: Any, images01: np.ndarray, mean: Any, std: Any) -> tu
     """Mean |z| of the first BatchNorm's input channel means, for raw images in [0, 1] normalised with mean/std."""
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
-
-    from ..core.images import normalize
 
     first: list[Any] = []
     names = {id(m): n for n, m in module.named_modules()}

@@ -20,9 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError
+from .. import isolate as isolation
+from ..core import env, images, limits
 from ..core import graph as G
-from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, open_backend
+from ..core.floor import RELATIVE_TO, budget_text, judge_fp64, measure, widen
+from ..errors import BackendCrashed, BackendUnavailable, BadInputError
+from ..io import load_onnx, save_onnx
+from ..metadata import read_provenance
+from ..models.loading import require_trusted_spec
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..runners.torch_runner import TorchRunner
+from . import reference as R
+from .accuracy import accuracy, load_labelled_folder
+from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, make_onnx_runner, make_ort_runner, open_backend
+from .checks import preprocessing
+from .localize import Localization, localize
+from .reference import no_reference_error
+from .request import VerifyRequest
+from .tensors import load_inputs, load_run, save_run
 
 #: Backends run in a subprocess by default (native GPU code that can crash or hang).
 ISOLATED_BACKENDS = ("ort-cuda", "ort-trt", "trt-engine")
@@ -275,8 +290,6 @@ def tolerance_for(
             if msg not in notes:
                 notes.append(msg)
     if floor is not None:
-        from ..core.floor import widen
-
         wide = widen(tol, precision, floor)
         if wide is not tol:
             tol = wide
@@ -308,8 +321,6 @@ def _load_npy(path: str) -> np.ndarray:
 
 
 def _load_npz_input(path: str) -> np.ndarray:
-    from .tensors import load_inputs
-
     return load_inputs(path)
 
 
@@ -324,24 +335,20 @@ def make_inputs(
     data: str | None,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """(normalised float32 inputs, raw [0, 1] images or None, description)."""
-    from ..core.images import load_image_folder_with_report, natural_images, noise
-
     desc: dict[str, Any] = {"shape": list(chw), "mean": list(mean), "std": list(std), "seed": seed}
     raw = None
     if data is not None:
-        raw, rep = load_image_folder_with_report(data, chw, None, None, limit=samples)
-        from ..core.images import normalize
+        raw, rep = images.load_image_folder_with_report(data, chw, None, None, limit=samples)
 
-        x = normalize(raw, list(mean)[: chw[0]], list(std)[: chw[0]])
+        x = images.normalize(raw, list(mean)[: chw[0]], list(std)[: chw[0]])
         desc.update(source="data", folder=str(data), used=rep["used"], skipped=rep["skipped"][:20])
     elif kind == "natural":
-        raw = natural_images(samples, chw, None, None, seed=seed)
-        from ..core.images import normalize
+        raw = images.natural_images(samples, chw, None, None, seed=seed)
 
-        x = normalize(raw, list(mean)[: chw[0]], list(std)[: chw[0]])
+        x = images.normalize(raw, list(mean)[: chw[0]], list(std)[: chw[0]])
         desc.update(source="natural", note="seeded images with natural-image statistics (1/f spectrum, edges, colour)")
     elif kind in ("uniform", "normal"):
-        x = noise(samples, chw, kind, seed=seed)
+        x = images.noise(samples, chw, kind, seed=seed)
         desc.update(source=kind, note=f"{kind} noise, on request (not normalised)")
     else:
         arr = _load_npy(kind) if not str(kind).endswith(".npz") else _load_npz_input(kind)
@@ -449,8 +456,6 @@ def verify(model: str | os.PathLike[str], **options: Any) -> VerifyReport:
         BadInputError: Bad file, flags, data or shapes (exit 2).
         ModelSpecError, WeightsError: The reference cannot be built.
     """
-    from .request import VerifyRequest
-
     return run(VerifyRequest(model=model, **options))
 
 
@@ -477,8 +482,6 @@ class _Subject:
 
 def run(req: Any) -> VerifyReport:
     """The stages of verify, in order, for a :class:`~deployinc.verify.request.VerifyRequest`."""
-    from ..core.env import environment
-
     say = req.log or (lambda _m: None)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -505,8 +508,6 @@ def run(req: Any) -> VerifyReport:
     if subj.precision == "fp32" and ref.module is not None and req.fp64_floor and _over_max_rel(results):
         # Only a backend over the preset's max_rel needs torch's own float32 error: measure it, and judge again
         # against max(preset, 2 x floor) on the outputs already computed.
-        from ..core.floor import measure
-
         t = time.perf_counter()
         say("over the fp32 preset: measuring the reference's own float32 error (a float64 run of the same model)")
         floor = measure(ref.module, x, ref_out, max(subj.batches))
@@ -514,17 +515,13 @@ def run(req: Any) -> VerifyReport:
         _rejudge(req, subj, results, ref_out, outputs, floor, notes)
     report = assemble(subj, ref, in_desc, results, notes, floor, req.allow_skip)
     if labels is not None:
-        from .accuracy import accuracy
-
         report.accuracy = accuracy(labels, ref_out, outputs, subj.batches)
     check_preprocessing(report, subj, ref, raw, timings)
     localize_step(req, report, subj, ref, ref_model, x, timings, say)
     _diagnose(report)
     if req.save_inputs is not None or req.save_outputs is not None:
-        from .tensors import save_run
-
         save_run(req, x, ref_out, outputs, subj.model.graph.output[0].name)
-    report.environment = environment(ort_threads=subj.threads)
+    report.environment = env.environment(ort_threads=subj.threads)
     timings["total"] = time.perf_counter() - t_start
     report.timings = timings
     return report
@@ -532,24 +529,16 @@ def run(req: Any) -> VerifyReport:
 
 def open_subject(req: Any, notes: list[str]) -> _Subject:
     """Check the request, read and check the file, decide precision, geometry and batch sizes; nothing heavy."""
-    from ..core.env import usable_cpus
-    from ..io import load_onnx
-    from ..metadata import read_provenance
-
     backend_names = req.check()
-    threads = int(req.threads) if req.threads else (usable_cpus() or 1)
+    threads = int(req.threads) if req.threads else (env.usable_cpus() or 1)
     isolate = True if req.timeout is not None else req.isolate
     onnx_file = load_onnx(req.model)
     mproto, path = onnx_file.model, onnx_file.path
     prov = read_provenance(mproto)
     gi = G.image_input(mproto, str(path))
     if prov is None and req.reference is None and req.against is None and req.load_outputs is None:
-        from .reference import no_reference_error
-
         raise no_reference_error(path)
     if prov is not None and req.reference is None and req.against is None and req.load_outputs is None:
-        from ..models.loading import require_trusted_spec
-
         require_trusted_spec(prov.model_spec, req.trust_model_code)  # before any work, and before anything is imported
     detected, why = G.detect_precision(mproto)
     prec = req.precision or detected
@@ -557,7 +546,6 @@ def open_subject(req: Any, notes: list[str]) -> _Subject:
     chw = _geometry(req, gi, prov)
     mean, std = _normalisation(req, prov, chw)
     batches, static = _batches(req, gi, notes)
-    from ..core import limits
 
     limits.check_input_memory("--samples", req.samples, max(req.samples, *batches), chw)  # before any is made
     return _Subject(
@@ -612,8 +600,6 @@ def _geometry(req: Any, gi: G.GraphInput, prov: Any) -> tuple[int, ...]:
 
 
 def _normalisation(req: Any, prov: Any, chw: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-
     mean = tuple(req.mean) if req.mean is not None else (tuple(prov.mean) if prov is not None else IMAGENET_MEAN)
     std = tuple(req.std) if req.std is not None else (tuple(prov.std) if prov is not None else IMAGENET_STD)
     if len(mean) not in (1, chw[0]) or len(std) not in (1, chw[0]):
@@ -649,17 +635,12 @@ def build_inputs(req: Any, subj: _Subject, notes: list[str]) -> tuple[np.ndarray
     """(normalised inputs filling the largest batch, raw [0, 1] images or None, description, labels or None)."""
     labels = None
     if req.load_outputs is not None:
-        from .tensors import load_run
-
         x, _ = load_run(req.load_outputs)
         raw, in_desc = None, {"source": "file", "file": str(req.load_outputs), "samples": int(x.shape[0]), "note": "inputs saved with the outputs"}
     elif req.labels:
-        from .accuracy import load_labelled_folder
-
         raw, labels, in_desc = load_labelled_folder(req.data, subj.chw, req.labels)
-        from ..core.images import normalize
 
-        x = normalize(raw, list(subj.mean), list(subj.std))
+        x = images.normalize(raw, list(subj.mean), list(subj.std))
     else:
         x, raw, in_desc = make_inputs(req.inputs, subj.gi, subj.chw, subj.mean, subj.std, req.samples, req.seed, str(req.data) if req.data else None)
     in_desc.setdefault("shape", list(subj.chw))
@@ -678,8 +659,6 @@ def build_inputs(req: Any, subj: _Subject, notes: list[str]) -> tuple[np.ndarray
 
 def build_reference(req: Any, subj: _Subject, say: Callable[[str], None]) -> tuple[Any, Any]:
     """The reference: saved outputs, another ONNX file, a torch model from ``--reference``, or the provenance."""
-    from . import reference as R
-
     prov = subj.prov
     if req.against is None and req.load_outputs is None:  # an ONNX or saved reference needs no torch at all
         import torch
@@ -715,13 +694,9 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
     """The reference's outputs over every sample, once, at the largest batch."""
     ref_batch = max(subj.batches)
     if ref.kind == "saved":
-        from .tensors import load_run
-
         _, outs = load_run(req.load_outputs)
         return outs
     if ref.kind == "onnx":
-        from .backends import make_ort_runner
-
         rrunner = make_ort_runner("ort-cpu", ref.onnx_path, precision="fp32", threads=subj.threads, batches=subj.batches, static_batch=bool(subj.static))
         rgi = G.image_input(ref_model)
         rrunner.activate()
@@ -729,7 +704,6 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
             return _run_chunks(rrunner, rgi.name, _cast_for(rgi, x), ref_batch)
         finally:
             rrunner.deactivate()
-    from ..runners.torch_runner import TorchRunner
 
     out_name = subj.model.graph.output[0].name
     with TorchRunner(ref.module, device="cpu", precision="fp32", threads=subj.threads, output_name=out_name) as tr:
@@ -803,8 +777,6 @@ def _judge_fp64(r: BackendResult, br: BatchResult, ref_n: dict[str, np.ndarray],
     that or more on a correct export; the backend's own error against float64 is what the budget bounds. Only the
     max_rel failure can be lifted: cosine, top-1/top-5 and non-finite values keep their verdicts.
     """
-    from ..core.floor import judge_fp64
-
     if not br.outputs or r.tolerance is None or floor is None or getattr(floor, "output", None) not in ref_n:
         return
     c = br.outputs[0]  # compare_outputs keeps the reference's order: the first is the floor's output
@@ -867,14 +839,11 @@ def assemble(subj: _Subject, ref: Any, in_desc: dict[str, Any], results: list[Ba
     """The report of what ran; refuses a run where nothing could."""
     ran = [r for r in results if r.status in ("ran", "crashed")]
     if not ran:
-        from ..errors import BackendUnavailable
-
         reasons = "; ".join(f"{r.name}: {r.reason}" for r in results)
         raise BackendUnavailable(
             f"none of the requested backends can run here ({reasons})",
             hint="add --providers cpu, or run on a machine with the GPU and libraries they need",
         )
-    from ..core.floor import RELATIVE_TO, budget_text
 
     report = VerifyReport(
         model=str(subj.path), precision=subj.precision, precision_source=subj.precision_source, reference=ref,
@@ -894,7 +863,6 @@ def check_preprocessing(report: VerifyReport, subj: _Subject, ref: Any, raw: np.
     prov = subj.prov
     if prov is None or ref.module is None:
         return
-    from .checks import preprocessing
 
     t = time.perf_counter()
     recal_from_meta = bool(prov.bn_recalibrated) and ref.kind == "provenance"
@@ -952,17 +920,13 @@ def _run_isolated(
     outputs: dict[str, Any] | None = None,
 ) -> BackendResult:
     """One GPU backend in a subprocess: skipped (with the reason) when it cannot run, crashed when it dies."""
-    from ..errors import BackendCrashed, BackendUnavailable
-    from ..isolate import call_isolated
-    from ..core.env import cuda_driver_problem
-
-    problem = cuda_driver_problem() if name in ISOLATED_BACKENDS else None  # spares a subprocess without a GPU
+    problem = env.cuda_driver_problem() if name in ISOLATED_BACKENDS else None  # spares a subprocess without a GPU
     if problem is not None:
         reason = f"{name} cannot run: {problem}"
         say(f"{name}: skipped ({reason})")
         return BackendResult(name, "skipped", tol, tol_src, reason=reason, hint="run on a machine with an NVIDIA GPU")
     try:
-        got = call_isolated(
+        got = isolation.call_isolated(
             "deployinc.verify.backends:run_isolated_outputs",
             name,
             str(path),
@@ -1008,17 +972,11 @@ def _localize(
     method: str,
     say: Callable[[str], None],
 ) -> Any:
-    from ..errors import BackendUnavailable
-    from .backends import make_onnx_runner
-    from .localize import localize
-
     scratch: list[Any] = []  # a temporary folder for truncated models, removed on return
 
     def runner_for(model_proto: Any, backend: str) -> Any:
         if backend in FUSING_BACKENDS:  # TensorRT options and engines are keyed on a file
             import tempfile
-
-            from ..io import save_onnx
 
             if not scratch:
                 scratch.append(tempfile.TemporaryDirectory(prefix="deployinc-localize-"))
@@ -1083,8 +1041,6 @@ def _localize(
             log=say,
         )
     except BackendUnavailable as exc:
-        from .localize import Localization
-
         loc = Localization(backend=target.name, method=method, budget=target.tolerance)
         loc.notes.append(f"localisation could not run: {exc.message}")
         return loc

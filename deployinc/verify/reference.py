@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError
+from ..errors import BadInputError, WeightsError
+from ..io import load_onnx
+from ..models import loading
 from ..models.bn_cache import _bn_buffers, _copy_buffers, _load_bn_stats, store_bn_stats  # noqa: F401 - store_bn_stats re-exported
 
 @dataclass
@@ -72,7 +74,7 @@ class Reference:
 
 def _finish_module(module: Any, aux_heads: tuple[str, ...]) -> tuple[Any, list[str]]:
     """Eval mode and auxiliary heads removed, as a user runs the model for inference."""
-    from ..prepare.passes import eval_mode, remove_aux_heads
+    from ..prepare.passes import eval_mode, remove_aux_heads  # lazy: passes imports torch at import; verify --against needs no torch
 
     eval_mode(module)
     rec = remove_aux_heads(module, aux_heads)
@@ -95,10 +97,7 @@ def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = Tru
         UntrustedCodeError: The file names code and the user did not confirm it; nothing was imported.
         ModelSpecError, WeightsError: The model or its weights cannot be rebuilt as exported.
     """
-    from ..errors import WeightsError
-    from ..models.loading import load_from_provenance, load_model, require_trusted_spec
-
-    require_trusted_spec(prov.model_spec, trust_code)
+    loading.require_trusted_spec(prov.model_spec, trust_code)
 
     t0 = time.perf_counter()
     cache = "off"
@@ -109,7 +108,7 @@ def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = Tru
         cached = _load_bn_stats(prov)
         cache = "miss" if cached is None else "hit"
     if cached is not None:
-        loaded = load_model(
+        loaded = loading.load_model(
             prov.model_spec,
             weights=None,
             num_classes=prov.num_classes,
@@ -135,7 +134,7 @@ def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = Tru
             _copy_buffers(loaded.module, usable)
             loaded.bn_recalibrated = True
     if loaded is None:
-        loaded = load_from_provenance(prov, weights=weights, trust_code=trust_code)
+        loaded = loading.load_from_provenance(prov, weights=weights, trust_code=trust_code)
         if use_cache and random_recal:
             store_bn_stats(prov, loaded.module)
     module, notes = _finish_module(loaded.module, tuple(prov.aux_heads or ()))
@@ -169,10 +168,8 @@ def from_spec(
     seed: int = 0,
 ) -> Reference:
     """Build the reference from ``--reference SPEC [--weights FILE]`` (a registry name or ``module:function``)."""
-    from ..models.loading import load_model
-
     t0 = time.perf_counter()
-    loaded = load_model(
+    loaded = loading.load_model(
         spec,
         weights=weights,
         num_classes=num_classes,
@@ -200,8 +197,6 @@ def from_spec(
 
 def from_onnx(path: str | os.PathLike[str]) -> tuple[Reference, Any]:
     """Read and check the ``--against`` ONNX file; returns the reference and its ``ModelProto``."""
-    from ..io import load_onnx
-
     t0 = time.perf_counter()
     f = load_onnx(path)
     ref = Reference(

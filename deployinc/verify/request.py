@@ -12,9 +12,11 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
+from ..core import limits
+from ..core.metrics import PRECISIONS
 from ..errors import BadInputError
 from .backends import parse_providers
-from ..core.metrics import PRECISIONS
 
 DEFAULT_SAMPLES = 8
 INPUT_KINDS = ("natural", "uniform", "normal")
@@ -75,8 +77,6 @@ class VerifyRequest:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise BadInputError(f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
         if self.precision is not None:
-            from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
-
             problem = precision_problem(self.precision, names)
             if problem is not None:  # bf16 is a compute precision: a backend that cannot compute it would run fp32
                 able = COMPUTE_PRECISION_BACKENDS[self.precision]
@@ -89,7 +89,6 @@ class VerifyRequest:
             raise BadInputError(f"{' and '.join(given)} were all given", hint="use one reference: a torch model, an ONNX file, or saved outputs")
         if self.weights is not None and self.reference is None and self.against is not None:
             raise BadInputError("--weights goes with --reference, not --against", hint="drop --weights")
-        from ..core import limits
 
         limits.check_int("--samples", self.samples, 1, limits.SAMPLES_MAX, example="16")
         for b in self.batches or ():

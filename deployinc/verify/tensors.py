@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
+from ..io import atomic_write_many
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -26,8 +27,6 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def save_run(req: Any, x: np.ndarray, ref_out: dict[str, np.ndarray], outputs: dict[str, dict[str, np.ndarray]], first_output: str) -> None:
     """Write ``req.save_inputs`` (inputs only) and/or ``req.save_outputs`` (inputs, reference and backend outputs)."""
-    from ..io import atomic_write_many
-
     files: list[tuple[Any, bytes]] = []
     if req.save_inputs is not None:
         files.append((req.save_inputs, _npz_bytes({"input": x})))
