@@ -147,3 +147,17 @@ def test_the_lazy_import_finder_finds_them():
     assert len(own) == 2  # not json
     lines = src.splitlines()
     assert _has_reason(lines, own[0]) and not _has_reason(lines, own[1])
+
+
+FUNCTION_LINES_LIMIT = 120
+
+
+def test_no_function_is_longer_than_120_lines():
+    long = []
+    for p in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                if n > FUNCTION_LINES_LIMIT:
+                    long.append(f"{p.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, f"functions over {FUNCTION_LINES_LIMIT} lines: {long}"
