@@ -17,10 +17,8 @@ is in place, so at every moment the destination holds a whole package or nothing
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import onnx
 
 from ..errors import BadInputError
+from ..io import copy_onnx, sha256_file
 from ..io.atomic import work_dir
 from .report import render_markdown, report_dict, write_plot
 from .triton import triton_config, validate, write_repository
@@ -72,36 +71,16 @@ def triton_text(name: str, model_path: Path, chosen: dict[str, Any], batches: li
     )  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _copy_model(src: Path, dst: Path) -> None:
-    """Copy an ONNX file and the external-data files beside it that it names."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    model = onnx.load(str(src), load_external_data=False)
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc = next((e.value for e in t.external_data if e.key == "location"), None)
-            if loc and not (dst.parent / loc).exists():
-                shutil.copyfile(src.parent / loc, dst.parent / loc)
-
-
 def _build(pkg: Path, result: Any) -> None:
     req, chosen = result.request, result.chosen
     name = req.model_name()
     chosen_path = Path(result.artifacts[chosen["artifact"]]["path"])
-    _copy_model(chosen_path, pkg / "model.onnx")
+    copy_onnx(chosen_path, pkg / "model.onnx")
     if req.keep_variants:
         done = {chosen["artifact"]}
         for r in result.results:
             if r.get("verdict") == "pass" and r["artifact"] not in done and r["artifact"] in result.artifacts:
-                _copy_model(Path(result.artifacts[r["artifact"]]["path"]), pkg / "variants" / f"{r['artifact']}.onnx")
+                copy_onnx(Path(result.artifacts[r["artifact"]]["path"]), pkg / "variants" / f"{r['artifact']}.onnx")
                 done.add(r["artifact"])
     text = triton_text(name, chosen_path, chosen, list(req.batches))
     problem = validate(text)
@@ -114,7 +93,7 @@ def _build(pkg: Path, result: Any) -> None:
     files = sorted(p for p in pkg.rglob("*") if p.is_file())
     manifest = {
         "package": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": {str(p.relative_to(pkg)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+        "files": {str(p.relative_to(pkg)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
     }  # fmt: skip
     (pkg / "manifest.json").write_text(json.dumps(manifest, indent=1))
 

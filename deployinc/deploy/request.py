@@ -18,8 +18,9 @@ from typing import Any
 from .. import backends as B
 from .._version import __version__
 from ..core import limits
-from ..core.images import IMAGE_EXTENSIONS
+from ..core.images import IMAGE_EXTENSIONS, list_images
 from ..errors import BadInputError
+from ..io import sha256_file
 
 #: Precisions a candidate can compute in. bf16 is a compute precision of a backend (OpenVINO on AMX), not a file.
 DEPLOY_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -40,31 +41,19 @@ def _one_of(value: str, known: Sequence[str], what: str) -> str:
     return v
 
 
-def _has_image(folder: Path, depth: int = 2) -> bool:
-    """Whether ``folder`` holds an image file within ``depth`` levels (cheap: stops at the first one)."""
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return False
-    for e in entries:
-        if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS):
-            return True
-    return depth > 0 and any(_has_image(Path(e.path), depth - 1) for e in entries if e.is_dir() and not e.name.startswith("."))
-
-
 def check_image_folder(path: str, option: str, labelled: bool) -> None:
     """Refuse a folder that is missing, holds no images, or (``labelled``) has no class sub-folders with images."""
     p = Path(path)
     if not p.is_dir():
         raise BadInputError(f"{option} {path} is not a folder", hint="point it at a folder of images" + (" (one sub-folder per class)" if labelled else ""))
+    files = list_images(p)  # the rule the loaders use: recursive, by extension
     if labelled:
-        classes = [d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".") and _has_image(d, 0)]
-        if not classes:
+        if not any(len(f.relative_to(p).parts) > 1 for f in files):
             raise BadInputError(
                 f"{option} {path} has no class sub-folders with images, so its images carry no labels",
                 hint="lay it out as DIR/<class>/<image> (ImageFolder), one sub-folder per class",
             )
-    elif not _has_image(p):
+    elif not files:
         raise BadInputError(f"{option} {path} holds no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)", hint="point it at a folder of images")
 
 
@@ -182,22 +171,13 @@ class DeployRequest:
             self.log(line)
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_digest(req: DeployRequest) -> str:
     """The digest that keys the model: an ONNX file's bytes, or a model spec with its checkpoint's bytes."""
     parts: list[Any] = []
     if req.model.endswith(".onnx") and Path(req.model).is_file():
-        parts.append(file_digest(req.model))
+        parts.append(sha256_file(req.model))
     else:
         parts.append(req.model)
     if req.weights is not None:
-        parts.append(file_digest(req.weights))
+        parts.append(sha256_file(req.weights))
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()

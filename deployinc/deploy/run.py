@@ -106,9 +106,10 @@ def deploy(model: str, **options: Any) -> DeployResult:
     form of ``deployinc deploy``. ``options`` are the fields of :class:`DeployRequest`. Writes the package folder
     when a candidate passes.
 
+    When no candidate passes, the result's ``chosen`` is None and nothing is written (the CLI exits 1).
+
     Raises:
         BadInputError: Bad options or input (exit 2), before anything is written.
-        CheckFailed: No candidate passed (exit 1); the result's table is in the message.
     """
     req = DeployRequest(model=model, **options)
     result = evaluate(req)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, OutputExistsError
-from ..io import load_onnx
+from ..io import copy_onnx, load_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -380,17 +380,6 @@ def triton_config(
 # The repository
 
 
-def _external_locations(model: Any) -> list[str]:
-    from onnx import TensorProto
-    from onnx.external_data_helper import _get_all_tensors
-
-    found: set[str] = set()
-    for tensor in _get_all_tensors(model):
-        if tensor.HasField("data_location") and tensor.data_location == TensorProto.EXTERNAL:
-            found.update(e.value for e in tensor.external_data if e.key == "location")
-    return sorted(found)
-
-
 def _check_config_name(config_text: str, name: str) -> None:
     """Where the schema is installed: the text must parse and its ``name`` (if any) must be the folder's."""
     schema = model_config_schema()
@@ -430,8 +419,7 @@ def write_repository(root: Path, name: str, onnx_path: Path, config_text: str) -
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise OutputExistsError(f"Triton repository folder {root} exists and is not empty", hint="give a new or empty folder")
     _check_config_name(config_text, name)
-    source = load_onnx(onnx_path, load_external=False, check_graph=False)
-    locations = _external_locations(source.model)
+    load_onnx(onnx_path, load_external=False, check_graph=False)  # an unreadable file fails before anything is made
     created = root if not root.exists() else root / name
     written: list[Path] = []
     try:
@@ -440,14 +428,7 @@ def write_repository(root: Path, name: str, onnx_path: Path, config_text: str) -
         config_path = root / name / "config.pbtxt"
         config_path.write_text(config_text, encoding="utf-8")
         written.append(config_path)
-        model_path = version_dir / "model.onnx"
-        shutil.copyfile(onnx_path, model_path)
-        written.append(model_path)
-        for loc in locations:
-            target = version_dir / loc
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(onnx_path.parent / loc, target)
-            written.append(target)
+        written += copy_onnx(onnx_path, version_dir / "model.onnx")
     except BaseException:
         shutil.rmtree(created, ignore_errors=True)
         raise

@@ -21,7 +21,7 @@ from .atomic import (
     work_dir,
 )
 from .checkpoints import load_checkpoint, save_checkpoint, sha256_bytes, sha256_file
-from .onnx_files import OnnxFile, load_onnx, parse_onnx_bytes, save_onnx
+from .onnx_files import OnnxFile, copy_onnx, load_onnx, parse_onnx_bytes, save_onnx
 
 __all__ = [
     "OnnxFile",
@@ -33,6 +33,7 @@ __all__ = [
     "clean_stale_temporaries",
     "exists",
     "load_checkpoint",
+    "copy_onnx",
     "load_onnx",
     "parse_onnx_bytes",
     "save_checkpoint",

@@ -187,6 +187,33 @@ def load_onnx(path: str | os.PathLike[str], *, load_external: bool = True, check
     return OnnxFile(model=model, path=path, has_external_data=has_external)
 
 
+def external_locations(model: onnx.ModelProto) -> list[str]:
+    """The external-data file names the model's tensors point to, sorted, each once."""
+    return sorted({e.value for t in _external_tensors(model) for e in t.external_data if e.key == "location"})
+
+
+def copy_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> list[Path]:
+    """Copy an ONNX file byte for byte to ``dst``, with the external-data files it names (checked as
+    :func:`load_onnx` checks them: beside it, nothing outside its folder) under the same names beside ``dst``.
+
+    For assembling a folder that is then moved into place as a whole (deploy's package, a Triton repository):
+    the copies themselves are plain writes. Returns the files written, the model first.
+    """
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    locations = external_locations(load_onnx(src, load_external=False, check_graph=False).model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    written = [dst]
+    for loc in locations:
+        target = dst.parent / loc
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.parent / loc, target)
+        written.append(target)
+    return written
+
+
 def parse_onnx_bytes(data: bytes, source: str = "<bytes>") -> onnx.ModelProto:
     """Parse ONNX bytes already in memory, with the same errors as :func:`load_onnx`."""
     import onnx

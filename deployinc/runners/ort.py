@@ -175,13 +175,17 @@ class OrtRunner(BaseRunner):
                 f"{ep} fell back to {', '.join(active)} (no usable GPU or CUDA libraries here)",
                 hint="run on a machine with an NVIDIA GPU and matching CUDA/cuDNN (and TensorRT) libraries",
             )
+        self._started(sess, ep, ort.__version__)
+
+    def _started(self, sess: Any, ep: str, version: str, **extra: Any) -> None:
         self.session = sess
         self.details = {
             "provider": ep,
-            "providers_active": active,
+            "providers_active": sess.get_providers(),
             "threads": self.threads,
-            "onnxruntime": ort.__version__,
+            "onnxruntime": version,
             "optimization": self.optimization,
+            **extra,
         }
 
     def _activate_openvino(self, ort: Any) -> None:
@@ -201,15 +205,7 @@ class OrtRunner(BaseRunner):
                 f"{ep} is not among the session's providers ({', '.join(active)}): the plugin did not take it",
                 hint=openvino.INSTALL_HINT,
             )
-        self.session = sess
-        self.details = {
-            "provider": ep,
-            "providers_active": active,
-            "threads": self.threads,
-            "onnxruntime": ort.__version__,
-            "optimization": self.optimization,
-            **added,
-        }
+        self._started(sess, ep, ort.__version__, **added)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
