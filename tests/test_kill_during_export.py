@@ -53,6 +53,11 @@ def _writing(pid: int, folder: Path) -> bool:
     return False
 
 
+#: Kills, half at a random moment and half aimed at the write (12 keeps the suite under its 10-minute budget on
+#: a 2-core VM; every trial still checks the folder and the file).
+TRIALS = 12
+
+
 @pytest.mark.slow
 def test_kill_9_during_export_keeps_previous_output(tmp_path):
     import torchvision
@@ -71,7 +76,7 @@ def test_kill_9_during_export_keeps_previous_output(tmp_path):
     outcomes = {"old": 0, "new": 0}
     killed_while_writing = 0
     killed: set[int] = set()
-    for trial in range(20):
+    for trial in range(TRIALS):
         proc = subprocess.Popen(_export_cmd(out, ckpt, trial + 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if trial % 2 == 0:
             time.sleep(rng.uniform(0.2, full))
@@ -100,7 +105,7 @@ def test_kill_9_during_export_keeps_previous_output(tmp_path):
         assert read_provenance(model).seed == trial + 1
         outcomes["new"] += 1
         previous = data
-    assert outcomes["old"] + outcomes["new"] == 20
+    assert outcomes["old"] + outcomes["new"] == TRIALS
     assert killed_while_writing >= 3, f"only {killed_while_writing} kills landed during a write"
     subprocess.run(_export_cmd(out, ckpt, 99), check=True, capture_output=True)  # the next write sweeps leftovers
     assert _temporaries(outdir) == []
