@@ -106,12 +106,13 @@ def run(entries: list[dict[str, Any]], work: Path, iters: int, log: Any) -> list
 
 
 def render(records: list[dict[str, Any]], machine: str, started: str, wall: float) -> str:
-    from deployinc.deploy.report import cpu_flags, markdown_table, provenance_lines
+    from deployinc.core.env import speed_flags
+    from deployinc.deploy.report import markdown_table, provenance_lines
 
     lines = [
         f"# deploy on {machine}",
         "",
-        f"`python scripts/deploy_zoo.py`, one run started {started}, {wall / 60:.1f} min. CPU features: {', '.join(cpu_flags()) or 'none'}.",
+        f"`python scripts/deploy_zoo.py`, one run started {started}, {wall / 60:.1f} min. CPU features: {', '.join(speed_flags()) or 'none'}.",
         "Every number below comes from that run: each model's candidates and its eager-torch baseline were timed in",
         "the same process, one after the other (batch 1, p50 of the timed iterations). Random-weight models carry",
         "seeded weights with recalibrated BatchNorm statistics; their int8 verdicts say how quantization treats those",

@@ -17,7 +17,7 @@ import pytest
 from deployinc.core import limits
 from deployinc.errors import BadInputError
 
-from .conftest import files_in, invoke
+from tests.conftest import files_in, invoke
 
 GiB = 1024**3
 

@@ -14,7 +14,7 @@ import pytest
 
 from deployinc.errors import OnnxFileError
 
-from .conftest import files_in, invoke
+from tests.conftest import files_in, invoke
 
 
 def screen_ok(text: str) -> None:
@@ -153,7 +153,7 @@ def test_int8_file_with_calibration(exported, tmp_path, cli_runner):
     import shutil
 
     from deployinc.inspect import inspect_model, render
-    from tests.test_int8 import write_pngs
+    from tests.precision.test_int8 import write_pngs
 
     src = tmp_path / "tiny.onnx"
     shutil.copy(exported, src)

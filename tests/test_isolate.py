@@ -33,7 +33,7 @@ def test_verify_isolate_flag_runs_ort_cpu_in_a_subprocess(cli_runner, tinynets_d
 
     from deployinc.export import export_pipeline
 
-    from .conftest import invoke
+    from tests.conftest import invoke
 
     a = tmp_path / "a.onnx"
     export_pipeline("tinynets:build", out=a, input_shape=(1, 3, 16, 16), exporter="torchscript")

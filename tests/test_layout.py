@@ -161,3 +161,26 @@ def test_no_function_is_longer_than_120_lines():
                 if n > FUNCTION_LINES_LIMIT:
                     long.append(f"{p.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({n} lines)")
     assert not long, f"functions over {FUNCTION_LINES_LIMIT} lines: {long}"
+
+
+# The tests mirror the package: tests/<package>/ for deployinc/<package>/, tests/ itself for the top-level modules
+# and for what crosses every stage (README's commands, the layout, trust, fuzzing). Where a package's tests live
+# elsewhere, this table says where, so a newcomer looking for them is told.
+TESTS = ROOT.parent / "tests"
+TESTED_ELSEWHERE = {
+    "simplify": "tests/export/test_export.py (simplify runs inside the export pipeline, with its parity re-check)",
+    "export_configs": "tests/verify/test_zoo.py and tests/export/test_zoo_export.py (the bundled configs)",
+}
+
+
+def test_tests_mirror_the_package_layout():
+    packages = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    assert folders - packages - {"scripts"} == set(), "a tests/ folder names no deployinc package"
+    missing = packages - folders - set(TESTED_ELSEWHERE)
+    assert not missing, f"deployinc packages without a tests/ folder: {sorted(missing)}"
+    for name in folders:
+        assert (TESTS / name / "__init__.py").is_file(), f"tests/{name}/ needs an __init__.py (test modules of the same name in two folders)"
+        assert list((TESTS / name).glob("test_*.py")), f"tests/{name}/ holds no test module"
+    for name, where in TESTED_ELSEWHERE.items():
+        assert (ROOT.parent / where.split(" ")[0]).is_file(), f"{name}: {where} does not exist"

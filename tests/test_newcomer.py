@@ -13,7 +13,7 @@ import torch
 
 from deployinc.errors import BadInputError, ConfigError, WeightsError
 
-from .conftest import files_in, invoke
+from tests.conftest import files_in, invoke
 
 
 def _tiny(num_classes: int = 10):
@@ -178,8 +178,8 @@ def test_choose_target(monkeypatch):
 def test_quantize_prints_the_int8_vs_fp32_line_and_the_target(cli_runner, tmp_path, monkeypatch):
     from deployinc.io import save_onnx
     from deployinc.precision import int8
-    from tests.test_fp16 import convnet
-    from tests.test_int8 import write_pngs
+    from tests.precision.test_fp16 import convnet
+    from tests.precision.test_int8 import write_pngs
 
     monkeypatch.setattr(int8, "tensorrt_problem", lambda: "no NVIDIA driver here")
     src = tmp_path / "net.onnx"

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from .conftest import invoke
+from tests.conftest import invoke
 
 
 @pytest.fixture(scope="module")

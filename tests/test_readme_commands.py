@@ -59,19 +59,19 @@ class XFail:
 
 
 _HEAVY = "heavy on a 2-core CPU VM: "
-_GOOGLENET = "googlenet.onnx, a GoogLeNet export (~1 min here; tests/test_zoo_export.py exports the zoo, marked slow)"
+_GOOGLENET = "googlenet.onnx, a GoogLeNet export (~1 min here; tests/export/test_zoo_export.py exports the zoo, marked slow)"
 _GPU = "needs a CUDA GPU"
 
 #: README command line (comment dropped, spaces normalised) -> what this test does with it.
 TABLE: dict[str, Run | Skip | XFail] = {
     # The main job
-    "deployinc export googlenet --opset 17": Skip(_HEAVY + "GoogLeNet: BatchNorm recalibration, export and checks take ~1 min (tests/test_zoo_export.py, slow)"),
+    "deployinc export googlenet --opset 17": Skip(_HEAVY + "GoogLeNet: BatchNorm recalibration, export and checks take ~1 min (tests/export/test_zoo_export.py, slow)"),
     "deployinc verify googlenet.onnx": Skip(_HEAVY + "needs " + _GOOGLENET + ", then rebuilds GoogLeNet"),
     "deployinc bench googlenet.onnx": Skip(_HEAVY + "needs " + _GOOGLENET + ", then minutes of timing per backend"),
     "deployinc models": Run(output=("inception_cifar", "googlenet", "resnet50", "models;")),
     "deployinc export resnet50 --weights path/to/resnet50.pth --out models/": Skip(
         _HEAVY + "a ResNet-50 export (25M parameters, ~1 min) from a user's checkpoint (a stand-in would be a 100 MB "
-        "state dict); tests/test_cli_export.py exports user checkpoints into a folder"
+        "state dict); tests/cli/test_export.py exports user checkpoints into a folder"
     ),
     "deployinc export inception_v3 --exporter torchscript --opset 13": Skip(_HEAVY + "an Inception v3 export at 299 x 299 (~1 min)"),
     "deployinc export mypkg.nets:build_model --weights ckpt.safetensors --input-shape 1,3,64,64": Run(
@@ -88,7 +88,7 @@ TABLE: dict[str, Run | Skip | XFail] = {
         _GPU + " and TensorRT (providers cuda, tensorrt), the user's images/ and " + _GOOGLENET
     ),
     "deployinc verify googlenet.onnx --localize": Skip(
-        _HEAVY + "needs " + _GOOGLENET + "; tests/test_localize_real.py localises real exports"
+        _HEAVY + "needs " + _GOOGLENET + "; tests/verify/test_localize_real.py localises real exports"
     ),
     "deployinc verify googlenet.onnx --data val/ --labels": Skip("needs the user's labelled folder val/ and " + _GOOGLENET),
     "deployinc verify googlenet.onnx --save-outputs run.npz": Skip(_HEAVY + "needs " + _GOOGLENET + ", then rebuilds GoogLeNet"),
@@ -97,14 +97,14 @@ TABLE: dict[str, Run | Skip | XFail] = {
         _GPU + " and TensorRT for most of its backends, and " + _GOOGLENET
     ),
     "deployinc bench resnet50 --warmup 20 --iters 200 --threads 2 --json out.json --csv out.csv --md out.md --plot out.png": Skip(
-        _HEAVY + "exports ResNet-50 on the fly, then 200 timed iterations per backend (minutes); tests/test_bench_cli.py "
+        _HEAVY + "exports ResNet-50 on the fly, then 200 timed iterations per backend (minutes); tests/cli/test_bench.py "
         "covers the reports"
     ),
     "deployinc bench googlenet.onnx --baseline last.json --max-slowdown 1.10": Skip(
         "needs last.json, an earlier bench report of the same model, and " + _GOOGLENET
     ),
     # Deploy
-    "deployinc deploy googlenet": Skip(_HEAVY + "10 candidates made, verified and timed (~3 min); tests/test_deploy.py deploys a small model"),
+    "deployinc deploy googlenet": Skip(_HEAVY + "10 candidates made, verified and timed (~3 min); tests/deploy/test_deploy.py deploys a small model"),
     "deployinc deploy resnet18 --weights r18.pt --num-classes 10 --input-shape 1,3,128,128 --data calib/ --accuracy-data heldout/": Skip(
         "needs the user's checkpoint r18.pt and image folders (deployinc train --export-heldout writes such a folder); scripts/deploy_zoo.py runs it"
     ),
@@ -123,13 +123,13 @@ TABLE: dict[str, Run | Skip | XFail] = {
     "deployinc verify model.onnx --providers trt-engine": Skip(_GPU + " and the TensorRT libraries (not installable on our machines)"),
     # Train and profile
     "deployinc train inception_cifar --data synthetic:shapes": Skip(
-        _HEAVY + "5 epochs of training (minutes); tests/test_train.py trains one short epoch through the CLI"
+        _HEAVY + "5 epochs of training (minutes); tests/train/test_train.py trains one short epoch through the CLI"
     ),
     "deployinc train inception_cifar --data ~/data/cifar-10-batches-py --epochs 20 --out ckpt.pt": Skip(
-        "needs the user's CIFAR-10 download, and 20 epochs (hours on a CPU); tests/test_train.py reads a CIFAR stand-in"
+        "needs the user's CIFAR-10 download, and 20 epochs (hours on a CPU); tests/train/test_train.py reads a CIFAR stand-in"
     ),
     "deployinc train googlenet --data path/to/imagefolder --num-classes 5 --aux-weight 0.3 --epochs 5 --weights init.pth": Skip(
-        "needs the user's image folder and init.pth, and GoogLeNet training (hours on a CPU); tests/test_train.py trains "
+        "needs the user's image folder and init.pth, and GoogLeNet training (hours on a CPU); tests/train/test_train.py trains "
         "GoogLeNet with aux heads on a few images"
     ),
     "deployinc export inception_cifar --weights inception_cifar.pt && deployinc verify inception_cifar.onnx --data heldout/": Run(
@@ -138,7 +138,7 @@ TABLE: dict[str, Run | Skip | XFail] = {
     ),  # fmt: skip
     "deployinc profile googlenet": Skip(
         _HEAVY + "builds GoogLeNet, recalibrates its BatchNorm statistics and profiles it before and after fusion "
-        "(~50 s measured); tests/test_profile.py checks GoogLeNet's figures"
+        "(~50 s measured); tests/profile/test_profile.py checks GoogLeNet's figures"
     ),
     "deployinc profile inception_v1_block --input-shape 1,256,28,28 --compare-naive": Run(output=("naive",)),
     # Inspect

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from .conftest import invoke
+from tests.conftest import invoke
 
 SHAPE = (1, 3, 16, 16)
 EVIL = """

@@ -80,6 +80,12 @@ def bench_environment(threads: int | None) -> dict[str, Any]:
     return env
 
 
+def _features(cpu: dict[str, Any]) -> str:
+    """``; int8: ..., bf16: ...`` from the shared record's CPU flags (empty when it has none of them)."""
+    parts = [f"{kind} {', '.join(cpu[key])}" for kind, key in (("int8", "int8_flags"), ("bf16", "bf16_flags")) if cpu.get(key)]
+    return f"; {'; '.join(parts)}" if parts else ""
+
+
 def environment_lines(env: dict[str, Any]) -> list[str]:
     """A few human lines for Markdown and screen reports."""
     cpu = env.get("cpu_bench", {})
@@ -88,7 +94,8 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
     lines = [
         f"CPU: {cpu.get('model', '?')}, {cpu.get('usable_cpus', '?')} usable of {cpu.get('logical_cpus', '?')} logical CPUs"
         + (f", cgroup quota {cpu['cgroup_cpu_quota']} CPUs" if cpu.get("cgroup_cpu_quota") else "")
-        + (f", governor {cpu['governor']}" if cpu.get("governor") else ""),
+        + (f", governor {cpu['governor']}" if cpu.get("governor") else "")
+        + _features((env.get("cpu") or {})),
         f"Threads: torch intra-op {th.get('torch_intra_op', '?')}, ORT intra-op {th.get('ort_intra_op', '?')} "
         f"(inter-op {th.get('ort_inter_op', '?')}, sequential)"
         + (f"; env {th['env']}" if th.get("env") else ""),

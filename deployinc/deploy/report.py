@@ -6,23 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.env import BF16_FLAGS, INT8_FLAGS, speed_flags
 from ..io import load_onnx
 from ..metadata import read_provenance
 from .plan import eligible
 
-_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features that decide int8 and bf16 speed (from /proc/cpuinfo; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in _CPU_FLAGS if f in have]
-    except OSError:
-        pass
-    return []
 
 
 def _num(v: Any, fmt: str) -> str:
@@ -135,7 +123,7 @@ def report_dict(result: Any, triton_checked: str | None) -> dict[str, Any]:
         "left_out": result.left_out,
         "artifacts": result.artifacts,
         "reused": result.reused,
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": speed_flags(),
         "triton_config_check": triton_checked or "parsed with Triton's ModelConfig schema",
         "seconds": round(result.seconds, 1),
         "notes": result.notes,
@@ -184,7 +172,7 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
     lines += [
         f"Target {result.target} ({result.target_reason}); objective {req.objective} at batch {', '.join(map(str, req.batches))}; "
         f"{len(result.results)} candidates in {result.seconds:.0f} s.",
-        f"Machine: {cpu or 'unknown CPU'}; CPU features: {', '.join(cpu_flags()) or 'none of ' + ', '.join(_CPU_FLAGS)}.",
+        f"Machine: {cpu or 'unknown CPU'}; CPU features: {', '.join(speed_flags()) or 'none of ' + ', '.join(INT8_FLAGS + BF16_FLAGS)}.",
         "",
         "## Candidates",
         "",

@@ -180,7 +180,8 @@ def from_spec(
     )
     module, notes = _finish_module(loaded.module, tuple(loaded.info.aux_heads))
     w = loaded.weights if loaded.weights not in (None, "none") else f"seeded random init (seed {seed})"
-    if loaded.weights in (None, "none"):
+    notes = list(loaded.notes) + notes
+    if loaded.weights in (None, "none"):  # the warning first, before the loader's notes
         notes.insert(0, f"warning: the reference {spec} has random weights (no --weights): a file exported from trained "
                         "weights cannot match it; pass --weights CHECKPOINT")
     return Reference(
@@ -190,7 +191,7 @@ def from_spec(
         info=loaded.info,
         spec=spec,
         weights=loaded.weights,
-        notes=list(loaded.notes) + notes,
+        notes=notes,
         seconds=time.perf_counter() - t0,
     )
 

@@ -8,8 +8,10 @@ from typing import Any
 
 
 def _f(v: Any, fmt: str) -> str:
+    """``v`` in ``fmt``; a missing value is a ``-`` padded to the field's width, so the columns stay aligned."""
     if v is None:
-        return "-"
+        width = fmt.split(".")[0].lstrip("<>^")
+        return format("-", ">" + width) if width.isdigit() else "-"
     try:
         return format(v, fmt)
     except (TypeError, ValueError):
@@ -116,6 +118,8 @@ def render(report: Any) -> str:
             lines.append(f"  diagnosis: {d}")
     for n in report.notes:
         lines.append(f"  note: {n}")
+    for reason in getattr(report, "inconclusive", None) or []:
+        lines.append(f"  inconclusive: {reason}")
     lines.append("")
     ran = report.ran
     nres = sum(len(r.outputs) for b in ran for r in b.results)

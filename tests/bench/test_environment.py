@@ -1,0 +1,76 @@
+"""The environment record: GPU fields parsed from nvidia-smi, a Jetson's power mode, thread settings.
+
+nvidia-smi and nvpmodel are faked on PATH, so these run anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from deployinc.bench import env_gpu
+from deployinc.bench.environment import bench_environment, environment_lines
+
+
+def _fake_tool(tmp_path, name: str, body: str) -> None:
+    p = tmp_path / name
+    p.write_text("#!/bin/sh\n" + body)
+    p.chmod(p.stat().st_mode | stat.S_IEXEC)
+
+
+def test_nvidia_smi_fields(tmp_path, monkeypatch):
+    _fake_tool(tmp_path, "nvidia-smi", 'echo "NVIDIA H100 80GB HBM3, 570.86.15, 81559, 1980, 2619, 1980, 2619, [N/A], 700.00, Enabled, P0, 9.0"\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    gpus = env_gpu.nvidia_gpus()
+    assert gpus == [
+        {
+            "name": "NVIDIA H100 80GB HBM3", "driver_version": "570.86.15", "memory.total": "81559", "clocks.sm": "1980",
+            "clocks.mem": "2619", "clocks.max.sm": "1980", "clocks.max.mem": "2619", "power.limit": "700.00",
+            "persistence_mode": "Enabled", "pstate": "P0", "compute_cap": "9.0",
+        }
+    ]  # fmt: skip
+    env = bench_environment(2)
+    text = "\n".join(environment_lines(env))
+    assert "NVIDIA H100 80GB HBM3" in text and "driver 570.86.15" in text and "SM clock 1980/1980 MHz" in text
+
+
+def test_no_nvidia_smi_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert env_gpu.nvidia_gpus() is None
+
+
+def test_jetson_power_mode(tmp_path, monkeypatch):
+    _fake_tool(tmp_path, "nvpmodel", 'echo "NV Power Mode: MAXN"\necho 0\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    files = {"/etc/nv_tegra_release": "# R36 (release), REVISION: 4.0", "/proc/device-tree/model": "NVIDIA Jetson AGX Orin Developer Kit\x00"}
+    monkeypatch.setattr(env_gpu, "_read", lambda p: files.get(str(p)))
+    j = env_gpu.jetson()
+    assert j is not None
+    assert j["model"] == "NVIDIA Jetson AGX Orin Developer Kit" and j["l4t"].startswith("# R36")
+    assert j["power_mode"] == "NV Power Mode: MAXN 0"
+
+
+def test_not_a_jetson(monkeypatch):
+    monkeypatch.setattr(env_gpu, "_read", lambda p: None)
+    assert env_gpu.jetson() is None
+
+
+def test_thread_record_and_cpu():
+    pytest.importorskip("torch")
+    import torch
+
+    torch.set_num_threads(2)
+    env = bench_environment(2)
+    assert env["threads"]["torch_intra_op"] == 2 and env["threads"]["ort_intra_op"] == 2
+    assert env["cpu_bench"]["usable_cpus"] >= 1 and env["cpu_bench"]["model"]
+    assert "versions" in env and "onnxruntime-gpu" in env["versions"] or "onnxruntime" in env["versions"]
+
+
+def test_cpu_line_names_the_int8_and_bf16_features():
+    env = {"cpu_bench": {"model": "Some CPU", "usable_cpus": 2, "logical_cpus": 4}, "cpu": {"int8_flags": ["amx_int8", "avx512_vnni"], "bf16_flags": []}}
+    first = environment_lines(env)[0]
+    assert first == "CPU: Some CPU, 2 usable of 4 logical CPUs; int8 amx_int8, avx512_vnni"
+    env["cpu"] = {}
+    assert environment_lines(env)[0] == "CPU: Some CPU, 2 usable of 4 logical CPUs"
