@@ -1,24 +1,44 @@
 #!/usr/bin/env python
 """int8 on this CPU: accuracy against eager torch fp32 and batch-1 latency against fp32 ONNX Runtime, in one run.
 
+A thin driver over deployinc's library; every number in the report comes from it:
+
+- export: :func:`deployinc.export.export_pipeline` (the library form of ``deployinc export``);
+- int8: :func:`deployinc.precision.int8.quantize_int8` and :func:`~deployinc.precision.int8.write_int8` (the
+  library form of ``deployinc quantize``; ``keep_fp32_before`` is its ``--keep-fp32-before``);
+- accuracy: :func:`deployinc.verify.core.run` on a :class:`~deployinc.verify.request.VerifyRequest` (``deployinc
+  verify``): the reference is eager torch fp32 rebuilt from the file's provenance, the int8 preset judges per-image
+  cosine, top-1 and top-5 agreement, and with a labelled folder it reports held-out accuracy;
+- latency and the machine: :func:`deployinc.bench.harness.benchmark` on :func:`~deployinc.bench.subject.open_onnx`
+  (``deployinc bench``), whose report carries the environment record
+  (:func:`deployinc.bench.environment.bench_environment`);
+- training: :func:`deployinc.train.train` (``deployinc train``), which also writes the held-out images.
+
 Two models:
 
-- ResNet-50 with seeded random weights and BatchNorm recalibrated on natural-image statistics (exported with
-  deployinc's export pipeline, the library form of ``deployinc export``; the eager torch reference is rebuilt from
-  the file's provenance). Gate: per-image cosine similarity of the int8 logits with eager torch fp32 >= 0.99, and
-  int8 batch-1 latency at least 2x better than fp32 ONNX Runtime, measured in the same run, interleaved.
-- inception_cifar trained by deployinc's trainer on the built-in ``synthetic:shapes`` data (or a checkpoint given
-  with --inception-ckpt). Gate: top-1 agreement with eager torch fp32 >= 99 % on the held-out images.
+- ResNet-50 with seeded random weights and BatchNorm recalibrated (the export pipeline's ``weights="none"``).
+  Variants: all layers int8 (target ``cpu``: uint8 activations), the stem and the first stage kept fp32 (``cpu``),
+  all layers for TensorRT (symmetric int8). Gates: per-image cosine with eager torch fp32 >= 0.99 (verify's
+  ``cosine``, the smallest per-image cosine) and int8 batch-1 latency at least 2x better than fp32 ONNX Runtime,
+  benched in the same run.
+- inception_cifar trained by deployinc's trainer on ``synthetic:shapes`` (or --inception-ckpt with
+  --inception-heldout). Gate: top-1 agreement of the cpu int8 model with eager torch fp32 >= 99 % on the held-out
+  images (verify's plain arg-max agreement, ``top1_raw``).
 
-A per-layer sensitivity scan (one convolution quantized at a time) is recorded for ResNet-50: it shows where int8
-error comes from, and it is why the reported ResNet-50 configuration keeps the stem and the first stage in fp32
-when quantizing everything misses the cosine gate (random weights make a chaotic network that amplifies early
-errors). Every variant measured is in the report, passing or not.
+``--sensitivity`` adds a per-layer scan for ResNet-50 (one convolution quantized at a time, each verified): slow.
 
-    python scripts/bench_int8.py                       # writes docs/benchmarks/int8-cpu.md (+ .json)
-    python scripts/bench_int8.py --inception-ckpt ckpt.pt --no-train
+Latency: bench times one file per call, interleaving the backends of that file. The files of one model are
+benched one after another, and that sequence is repeated ``--rounds`` times, so that a slow spell of a shared
+machine falls on every file alike; a speed-up is the median over rounds of the ratio of the two files' p50 in that
+round. Row statistics pool every round's samples (:func:`deployinc.bench.timing.summarize`).
 
-Only numbers this script printed go into the report. Exit status 1 when a gate fails (the report is still written).
+    python scripts/bench_int8.py --sensitivity           # writes docs/benchmarks/int8-cpu.md (+ .json)
+    python scripts/bench_int8.py --quick --out-md /tmp/int8.md --work /tmp/int8-work    # a smoke run, minutes
+    python scripts/bench_int8.py --render docs/benchmarks/int8-cpu.json                 # re-write the Markdown
+
+Exit status 1 when a gate fails (the report is still written); a --quick run exits 0 whatever its gates say (its
+counts are too small to judge anything) and 1 when a model could not be quantized or verified (a step that raises
+stops the run with the library's error).
 """
 
 from __future__ import annotations
@@ -27,246 +47,294 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
+import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+FORMAT = "deployinc-bench-int8/2"
+DEFAULT_MD = ROOT / "docs" / "benchmarks" / "int8-cpu.md"
+
+COSINE_GATE = 0.99
+SPEEDUP_GATE = 2.0
+TOP1_GATE = 0.99
+
+FP32 = "fp32 ONNX Runtime"
+TORCH = "eager torch fp32"
+RESNET_VARIANTS = (
+    # (label, target, keep the stem and the first stage in fp32)
+    ("int8 all layers (cpu: u8 activations)", "cpu", False),
+    ("int8, stem + layer1 fp32 (cpu: u8 activations)", "cpu", True),
+    ("int8 all layers (tensorrt: symmetric s8)", "tensorrt", False),
+)
+INCEPTION_VARIANTS = (
+    ("int8 (cpu: u8 activations)", "cpu"),
+    ("int8 (tensorrt: symmetric s8)", "tensorrt"),
+)
+SENSITIVITY_CONVS = ("/conv1/Conv", "/layer1/layer1.0/conv1/Conv", "/layer2/layer2.0/conv1/Conv", "/layer3/layer3.0/conv1/Conv", "/layer4/layer4.0/conv1/Conv")
+
+#: --quick: counts for a smoke run of every step (minutes on 2 busy cores); its numbers mean nothing.
+QUICK = {
+    "calib": 16, "test": 8, "calib_inception": 16, "rounds": 2, "iters": 4, "warmup": 1, "inception_epochs": 1,
+    "inception_limit_train": 300, "inception_limit_heldout": 80, "sensitivity_convs": 2,
+}  # fmt: skip
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# Measuring
+# Library steps
 
 
-def ort_logits(session: Any, name: str, x: np.ndarray, batch: int = 8) -> np.ndarray:
-    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+def quantize(src: Path, images: Any, out: Path, *, method: str, percentile: float, target: str, source: str,
+             keep_fp32_before: str | None = None, exclude_nodes: tuple[str, ...] | list[str] = (), op_types: list[str] | None = None) -> dict[str, Any]:
+    """``deployinc quantize`` as a library call: the int8 file written (with its calibration report) and a summary."""
+    from deployinc.precision.int8 import quantize_int8, write_int8
 
-
-def torch_logits(module: Any, x: np.ndarray, batch: int = 8) -> np.ndarray:
-    import torch
-
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            y = module(torch.from_numpy(x[i : i + batch]))
-            if isinstance(y, (tuple, list)):
-                y = y[0]
-            outs.append(y.float().numpy())
-    return np.concatenate(outs)
-
-
-def cosines(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
-    r = ref.reshape(len(ref), -1).astype(np.float64)
-    o = out.reshape(len(out), -1).astype(np.float64)
-    return (r * o).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1))
-
-
-def interleaved_latency(sessions: dict[str, Any], name: str, x: np.ndarray, rounds: int, iters: int, warmup: int) -> dict[str, Any]:
-    """Batch-1 latency, each model timed ``iters`` times per round, models interleaved over ``rounds``.
-
-    Returns per model: median and p90 over all samples, and the per-round medians (for ratios under drifting load).
-    """
-    for s in sessions.values():
-        for _ in range(warmup):
-            s.run(None, {name: x})
-    samples: dict[str, list[float]] = {k: [] for k in sessions}
-    per_round: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            ts = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                s.run(None, {name: x})
-                ts.append(time.perf_counter() - t0)
-            samples[k].extend(ts)
-            per_round[k].append(float(np.median(ts)))
+    t0 = time.perf_counter()
+    res = quantize_int8(src, images, method=method, percentile=percentile, target=target, keep_fp32_before=keep_fp32_before,
+                        exclude_nodes=exclude_nodes, op_types=op_types, data_source={"calibration": source})
+    written, report_path = write_int8(res, out, force=True)
+    rep = res.report
+    ops = rep["op_counts"]
     return {
-        k: {
-            "median_ms": float(np.median(v)) * 1e3,
-            "p90_ms": float(np.percentile(v, 90)) * 1e3,
-            "samples": len(v),
-            "round_medians_ms": [round(t * 1e3, 2) for t in per_round[k]],
-        }
-        for k, v in samples.items()
+        "path": str(written[-1]),
+        "calibration_report": str(report_path),
+        "target": rep["target"],
+        "method": rep["method"],
+        "percentile": rep["percentile"],
+        "activation_type": rep["activation_type"],
+        "weight_type": rep["weight_type"],
+        "per_channel": rep["per_channel"],
+        "keep_fp32_before": rep["keep_fp32_before"],
+        "fp32_nodes_kept": len(rep["excluded_nodes"]),
+        "qdq_nodes": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0),
+        "calibration_images": rep["calibration_images"],
+        "timings_s": rep["timings_s"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "warnings": list(res.warnings),
     }
 
 
-def speedup(lat: dict[str, Any], base: str, other: str) -> float:
-    """Median over rounds of (base round median / other round median): robust to load that drifts between rounds."""
-    b, o = lat[base]["round_medians_ms"], lat[other]["round_medians_ms"]
-    return float(np.median([x / y for x, y in zip(b, o)]))
+def verify_summary(d: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one ``VerifyReport.to_dict()`` (one backend, one batch size) that the report shows."""
+    b = d["backends"][0]
+    out: dict[str, Any] = {
+        "verdict": d["verdict"], "precision": d["precision"], "backend": b["backend"], "status": b["status"],
+        "reason": b.get("reason"), "failures": d["failures"],
+        "reference": (d.get("reference") or {}).get("description"), "inputs": d.get("inputs"),
+        "preset": (b.get("tolerance") or {}).get("name"), "tolerance": b.get("tolerance"),
+    }  # fmt: skip
+    if b["results"]:
+        r = b["results"][0]
+        o = r["outputs"][0]
+        out.update(batch=r["batch"], samples=r["samples"], min_cosine=o["cosine"], top1_agreement=o["top1_raw"],
+                   top1_tie_aware=o["top1"], top5=o["top5"], max_abs=o["max_abs"], max_rel=o["max_rel"])
+    acc = d.get("accuracy")
+    if acc:
+        rows = acc["rows"]
+        mine = [v for k, v in rows.items() if k != "reference"]
+        out["accuracy"] = {"images": acc["images"], "reference_top1": rows.get("reference", {}).get("top1"),
+                           "top1": mine[0]["top1"] if mine else None, "source": acc.get("source")}
+    return out
 
 
-def environment(threads: int) -> dict[str, Any]:
-    import importlib.metadata as md
+def verify_file(path: Path, *, threads: int, batch: int, samples: int = 8, seed: int = 0, data: Path | None = None) -> dict[str, Any]:
+    """``deployinc verify FILE --providers cpu`` as a library call (no localisation); the summary and the report."""
+    from deployinc.verify.core import run as verify_run
+    from deployinc.verify.request import VerifyRequest
 
-    cpu, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    versions = {}
-    for dist in ("onnxruntime-gpu", "onnxruntime", "onnx", "torch", "torchvision", "numpy"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    from deployinc._version import __version__
+    req = VerifyRequest(model=path, providers="cpu", batches=[batch], samples=samples, seed=seed, threads=threads,
+                        data=data, labels=data is not None, localize=False)
+    vr = verify_run(req)
+    d = vr.to_dict()
+    d.pop("environment", None)  # one environment record for the whole run: the bench report's
+    return {"summary": verify_summary(d), "report": d}
 
-    versions["deployinc"] = __version__
-    return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "avx512_vnni": "avx512_vnni" in flags,
-        "avx_vnni": "avx_vnni" in flags,
-        "threads": threads,
-        "load_average_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "versions": versions,
-    }
+
+def verify_line(s: dict[str, Any]) -> str:
+    if "min_cosine" not in s:
+        return f"{s['verdict']} ({s.get('reason') or s['status']})"
+    line = (f"{s['verdict'].upper()} [{s['preset']}] min cosine {s['min_cosine']:.6f}, top-1 agreement {s['top1_agreement']:.4f} "
+            f"(tie-aware {s['top1_tie_aware']:.4f}), top-5 {s['top5']:.4f}, max |diff| {s['max_abs']:.3g} over {s['samples']} image(s)")
+    if s.get("accuracy"):
+        line += f"; held-out accuracy {s['accuracy']['top1']:.4f} (torch {s['accuracy']['reference_top1']:.4f})"
+    return line
+
+
+def _row(rep: Any, backend: str) -> Any:
+    """The batch-1 row of ``backend`` in a bench report: the measured one, else the skip or failure."""
+    rows = [r for r in rep.rows if r.backend == backend and r.batch in (1, None)]
+    return next((r for r in rows if r.ok and r.mode == "e2e"), next((r for r in rows if r.ok), rows[0] if rows else None))
+
+
+def bench_files(files: dict[str, Path], *, torch_with: str | None, rounds: int, iters: int, warmup: int, threads: int) -> dict[str, Any]:
+    """Batch-1 latency of each file on ort-cpu (and eager torch fp32 with the file ``torch_with``), each round
+    benching every file in turn with ``deployinc.bench``; returns per label the pooled statistics, each round's
+    p50, and the bench configs and environment."""
+    from deployinc.bench.harness import BenchSettings, benchmark
+    from deployinc.bench.subject import open_onnx
+    from deployinc.bench.timing import summarize
+
+    models = {label: open_onnx(path) for label, path in files.items()}
+    samples: dict[str, list[float]] = {}
+    p50s: dict[str, list[float | None]] = {}
+    problems: dict[str, str] = {}
+    unsteady: dict[str, list[str]] = {}
+    configs: list[dict[str, Any]] = []
+    environment: dict[str, Any] | None = None
+    for r in range(rounds):
+        for label, model in models.items():
+            backends = (["torch"] if label == torch_with else []) + ["ort-cpu"]
+            s = BenchSettings(backends=backends, batches=[1], warmup=warmup, iters=iters, threads=threads)
+            rep = benchmark(model, s, log=lambda m: log(f"  bench: {m}"))
+            environment = environment or rep.environment
+            configs.append({"label": label, "round": r + 1, **{k: rep.config.get(k) for k in ("backends", "precisions", "warmup", "iters", "threads", "load_average", "inputs")}})
+            for backend in backends:
+                key = TORCH if backend == "torch" else label
+                row = _row(rep, backend)
+                if row is None or not row.ok:
+                    problems[key] = row.reason if row is not None else "no row"
+                    p50s.setdefault(key, []).append(None)
+                    continue
+                samples.setdefault(key, []).extend(v / 1e3 for v in row.samples_ms or [])
+                p50s.setdefault(key, []).append(row.stats.p50)
+                if row.unsteady_reason():
+                    unsteady.setdefault(key, []).append(f"round {r + 1}: {row.unsteady_reason()}")
+        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.2f} ms" if v[-1] is not None else f"{k} FAILED" for k, v in p50s.items()))
+    out: dict[str, Any] = {"rows": {}, "configs": configs, "environment": environment or {}}
+    for key, ps in p50s.items():
+        entry: dict[str, Any] = {"round_p50_ms": ps}
+        if key in samples and samples[key]:
+            st = summarize(samples[key], 1)
+            entry.update(p50_ms=st.p50, p90_ms=st.p90, p99_ms=st.p99, min_ms=st.min, samples=st.iters)
+        if key in problems:
+            entry["problem"] = problems[key]
+        if key in unsteady:
+            entry["unsteady"] = unsteady[key]
+        out["rows"][key] = entry
+    return out
+
+
+def round_ratio(rows: dict[str, Any], base: str, other: str) -> float | None:
+    """Median over rounds of (``base`` p50 / ``other`` p50) in the same round; None without a common round."""
+    b, o = rows.get(base, {}).get("round_p50_ms", []), rows.get(other, {}).get("round_p50_ms", [])
+    ratios = [x / y for x, y in zip(b, o) if x is not None and y]
+    return float(statistics.median(ratios)) if ratios else None
+
+
+def attach_latency(section: dict[str, Any], lat: dict[str, Any]) -> None:
+    """Latency rows into ``section`` (fp32, torch, variants) with speed-ups over fp32 ORT and over eager torch."""
+    rows = lat["rows"]
+    section["latency"] = {"configs": lat["configs"]}
+    section["environment"] = lat["environment"]
+    section["fp32"]["latency"] = rows.get(FP32, {})
+    section["fp32"]["speedup_vs_torch"] = round_ratio(rows, TORCH, FP32)
+    if TORCH in rows:
+        section["torch"] = {"latency": rows[TORCH], "speedup_vs_fp32": round_ratio(rows, FP32, TORCH)}
+    for label, v in section["variants"].items():
+        if label in rows:
+            v["latency"] = rows[label]
+            v["speedup_vs_fp32"] = round_ratio(rows, FP32, label)
+            v["speedup_vs_torch"] = round_ratio(rows, TORCH, label)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # ResNet-50
 
 
-def export_resnet50(work: Path, threads: int, force: bool) -> tuple[Path, Any, str]:
-    """ONNX file and eager torch module of ResNet-50 (random weights, BN recalibrated) via deployinc's exporter."""
-    from deployinc.export import export_pipeline
-    from deployinc.io import load_onnx
-    from deployinc.metadata import read_provenance
-    from deployinc.verify.reference import from_provenance
-
-    path = work / "resnet50.onnx"
-    if force or not path.exists():
-        export_pipeline("resnet50", out=path, force=True, weights="none", exporter="torchscript", threads=threads, log=log)
-    prov = read_provenance(load_onnx(path, load_external=False).model)
-    ref = from_provenance(prov)
-    return path, ref.module, ref.description
-
-
 def layer2_boundary(model: Any) -> str:
-    """The first node of ResNet's second stage: by name (TorchScript exporter), else the first node with a 28x28
-    output (224 / 8)."""
+    """The first node of ResNet's second stage (names as the TorchScript exporter writes them)."""
     for n in model.graph.node:
         if n.name.startswith("/layer2/"):
             return n.name
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.graph.value_info}
-    for n in model.graph.node:
-        if n.op_type == "Conv" and dims.get(n.output[0], [0, 0, 0])[-1:] == [28]:
-            return n.name
-    raise RuntimeError("cannot find ResNet-50's second stage in the graph")
+    raise RuntimeError("no node named /layer2/... in the graph: export with exporter='torchscript' to keep the module names")
 
 
 def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    import torch
-
+    from deployinc.errors import DeployincError
+    from deployinc.export import export_pipeline
     from deployinc.io import load_onnx
-    from deployinc.precision._common import cpu_session, input_spec
-    from deployinc.precision.int8 import quantize_int8
-    from deployinc.core.images import natural_images
+    from deployinc.precision._common import input_spec, sample_images
 
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    path, module, ref_desc = export_resnet50(work, args.threads, args.force)
-    fp32 = load_onnx(path).model
-    spec = input_spec(fp32)
-    log(f"resnet50 ready in {time.perf_counter() - t0:.1f} s: {ref_desc}")
-    cal = natural_images(args.calib, spec.chw, spec.mean, spec.std, seed=101)
-    # Test images use a seed not used while choosing the configuration below (percentile, fp32 stem): out of sample.
-    test = natural_images(args.test, spec.chw, spec.mean, spec.std, seed=404)
-    ref = torch_logits(module, test)
-    s32 = cpu_session(fp32, threads=args.threads)
-    out32 = ort_logits(s32, spec.name, test)
-    result: dict[str, Any] = {
-        "reference": ref_desc,
-        "calibration_images": args.calib,
-        "test_images": args.test,
-        "images": "seeded natural-image statistics (deployinc.core.images.natural_images), calibration and test "
-        "sets drawn with different seeds",
-        "fp32_ort_vs_torch": {"min_cosine": float(cosines(ref, out32).min()),
-                              "max_abs": float(np.abs(ref - out32).max())},
-        "variants": {},
-    }
-    boundary = layer2_boundary(fp32)
-    variants = [
-        ("int8 all layers (cpu: u8 activations)", dict(target="cpu")),
-        ("int8, stem + layer1 fp32 (cpu: u8 activations)", dict(target="cpu", keep_fp32_before=boundary)),
-        ("int8 all layers (tensorrt: symmetric s8)", dict(target="tensorrt")),
-    ]
-    sessions = {"fp32": s32}
-    for label, kw in variants:
+    path = work / "resnet50.onnx"
+    if args.force or not path.exists():
         t0 = time.perf_counter()
-        q = quantize_int8(path, cal, method=args.method, percentile=args.percentile, **kw)
-        seconds = time.perf_counter() - t0
-        sq = cpu_session(q.model, threads=args.threads)
-        out = ort_logits(sq, spec.name, test)
-        cos = cosines(ref, out)
-        entry = {
-            **{k: v for k, v in kw.items()},
-            "method": args.method,
-            "quantize_seconds": round(seconds, 1),
-            "fp32_nodes_kept": len(q.report["excluded_nodes"]),
-            "min_cosine": float(cos.min()),
-            "mean_cosine": float(cos.mean()),
-            "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
-            "qdq_nodes": q.report["op_counts"].get("QuantizeLinear", 0) + q.report["op_counts"].get("DequantizeLinear", 0),
-        }
-        result["variants"][label] = entry
-        sessions[label] = sq
-        log(f"resnet50 {label}: min cosine {entry['min_cosine']:.4f}, mean {entry['mean_cosine']:.4f} "
-            f"(quantized in {seconds:.1f} s)")
+        export_pipeline("resnet50", out=path, force=True, weights="none", exporter="torchscript", threads=args.threads, log=log)
+        log(f"resnet50 exported in {time.perf_counter() - t0:.0f} s")
+    else:
+        log(f"resnet50: reusing {path} (--force to export again)")
+    fp32 = load_onnx(path, load_external=False).model
+    spec = input_spec(fp32)
+    cal = sample_images(spec, args.calib, None, seed=101)
+    calibration = f"{args.calib} seeded natural-statistics images (deployinc.precision._common.sample_images, seed 101)"
+    boundary = layer2_boundary(fp32)
+    res: dict[str, Any] = {
+        "model": "resnet50", "onnx": str(path), "calibration": calibration, "test_images": args.test, "test_seed": 404,
+        "keep_fp32_before": boundary, "variants": {},
+    }  # fmt: skip
 
-    log(f"resnet50 latency: batch 1, {args.threads} threads, {args.rounds} rounds x {args.iters} iterations, interleaved")
-    lat = interleaved_latency(sessions, spec.name, test[:1], args.rounds, args.iters, args.warmup)
-    result["latency"] = lat
-    for label in result["variants"]:
-        result["variants"][label]["median_ms"] = lat[label]["median_ms"]
-        result["variants"][label]["speedup_vs_fp32"] = speedup(lat, "fp32", label)
-        log(f"  {label}: {lat[label]['median_ms']:.1f} ms (fp32 {lat['fp32']['median_ms']:.1f} ms), "
-            f"speedup {result['variants'][label]['speedup_vs_fp32']:.2f}x")
+    log("resnet50 fp32: verify against eager torch fp32")
+    v32 = verify_file(path, threads=args.threads, batch=min(8, args.test), samples=args.test, seed=404)
+    res["fp32"] = {"verify": v32["summary"], "verify_report": v32["report"]}
+    res["reference"] = v32["summary"]["reference"]
+    log(f"  {verify_line(v32['summary'])}")
 
-    if not args.skip_sensitivity:
-        result["sensitivity"] = sensitivity(args, path, fp32, cal[: min(32, len(cal))], test[:16], ref[:16], spec)
-    return result
+    files = {FP32: path}
+    for label, target, keep in RESNET_VARIANTS:
+        out = work / f"resnet50.{slug(label)}.onnx"
+        entry: dict[str, Any] = {"target": target}
+        try:
+            log(f"resnet50 {label}: quantize ({args.method}, {args.calib} images)")
+            entry["quantize"] = quantize(path, cal, out, method=args.method, percentile=args.percentile, target=target,
+                                         source=calibration, keep_fp32_before=boundary if keep else None)
+            log(f"  quantized in {entry['quantize']['seconds']:.0f} s, {entry['quantize']['fp32_nodes_kept']} node(s) kept fp32")
+            v = verify_file(out, threads=args.threads, batch=min(8, args.test), samples=args.test, seed=404)
+            entry["verify"], entry["verify_report"] = v["summary"], v["report"]
+            log(f"  {verify_line(v['summary'])}")
+            files[label] = out
+        except DeployincError as exc:
+            entry["error"] = exc.message
+            log(f"  ERROR: {exc.message}")
+        res["variants"][label] = entry
+
+    log(f"resnet50 latency: batch 1, {args.threads} threads, {args.rounds} round(s) x {args.iters} iterations per file after {args.warmup} warm-up")
+    attach_latency(res, bench_files(files, torch_with=FP32, rounds=args.rounds, iters=args.iters, warmup=args.warmup, threads=args.threads))
+    for label, v in res["variants"].items():
+        if v.get("speedup_vs_fp32") is not None:
+            log(f"  {label}: p50 {v['latency']['p50_ms']:.2f} ms, {v['speedup_vs_fp32']:.2f}x fp32 ORT ({res['fp32']['latency'].get('p50_ms', float('nan')):.2f} ms)")
+
+    if args.sensitivity:
+        res["sensitivity"] = sensitivity(args, path, fp32, cal, calibration, work)
+    return res
 
 
-def sensitivity(args: argparse.Namespace, path: Path, fp32: Any, cal: np.ndarray, test: np.ndarray, ref: np.ndarray,
-                spec: Any) -> list[dict[str, Any]]:
-    """Quantize one convolution at a time (everything else fp32) and measure the logits' cosine with eager torch."""
-    from deployinc.precision._common import cpu_session
-    from deployinc.precision.int8 import quantize_int8
-
+def sensitivity(args: argparse.Namespace, path: Path, fp32: Any, cal: Any, calibration: str, work: Path) -> list[dict[str, Any]]:
+    """One convolution quantized at a time (everything else fp32), each file verified against eager torch."""
     convs = [n.name for n in fp32.graph.node if n.op_type == "Conv"]
-    wanted = ["/conv1/Conv", "/layer1/layer1.0/conv1/Conv", "/layer2/layer2.0/conv1/Conv",
-              "/layer3/layer3.0/conv1/Conv", "/layer4/layer4.0/conv1/Conv"]
-    picks = [c for c in wanted if c in convs] or [convs[i] for i in (0, 1, len(convs) // 4, len(convs) // 2, -3)]
+    picks = [c for c in SENSITIVITY_CONVS if c in convs] or [convs[i] for i in (0, 1, len(convs) // 4, len(convs) // 2, -3)]
+    if args.quick:
+        picks = picks[: QUICK["sensitivity_convs"]]
+    n = min(16, args.test)
     rows = []
-    for name in picks:
-        q = quantize_int8(path, cal, method=args.method, percentile=args.percentile, target="cpu", op_types=["Conv"],
-                          exclude_nodes=[c for c in convs if c != name])
-        out = ort_logits(cpu_session(q.model, threads=args.threads), spec.name, test)
-        cos = cosines(ref, out)
-        rows.append({"conv": name, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())})
-        log(f"  sensitivity: only {name} int8 -> min cosine {cos.min():.5f}")
+    for i, name in enumerate(picks):
+        out = work / f"resnet50.sensitivity-{i}.onnx"
+        q = quantize(path, cal[: min(32, len(cal))], out, method=args.method, percentile=args.percentile, target="cpu",
+                     source=calibration, op_types=["Conv"], exclude_nodes=[c for c in convs if c != name])
+        v = verify_file(out, threads=args.threads, batch=min(8, n), samples=n, seed=404)["summary"]
+        rows.append({"conv": name, "quantize_warnings": q["warnings"], "verify": v})
+        log(f"  sensitivity: only {name} int8 -> {verify_line(v)}")
     return rows
 
 
@@ -274,348 +342,385 @@ def sensitivity(args: argparse.Namespace, path: Path, fp32: Any, cal: np.ndarray
 # inception_cifar
 
 
-def loadable_checkpoint(ckpt: Path, work: Path) -> tuple[Path, list[str]]:
-    """The checkpoint itself when deployinc's weights-only loader takes it; otherwise, when the only thing refused
-    is a ``torch.torch_version.TorchVersion`` (a str subclass some records store as ``torch.__version__``), a copy
-    with those values turned into plain strings. Loading stays weights-only: that one str subclass is allowlisted."""
-    from deployinc.errors import WeightsError
-    from deployinc.io import load_checkpoint, save_checkpoint
-
-    try:
-        load_checkpoint(ckpt)
-        return ckpt, []
-    except WeightsError as exc:
-        if "TorchVersion" not in f"{exc.message} {exc.__cause__}":
-            raise
-    import torch
-    from torch.torch_version import TorchVersion
-
-    with torch.serialization.safe_globals([TorchVersion]):
-        obj = torch.load(ckpt, map_location="cpu", weights_only=True)
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, TorchVersion):
-            return str(v)
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return type(v)(plain(x) for x in v)
-        return v
-
-    clean = work / (ckpt.stem + ".clean.pt")
-    save_checkpoint(clean, plain(obj), force=True)
-    load_checkpoint(clean)
-    note = (f"{ckpt} stores a torch.torch_version.TorchVersion, which deployinc's weights-only loader refuses; "
-            f"used a copy with plain strings ({clean})")
-    log(note)
-    return clean, [note]
-
-
-def trained_inception(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, Any]] | tuple[None, str]:
-    from deployinc.io import load_checkpoint
+def inception_checkpoint(args: argparse.Namespace, work: Path) -> tuple[Path, Path] | str:
+    """(checkpoint, held-out folder): given, found in --work, or trained here; a reason string when there is none."""
+    from deployinc.train import TrainConfig, train
 
     if args.inception_ckpt:
-        ckpt = Path(args.inception_ckpt)
-        _, raw = load_checkpoint(loadable_checkpoint(ckpt, work)[0], with_extra=True)
-        record = raw.get("record", raw) if isinstance(raw, dict) else {}
-        return ckpt, {k: record.get(k) for k in ("data", "classes", "accuracy", "epochs", "seed", "mean", "std")
-                      if isinstance(record, dict)}
-    ckpt = work / f"inception_cifar_e{args.inception_epochs}.pt"
-    if ckpt.exists() and not args.force:
-        ckpt_ok, _ = loadable_checkpoint(ckpt, work)
-        _, raw = load_checkpoint(ckpt_ok, with_extra=True)
-        record = raw.get("record", {}) if isinstance(raw, dict) else {}
-        return ckpt, {k: record.get(k) for k in ("data", "classes", "accuracy", "epochs", "seed", "mean", "std")}
+        if not args.inception_heldout:
+            return ("--inception-ckpt needs --inception-heldout: the held-out images of that checkpoint's data "
+                    "(deployinc train ... --export-heldout DIR writes them)")
+        return Path(args.inception_ckpt), Path(args.inception_heldout)
+    tag = f"e{args.inception_epochs}" + (f"-n{args.inception_limit_train}" if args.inception_limit_train else "") + (f"-h{args.inception_limit_heldout}" if args.inception_limit_heldout else "")
+    ckpt, held = work / f"inception_cifar_{tag}.pt", Path(args.inception_heldout or work / f"inception_cifar_{tag}_heldout")
+    if ckpt.exists() and held.is_dir() and any(held.iterdir()) and not args.force:
+        log(f"inception_cifar: reusing {ckpt} and {held} (--force to train again)")
+        return ckpt, held
     if args.no_train:
-        return None, "no --inception-ckpt given and --no-train set"
-    try:
-        from deployinc.train import TrainConfig, train
-    except ImportError as exc:
-        return None, f"deployinc's trainer is not available ({exc})"
-    log(f"training inception_cifar on synthetic:shapes with deployinc.train ({args.inception_epochs} epochs)")
+        return "no --inception-ckpt given and --no-train set"
+    log(f"training inception_cifar on synthetic:shapes with deployinc.train ({args.inception_epochs} epoch(s))")
     t0 = time.perf_counter()
-    res = train(TrainConfig("inception_cifar", "synthetic:shapes", out=str(ckpt), epochs=args.inception_epochs,
-                            threads=args.threads, force=True))
-    log(f"trained in {time.perf_counter() - t0:.0f} s, held-out accuracy {res.accuracy:.4f}")
-    rec = res.record
-    return ckpt, {k: rec.get(k) for k in ("data", "classes", "accuracy", "epochs", "seed", "mean", "std")}
+    res = train(TrainConfig("inception_cifar", "synthetic:shapes", out=str(ckpt), epochs=args.inception_epochs, threads=args.threads,
+                            limit_train=args.inception_limit_train, limit_heldout=args.inception_limit_heldout, export_heldout=str(held), force=True))
+    log(f"  trained in {time.perf_counter() - t0:.0f} s, held-out accuracy {res.accuracy:.4f}; {res.heldout_written} held-out images in {held}")
+    return ckpt, held
 
 
 def bench_inception(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    got = trained_inception(args, work)
-    if got[0] is None:
-        return {"skipped": got[1]}
-    ckpt, record = got
-    import torch
-
-    ckpt, notes = loadable_checkpoint(Path(ckpt), work)
-
-    from deployinc.export import export_pipeline
-    from deployinc.io import load_onnx
-    from deployinc.metadata import read_provenance
-    from deployinc.precision._common import cpu_session, input_spec
-    from deployinc.precision.int8 import quantize_int8
-    from deployinc.train.data import load_data
-    from deployinc.train.synthetic import shapes
     from deployinc.core.images import normalize
-    from deployinc.verify.reference import from_provenance
+    from deployinc.errors import DeployincError
+    from deployinc.export import export_pipeline
+    from deployinc.io import load_checkpoint, load_onnx
+    from deployinc.precision._common import input_spec
+    from deployinc.train.synthetic import shapes
 
-    torch.set_num_threads(args.threads)
+    got = inception_checkpoint(args, work)
+    if isinstance(got, str):
+        return {"skipped": got}
+    ckpt, held = got
+    _, raw = load_checkpoint(ckpt, with_extra=True)
+    record = raw.get("record", {}) if isinstance(raw, dict) else {}
     path = work / "inception_cifar.onnx"
-    export_pipeline("inception_cifar", out=path, force=True, weights=str(ckpt), exporter="torchscript",
-                    threads=args.threads, log=log)
-    fp32 = load_onnx(path).model
-    spec = input_spec(fp32)
-    module = from_provenance(read_provenance(fp32)).module
-
-    def prep(u8: np.ndarray) -> np.ndarray:  # uint8 N x H x W x 3 -> normalised N x 3 x H x W
-        return normalize(u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, spec.mean, spec.std)
-
-    data_spec = record.get("data") or "synthetic:shapes"
-    if not str(data_spec).startswith("synthetic:"):
-        return {"skipped": f"checkpoint trained on {data_spec}; this script only knows the synthetic held-out split"}
-    split = load_data(str(data_spec), image_size=spec.chw[1], seed=int(record.get("seed") or 0))
-    held = prep(split.heldout.images)
-    labels = split.heldout.labels
-    cal_u8, _, _ = shapes(args.calib_inception, size=spec.chw[1], seed=9001)  # training distribution, new draw
-    cal = prep(cal_u8)
-    ref = torch_logits(module, held, batch=64)
-    s32 = cpu_session(fp32, threads=args.threads)
-    out32 = ort_logits(s32, spec.name, held, batch=64)
-    result: dict[str, Any] = {
-        "checkpoint": str(ckpt),
-        "notes": notes,
-        "trained_on": data_spec,
-        "record_accuracy": record.get("accuracy"),
-        "heldout_images": int(len(held)),
-        "calibration_images": int(len(cal)),
-        "calibration": f"{len(cal)} fresh draws of {data_spec} (seed 9001), not the held-out images",
-        "torch_fp32_accuracy": float((ref.argmax(1) == labels).mean()),
-        "ort_fp32_top1_agreement": float((out32.argmax(1) == ref.argmax(1)).mean()),
+    export_pipeline("inception_cifar", out=path, force=True, weights=str(ckpt), exporter="torchscript", threads=args.threads, log=log)
+    spec = input_spec(load_onnx(path, load_external=False).model)
+    # Calibration: fresh draws of the training distribution (not the held-out images), as the model normalises them.
+    u8, _, _ = shapes(args.calib_inception, size=spec.chw[1], seed=9001)
+    cal = normalize(u8.transpose(0, 3, 1, 2).astype("float32") / 255.0, spec.mean, spec.std)
+    calibration = f"{args.calib_inception} fresh draws of synthetic:shapes (deployinc.train.synthetic.shapes, seed 9001), not the held-out images"
+    res: dict[str, Any] = {
+        "checkpoint": str(ckpt), "heldout": str(held), "onnx": str(path), "calibration": calibration,
+        "record": {k: record.get(k) for k in ("data", "arch", "epochs", "accuracy", "train_images", "heldout_images", "seed", "train_seconds")},
         "variants": {},
-    }
-    # How fragile the model's decisions are: fp32 itself under N(0, sigma) input noise (normalised units).
-    rng = np.random.default_rng(7)
-    result["fp32_noise_agreement"] = {
-        str(sigma): float((ort_logits(s32, spec.name, (held + rng.normal(0, sigma, held.shape)).astype(np.float32),
-                                      batch=64).argmax(1) == ref.argmax(1)).mean())
-        for sigma in (0.01, 0.03)
-    }
-    margins = np.sort(ref, 1)
-    result["median_top1_margin"] = float(np.median(margins[:, -1] - margins[:, -2]))
-    sessions = {"fp32": s32}
-    for label, kw in (("int8 (cpu: u8 activations)", dict(target="cpu")),
-                      ("int8 (tensorrt: symmetric s8)", dict(target="tensorrt"))):
-        t0 = time.perf_counter()
-        q = quantize_int8(path, cal, method=args.method, percentile=args.percentile, **kw)
-        seconds = time.perf_counter() - t0
-        sq = cpu_session(q.model, threads=args.threads)
-        out = ort_logits(sq, spec.name, held, batch=64)
-        entry = {
-            **kw,
-            "method": args.method,
-            "quantize_seconds": round(seconds, 1),
-            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean()),
-            "accuracy": float((out.argmax(1) == labels).mean()),
-            "min_cosine": float(cosines(ref, out).min()),
-        }
-        result["variants"][label] = entry
-        sessions[label] = sq
-        log(f"inception_cifar {label}: top-1 agreement {entry['top1_agreement']:.4f}, accuracy {entry['accuracy']:.4f}")
-    lat = interleaved_latency(sessions, spec.name, held[:1], args.rounds, args.iters, args.warmup)
-    result["latency"] = lat
-    for label in result["variants"]:
-        result["variants"][label]["median_ms"] = lat[label]["median_ms"]
-        result["variants"][label]["speedup_vs_fp32"] = speedup(lat, "fp32", label)
-    return result
+    }  # fmt: skip
+    log("inception_cifar fp32: verify against eager torch fp32 on the held-out images")
+    v32 = verify_file(path, threads=args.threads, batch=8, data=held)
+    res["fp32"] = {"verify": v32["summary"], "verify_report": v32["report"]}
+    res["reference"] = v32["summary"]["reference"]
+    log(f"  {verify_line(v32['summary'])}")
+    files = {FP32: path}
+    for label, target in INCEPTION_VARIANTS:
+        out = work / f"inception_cifar.{slug(label)}.onnx"
+        entry: dict[str, Any] = {"target": target}
+        try:
+            entry["quantize"] = quantize(path, cal, out, method=args.method, percentile=args.percentile, target=target, source=calibration)
+            v = verify_file(out, threads=args.threads, batch=8, data=held)
+            entry["verify"], entry["verify_report"] = v["summary"], v["report"]
+            log(f"inception_cifar {label}: {verify_line(v['summary'])}")
+            files[label] = out
+        except DeployincError as exc:
+            entry["error"] = exc.message
+            log(f"inception_cifar {label}: ERROR: {exc.message}")
+        res["variants"][label] = entry
+    log(f"inception_cifar latency: batch 1, {args.rounds} round(s) x {args.iters} iterations per file")
+    attach_latency(res, bench_files(files, torch_with=FP32, rounds=args.rounds, iters=args.iters, warmup=args.warmup, threads=args.threads))
+    return res
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Report
+# Gates and the report
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def gates(res: dict[str, Any], inc: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    best = None
-    for label, v in res["variants"].items():
-        if v.get("target") != "cpu":
-            continue
-        ok = v["min_cosine"] >= 0.99 and v["speedup_vs_fp32"] >= 2.0
-        if ok and (best is None or v["speedup_vs_fp32"] > res["variants"][best]["speedup_vs_fp32"]):
-            best = label
-    pick = best or max((k for k, v in res["variants"].items() if v.get("target") == "cpu"),
-                       key=lambda k: res["variants"][k]["min_cosine"])
-    v = res["variants"][pick]
-    out.append({"gate": f"resnet50 cosine >= 0.99 ({pick})", "value": f"min {v['min_cosine']:.4f}",
-                "pass": v["min_cosine"] >= 0.99})
-    out.append({"gate": f"resnet50 int8 batch-1 >= 2x faster than fp32 ORT ({pick})",
-                "value": f"{v['speedup_vs_fp32']:.2f}x", "pass": v["speedup_vs_fp32"] >= 2.0})
-    if "skipped" in inc:
-        out.append({"gate": "inception_cifar top-1 agreement >= 99 %", "value": f"not run: {inc['skipped']}",
-                    "pass": None})
+    """The three gates, from the results: ``pass`` is True, False, or None (not measured)."""
+    out: list[dict[str, Any]] = []
+    if res.get("variants"):
+        cpu = {k: v for k, v in res["variants"].items() if v.get("target") == "cpu" and "verify" in v}
+
+        def cos(k: str) -> float:
+            return _num(cpu[k]["verify"].get("min_cosine")) or -1.0
+
+        def sp(k: str) -> float:
+            return _num(cpu[k].get("speedup_vs_fp32")) or 0.0
+
+        passing = [k for k in cpu if cos(k) >= COSINE_GATE and sp(k) >= SPEEDUP_GATE]
+        pick = max(passing, key=sp) if passing else (max(cpu, key=cos) if cpu else None)
+        if pick is None:
+            out.append({"gate": f"resnet50 cosine >= {COSINE_GATE}", "value": "no cpu int8 variant was verified", "pass": False})
+            out.append({"gate": f"resnet50 int8 batch-1 >= {SPEEDUP_GATE:g}x faster than fp32 ORT", "value": "not measured", "pass": False})
+        else:
+            c, s = _num(cpu[pick]["verify"].get("min_cosine")), _num(cpu[pick].get("speedup_vs_fp32"))
+            out.append({"gate": f"resnet50 cosine >= {COSINE_GATE} ({pick})", "value": f"min {c:.4f}" if c is not None else "not measured",
+                        "pass": c is not None and c >= COSINE_GATE})
+            out.append({"gate": f"resnet50 int8 batch-1 >= {SPEEDUP_GATE:g}x faster than fp32 ORT ({pick})",
+                        "value": f"{s:.2f}x" if s is not None else "not measured", "pass": s is not None and s >= SPEEDUP_GATE})
     else:
-        iv = inc["variants"]["int8 (cpu: u8 activations)"]
-        out.append({"gate": "inception_cifar top-1 agreement >= 99 % (cpu int8)",
-                    "value": f"{iv['top1_agreement'] * 100:.2f} %", "pass": iv["top1_agreement"] >= 0.99})
+        out.append({"gate": "resnet50 cosine and speed-up", "value": "not run", "pass": None})
+    if "skipped" in inc or not inc:
+        out.append({"gate": f"inception_cifar top-1 agreement >= {TOP1_GATE:.0%}", "value": f"not run: {inc.get('skipped', 'skipped')}", "pass": None})
+    else:
+        v = inc["variants"].get(INCEPTION_VARIANTS[0][0], {})
+        t = _num((v.get("verify") or {}).get("top1_agreement"))
+        out.append({"gate": f"inception_cifar top-1 agreement >= {TOP1_GATE:.0%} (cpu int8)", "value": f"{t * 100:.2f} %" if t is not None else v.get("error", "not measured"),
+                    "pass": t is not None and t >= TOP1_GATE})
     return out
 
 
-def markdown(env: dict[str, Any], args: argparse.Namespace, res: dict[str, Any], inc: dict[str, Any],
-             g: list[dict[str, Any]]) -> str:
-    L = []
-    L.append("# int8 on the CPU: accuracy and latency")
-    L.append("")
-    L.append(f"Produced by `python scripts/bench_int8.py` on {env['date_utc']}. Every number below was printed by that "
-             "run; nothing is edited by hand. Re-run it to refresh this page.")
-    L.append("")
-    L.append("## Machine")
-    L.append("")
-    L.append(f"- CPU: {env['cpu']} ({env['cpu_count']} cores visible), AVX-512 VNNI: {'yes' if env['avx512_vnni'] else 'no'}")
-    L.append(f"- Threads: {env['threads']} for ONNX Runtime and torch alike; load average at start "
-             f"{', '.join(f'{x:.2f}' for x in env['load_average_start'])} (a shared machine: latency is interleaved "
-             "over rounds and speed-ups are medians of per-round ratios)")
-    L.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
-    pct = f", {args.percentile} th percentile" if args.method == "percentile" else ""
-    L.append(f"- Calibration: `{args.method}`{pct} (ONNX Runtime `quantize_static`, QDQ, per-channel int8 weights)")
-    L.append("")
-    L.append("## Gates")
-    L.append("")
-    L.append("| gate | measured | result |")
-    L.append("|---|---|---|")
-    for x in g:
-        verdict = "not run" if x["pass"] is None else ("pass" if x["pass"] else "FAIL")
-        L.append(f"| {x['gate']} | {x['value']} | {verdict} |")
-    L.append("")
-    L.append("## ResNet-50 (random weights, BatchNorm recalibrated)")
-    L.append("")
-    L.append(f"Reference: eager torch fp32, {res['reference']}. Inputs: {res['images']}; {res['calibration_images']} "
-             f"calibration and {res['test_images']} test images at 224 x 224. The percentile and the fp32 stem were "
-             "chosen during development on other seeds; the test images here are drawn with a seed not used then.")
-    L.append(f"fp32 ONNX Runtime vs eager torch: min cosine {res['fp32_ort_vs_torch']['min_cosine']:.6f}, "
-             f"max |diff| {res['fp32_ort_vs_torch']['max_abs']:.3g}.")
-    L.append("")
-    L.append("| model | fp32 nodes kept | min cosine | mean cosine | top-1 agreement | batch-1 median (ms) | p90 (ms) | speed-up vs fp32 ORT |")
-    L.append("|---|---|---|---|---|---|---|---|")
-    lat = res["latency"]
-    L.append(f"| fp32 ONNX Runtime | all | 1 (reference: torch) | | | {lat['fp32']['median_ms']:.1f} | {lat['fp32']['p90_ms']:.1f} | 1.00x |")
-    for label, v in res["variants"].items():
-        L.append(f"| {label} | {v['fp32_nodes_kept']} | {v['min_cosine']:.4f} | {v['mean_cosine']:.4f} | "
-                 f"{v['top1_agreement'] * 100:.1f} % | {v['median_ms']:.1f} | {lat[label]['p90_ms']:.1f} | "
-                 f"{v['speedup_vs_fp32']:.2f}x |")
-    L.append("")
-    L.append(f"Latency: batch 1, {args.rounds} rounds x {args.iters} timed runs per model after {args.warmup} warm-up "
-             "runs, models interleaved within each round; per-round medians are in the JSON beside this page.")
-    L.append("")
-    L.append("The `tensorrt` variant uses symmetric int8 activations and float biases, which TensorRT requires "
-             "(zero points 0, no int32 DequantizeLinear); ONNX Runtime's CPU provider runs it too but does not fuse "
-             "the ReLUs it must keep, so it is slower here. It is the file to give TensorRT; the `cpu` variants "
-             "(uint8 activations) are for ONNX Runtime on the CPU.")
-    if res.get("sensitivity"):
-        L.append("")
-        L.append("### Where the int8 error comes from")
-        L.append("")
-        L.append("One convolution quantized at a time (activations and weights), everything else fp32; cosine of the "
-                 "logits with eager torch on 16 test images:")
-        L.append("")
-        L.append("| only this conv in int8 | min cosine | mean cosine |")
-        L.append("|---|---|---|")
-        for r in res["sensitivity"]:
-            L.append(f"| `{r['conv']}` | {r['min_cosine']:.5f} | {r['mean_cosine']:.5f} |")
-        L.append("")
-        L.append("A random-weight ResNet amplifies a perturbation at its input side through every later block, so the "
-                 "error of the first layers dominates; keeping the stem and the first stage in fp32 "
-                 "(`deployinc quantize --keep-fp32-before <first layer2 node>`) removes most of it, at the cost in "
-                 "speed the table shows. Trained networks are far less sensitive (see inception_cifar below).")
-    L.append("")
-    L.append("## inception_cifar (trained)")
-    L.append("")
-    if "skipped" in inc:
-        L.append(f"Not measured in this run: {inc['skipped']}.")
-    else:
-        L.append(f"Trained here with `deployinc.train` for {args.inception_epochs} epochs (when no --inception-ckpt is "
-                 "given): in development, the trainer's default 8 epochs left a model with top-1 margins so small that "
-                 "input noise below one 8-bit pixel step already flipped some of its decisions (the noise row below "
-                 "measures this for the model used here).")
-        L.append(f"Checkpoint `{inc['checkpoint']}` trained on `{inc['trained_on']}` (held-out accuracy recorded by the "
-                 f"trainer: {inc['record_accuracy']}). Evaluated on the {inc['heldout_images']} held-out images; "
-                 f"calibrated on {inc['calibration']}.")
-        for n in inc.get("notes", []):
-            L.append(f"Note: {n}.")
-        nz = inc["fp32_noise_agreement"]
-        L.append(f"How sure the model is: median top-1 logit margin {inc['median_top1_margin']:.3f}; fp32 with Gaussian "
-                 f"input noise of sigma 0.01 / 0.03 (normalised units; one 8-bit pixel step is 0.0078) keeps "
-                 f"{nz['0.01'] * 100:.1f} % / {nz['0.03'] * 100:.1f} % of its own top-1 decisions.")
-        L.append(f"Eager torch fp32 held-out accuracy: {inc['torch_fp32_accuracy'] * 100:.2f} %; fp32 ONNX Runtime top-1 "
-                 f"agreement with torch: {inc['ort_fp32_top1_agreement'] * 100:.2f} %.")
-        L.append("")
-        L.append("| model | top-1 agreement with torch fp32 | held-out accuracy | min cosine | batch-1 median (ms) | speed-up vs fp32 ORT |")
-        L.append("|---|---|---|---|---|---|")
-        ilat = inc["latency"]
-        L.append(f"| fp32 ONNX Runtime | {inc['ort_fp32_top1_agreement'] * 100:.2f} % | | | {ilat['fp32']['median_ms']:.2f} | 1.00x |")
-        for label, v in inc["variants"].items():
-            L.append(f"| {label} | {v['top1_agreement'] * 100:.2f} % | {v['accuracy'] * 100:.2f} % | {v['min_cosine']:.4f} | "
-                     f"{v['median_ms']:.2f} | {v['speedup_vs_fp32']:.2f}x |")
+def _f(v: Any, fmt: str, suffix: str = "") -> str:
+    n = _num(v)
+    return "" if n is None else f"{n:{fmt}}{suffix}"
+
+
+def _pct(v: Any) -> str:
+    n = _num(v)
+    return "" if n is None else f"{n * 100:.2f} %"
+
+
+def _verdict(x: dict[str, Any]) -> str:
+    return "not run" if x["pass"] is None else ("pass" if x["pass"] else "FAIL")
+
+
+def machine_lines(data: dict[str, Any]) -> list[str]:
+    """The machine, from the bench report's environment record (deployinc.bench.environment)."""
+    from deployinc.bench.environment import environment_lines
+
+    env = data.get("environment") or {}
+    lines = [f"- {line}" for line in environment_lines(env)] if env else ["- (no environment record: nothing was benched)"]
+    flags = data.get("int8_cpu_flags")
+    if flags is not None:
+        lines.append(f"- int8 instructions ({', '.join(data.get('int8_flags_checked', []))}): {', '.join(flags) if flags else 'none'}")
+    loads = [c.get("load_average") or {} for sec in ("resnet50", "inception_cifar") for c in ((data.get(sec) or {}).get("latency") or {}).get("configs", [])]
+    if loads:
+        first, last = loads[0].get("before"), loads[-1].get("after")
+        lines.append(f"- Load average: {', '.join(map(str, first or []))} before the first bench call, {', '.join(map(str, last or []))} after the last "
+                     "(a shared machine: the files are benched in turn, round after round, and speed-ups are medians of per-round ratios)")
+    return lines
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The report page, from the result dict only (what the JSON beside it holds)."""
+    a = data["args"]
+    res = data.get("resnet50") or {}
+    inc = data.get("inception_cifar") or {}
+    L: list[str] = ["# int8 on the CPU: accuracy and latency", ""]
+    if data.get("quick"):
+        L += ["**A --quick smoke run: counts far too small for any number here to mean anything.**", ""]
+    L.append(f"Produced by `{data['command']}` on {data['created']}. Every number below was printed by that run, from deployinc's "
+             "verify and bench reports (the JSON beside this page holds them all); nothing is edited by hand. Re-run it to refresh this page.")
+    L += ["", "## Machine", ""]
+    L += machine_lines(data)
+    L.append(f"- Thread count: {a['threads']}, for ONNX Runtime and torch alike (verify and bench were given `threads={a['threads']}`)")
+    pct = f", {a['percentile']} th percentile" if a["method"] == "percentile" else ""
+    L.append(f"- Calibration: `{a['method']}`{pct} (deployinc.precision.int8.quantize_int8: ONNX Runtime `quantize_static`, QDQ, per-channel int8 weights)")
+    L.append("- Accuracy: deployinc.verify (`providers=cpu`, eager torch fp32 rebuilt from the file's provenance as the reference; "
+             "min cosine is the smallest per-image cosine of the logits; top-1 agreement is plain arg-max agreement, tie-aware in brackets)")
+    L.append(f"- Latency: deployinc.bench, batch 1, ort-cpu; {a['rounds']} round(s), each benching every file of a model in turn, "
+             f"{a['iters']} timed runs per file per round after {a['warmup']} warm-up run(s); p50/p90 pool every round's samples, "
+             "speed-ups are medians of per-round p50 ratios")
+    L += ["", "## Gates", "", "| gate | measured | result |", "|---|---|---|"]
+    for x in data["gates"]:
+        L.append(f"| {x['gate']} | {x['value']} | {_verdict(x)} |")
+    if res:
+        L += resnet_section(res)
+    L += inception_section(inc, a)
     L.append("")
     return "\n".join(L)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "int8-cpu.md"))
-    p.add_argument("--work", default=str(ROOT / "out" / "bench_int8"), help="Folder for models and checkpoints.")
+def _lat_cells(lat: dict[str, Any], digits: int) -> str:
+    if not lat or "p50_ms" not in lat:
+        return f"{lat.get('problem', 'not measured') if lat else 'not measured'} | |"
+    return f"{lat['p50_ms']:.{digits}f} | {lat['p90_ms']:.{digits}f}"
+
+
+def unsteady_lines(section: dict[str, Any]) -> list[str]:
+    """bench's own warnings of a measurement during which the machine changed speed (BenchRow.unsteady_reason)."""
+    lats = [("eager torch fp32", (section.get("torch") or {}).get("latency") or {}), (FP32, (section.get("fp32") or {}).get("latency") or {})]
+    lats += [(k, v.get("latency") or {}) for k, v in section.get("variants", {}).items()]
+    flagged = [(k, u) for k, lat in lats for u in lat.get("unsteady", [])]
+    if not flagged:
+        return []
+    return ["", f"bench flagged {len(flagged)} measurement(s) as unsteady (the machine changed speed during them; every one is in the JSON), first: "
+            f"{flagged[0][0]}, {flagged[0][1]}."]
+
+
+def resnet_section(res: dict[str, Any]) -> list[str]:
+    L = ["", "## ResNet-50 (random weights, BatchNorm recalibrated)", ""]
+    L.append(f"Reference: {res.get('reference')}. Calibration: {res['calibration']}; test: {res['test_images']} natural-statistics images "
+             f"generated by verify with seed {res['test_seed']} (not a calibration seed). The stem + layer1 variant keeps every node before "
+             f"`{res['keep_fp32_before']}` in fp32 (`deployinc quantize --keep-fp32-before`).")
+    f32 = res.get("fp32", {})
+    fv = f32.get("verify", {})
+    if "min_cosine" in fv:
+        L.append(f"fp32 ONNX Runtime vs eager torch: {fv['verdict']} [{fv['preset']}], min cosine {fv['min_cosine']:.6f}, max |diff| {fv['max_abs']:.3g}.")
+    L += ["", "| model | fp32 nodes kept | verify verdict | min cosine | top-1 agreement | top-5 | batch-1 p50 (ms) | p90 (ms) | speed-up vs fp32 ORT | vs eager torch |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    tl = (res.get("torch") or {}).get("latency")
+    if tl:
+        L.append(f"| {TORCH} | all | (reference) | | | | {_lat_cells(tl, 1)} | {_f(res['torch'].get('speedup_vs_fp32'), '.2f', 'x')} | 1.00x |")
+    L.append(f"| {FP32} | all | {fv.get('verdict', '')} | {_f(fv.get('min_cosine'), '.6f')} | {_pct(fv.get('top1_agreement'))} | {_pct(fv.get('top5'))} | "
+             f"{_lat_cells(f32.get('latency', {}), 1)} | 1.00x | {_f(f32.get('speedup_vs_torch'), '.2f', 'x')} |")
+    for label, v in res["variants"].items():
+        if "error" in v:
+            L.append(f"| {label} | | error: {v['error']} | | | | | | | |")
+            continue
+        s = v.get("verify", {})
+        L.append(f"| {label} | {v['quantize']['fp32_nodes_kept']} | {s.get('verdict', '')} | {_f(s.get('min_cosine'), '.4f')} | "
+                 f"{_pct(s.get('top1_agreement'))} ({_pct(s.get('top1_tie_aware'))}) | {_pct(s.get('top5'))} | {_lat_cells(v.get('latency', {}), 1)} | "
+                 f"{_f(v.get('speedup_vs_fp32'), '.2f', 'x')} | {_f(v.get('speedup_vs_torch'), '.2f', 'x')} |")
+    L += unsteady_lines(res)
+    budget = next((v["verify"]["tolerance"] for v in res["variants"].values() if v.get("verify", {}).get("tolerance")), None)
+    if budget:
+        L += ["", f"verify's `{budget['name']}` preset: min cosine {budget['min_cosine']}, top-1 {budget['min_top1']}, top-5 {budget['min_top5']}; "
+              "the gates above are this page's own (cosine >= 0.99, speed-up >= 2x)."]
+    L += ["", "The `tensorrt` variant uses symmetric int8 activations and float biases, which TensorRT requires (zero points 0, no int32 "
+          "DequantizeLinear); ONNX Runtime's CPU provider runs it too but does not fuse the ReLUs it must keep, so it is slower here. It is "
+          "the file to give TensorRT; the `cpu` variants (uint8 activations) are for ONNX Runtime on the CPU."]
+    if res.get("sensitivity"):
+        n = res["sensitivity"][0]["verify"].get("samples", "?")
+        L += ["", "### Where the int8 error comes from", "",
+              f"One convolution quantized at a time (activations and weights), everything else fp32; each file verified against eager torch on {n} test images:",
+              "", "| only this conv in int8 | min cosine | top-1 agreement |", "|---|---|---|"]
+        for r in res["sensitivity"]:
+            L.append(f"| `{r['conv']}` | {_f(r['verify'].get('min_cosine'), '.5f')} | {_pct(r['verify'].get('top1_agreement'))} |")
+        L += ["", "A random-weight ResNet amplifies a perturbation at its input side through every later block, so the error of the first layers "
+              "dominates; keeping the stem and the first stage in fp32 removes most of it, at the cost in speed the table shows. Trained networks "
+              "are far less sensitive (see inception_cifar below)."]
+    return L
+
+
+def inception_section(inc: dict[str, Any], a: dict[str, Any]) -> list[str]:
+    L = ["", "## inception_cifar (trained)", ""]
+    if not inc or "skipped" in inc:
+        return L + [f"Not measured in this run: {inc.get('skipped', 'skipped') if inc else 'skipped'}."]
+    rec = inc.get("record") or {}
+    L.append(f"Checkpoint `{inc['checkpoint']}`: {rec.get('arch')} trained by deployinc.train on `{rec.get('data')}` for {rec.get('epochs')} epoch(s) "
+             f"({rec.get('train_images')} training images; held-out accuracy recorded by the trainer: {rec.get('accuracy')}). "
+             f"Evaluated by verify on the {rec.get('heldout_images')} held-out images the trainer wrote to `{inc['heldout']}` (labels from the folder names); "
+             f"calibrated on {inc['calibration']}.")
+    fv = (inc.get("fp32") or {}).get("verify", {})
+    acc = fv.get("accuracy") or {}
+    L.append(f"Eager torch fp32 held-out accuracy: {_pct(acc.get('reference_top1'))}; fp32 ONNX Runtime: {fv.get('verdict', '')}, top-1 agreement with torch "
+             f"{_pct(fv.get('top1_agreement'))}, min cosine {_f(fv.get('min_cosine'), '.6f')}.")
+    L += ["", "| model | verify verdict | top-1 agreement with torch fp32 | held-out accuracy | min cosine | batch-1 p50 (ms) | p90 (ms) | speed-up vs fp32 ORT | vs eager torch |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    tl = (inc.get("torch") or {}).get("latency")
+    f32 = inc.get("fp32") or {}
+    if tl:
+        L.append(f"| {TORCH} | (reference) | | {_pct(acc.get('reference_top1'))} | | {_lat_cells(tl, 2)} | {_f(inc['torch'].get('speedup_vs_fp32'), '.2f', 'x')} | 1.00x |")
+    L.append(f"| {FP32} | {fv.get('verdict', '')} | {_pct(fv.get('top1_agreement'))} | {_pct(acc.get('top1'))} | {_f(fv.get('min_cosine'), '.6f')} | "
+             f"{_lat_cells(f32.get('latency', {}), 2)} | 1.00x | {_f(f32.get('speedup_vs_torch'), '.2f', 'x')} |")
+    for label, v in inc["variants"].items():
+        if "error" in v:
+            L.append(f"| {label} | error: {v['error']} | | | | | | | |")
+            continue
+        s = v.get("verify", {})
+        L.append(f"| {label} | {s.get('verdict', '')} | {_pct(s.get('top1_agreement'))} ({_pct(s.get('top1_tie_aware'))}) | {_pct((s.get('accuracy') or {}).get('top1'))} | "
+                 f"{_f(s.get('min_cosine'), '.4f')} | {_lat_cells(v.get('latency', {}), 2)} | {_f(v.get('speedup_vs_fp32'), '.2f', 'x')} | {_f(v.get('speedup_vs_torch'), '.2f', 'x')} |")
+    return L + unsteady_lines(inc)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--out-md", "--out", dest="out_md", default=str(DEFAULT_MD), help="Markdown report (default: docs/benchmarks/int8-cpu.md).")
+    p.add_argument("--out-json", default=None, help="JSON with every number (default: the Markdown path with .json).")
+    p.add_argument("--work", default=str(ROOT / "out" / "bench_int8"), help="Folder for models, checkpoints and held-out images.")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="percentile")
     p.add_argument("--percentile", type=float, default=99.99, help="Percentile for --method percentile.")
-    p.add_argument("--calib", type=int, default=64, help="ResNet-50 calibration images.")
-    p.add_argument("--calib-inception", type=int, default=256, help="inception_cifar calibration images.")
-    p.add_argument("--test", type=int, default=32, help="ResNet-50 test images.")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--inception-ckpt", default=None, help="A trained inception_cifar checkpoint (synthetic:shapes).")
-    p.add_argument("--inception-epochs", type=int, default=24,
-                   help="Epochs when training inception_cifar here (the trainer's default 8 leaves a model so unsure "
-                   "that 1 %% input noise flips its predictions; see the report's noise row).")
-    p.add_argument("--no-train", action="store_true", help="Do not train inception_cifar when no checkpoint is given.")
-    p.add_argument("--skip-sensitivity", action="store_true")
-    p.add_argument("--skip-resnet", action="store_true", help="(debugging) only inception_cifar; no gates written.")
-    p.add_argument("--force", action="store_true", help="Re-export/re-train even when files exist in --work.")
-    p.add_argument("--render", default=None, help="Only re-write the Markdown from an earlier run's JSON (no measuring).")
-    args = p.parse_args(argv)
+    p.add_argument("--calib", type=int, default=None, help="ResNet-50 calibration images (default 64; --quick 16).")
+    p.add_argument("--test", type=int, default=None, help="ResNet-50 test images verified (default 32; --quick 8).")
+    p.add_argument("--calib-inception", type=int, default=None, help="inception_cifar calibration images (default 256; --quick 16).")
+    p.add_argument("--rounds", type=int, default=None, help="Rounds of benching every file in turn (default 5; --quick 2).")
+    p.add_argument("--iters", type=int, default=None, help="Timed runs per file per round (default 20; --quick 4).")
+    p.add_argument("--warmup", type=int, default=None, help="Warm-up runs per file per round (default 5; --quick 1).")
+    p.add_argument("--inception-ckpt", default=None, help="A trained inception_cifar checkpoint (give its held-out folder with --inception-heldout).")
+    p.add_argument("--inception-heldout", default=None, help="Labelled held-out images (ImageFolder) of the checkpoint's data, as deployinc train --export-heldout writes them.")
+    p.add_argument("--inception-epochs", type=int, default=None,
+                   help="Epochs when training inception_cifar here (default 24: the trainer's default leaves top-1 margins so small that noise below one "
+                   "8-bit pixel step flips decisions; --quick 1).")
+    p.add_argument("--inception-limit-train", type=int, default=None, help="Train on at most this many images (default all; --quick 300).")
+    p.add_argument("--inception-limit-heldout", type=int, default=None, help="Hold out at most this many images (default all; --quick 80).")
+    p.add_argument("--no-train", action="store_true", help="Do not train inception_cifar when no checkpoint is found.")
+    p.add_argument("--sensitivity", action="store_true", help="Add the ResNet-50 per-layer sensitivity scan (5 more quantizations and verifies: slow).")
+    p.add_argument("--skip-resnet", action="store_true", help="Only inception_cifar (the ResNet-50 gates are then not run).")
+    p.add_argument("--skip-inception", action="store_true", help="Only ResNet-50 (the inception_cifar gate is then not run).")
+    p.add_argument("--force", action="store_true", help="Re-export / re-train even when files exist in --work.")
+    p.add_argument("--quick", action="store_true", help="Smoke run: tiny counts, 1-epoch training on a few images; numbers mean nothing, exit 0 whatever the gates.")
+    p.add_argument("--render", default=None, help="Only re-write the Markdown (--out-md) from an earlier run's JSON (no measuring).")
+    return p
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Arguments with the defaults of a full run or of --quick filled in."""
+    args = parser().parse_args(argv)
+    full = {"calib": 64, "test": 32, "calib_inception": 256, "rounds": 5, "iters": 20, "warmup": 5, "inception_epochs": 24,
+            "inception_limit_train": None, "inception_limit_heldout": None}
+    for k, v in full.items():
+        if getattr(args, k) is None:
+            setattr(args, k, QUICK[k] if args.quick else v)
+    if args.out_json is None:
+        args.out_json = str(Path(args.out_md).with_suffix(".json"))
+    if args.rounds < 1 or args.iters < args.rounds or args.warmup < 1:
+        parser().error("need --rounds >= 1, --iters >= 1 and --warmup >= 1")
+    return args
+
+
+def write_outputs(data: dict[str, Any], md_path: str | os.PathLike[str], json_path: str | os.PathLike[str] | None) -> None:
+    """The JSON and the Markdown, written atomically as one unit (deployinc.io.atomic_write_many)."""
+    from deployinc.io import atomic_write_many
+
+    files: list[tuple[str | os.PathLike[str], bytes]] = []
+    if json_path is not None:
+        files.append((json_path, (json.dumps(data, indent=1, default=str) + "\n").encode("utf-8")))
+    files.append((md_path, markdown(data).encode("utf-8")))
+    for p, _ in files:
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_many(files, force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.render:
-        from deployinc.io import atomic_write_text
-
         data = json.loads(Path(args.render).read_text())
-        old = argparse.Namespace(**data["args"])
-        atomic_write_text(args.out, markdown(data["environment"], old, data["resnet50"], data["inception_cifar"],
-                                             data["gates"]), force=True)
-        log(f"re-rendered {args.out} from {args.render}")
+        if data.get("format") != FORMAT:
+            parser().error(f"{args.render} is not a {FORMAT} report (format {data.get('format')!r}); run the benchmark again")
+        write_outputs(data, args.out_md, None)
+        log(f"re-rendered {args.out_md} from {args.render}")
         return 0
 
-    from deployinc.io import atomic_write_text
+    from deployinc.core.env import INT8_FLAGS, cpu_flags
 
+    t_start = time.perf_counter()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    env = environment(args.threads)
-    log(f"CPU {env['cpu']}, AVX-512 VNNI {env['avx512_vnni']}, threads {args.threads}")
     res = {} if args.skip_resnet else bench_resnet50(args, work)
-    inc = bench_inception(args, work)
-    if args.skip_resnet:
-        print(json.dumps(inc, indent=2, default=float))
-        return 0
-    g = gates(res, inc)
-    env["load_average_end"] = list(os.getloadavg())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, markdown(env, args, res, inc, g), force=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"environment": env, "args": vars(args), "resnet50": res,
-                                                            "inception_cifar": inc, "gates": g}, indent=2,
-                                                           default=float) + "\n", force=True)
-    log(f"wrote {out} and {out.with_suffix('.json')}")
-    for x in g:
-        log(f"{'PASS' if x['pass'] else ('NOT RUN' if x['pass'] is None else 'FAIL')}: {x['gate']}: {x['value']}")
-    return 0 if all(x["pass"] is not False for x in g) else 1
+    inc = {"skipped": "--skip-inception"} if args.skip_inception else bench_inception(args, work)
+    env = res.pop("environment", None) or inc.pop("environment", None) or {}
+    inc.pop("environment", None)
+    checked = list(INT8_FLAGS)
+    argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    data = {
+        "format": FORMAT,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": f"python scripts/bench_int8.py {argv_text}".strip(),
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "args": vars(args),
+        "environment": env,
+        "int8_flags_checked": checked,
+        "int8_cpu_flags": sorted(cpu_flags() & set(checked)),
+        "resnet50": res,
+        "inception_cifar": inc,
+    }
+    data["gates"] = gates(res, inc)
+    write_outputs(data, args.out_md, args.out_json)
+    log(f"wrote {args.out_md} and {args.out_json} ({data['seconds']:.0f} s in all)")
+    for x in data["gates"]:
+        log(f"{_verdict(x).upper()}: {x['gate']}: {x['value']}")
+    errors = [f"{label}: {v['error']}" for sec in (res, inc) for label, v in (sec.get("variants") or {}).items() if "error" in v]
+    for e in errors:
+        log(f"ERROR: {e}")
+    if args.quick:
+        return 1 if errors else 0
+    return 0 if all(x["pass"] is not False for x in data["gates"]) else 1
 
 
 if __name__ == "__main__":
