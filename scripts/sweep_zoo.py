@@ -17,6 +17,7 @@ export's log lines), the node count, export and verify seconds, the verdict, max
 verify reports one, the peak memory of the child processes (ru_maxrss) and the one-line error. Verdicts:
 
     PASS / FAIL          verify exited 0 / 1
+    inconclusive         verify exited 3: what ran passed, but the reference ignores its input (or a backend did not run)
     export-error         export exited non-zero (1 check failed, 2 bad input, 70 internal error)
     verify-error         verify exited 2 (bad input) or 70 (internal error)
     timeout              the model ran past --timeout (its processes are killed)
@@ -56,7 +57,7 @@ DEFAULT_TIMEOUT = 900.0
 DEFAULT_MAX_PARAMS = 100e6
 PLANT_SCALE = 1.1
 EXIT_LABELS = {0: "pass", 1: "fail", 2: "bad input", 70: "internal error", 130: "interrupted"}
-VERDICTS = ("PASS", "FAIL", "export-error", "verify-error", "timeout", "crash")
+VERDICTS = ("PASS", "FAIL", "inconclusive", "export-error", "verify-error", "timeout", "crash")
 
 #: family -> timm model names: small enough for a 2-core CPU sweep, every one in timm 1.0.31's list_models().
 TIMM_MODELS: dict[str, list[str]] = {
@@ -510,6 +511,8 @@ def sweep_one(spec: str, work: Path, timeout: float, plant: bool, tick: Callable
         if vr.rc in (0, 1):
             row["verdict"] = "PASS" if vr.rc == 0 else "FAIL"
             row["error"] = None if vr.rc == 0 else (row.get("failure") or error_line(vr))
+        elif vr.rc == 3 and not vr.timed_out:  # what ran passed, but proves nothing (or a backend did not run)
+            row.update(verdict="inconclusive", error=error_line(vr))
         else:
             row.update(verdict=_bad_verdict(vr, "verify-error"), error=error_line(vr))
     if plant and onnx_path.is_file() and not vr.timed_out:
@@ -670,7 +673,7 @@ def render_markdown(rows: list[dict[str, Any]], pending: list[str], machine: dic
         lines += ["", "## Planted faults", ""] + plant_table(rows)
     if pending:
         lines += ["", "## Not run yet", "", ", ".join(pending)]
-    lines += ["", "Verdicts: PASS/FAIL = verify exit 0/1; export-error = export exit 1/2/70; verify-error = verify exit 2/70;",
+    lines += ["", "Verdicts: PASS/FAIL = verify exit 0/1; export-error = export exit 1/2/70; inconclusive = verify exit 3; verify-error = verify exit 2/70;",
               "timeout = past the per-model limit; crash = killed by a signal or an unexpected exit code. max_rel = max |error| /",
               "max |reference| over outputs, batches and backends; noise floor = verify's fp32-vs-fp64 figure when it reports one;",
               "peak MB = largest ru_maxrss of the model's child processes. Logs and reports: `<work>/runs/<model>/`.", ""]

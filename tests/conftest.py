@@ -77,6 +77,22 @@ def tinynets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One private cache for the whole session (BatchNorm statistics, deploy state): the suite never writes the
+    user's ~/.cache, and a model exported by one test is not recalibrated again by the next that verifies it.
+    Tests that need an empty cache set ``DEPLOYINC_CACHE_DIR`` themselves."""
+    import os
+
+    old = os.environ.get("DEPLOYINC_CACHE_DIR")
+    os.environ["DEPLOYINC_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "session-cache")
+    yield
+    if old is None:
+        os.environ.pop("DEPLOYINC_CACHE_DIR", None)
+    else:
+        os.environ["DEPLOYINC_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
     import torch
 

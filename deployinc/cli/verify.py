@@ -195,6 +195,11 @@ def _exit_for(report: object) -> None:
         else:
             hint = "see the localisation above"
         raise CheckFailed(f"parity failed: {shown}", hint=hint)
+    if rep.inconclusive:
+        raise IncompleteRun(
+            f"what ran passed, but it proves nothing: {rep.inconclusive[0]}",
+            hint="verify with trained weights (--weights CHECKPOINT for the reference, the same the file was exported from)",
+        )
     if not rep.complete:
         skipped = "; ".join(f"{b.name} ({b.reason})" for b in rep.skipped)
         raise IncompleteRun(

@@ -247,6 +247,26 @@ def truncated(model: Any, name: str, types: dict[str, tuple[int, list[int | str]
     return m
 
 
+def reinfer_shapes(model: Any) -> tuple[Any, str | None]:
+    """``model`` with its intermediate shape annotations (``graph.value_info``) dropped and inferred again by ONNX
+    shape inference from the graph's own inputs, so that a symbolic batch dimension reaches every tensor.
+
+    An exporter may annotate tensors with the shapes of its example input: torch's dynamo exporter writes
+    ``[1, 197, 3072]`` for the GELU of a torchvision ViT whose batch is dynamic, and ONNX Runtime's MatMul+Add
+    fusion then bakes that 1 into a Reshape, so the graph fails at batch 2. Runtimes do not need the annotations,
+    so wrong ones are worse than none. Returns ``(model, note)``: ``note`` is None when inference worked; otherwise
+    it says why the annotations were dropped without being inferred again.
+    """
+    import onnx
+
+    m = copy.deepcopy(model)
+    del m.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True), None
+    except Exception as exc:  # noqa: BLE001 - inference is best effort: a graph without annotations is still valid
+        return m, f"shape annotations dropped, not inferred again ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+
+
 def topo_nodes(model: Any) -> list[Any]:
     """The graph's nodes (ONNX requires topological order)."""
     return list(model.graph.node)

@@ -119,7 +119,6 @@ def deploy(model: str, **options: Any) -> DeployResult:
 
 
 def _state_dir(req: DeployRequest, digest: str) -> Path:
-
     root, warnings = cache_subdir("deploy")
     for w in warnings:
         req.say(f"warning: {w}")
@@ -130,7 +129,6 @@ def _state_dir(req: DeployRequest, digest: str) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-
     try:
         data = json.loads(read_regular(path, limit=64 << 20))
     except (OSError, ValueError):
@@ -180,7 +178,6 @@ def evaluate(req: DeployRequest) -> DeployResult:
 def _fp32_model(req: DeployRequest, state: Path) -> Path:
     """The fp32 ONNX file every artifact starts from: the user's file, or the export (made once per key)."""
     if req.model.endswith(".onnx"):
-
         path = Path(req.model)
         model = load_onnx(path, load_external=False).model
         precision, _ = detect_precision(model)
@@ -240,7 +237,6 @@ def _peak_rss() -> Iterator[dict[str, float | None]]:
 
 
 def _calibration(req: DeployRequest, spec: Any) -> tuple[np.ndarray, str]:
-
     if req.data is not None:
         images, info = load_image_folder_with_report(req.data, spec.chw, spec.mean, spec.std, limit=req.calibration_images)
         return images, f"{len(images)} image(s) from {req.data}"
@@ -270,13 +266,10 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     info: dict[str, Any]
     try:
         if name == "fp16":
-
-
             res = convert_to_fp16(src, keep_io_types=True, images=sample_images(spec, 8, req.data, seed=1), keep_overflow_fp32=True, threads=req.threads)
             save_onnx(res.model, path, force=True)
             info = {"made": "convert --precision fp16 (I/O kept fp32)", "kept_fp32_nodes": len(res.kept_fp32_nodes)}
         else:
-
             images, source = _calibration(req, spec)
             target = "cpu" if name.startswith("int8-cpu") else "tensorrt"
             method = "minmax" if name.endswith("-minmax") else "percentile"
@@ -359,7 +352,6 @@ def _metrics(vr: Any, backend: str) -> dict[str, Any]:
 
 
 def _verify(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
-
     threads = cand.options.get("threads", req.threads)
     vreq = VerifyRequest(
         model=path, providers=cand.backend, precision=cand.precision, samples=req.samples, threads=threads,
@@ -371,7 +363,9 @@ def _verify(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
     if skipped:
         out["verdict"], out["reason"] = "skipped", skipped[0].reason
     else:
-        out["verdict"] = "pass" if vr.passed else "fail"
+        out["verdict"] = ("pass" if not vr.inconclusive else "inconclusive") if vr.passed else "fail"
+        if vr.inconclusive:
+            out["reason"] = vr.inconclusive[0]
     if vr.localization is not None:
         summary = vr.localization.to_dict().get("summary")
         if summary:
@@ -381,7 +375,6 @@ def _verify(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
 
 
 def _bench(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
-
     threads = cand.options.get("threads", req.threads)
     s = BenchSettings(
         backends=[cand.backend], batches=list(req.batches), precisions=[cand.precision], warmup=req.warmup, iters=req.iters,

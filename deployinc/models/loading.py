@@ -531,6 +531,11 @@ def load_model(
                 f"weights {wspec!r} is neither a file nor a torchvision weights name",
                 hint="give none, DEFAULT, IMAGENET1K_V1 (torchvision models) or a .pt/.pth/.safetensors path",
             )
+    if random_init:
+        zeroed = reinit_zero_linears(module)
+        if zeroed:
+            notes.append(f"random weights: the model's own code initialises {', '.join(zeroed)} to zero (every image would give "
+                         "the same logits); seeded random weights instead, so the outputs tell a correct export from a wrong one")
     sha = state_sha256(module)
     recal = False
     if random_init and calibrate_bn:
@@ -550,6 +555,24 @@ def load_model(
         bn_recalibrated=recal,
         notes=notes,
     )
+
+
+def reinit_zero_linears(module: Any) -> list[str]:
+    """Give seeded random weights (``reset_parameters``, from the current torch RNG) to every ``nn.Linear`` whose
+    weight is all zeros; returns their names.
+
+    Some models zero their classifier at initialisation (torchvision's ViT: ``heads.head``), so a randomly
+    initialised one outputs the same logits for every image, and a comparison of two runs of it passes whatever
+    the runtime computes. Only random-weight models are touched, on export and on the rebuilt reference alike.
+    """
+    from torch import nn
+
+    out = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.Linear) and sub.weight.numel() and not bool(sub.weight.detach().any()):
+            sub.reset_parameters()
+            out.append(name or "the model")
+    return out
 
 
 def load_from_provenance(prov: Any, weights: str | None = None, trust_code: bool = False) -> LoadedModel:

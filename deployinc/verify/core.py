@@ -148,6 +148,8 @@ class VerifyReport:
     relative_to: str = ""
     allow_skip: bool = False
     accuracy: Any = None
+    #: Why the comparison proves nothing although it passed (the reference's output ignores its input).
+    inconclusive: list[str] = field(default_factory=list)
 
     @property
     def ran(self) -> list[BackendResult]:
@@ -160,8 +162,9 @@ class VerifyReport:
 
     @property
     def complete(self) -> bool:
-        """Every requested backend ran (or skipped backends were allowed with ``allow_skip``)."""
-        return self.allow_skip or not self.skipped
+        """Every requested backend ran (or skipped backends were allowed with ``allow_skip``), and the comparison
+        can tell a correct run from a wrong one (nothing :attr:`inconclusive`; ``allow_skip`` does not waive it)."""
+        return (self.allow_skip or not self.skipped) and not self.inconclusive
 
     @property
     def failed_checks(self) -> list[Any]:
@@ -203,6 +206,7 @@ class VerifyReport:
             "noise_floor": self.floor.to_dict() if self.floor is not None else None,
             "complete": self.complete,
             "skipped": [b.name for b in self.skipped],
+            "inconclusive": self.inconclusive,
             "accuracy": self.accuracy.to_dict() if self.accuracy is not None else None,
             "relative_to": self.relative_to,
             "environment": self.environment,
@@ -514,6 +518,7 @@ def run(req: Any) -> VerifyReport:
         timings["fp64_floor"] = time.perf_counter() - t
         _rejudge(req, subj, results, ref_out, outputs, floor, notes)
     report = assemble(subj, ref, in_desc, results, notes, floor, req.allow_skip)
+    report.inconclusive = input_blind_outputs(ref_out, x)
     if labels is not None:
         report.accuracy = accuracy(labels, ref_out, outputs, subj.batches)
     check_preprocessing(report, subj, ref, raw, timings)
@@ -856,6 +861,25 @@ def assemble(subj: _Subject, ref: Any, in_desc: dict[str, Any], results: list[Ba
         if r.fp64_note:
             r.budget_note = f"{r.budget_note}; {r.fp64_note}" if r.budget_note else r.fp64_note
     return report
+
+
+def input_blind_outputs(ref_out: dict[str, np.ndarray], x: np.ndarray) -> list[str]:
+    """The reference outputs that are the same for every one of several different input images: a comparison of
+    such an output passes whatever the backend computes before it (a classifier initialised to zero outputs zeros
+    from any features), so it proves nothing. One reason per such output; empty when the outputs depend on the input.
+    """
+    n = len(x)
+    if n < 2 or not np.any(x != x[:1]):
+        return []
+    out = []
+    for name, r in ref_out.items():
+        r = np.asarray(r)
+        if r.ndim and len(r) == n and r.size and bool(np.all(r == r[:1])):
+            flat = r[:1].ravel()
+            value = f"all {flat[0]:.4g}" if np.all(flat == flat[0]) else "the same values"
+            out.append(f"the reference's {name!r} is the same for all {n} different input images ({value}), so the "
+                       "comparison cannot tell a correct export from a wrong one")
+    return out
 
 
 def check_preprocessing(report: VerifyReport, subj: _Subject, ref: Any, raw: np.ndarray | None, timings: dict[str, float]) -> None:

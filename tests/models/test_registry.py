@@ -21,7 +21,11 @@ def test_registry_has_torchvision_classifiers():
     assert get_model_info("resnet50").num_params == 25557032
 
 
-def test_duplicate_registration_raises():
+def test_duplicate_registration_raises(monkeypatch):
+    from deployinc.models import registry
+
+    monkeypatch.setattr(registry, "_BUILTIN", dict(registry._BUILTIN))  # the test's model leaves with the test
+
     @register_model("dup_test_model", family="other", input_size=(3, 8, 8), num_classes=2)
     def _a(num_classes=2):
         return torch.nn.Linear(2, num_classes)

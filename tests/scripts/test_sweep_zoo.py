@@ -109,6 +109,9 @@ class FakeCLI:
         if step == "plant":
             json_path.write_text(json.dumps(verify_report("fail", 0.2, first="c")))
             return self.sz.StepResult(1, 2.0, 450.0, log="")
+        if how == "blind":  # what ran passed, but the reference ignores its input: verify exits 3
+            json_path.write_text(json.dumps(verify_report("incomplete", 0.0)))
+            return self.sz.StepResult(3, 3.0, 400.0, log="error: what ran passed, but it proves nothing: the reference's 'logits' is the same\n")
         ok = how != "fail"
         json_path.write_text(json.dumps(verify_report("pass" if ok else "fail", 1e-6 if ok else 3e-3, floor=4e-7)))
         return self.sz.StepResult(0 if ok else 1, 3.0, 400.0, log="" if ok else "error: parity failed: ...\n")
@@ -126,7 +129,7 @@ def run(sz, tmp_path, monkeypatch, behaviour, *extra):
 
 
 def test_rows_verdicts_and_report(sz, tmp_path, monkeypatch):
-    behaviour = {"good": "pass", "timm/bad": "fail", "slow": "timeout", "buggy": "bug", "seg": "segfault", "fb": "fallback"}
+    behaviour = {"good": "pass", "timm/bad": "fail", "slow": "timeout", "buggy": "bug", "seg": "segfault", "fb": "fallback", "zero": "blind"}
     _, md, data = run(sz, tmp_path, monkeypatch, behaviour)
     rows = {r["model"]: r for r in data["rows"]}
     assert [r["model"] for r in data["rows"]] == list(behaviour)
@@ -138,8 +141,9 @@ def test_rows_verdicts_and_report(sz, tmp_path, monkeypatch):
     assert rows["buggy"]["verdict"] == "export-error" and rows["buggy"]["error"] == "KeyError: 'conv7'"
     assert rows["seg"]["verdict"] == "crash" and rows["seg"]["error"] == "killed by SIGSEGV"
     assert rows["fb"]["fallback"] == "dynamo failed: boom" and rows["fb"]["path"] == "dynamo@17 x -> torchscript@17"
-    assert data["counts"] == {"PASS": 2, "FAIL": 1, "export-error": 1, "verify-error": 0, "timeout": 1, "crash": 1}
-    for line in ("| PASS | 2 |", "| FAIL | 1 |", "| timeout | 1 |", "| crash | 1 |", "| export-error | 1 |", "6 models run"):
+    assert rows["zero"]["verdict"] == "inconclusive" and "proves nothing" in rows["zero"]["error"]
+    assert data["counts"] == {"PASS": 2, "FAIL": 1, "inconclusive": 1, "export-error": 1, "verify-error": 0, "timeout": 1, "crash": 1}
+    for line in ("| PASS | 2 |", "| FAIL | 1 |", "| inconclusive | 1 |", "| timeout | 1 |", "| crash | 1 |", "| export-error | 1 |", "7 models run"):
         assert line in md
     assert "`timm/bad`" in md and "Machine:" in md and "torch " in md
 
