@@ -184,3 +184,13 @@ def test_tests_mirror_the_package_layout():
         assert list((TESTS / name).glob("test_*.py")), f"tests/{name}/ holds no test module"
     for name, where in TESTED_ELSEWHERE.items():
         assert (ROOT.parent / where.split(" ")[0]).is_file(), f"{name}: {where} does not exist"
+
+
+def test_every_blind_except_says_why():
+    """ruff's BLE makes an ``except Exception`` need a ``noqa: BLE001``; this makes the noqa carry its reason."""
+    bare = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if "noqa: BLE001" in line and not line.split("noqa: BLE001", 1)[1].strip(" -"):
+                bare.append(f"{path.relative_to(ROOT.parent)}:{i}")
+    assert not bare, f"blind excepts without a reason after 'noqa: BLE001 -': {bare}"

@@ -56,7 +56,7 @@ def thread_settings(threads: int | None) -> dict[str, Any]:
             out["torch_parallel"] = next(
                 (ln.strip() for ln in torch.__config__.parallel_info().splitlines() if "OpenMP" in ln or "TBB" in ln), None
             )
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - torch's parallel_info is informative only
             pass
     out["env"] = {k: os.environ[k] for k in _THREAD_VARS if k in os.environ}
     return out

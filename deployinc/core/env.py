@@ -123,7 +123,7 @@ def ort_providers() -> dict[str, Any]:
     out: dict[str, Any] = {"version": ort.__version__, "available": list(ort.get_available_providers())}
     try:
         out["device"] = ort.get_device()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - get_device is informative only; the record goes on without it
         pass
     out["plugins"] = ort_plugins(ort)
     return out
@@ -150,7 +150,7 @@ def gpu_problem() -> str | None:
     """Why no CUDA device can be used here, or None when the driver sees one (does not create a CUDA context)."""
     try:
         return cuda_driver_problem()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a probe must answer, not raise: the failure becomes the reason
         return f"could not probe the CUDA driver: {type(exc).__name__}"
 
 
@@ -162,7 +162,7 @@ def thread_counts(ort_threads: int | None = None) -> dict[str, Any]:
         try:
             out["torch_intra_op"] = torch.get_num_threads()
             out["torch_inter_op"] = torch.get_num_interop_threads()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - thread counts are informative only; the record goes on without them
             pass
     out["env"] = {k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ}
     return out
@@ -249,7 +249,7 @@ def tensorrt_problem() -> str | None:
         import onnxruntime as ort
 
         listed = "TensorrtExecutionProvider" in ort.get_available_providers()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an onnxruntime that cannot list providers lists none
         listed = False
     if listed:
         for lib in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer_10.dll", "nvinfer.dll"):

@@ -47,7 +47,7 @@ def _torch_cuda_problem() -> str | None:
         return problem
     try:  # the version string tells a CPU-only wheel (2.x+cpu) without importing torch
         version = md.version("torch")
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a broken install's metadata: no wheel hint, the import check decides
         return None
     return "torch is a CPU-only build (" + version + ")" if version.endswith("+cpu") else None
 
@@ -69,7 +69,7 @@ def _ort_listed(ep: str) -> str | None:
 def _tensorrt_problem() -> str | None:
     try:
         return env.tensorrt_problem()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a probe must answer, not raise: the failure becomes the reason
         return f"TensorRT could not be probed ({type(exc).__name__})"
 
 
@@ -93,7 +93,7 @@ def _openvino_problem() -> str | None:
         return f"{DISTRIBUTION} is broken: its library {library} is missing"
     try:
         devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a plugin that fails to list devices offers none
         devices = []
     if devices and not any("ov_meta_device" not in dict(d.ep_metadata) and str(dict(d.ep_metadata).get("ov_device", "")).upper() == "CPU" for d in devices):
         return "the OpenVINO plugin offers no CPU device here"

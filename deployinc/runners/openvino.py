@@ -106,14 +106,14 @@ def cpu_device(ort: Any) -> Any:
 def _is_cpu(ort: Any, device: Any) -> bool:
     try:
         return bool(device.device.type == ort.OrtHardwareDeviceType.CPU)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an older onnxruntime's device object: fall back to the plugin's metadata
         return str(_metadata(device).get("ov_device", "")).upper() == "CPU"
 
 
 def _metadata(device: Any) -> dict[str, Any]:
     try:
         return dict(device.ep_metadata)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - metadata is informative only; a device without it is still listed
         return {}
 
 

@@ -149,7 +149,7 @@ def _ort_version() -> str:
                 return metadata.version(dist)
             except metadata.PackageNotFoundError:
                 continue
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a version is informative only (engine cache key); unknown is recorded as such
         pass
     return "unknown"
 

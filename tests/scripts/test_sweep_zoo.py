@@ -203,3 +203,9 @@ def test_timm_list_is_in_timm(sz):
     names = [n for family in sz.TIMM_MODELS.values() for n in family]
     assert len(names) >= 50 and len(sz.TIMM_MODELS) >= 20 and len(set(names)) == len(names)
     assert not set(names) - set(timm.list_models())
+
+
+def test_read_floor_says_when_verify_did_not_need_it(sz):
+    assert sz.read_floor({"noise_floor": None}) == {"noise_floor": None, "floor_status": "not needed (within the preset)"}
+    got = sz.read_floor({"noise_floor": {"status": "measured", "max_rel": {"logits": 2e-4, "aux": 1e-4}}})
+    assert got == {"noise_floor": 2e-4, "floor_status": "measured", "floor_reason": None}
