@@ -244,6 +244,31 @@ def finish_export(model: Any, opset: int, exporter: str) -> Any:
     return model
 
 
+def ort_run_problem(model: Any, input_shape: tuple[int, ...], dynamic_batch: bool = True) -> str | None:
+    """Why ONNX Runtime's CPU provider cannot run ``model`` on zeros at batch 1 and 2 (1 alone when the batch is
+    static), or None when it can. The numbers are not judged here (the quick check does that): this tells an
+    exporter whose graph is valid ONNX but does not run (a batch baked into a reshape) from one that works, so the
+    fallback can try the other exporter. A model too large to serialise in memory is not probed (None).
+    """
+    import numpy as np
+
+    try:
+        data = model.SerializeToString()
+    except ValueError:  # over protobuf's 2 GiB: the quick check (from the written file) is the test
+        return None
+    batches = (1, 2) if dynamic_batch else (input_shape[0],)
+    where = "load its graph"
+    try:
+        with OrtRunner(data, "cpu", threads=1) as runner:
+            for b in batches:
+                where = f"run its graph at batch {b}"
+                runner.infer({INPUT_NAME: np.zeros((b, *input_shape[1:]), np.float32)})
+    except Exception as exc:  # noqa: BLE001 - whatever ORT raises, the answer is "this path's graph does not run"
+        text = getattr(exc, "message", None) or str(exc)
+        return f"ONNX Runtime cannot {where}: {(text.splitlines() or [''])[0][:200]}"
+    return None
+
+
 def export_onnx(
     module: Any,
     input_shape: tuple[int, ...],

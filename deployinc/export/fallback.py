@@ -3,7 +3,8 @@ pin the opset) a higher opset.
 
 :func:`export_with_fallback` tries, in order:
 
-1. the requested exporter at the requested opset;
+1. the requested exporter at the requested opset (a path whose graph ONNX Runtime's CPU provider cannot run at
+   batch 1 and 2 counts as failed: :func:`~deployinc.export.ort_run_problem`);
 2. the other exporter (dynamo <-> torchscript) at the same opset;
 3. only when the opset is not pinned (no ``--opset`` flag, no ``export.opset`` in the user's config file): opset 18
    (the dynamo exporter's own, so nothing needs lowering) and then the highest supported one, each with the
@@ -149,6 +150,9 @@ def export_with_fallback(
             else:
                 raw = E.run_exporter(module, input_shape, o, exp, dynamic_batch)
             model = E.finish_export(raw, o, exp)
+            problem = E.ort_run_problem(model, input_shape, dynamic_batch) if fallback else None
+            if problem is not None:  # valid ONNX that does not run: another path may give one that does
+                raise ExportError(f"the {exp} exporter's graph does not run: {problem}", hint="try the other exporter")
         except ExportError as exc:
             path.attempts.append(Attempt(exp, o, _short(exc, exp)))
             errors.append(exc)

@@ -256,3 +256,37 @@ def test_provenance_without_the_new_fields_still_reads():
     m.metadata_props.extend(old)  # as a file written before fallbacks were recorded
     prov = read_provenance(m)
     assert prov.model_spec == "googlenet" and prov.export_path == [] and prov.fallback is None and prov.opset_pinned is None
+
+
+def _reshape_bakes_batch_1(shape=SHAPE) -> onnx.ModelProto:
+    """Valid ONNX with a dynamic batch that ONNX Runtime cannot run at batch 2: a Reshape to a constant [1, C*H*W]
+    (what torch.export did to torchvision's ViT traced at batch 1)."""
+    c, h, w = shape[1:]
+    x = helper.make_tensor_value_info(E.INPUT_NAME, TensorProto.FLOAT, ["batch", c, h, w])
+    y = helper.make_tensor_value_info(E.OUTPUT_NAME, TensorProto.FLOAT, ["batch", c * h * w])
+    target = helper.make_tensor("target", TensorProto.INT64, [2], [1, c * h * w])
+    g = helper.make_graph([helper.make_node("Reshape", [E.INPUT_NAME, "target"], [E.OUTPUT_NAME])], "baked", [x], [y], [target])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+def test_ort_run_problem_names_the_batch_that_fails():
+    problem = E.ort_run_problem(_reshape_bakes_batch_1(), SHAPE, dynamic_batch=True)
+    assert problem is not None and problem.startswith("ONNX Runtime cannot run its graph at batch 2:")
+    assert E.ort_run_problem(_reshape_bakes_batch_1(), SHAPE, dynamic_batch=False) is None  # batch 1 only: it runs
+
+
+def test_a_graph_that_does_not_run_falls_back_to_the_other_exporter(tiny_prepared, monkeypatch):
+    real = E.run_exporter
+
+    def run(module, shape, opset, exporter, dynamic_batch=True):
+        return _reshape_bakes_batch_1(shape) if exporter == "dynamo" else real(module, shape, opset, exporter, dynamic_batch)
+
+    monkeypatch.setattr(E, "run_exporter", run)
+    model, path = export_with_fallback(tiny_prepared, SHAPE, 17, "dynamo", True, opset_pinned=True)
+    assert path.used is not None and (path.used.exporter, path.used.opset) == ("torchscript", 17)
+    first = path.attempts[0]
+    assert first.exporter == "dynamo" and "does not run" in first.error and "batch 2" in first.error
+    assert E.ort_run_problem(model, SHAPE) is None
+    # without fallback the one path asked for is taken as it is (export's quick check then fails it)
+    model, path = export_with_fallback(tiny_prepared, SHAPE, 18, "dynamo", True, opset_pinned=True, fallback=False)
+    assert [a.exporter for a in path.attempts] == ["dynamo"] and E.ort_run_problem(model, SHAPE) is not None
