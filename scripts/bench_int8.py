@@ -658,7 +658,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, k, QUICK[k] if args.quick else v)
     if args.out_json is None:
         args.out_json = str(Path(args.out_md).with_suffix(".json"))
-    if args.rounds < 1 or args.iters < args.rounds or args.warmup < 1:
+    if args.rounds < 1 or args.iters < 1 or args.warmup < 1:
         parser().error("need --rounds >= 1, --iters >= 1 and --warmup >= 1")
     return args
 

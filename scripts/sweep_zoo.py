@@ -56,7 +56,7 @@ DEFAULT_JSON = ROOT / "docs" / "zoo-sweep.json"
 DEFAULT_TIMEOUT = 900.0
 DEFAULT_MAX_PARAMS = 100e6
 PLANT_SCALE = 1.1
-EXIT_LABELS = {0: "pass", 1: "fail", 2: "bad input", 70: "internal error", 130: "interrupted"}
+EXIT_LABELS = {0: "pass", 1: "fail", 2: "bad input", 3: "inconclusive or incomplete", 70: "internal error", 130: "interrupted"}
 VERDICTS = ("PASS", "FAIL", "inconclusive", "export-error", "verify-error", "timeout", "crash")
 
 #: family -> timm model names: small enough for a 2-core CPU sweep, every one in timm 1.0.31's list_models().

@@ -28,7 +28,6 @@ always run in this process (their module lives here).
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import os
 import traceback
 from collections.abc import Callable
@@ -42,14 +41,12 @@ from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
 from ..core import env
 from ..core.limits import BATCH_MAX, MAX_TIME_S_MAX, THREADS_MAX
 from ..errors import BackendCrashed, BackendUnavailable, BadInputError, DeployincError
-from ..lazy import require
+from ..factory import onnx_runner
 from ..precision import fp16
 from ..runners import BACKENDS, TORCH_BACKENDS
 from ..runners.ort import OrtRunner
 from ..runners.steps import TimedSteps
 from ..runners.torch_runner import TorchRunner
-from ..trt.ort_options import cuda_provider_options, tensorrt_provider_options
-from ..trt.runner import TensorRTRunner
 from . import subject as bench_subject
 from .cpu_link import cpu_round_trip_ns
 from .environment import bench_environment
@@ -255,39 +252,13 @@ class _Builder:
             self._fp16_bytes = fp16.convert_to_fp16(self.model.onnx, keep_io_types=True).model.SerializeToString()
         return self._fp16_bytes
 
-    def ort_runner(self, backend: str, precision: str, batch: int | None) -> Any:
-        src = self.onnx_source(backend, precision)
-        threads = self.s.threads
-        if backend == "ort-cpu":
-            return OrtRunner(src, "cpu", threads=threads, precision=precision)
-        if backend == "ort-openvino":  # the precision becomes OpenVINO's inference precision hint
-            return OrtRunner(src, "openvino", threads=threads, precision=precision)
-        opts: dict[str, Any]
-        if backend == "ort-cuda":
-            opts = cuda_provider_options(cuda_graph=self.s.cuda_graph, tf32=self.s.tf32)
-            return OrtRunner(src, "cuda", threads=threads, precision=precision, provider_options=opts)
-        # ort-trt: the provider's options (engine cache keyed on everything, profile for this batch size)
-
-        problem = env.cuda_driver_problem()
-        if problem is not None:
-            raise BackendUnavailable(f"TensorrtExecutionProvider cannot run: {problem}")
-
-        b = str(batch) if self.model.static_batch is None else None
-        opts = tensorrt_provider_options(self.model.path, precision=precision, batch=b, cuda_graph=self.s.cuda_graph)
-        return OrtRunner(src, "tensorrt", threads=threads, precision=precision, provider_options=opts)
-
-    def tensorrt_runner(self, precision: str, batch: int) -> Any:
-        problem = env.cuda_driver_problem()
-        if problem is not None:
-            raise BackendUnavailable(f"native TensorRT cannot run: {problem}")
-
-        require("tensorrt", "the native TensorRT backend")
-        params = inspect.signature(TensorRTRunner).parameters
-        kw: dict[str, Any] = {}
-        for k, v in (("precision", precision), ("batch", str(batch)), ("cuda_graph", self.s.cuda_graph)):
-            if k in params:
-                kw[k] = v
-        return TensorRTRunner(str(self.model.path), **kw)
+    def onnx_runner(self, backend: str, precision: str, batch: int) -> Any:
+        """The ONNX backend's runner from the one factory (:func:`deployinc.factory.onnx_runner`): TensorRT's
+        profile for this batch size (the model's own when its batch is static), CUDA graphs and TF32 as set."""
+        return onnx_runner(
+            backend, self.onnx_source(backend, precision), precision=precision, threads=self.s.threads, path=self.model.path,
+            trt_batch=str(batch) if self.model.static_batch is None else None, cuda_graph=self.s.cuda_graph, tf32=self.s.tf32,
+        )  # fmt: skip
 
     def build(self, backend: str, precision: str, batch: int) -> Any:
         if backend in TORCH_BACKENDS:
@@ -296,9 +267,7 @@ class _Builder:
         problem = precision_problem(precision, [backend])
         if problem is not None:  # a skipped row: another backend of this run computes in it (the reason names it)
             raise BackendUnavailable(problem)
-        if backend == "trt-engine":
-            return self.tensorrt_runner(precision, batch)
-        return self.ort_runner(backend, precision, batch)
+        return self.onnx_runner(backend, precision, batch)
 
 
 def _steps(runner: Any, x: np.ndarray, cuda_graph: bool) -> Any:

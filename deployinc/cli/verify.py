@@ -198,7 +198,8 @@ def _exit_for(report: object) -> None:
     if rep.inconclusive:
         raise IncompleteRun(
             f"what ran passed, but it proves nothing: {rep.inconclusive[0]}",
-            hint="verify with trained weights (--weights CHECKPOINT for the reference, the same the file was exported from)",
+            hint="a model whose output ignores its input cannot be checked this way: export it from trained weights "
+            "(deployinc export MODEL --weights CHECKPOINT) and verify that file",
         )
     if not rep.complete:
         skipped = "; ".join(f"{b.name} ({b.reason})" for b in rep.skipped)

@@ -254,17 +254,22 @@ def reinfer_shapes(model: Any) -> tuple[Any, str | None]:
     An exporter may annotate tensors with the shapes of its example input: torch's dynamo exporter writes
     ``[1, 197, 3072]`` for the GELU of a torchvision ViT whose batch is dynamic, and ONNX Runtime's MatMul+Add
     fusion then bakes that 1 into a Reshape, so the graph fails at batch 2. Runtimes do not need the annotations,
-    so wrong ones are worse than none. Returns ``(model, note)``: ``note`` is None when inference worked; otherwise
-    it says why the annotations were dropped without being inferred again.
+    so wrong ones are worse than none. Inference runs with data propagation, then without; when both fail the
+    exporter's annotations are kept (a later lowering reads static sizes from them). Returns ``(model, note)``:
+    ``note`` is None when inference worked, else it says why the annotations were kept as the exporter wrote them.
     """
     import onnx
 
     m = copy.deepcopy(model)
     del m.graph.value_info[:]
-    try:
-        return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True), None
-    except Exception as exc:  # noqa: BLE001 - inference is best effort: a graph without annotations is still valid
-        return m, f"shape annotations dropped, not inferred again ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    error: Exception | None = None
+    for data_prop in (True, False):
+        try:
+            return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=data_prop), None
+        except Exception as exc:  # noqa: BLE001 - inference is best effort: the exporter's annotations stay
+            error = exc
+    text = (str(error).splitlines() or [""])[0][:120]
+    return model, f"kept the exporter's shape annotations: ONNX shape inference failed ({type(error).__name__}: {text})"
 
 
 def topo_nodes(model: Any) -> list[Any]:

@@ -152,7 +152,7 @@ def export_with_fallback(
             model = E.finish_export(raw, o, exp)
             problem = E.ort_run_problem(model, input_shape, dynamic_batch) if fallback else None
             if problem is not None:  # valid ONNX that does not run: another path may give one that does
-                raise ExportError(f"the {exp} exporter's graph does not run: {problem}", hint="try the other exporter")
+                raise ExportError(f"the {exp} exporter's {DOES_NOT_RUN}: {problem}", hint="try the other exporter")
         except ExportError as exc:
             path.attempts.append(Attempt(exp, o, _short(exc, exp)))
             errors.append(exc)
@@ -247,7 +247,18 @@ def _grouped(attempts: list[Attempt]) -> str:
     return "; ".join(f"{e} at opset {', '.join(map(str, o))}: {r}" for (e, r), o in groups.items())
 
 
+#: The mark of an attempt whose graph was written but does not run (the ORT probe in export_with_fallback).
+DOES_NOT_RUN = "graph does not run"
+
+
 def _unexportable(module: Any, input_shape: tuple[int, ...], path: ExportPath, errors: list[ExportError]) -> UnexportableError:
+    batch1_only = any(DOES_NOT_RUN in str(e) and "at batch 2" in str(e) for e in errors)
+    if errors and all(DOES_NOT_RUN in str(e) for e in errors):  # every exporter wrote a graph; none runs
+        return UnexportableError(
+            f"every export path wrote a graph ONNX Runtime cannot run ({_grouped(path.attempts)})",
+            hint=("the model seems to work at batch 1 only: export it with --no-dynamic-batch" if batch1_only else
+                  "export with --no-fallback to keep the first path's file and see its quick check; --debug shows the traceback"),
+        )  # fmt: skip
     op, where = _operator(errors)
     if op is not None and where is None and "::" in op and not op.startswith("ONNX"):
         where = locate_op(module, input_shape, op)
@@ -262,6 +273,8 @@ def _unexportable(module: Any, input_shape: tuple[int, ...], path: ExportPath, e
         f"replace {target} with operations the exporters support, or register an ONNX translation for it "
         "(torch.onnx.export custom_translation_table, or torch.onnx.register_custom_op_symbolic)"
     )
+    if batch1_only:
+        hint = f"if the model works at batch 1 only, export it with --no-dynamic-batch; otherwise {hint}"
     if path.opset_pinned:
         hint += f"; only opset {path.opset} was tried because it was pinned: a higher --opset may work"
     return UnexportableError(message, hint=hint + "; --debug shows the traceback")

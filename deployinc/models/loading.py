@@ -46,11 +46,31 @@ class LoadedModel:
     seed: int
     bn_recalibrated: bool
     notes: list[str] = field(default_factory=list)
+    #: The layers :func:`reinit_zero_linears` gave seeded weights: name -> their state as the model's code made it.
+    zero_init: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``state_sha256`` before that re-initialisation (None when nothing was re-initialised).
+    zero_init_sha256: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         """N=1, C, H, W."""
         return (1, *self.info.input_size)
+
+    def matches_export(self, exported_sha256: str | None) -> bool:
+        """Are these the weights a file recorded (``state_sha256``)? A file exported before deployinc gave
+        zero-initialised layers seeded weights recorded the zeros: those layers are put back as the model's code
+        made them (and a note says so), so that the reference computes what that file computes."""
+        if not exported_sha256 or exported_sha256 == self.state_sha256:
+            return True
+        if not self.zero_init or exported_sha256 != self.zero_init_sha256:
+            return False
+        for name, state in self.zero_init.items():
+            self.module.get_submodule(name).load_state_dict(state)
+        self.state_sha256 = exported_sha256
+        self.notes.append(f"this file was exported with {', '.join(n or 'the model' for n in self.zero_init)} at zero, as the model's code "
+                          "initialises it: the reference keeps that (its output may ignore the input; export again for a meaningful check)")
+        self.zero_init = {}
+        return True
 
 
 def state_sha256(module: Any) -> str:
@@ -531,7 +551,11 @@ def load_model(
                 f"weights {wspec!r} is neither a file nor a torchvision weights name",
                 hint="give none, DEFAULT, IMAGENET1K_V1 (torchvision models) or a .pt/.pth/.safetensors path",
             )
+    zero_init: dict[str, dict[str, Any]] = {}
+    zero_sha = None
     if random_init:
+        zero_init = {n: {k: v.detach().clone() for k, v in module.get_submodule(n).state_dict().items()} for n in zero_linears(module)}
+        zero_sha = state_sha256(module) if zero_init else None
         zeroed = reinit_zero_linears(module)
         if zeroed:
             notes.append(f"random weights: the model's own code initialises {', '.join(zeroed)} to zero (every image would give "
@@ -554,6 +578,8 @@ def load_model(
         seed=seed,
         bn_recalibrated=recal,
         notes=notes,
+        zero_init=zero_init,
+        zero_init_sha256=zero_sha,
     )
 
 
@@ -565,14 +591,18 @@ def reinit_zero_linears(module: Any) -> list[str]:
     initialised one outputs the same logits for every image, and a comparison of two runs of it passes whatever
     the runtime computes. Only random-weight models are touched, on export and on the rebuilt reference alike.
     """
+    out = []
+    for name in zero_linears(module):
+        module.get_submodule(name).reset_parameters()
+        out.append(name or "the model")
+    return out
+
+
+def zero_linears(module: Any) -> list[str]:
+    """Names of the ``nn.Linear`` layers whose weight is all zeros (``""`` for the module itself)."""
     from torch import nn
 
-    out = []
-    for name, sub in module.named_modules():
-        if isinstance(sub, nn.Linear) and sub.weight.numel() and not bool(sub.weight.detach().any()):
-            sub.reset_parameters()
-            out.append(name or "the model")
-    return out
+    return [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and sub.weight.numel() and not bool(sub.weight.detach().any())]
 
 
 def load_from_provenance(prov: Any, weights: str | None = None, trust_code: bool = False) -> LoadedModel:
@@ -610,7 +640,7 @@ def load_from_provenance(prov: Any, weights: str | None = None, trust_code: bool
             f"weights file {loaded.weights} changed since export (sha256 {loaded.weights_sha256[:12]}, exported from {prov.weights_sha256[:12]})",
             hint="export the model again, or pass the original checkpoint with --weights",
         )
-    if prov.state_sha256 and loaded.state_sha256 != prov.state_sha256:
+    if not loaded.matches_export(prov.state_sha256):
         raise WeightsError(
             f"the rebuilt {prov.model_spec} weights differ from those exported (state sha256 {loaded.state_sha256[:12]} vs {prov.state_sha256[:12]})",
             hint="random initialisation differs between torch versions; compare with the same torch version "

@@ -17,12 +17,8 @@ import numpy as np
 from ..backends import ALIASES, BACKENDS, FUSING_BACKENDS, ONNX_BACKENDS, names_text, parse_backends  # noqa: F401 - the one table
 from ..errors import BackendUnavailable, BadInputError
 from ..prepare import prepare
-from ..runners.ort import OrtRunner, cuda_driver_problem
+from ..factory import onnx_runner
 from ..runners.torch_runner import TorchRunner
-from ..trt.ort_options import cuda_provider_options, tensorrt_provider_options
-from ..trt.runner import TensorRTRunner
-
-_ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt", "ort-openvino": "openvino"}
 
 
 def available_names() -> str:
@@ -71,16 +67,6 @@ def trt_batch_range(batches: list[int], static: bool) -> str | None:
     return f"{min(batches)},{max(batches)},{max(batches)}"
 
 
-def _trt_options(onnx_path: Path | None, precision: str, batches: list[int], static: bool) -> dict[str, str]:
-    if onnx_path is None:
-        return {"trt_fp16_enable": "True"} if precision == "fp16" else {}
-    return tensorrt_provider_options(onnx_path, precision=precision, batch=trt_batch_range(batches, static))
-
-
-def _cuda_options() -> dict[str, str]:
-    return cuda_provider_options(tf32=False)
-
-
 def make_onnx_runner(
     name: str,
     model: Path | bytes,
@@ -91,64 +77,15 @@ def make_onnx_runner(
     static_batch: bool,
     onnx_path: Path | None = None,
 ) -> Any:
-    """An (inactive) runner of an ONNX model on an ONNX backend (ORT providers, or a native TensorRT engine).
-
-    A native engine is built from a file: ``model`` must then be a path.
-    """
-    if name == "trt-engine":
-        src = model if isinstance(model, Path) else onnx_path
-        if src is None:
-            raise BackendUnavailable("the native TensorRT runner builds from a file", hint="pass the model's path")
-        runner = TensorRTRunner(src, precision=precision, batch=trt_batch_range(batches, static_batch))
-        runner.name = "trt-engine"
-        return runner
-    return make_ort_runner(
-        name, model, precision=precision, threads=threads, batches=batches, static_batch=static_batch, onnx_path=onnx_path
-    )
-
-
-def make_ort_runner(
-    name: str,
-    model: Path | bytes,
-    *,
-    precision: str,
-    threads: int | None,
-    batches: list[int],
-    static_batch: bool,
-    onnx_path: Path | None = None,
-) -> Any:
-    """An (inactive) :class:`~deployinc.runners.ort.OrtRunner` for ``ort-cpu``/``ort-cuda``/``ort-trt``/``ort-openvino``
-    (OpenVINO at the inference precision ``precision`` asks: fp32 -> f32, bf16 -> bf16).
+    """An (inactive) runner of an ONNX model on an ONNX backend, from the one factory
+    (:func:`deployinc.factory.onnx_runner`): TensorRT's profile covers every batch size verify runs, and the CUDA
+    provider computes fp32 in fp32 (no TF32).
 
     Raises:
-        BackendUnavailable: CUDA cannot run here (asked before computing TensorRT options, which need a GPU).
+        BackendUnavailable: The backend cannot run here.
     """
-    provider = _ORT_PROVIDER[name]
-    options: dict[str, Any] = {}
-    if provider in ("cuda", "tensorrt"):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendUnavailable(f"onnxruntime is not importable: {exc}", hint="pip install onnxruntime-gpu") from exc
-        ep = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[provider]
-        if ep not in ort.get_available_providers():
-            raise BackendUnavailable(
-                f"{ep} is not in this onnxruntime build ({ort.__version__})",
-                hint="install onnxruntime-gpu for CUDA and TensorRT",
-            )
-        problem = cuda_driver_problem()
-        if problem is not None:
-            raise BackendUnavailable(
-                f"{ep} cannot run: {problem}",
-                hint="run on a machine with an NVIDIA GPU and matching CUDA/cuDNN (and TensorRT) libraries",
-            )
-        if provider == "tensorrt":
-            src = onnx_path if onnx_path is not None else (model if isinstance(model, Path) else None)
-            options = _trt_options(src, precision, batches, static_batch)
-        else:
-            options = _cuda_options()
-    src_model: Any = str(model) if isinstance(model, Path) else model
-    return OrtRunner(src_model, provider, threads=threads, precision=precision, provider_options=options, name=name)
+    return onnx_runner(name, model, precision=precision, threads=threads, path=onnx_path,
+                       trt_batch=trt_batch_range(batches, static_batch), tf32=False)  # fmt: skip
 
 
 def open_backend(

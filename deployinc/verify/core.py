@@ -32,7 +32,7 @@ from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..runners.torch_runner import TorchRunner
 from . import reference as R
 from .accuracy import accuracy, load_labelled_folder
-from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, make_onnx_runner, make_ort_runner, open_backend
+from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, make_onnx_runner, open_backend
 from .checks import preprocessing
 from .localize import Localization, localize
 from .reference import no_reference_error
@@ -174,6 +174,16 @@ class VerifyReport:
     def passed(self) -> bool:
         return bool(self.ran) and all(b.passed for b in self.ran) and not self.failed_checks
 
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``FAIL``, ``INCONCLUSIVE`` (passed, but the reference ignores its input) or ``INCOMPLETE``
+        (passed, but a requested backend did not run)."""
+        if not self.passed:
+            return "FAIL"
+        if self.inconclusive:
+            return "INCONCLUSIVE"
+        return "PASS" if self.complete else "INCOMPLETE"
+
     def failures(self) -> list[str]:
         """One line per failed comparison or check: ``ort-cpu batch 8 logits: max_rel 3.2e-02 > 1e-04``."""
         out = [f"{b.name} crashed: {b.reason}" for b in self.backends if b.status == "crashed"]
@@ -192,7 +202,7 @@ class VerifyReport:
     def _dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
-            "verdict": ("pass" if self.complete else "incomplete") if self.passed else "fail",
+            "verdict": self.verdict.lower(),
             "failures": self.failures(),
             "diagnosis": self.diagnosis,
             "precision": self.precision,
@@ -702,7 +712,7 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
         _, outs = load_run(req.load_outputs)
         return outs
     if ref.kind == "onnx":
-        rrunner = make_ort_runner("ort-cpu", ref.onnx_path, precision="fp32", threads=subj.threads, batches=subj.batches, static_batch=bool(subj.static))
+        rrunner = make_onnx_runner("ort-cpu", ref.onnx_path, precision="fp32", threads=subj.threads, batches=subj.batches, static_batch=bool(subj.static))
         rgi = G.image_input(ref_model)
         rrunner.activate()
         try:
@@ -864,21 +874,23 @@ def assemble(subj: _Subject, ref: Any, in_desc: dict[str, Any], results: list[Ba
 
 
 def input_blind_outputs(ref_out: dict[str, np.ndarray], x: np.ndarray) -> list[str]:
-    """The reference outputs that are the same for every one of several different input images: a comparison of
-    such an output passes whatever the backend computes before it (a classifier initialised to zero outputs zeros
-    from any features), so it proves nothing. One reason per such output; empty when the outputs depend on the input.
+    """Why the comparison proves nothing: every floating reference output is the same for each of several different
+    input images (a classifier initialised to zero outputs zeros from any features), so any backend passes it. One
+    reason per output; empty when some output depends on the input (or there are fewer than two different images).
     """
     n = len(x)
     if n < 2 or not np.any(x != x[:1]):
         return []
+    floats = {k: np.asarray(v) for k, v in ref_out.items() if np.issubdtype(np.asarray(v).dtype, np.floating)}
+    blind = {k: r for k, r in floats.items() if r.ndim and len(r) == n and r.size and bool(np.all(r == r[:1]))}
+    if not blind or len(blind) < len(floats):  # an output that follows the input still tests the computation
+        return []
     out = []
-    for name, r in ref_out.items():
-        r = np.asarray(r)
-        if r.ndim and len(r) == n and r.size and bool(np.all(r == r[:1])):
-            flat = r[:1].ravel()
-            value = f"all {flat[0]:.4g}" if np.all(flat == flat[0]) else "the same values"
-            out.append(f"the reference's {name!r} is the same for all {n} different input images ({value}), so the "
-                       "comparison cannot tell a correct export from a wrong one")
+    for name, r in blind.items():
+        flat = r[:1].ravel()
+        value = f"all {flat[0]:.4g}" if np.all(flat == flat[0]) else "the same values"
+        out.append(f"the reference's {name!r} is the same for all {n} different input images ({value}), so the "
+                   "comparison cannot tell a correct export from a wrong one")
     return out
 
 

@@ -118,7 +118,7 @@ def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = Tru
             seed=prov.seed,
             calibrate_bn=False,
         )
-        if prov.state_sha256 and loaded.state_sha256 != prov.state_sha256:
+        if not loaded.matches_export(prov.state_sha256):
             raise WeightsError(
                 f"the rebuilt {prov.model_spec} weights differ from those exported "
                 f"(state sha256 {loaded.state_sha256[:12]} vs {prov.state_sha256[:12]})",

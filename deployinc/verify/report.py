@@ -125,7 +125,7 @@ def render(report: Any) -> str:
     nres = sum(len(r.outputs) for b in ran for r in b.results)
     npass = sum(1 for b in ran for r in b.results for c in r.outputs if c.passed)
     skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
-    verdict = ("PASS" if getattr(report, "complete", True) else "INCOMPLETE") if report.passed else "FAIL"
+    verdict = report.verdict
     lines.append(
         f"{verdict}: {npass} of {nres} comparisons passed on {len(ran)} backend(s){skipped} "
         f"in {report.timings.get('total', 0):.1f} s"

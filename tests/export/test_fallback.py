@@ -290,3 +290,25 @@ def test_a_graph_that_does_not_run_falls_back_to_the_other_exporter(tiny_prepare
     # without fallback the one path asked for is taken as it is (export's quick check then fails it)
     model, path = export_with_fallback(tiny_prepared, SHAPE, 18, "dynamo", True, opset_pinned=True, fallback=False)
     assert [a.exporter for a in path.attempts] == ["dynamo"] and E.ort_run_problem(model, SHAPE) is not None
+
+
+class BatchOne(nn.Module):
+    """Works at batch 1 only: the flatten bakes the batch in."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 16 * 16, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(1, -1))
+
+
+def test_a_batch_1_only_model_is_told_to_export_with_a_static_batch(cli_runner, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    with pytest.raises(UnexportableError) as info:
+        export_with_fallback(BatchOne().eval(), SHAPE, 17, "dynamo", True, opset_pinned=True)
+    assert "--no-dynamic-batch" in info.value.hint, info.value.hint
+    assert "torchscript at opset 17" in info.value.message and "graph does not run" in info.value.message, info.value.message
+    model, path = export_with_fallback(BatchOne().eval(), SHAPE, 17, "dynamo", False, opset_pinned=True)  # static: fine
+    assert path.used is not None and E.ort_run_problem(model, SHAPE, dynamic_batch=False) is None

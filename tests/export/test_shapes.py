@@ -47,13 +47,19 @@ def test_reinfer_shapes_replaces_a_static_batch_by_the_symbolic_one():
     assert [d.dim_value for d in model.graph.value_info[0].type.tensor_type.shape.dim] == [1, 4], "the input model is not changed"
 
 
-def test_reinfer_shapes_drops_what_it_cannot_infer(monkeypatch):
-    def boom(*_a, **_k):
+def test_reinfer_shapes_keeps_the_annotations_when_inference_fails(monkeypatch):
+    calls = []
+
+    def boom(_m, strict_mode=False, data_prop=False):
+        calls.append(data_prop)
         raise onnx.shape_inference.InferenceError("[ShapeInferenceError] made up")
 
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", boom)
-    fixed, note = reinfer_shapes(_graph_with_a_wrong_annotation())
-    assert len(fixed.graph.value_info) == 0 and note is not None and note.startswith("shape annotations dropped, not inferred again (InferenceError")
+    model = _graph_with_a_wrong_annotation()
+    fixed, note = reinfer_shapes(model)
+    assert calls == [True, False], "tried with data propagation, then without"
+    assert fixed is model and len(fixed.graph.value_info) == 1
+    assert note is not None and note.startswith("kept the exporter's shape annotations: ONNX shape inference failed (InferenceError")
 
 
 def test_reinit_zero_linears_only_touches_all_zero_layers():
@@ -98,3 +104,15 @@ def test_vit_exports_with_a_dynamic_batch_and_runs_at_batch_2(vit_pkg, tmp_path,
     s = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     y = s.run(None, {s.get_inputs()[0].name: np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)})[0]
     assert y.shape == (3, 10) and not np.allclose(y[0], y[1])
+
+
+def test_a_file_exported_with_the_zero_head_still_rebuilds(vit_pkg):
+    """A file written before the re-initialisation recorded the zero head's state_sha256: the reference puts the
+    head back to zero (and says so) instead of refusing the file as changed weights."""
+    a = load_model(vit_pkg, weights=None, input_shape=(1, 3, 32, 32), seed=0)
+    assert a.zero_init_sha256 and a.zero_init_sha256 != a.state_sha256 and list(a.zero_init) == ["heads.head"]
+    assert not a.matches_export("0" * 64)
+    assert a.matches_export(a.zero_init_sha256)
+    assert not a.module.heads.head.weight.any() and any("exported with heads.head at zero" in n for n in a.notes)
+    b = load_model(vit_pkg, weights=None, input_shape=(1, 3, 32, 32), seed=0)
+    assert b.matches_export(b.state_sha256) and b.module.heads.head.weight.any()

@@ -110,7 +110,7 @@ class FakeCLI:
             json_path.write_text(json.dumps(verify_report("fail", 0.2, first="c")))
             return self.sz.StepResult(1, 2.0, 450.0, log="")
         if how == "blind":  # what ran passed, but the reference ignores its input: verify exits 3
-            json_path.write_text(json.dumps(verify_report("incomplete", 0.0)))
+            json_path.write_text(json.dumps(verify_report("inconclusive", 0.0)))
             return self.sz.StepResult(3, 3.0, 400.0, log="error: what ran passed, but it proves nothing: the reference's 'logits' is the same\n")
         ok = how != "fail"
         json_path.write_text(json.dumps(verify_report("pass" if ok else "fail", 1e-6 if ok else 3e-3, floor=4e-7)))

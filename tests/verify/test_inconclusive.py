@@ -24,6 +24,10 @@ def test_input_blind_outputs_unit():
     varied = same.copy()
     varied[2, 3] += 1e-6  # one sample differs by a hair: the output depends on the input
     assert input_blind_outputs({"logits": varied}, x) == []
+    # another output that follows the input still tests the computation; integer outputs (a label) are not judged
+    assert input_blind_outputs({"logits": np.zeros((4, 10), np.float32), "features": x.reshape(4, -1)}, x) == []
+    assert len(input_blind_outputs({"logits": np.zeros((4, 10), np.float32), "label": np.zeros(4, np.int64)}, x)) == 1
+    assert input_blind_outputs({"label": np.zeros(4, np.int64)}, x) == []
     # one image, or the same image four times: nothing can be concluded from equal outputs, and nothing is claimed
     assert input_blind_outputs({"logits": np.zeros((1, 10))}, x[:1]) == []
     assert input_blind_outputs({"logits": np.zeros((4, 10))}, np.repeat(x[:1], 4, axis=0)) == []
@@ -44,10 +48,10 @@ def test_a_zeroed_classifier_is_inconclusive_exit_3(cli_runner, tinynets_dir, ex
     report = tmp_path / "zero.json"
     r = invoke(cli_runner, ["verify", str(out), "--trust-model-code", "--json", str(report)])
     assert r.exit_code == 3, r.stdout + r.stderr
-    assert "error: what ran passed, but it proves nothing: the reference's" in r.stderr and "hint: verify with trained weights" in r.stderr
-    assert "INCOMPLETE:" in r.stdout and "  inconclusive: the reference's" in r.stdout
+    assert "error: what ran passed, but it proves nothing: the reference's" in r.stderr and "hint: a model whose output ignores its input" in r.stderr
+    assert "INCONCLUSIVE:" in r.stdout and "  inconclusive: the reference's" in r.stdout
     data = json.loads(report.read_text())
-    assert data["verdict"] == "incomplete" and data["complete"] is False and len(data["inconclusive"]) == 1
+    assert data["verdict"] == "inconclusive" and data["complete"] is False and len(data["inconclusive"]) == 1
     # --allow-skip waives backends that cannot run, not a comparison that proves nothing
     r = invoke(cli_runner, ["verify", str(out), "--trust-model-code", "--allow-skip"])
     assert r.exit_code == 3
