@@ -228,8 +228,6 @@ def test_a_planted_fault_still_fails_end_to_end(cli_runner, tiny, tmp_path):
 def test_a_report_without_a_floor_has_no_float64_keys(cli_runner, tiny, tmp_path, monkeypatch):
     # "where computed": a run that never needed the floor carries no err_vs_fp64 (nor anything a reader such as
     # scripts/sweep_zoo.py's floor lookup, which takes any key naming fp64, could mistake for a floor)
-    import importlib.util
-    from pathlib import Path
 
     report = tmp_path / "r.json"
     r = invoke(cli_runner, ["verify", "--trust-model-code", str(tiny), "--batch", "1", "--samples", "2", "--json", str(report)])
@@ -237,9 +235,9 @@ def test_a_report_without_a_floor_has_no_float64_keys(cli_runner, tiny, tmp_path
     d = json.loads(report.read_text())
     assert d["noise_floor"] is None and "not needed" in r.stdout
     assert "fp64" not in json.dumps(d["backends"])
-    spec = importlib.util.spec_from_file_location("_sweep_zoo_for_floor", Path(__file__).resolve().parents[2] / "scripts" / "sweep_zoo.py")
-    sz = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, sz)  # its dataclasses look themselves up there
-    spec.loader.exec_module(sz)
+    from tests.scripts.conftest import load_script
+
+    monkeypatch.setitem(sys.modules, "sweep_zoo", sys.modules.get("sweep_zoo"))  # put back whatever was there
+    sz = load_script("sweep_zoo")
     got = sz.read_floor(d)
     assert got.get("noise_floor") is None and "fp64" not in str(got.get("floor_status"))

@@ -3,24 +3,10 @@ results. Nothing is exported, quantized, verified or benched here (a real run ta
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bi():
-    spec = importlib.util.spec_from_file_location("bench_int8", ROOT / "scripts" / "bench_int8.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_int8"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("bench_int8", None)
 
 
 def summary(cos: float, top1: float, verdict: str = "pass", accuracy: float | None = None) -> dict:

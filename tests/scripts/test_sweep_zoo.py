@@ -7,7 +7,6 @@ would (a tiny ONNX file with deployinc provenance, a verify JSON report), except
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -15,17 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def sz():
-    spec = importlib.util.spec_from_file_location("sweep_zoo", ROOT / "scripts" / "sweep_zoo.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["sweep_zoo"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("sweep_zoo", None)
 
 
 def tiny_onnx(path: Path, zero_branch: bool = False, fallback: str | None = None) -> None:

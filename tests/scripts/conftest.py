@@ -1,0 +1,33 @@
+"""The benchmark drivers under scripts/, imported as modules (they are not a package)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` under the module name ``name``, registered in ``sys.modules`` (its dataclasses
+    look their module up there) until :func:`unload_script`."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def sz():
+    yield load_script("sweep_zoo")
+    sys.modules.pop("sweep_zoo", None)
+
+
+@pytest.fixture(scope="module")
+def bi():
+    yield load_script("bench_int8")
+    sys.modules.pop("bench_int8", None)
