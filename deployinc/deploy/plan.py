@@ -174,6 +174,9 @@ def choose(results: list[dict[str, Any]], req: DeployRequest) -> tuple[dict[str,
         if s is not None:
             scored.append((s, r))
     if not scored:
+        if results and all(r.get("verdict") in ("inconclusive", "skipped") for r in results) and any(r.get("verdict") == "inconclusive" for r in results):
+            return None, ("no candidate can be verified: the reference gives the same output for every image (a model with "
+                          "random weights whose classifier is zero?); deploy it from trained weights")
         return None, "no candidate passed" + (" and met the requirements" if (req.require_backend or req.require_precision) else "")
     best = max(s for s, _ in scored)
     tied = [(s, r) for s, r in scored if s >= best * (1 - TIE)]

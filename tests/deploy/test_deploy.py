@@ -163,6 +163,17 @@ def test_choose_fastest_passing_ties_to_fp32_and_requirements() -> None:
     assert pick is None and "met the requirements" in why
 
 
+def test_choose_says_when_nothing_can_be_verified() -> None:
+    req = DeployRequest(model="x")
+    req.check()
+    results = [_res("fp32-ort-cpu", "fp32", "ort-cpu", 10.0, verdict="inconclusive"), _res("fp16-ort-cpu", "fp16", "ort-cpu", 9.0, verdict="inconclusive"),
+               {"id": "fp32-ort-cuda", "precision": "fp32", "backend": "ort-cuda", "verdict": "skipped"}]
+    pick, why = choose(results, req)
+    assert pick is None and why.startswith("no candidate can be verified: the reference gives the same output for every image")
+    results[0]["verdict"] = "fail"  # one that failed: the plain reason
+    assert choose(results, req) == (None, "no candidate passed")
+
+
 def test_candidate_ids_are_stable() -> None:
     assert Candidate("int8", "ort-cpu", "int8-cpu", {"threads": 1}).id == "int8-ort-cpu-threads1"
     assert Candidate("fp16", "ort-cuda", "fp16", {"cuda_graph": True}).id == "fp16-ort-cuda-cuda_graph"
