@@ -163,6 +163,27 @@ def verify_file(path: Path, *, threads: int, batch: int, samples: int = 8, seed:
     return {"summary": verify_summary(d), "report": d}
 
 
+def variant(args: argparse.Namespace, src: Path, cal: Any, out: Path, target: str, calibration: str, files: dict[str, Path], label: str,
+            *, keep_fp32_before: str | None = None, verify_kw: dict[str, Any]) -> dict[str, Any]:
+    """One int8 variant: quantized into ``out`` and verified (``verify_kw`` for :func:`verify_file`); a variant that
+    verified joins ``files`` (benched later). A step that fails is recorded in the entry, and the run goes on."""
+    from deployinc.errors import DeployincError
+
+    entry: dict[str, Any] = {"target": target}
+    try:
+        entry["quantize"] = quantize(src, cal, out, method=args.method, percentile=args.percentile, target=target, source=calibration,
+                                     keep_fp32_before=keep_fp32_before)  # fmt: skip
+        log(f"  quantized in {entry['quantize']['seconds']:.0f} s, {entry['quantize']['fp32_nodes_kept']} node(s) kept fp32")
+        v = verify_file(out, threads=args.threads, **verify_kw)
+        entry["verify"], entry["verify_report"] = v["summary"], v["report"]
+        log(f"  {verify_line(v['summary'])}")
+        files[label] = out
+    except DeployincError as exc:
+        entry["error"] = exc.message
+        log(f"  ERROR: {exc.message}")
+    return entry
+
+
 def verify_line(s: dict[str, Any]) -> str:
     if "min_cosine" not in s:
         return f"{s['verdict']} ({s.get('reason') or s['status']})"
@@ -263,7 +284,6 @@ def layer2_boundary(model: Any) -> str:
 
 
 def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from deployinc.errors import DeployincError
     from deployinc.export import export_pipeline
     from deployinc.io import load_onnx
     from deployinc.precision._common import input_spec, sample_images
@@ -293,21 +313,10 @@ def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     files = {FP32: path}
     for label, target, keep in RESNET_VARIANTS:
+        log(f"resnet50 {label}: quantize ({args.method}, {args.calib} images)")
         out = work / f"resnet50.{slug(label)}.onnx"
-        entry: dict[str, Any] = {"target": target}
-        try:
-            log(f"resnet50 {label}: quantize ({args.method}, {args.calib} images)")
-            entry["quantize"] = quantize(path, cal, out, method=args.method, percentile=args.percentile, target=target,
-                                         source=calibration, keep_fp32_before=boundary if keep else None)
-            log(f"  quantized in {entry['quantize']['seconds']:.0f} s, {entry['quantize']['fp32_nodes_kept']} node(s) kept fp32")
-            v = verify_file(out, threads=args.threads, batch=min(8, args.test), samples=args.test, seed=404)
-            entry["verify"], entry["verify_report"] = v["summary"], v["report"]
-            log(f"  {verify_line(v['summary'])}")
-            files[label] = out
-        except DeployincError as exc:
-            entry["error"] = exc.message
-            log(f"  ERROR: {exc.message}")
-        res["variants"][label] = entry
+        res["variants"][label] = variant(args, path, cal, out, target, calibration, files, label, keep_fp32_before=boundary if keep else None,
+                                         verify_kw={"batch": min(8, args.test), "samples": args.test, "seed": 404})  # fmt: skip
 
     log(f"resnet50 latency: batch 1, {args.threads} threads, {args.rounds} round(s) x {args.iters} iterations per file after {args.warmup} warm-up")
     attach_latency(res, bench_files(files, torch_with=FP32, rounds=args.rounds, iters=args.iters, warmup=args.warmup, threads=args.threads))
@@ -368,7 +377,6 @@ def inception_checkpoint(args: argparse.Namespace, work: Path) -> tuple[Path, Pa
 
 def bench_inception(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from deployinc.core.images import normalize
-    from deployinc.errors import DeployincError
     from deployinc.export import export_pipeline
     from deployinc.io import load_checkpoint, load_onnx
     from deployinc.precision._common import input_spec
@@ -399,18 +407,9 @@ def bench_inception(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     log(f"  {verify_line(v32['summary'])}")
     files = {FP32: path}
     for label, target in INCEPTION_VARIANTS:
+        log(f"inception_cifar {label}: quantize ({args.method}, {args.calib_inception} images)")
         out = work / f"inception_cifar.{slug(label)}.onnx"
-        entry: dict[str, Any] = {"target": target}
-        try:
-            entry["quantize"] = quantize(path, cal, out, method=args.method, percentile=args.percentile, target=target, source=calibration)
-            v = verify_file(out, threads=args.threads, batch=8, data=held)
-            entry["verify"], entry["verify_report"] = v["summary"], v["report"]
-            log(f"inception_cifar {label}: {verify_line(v['summary'])}")
-            files[label] = out
-        except DeployincError as exc:
-            entry["error"] = exc.message
-            log(f"inception_cifar {label}: ERROR: {exc.message}")
-        res["variants"][label] = entry
+        res["variants"][label] = variant(args, path, cal, out, target, calibration, files, label, verify_kw={"batch": 8, "data": held})
     log(f"inception_cifar latency: batch 1, {args.rounds} round(s) x {args.iters} iterations per file")
     attach_latency(res, bench_files(files, torch_with=FP32, rounds=args.rounds, iters=args.iters, warmup=args.warmup, threads=args.threads))
     return res

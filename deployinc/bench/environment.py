@@ -95,7 +95,7 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
         f"CPU: {cpu.get('model', '?')}, {cpu.get('usable_cpus', '?')} usable of {cpu.get('logical_cpus', '?')} logical CPUs"
         + (f", cgroup quota {cpu['cgroup_cpu_quota']} CPUs" if cpu.get("cgroup_cpu_quota") else "")
         + (f", governor {cpu['governor']}" if cpu.get("governor") else "")
-        + _features((env.get("cpu") or {})),
+        + _features(env.get("cpu") or {}),
         f"Threads: torch intra-op {th.get('torch_intra_op', '?')}, ORT intra-op {th.get('ort_intra_op', '?')} "
         f"(inter-op {th.get('ort_inter_op', '?')}, sequential)"
         + (f"; env {th['env']}" if th.get("env") else ""),

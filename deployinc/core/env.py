@@ -180,6 +180,7 @@ def environment(ort_threads: int | None = None) -> dict[str, Any]:
         ORT build, and the plugin providers: installed, registered),
         ``gpu`` (``None`` when usable, else why not), and ``threads``.
     """
+    flags = cpu_flags()
     env: dict[str, Any] = {
         "versions": versions(),
         "python": platform.python_version(),
@@ -188,7 +189,7 @@ def environment(ort_threads: int | None = None) -> dict[str, Any]:
         "host": socket.gethostname(),
         "cpu": {
             "model": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
-            "bf16_flags": sorted(cpu_flags() & set(BF16_FLAGS)), "int8_flags": sorted(cpu_flags() & set(INT8_FLAGS)),
+            "bf16_flags": sorted(flags & set(BF16_FLAGS)), "int8_flags": sorted(flags & set(INT8_FLAGS)),
         },
         "ort_providers": ort_providers(),
         "gpu_problem": gpu_problem(),

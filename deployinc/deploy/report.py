@@ -12,7 +12,6 @@ from ..metadata import read_provenance
 from .plan import eligible
 
 
-
 def _num(v: Any, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 

@@ -363,7 +363,7 @@ def _verify(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
     if skipped:
         out["verdict"], out["reason"] = "skipped", skipped[0].reason
     else:
-        out["verdict"] = ("pass" if not vr.inconclusive else "inconclusive") if vr.passed else "fail"
+        out["verdict"] = vr.verdict.lower()  # pass, fail or inconclusive (a skipped backend is handled above)
         if vr.inconclusive:
             out["reason"] = vr.inconclusive[0]
     if vr.localization is not None:

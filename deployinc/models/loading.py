@@ -553,10 +553,11 @@ def load_model(
             )
     zero_init: dict[str, dict[str, Any]] = {}
     zero_sha = None
-    if random_init:
-        zero_init = {n: {k: v.detach().clone() for k, v in module.get_submodule(n).state_dict().items()} for n in zero_linears(module)}
-        zero_sha = state_sha256(module) if zero_init else None
-        zeroed = reinit_zero_linears(module)
+    zeroed: list[str] = zero_linears(module) if random_init else []
+    if zeroed:
+        zero_init = {n: {k: v.detach().clone() for k, v in module.get_submodule(n).state_dict().items()} for n in zeroed}
+        zero_sha = state_sha256(module)
+        zeroed = reinit_zero_linears(module, zeroed)
         if zeroed:
             notes.append(f"random weights: the model's own code initialises {', '.join(zeroed)} to zero (every image would give "
                          "the same logits); seeded random weights instead, so the outputs tell a correct export from a wrong one")
@@ -583,16 +584,16 @@ def load_model(
     )
 
 
-def reinit_zero_linears(module: Any) -> list[str]:
+def reinit_zero_linears(module: Any, names: list[str] | None = None) -> list[str]:
     """Give seeded random weights (``reset_parameters``, from the current torch RNG) to every ``nn.Linear`` whose
-    weight is all zeros; returns their names.
+    weight is all zeros (``names``: those :func:`zero_linears` already found); returns their names.
 
     Some models zero their classifier at initialisation (torchvision's ViT: ``heads.head``), so a randomly
     initialised one outputs the same logits for every image, and a comparison of two runs of it passes whatever
     the runtime computes. Only random-weight models are touched, on export and on the rebuilt reference alike.
     """
     out = []
-    for name in zero_linears(module):
+    for name in zero_linears(module) if names is None else names:
         module.get_submodule(name).reset_parameters()
         out.append(name or "the model")
     return out
