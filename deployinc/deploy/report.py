@@ -9,6 +9,7 @@ from typing import Any
 from ..core.env import BF16_FLAGS, INT8_FLAGS, speed_flags
 from ..io import load_onnx
 from ..metadata import read_provenance
+from ..models.loading import weights_text
 from .plan import eligible
 
 
@@ -89,7 +90,7 @@ def provenance_lines(result: Any) -> list[str]:
     prov = read_provenance(load_onnx(result.fp32_path, load_external=False).model)
     weights = "unknown (no deployinc provenance in the file)"
     if prov is not None:
-        weights = prov.weights if prov.weights != "none" else "seeded random initialisation" + (" with BatchNorm statistics recalibrated" if prov.bn_recalibrated else "")
+        weights = weights_text(prov.model_spec, prov.weights) + (" with BatchNorm statistics recalibrated" if prov.bn_recalibrated else "")
         if prov.weights_sha256:
             weights += f" (sha256 {prov.weights_sha256[:12]})"
     inputs = f"the labelled images of {req.accuracy_data} (top-1 accuracy against their folder labels)" if req.accuracy_data else f"{req.samples} generated natural-statistics images (seed 0), at batch 1 and 8"

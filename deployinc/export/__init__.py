@@ -499,8 +499,7 @@ def _run_pipeline(
     say = stages.say
     if cfg.input_shape is None and ":" in str(cfg.model):
         say("note: no --input-shape: exporting at 1,3,224,224 (the default for user models)")
-    weights_text = "random weights" if cfg.weights in (None, "", "none", "random") else f"weights {cfg.weights}"
-    stages.start("load", f"{cfg.model}, {weights_text}")
+    stages.start("load", f"{cfg.model}, {loading.weights_text(str(cfg.model), cfg.weights)}")
     import torch
 
     if threads:

@@ -551,9 +551,14 @@ def load_model(
                 f"weights {wspec!r} is neither a file nor a torchvision weights name",
                 hint="give none, DEFAULT, IMAGENET1K_V1 (torchvision models) or a .pt/.pth/.safetensors path",
             )
+    # Only weights deployinc itself initialised may be changed: a registry model with no weights. A user's factory
+    # returns their model, trained or not, and its weights (BatchNorm statistics included) are the model.
+    seeded = seeded_init(info.source, wspec)
+    if random_init and not seeded:
+        notes.append("the factory's own weights (no --weights): exported as your code returns them, nothing re-estimated")
     zero_init: dict[str, dict[str, Any]] = {}
     zero_sha = None
-    zeroed: list[str] = zero_linears(module) if random_init else []
+    zeroed: list[str] = zero_linears(module) if seeded else []
     if zeroed:
         zero_init = {n: {k: v.detach().clone() for k, v in module.get_submodule(n).state_dict().items()} for n in zeroed}
         zero_sha = state_sha256(module)
@@ -563,7 +568,7 @@ def load_model(
                          "the same logits); seeded random weights instead, so the outputs tell a correct export from a wrong one")
     sha = state_sha256(module)
     recal = False
-    if random_init and calibrate_bn:
+    if seeded and calibrate_bn:
         if on_stage is not None and has_batchnorm(module):
             on_stage("recalibrate BatchNorm", f"random weights: {RECAL_BATCHES} seeded natural-image batches of {RECAL_BATCH_SIZE}")
         recal = recalibrate_batchnorm(module, info.input_size, info.mean, info.std, seed=seed)
@@ -582,6 +587,22 @@ def load_model(
         zero_init=zero_init,
         zero_init_sha256=zero_sha,
     )
+
+
+def seeded_init(source: str, weights: str | None) -> bool:
+    """Whether deployinc initialises the weights itself: a registry model (builtin, torchvision, timm) with no
+    weights. Only then may it re-estimate BatchNorm statistics or re-seed a zero classifier; a user's
+    ``module:function`` factory returns its own weights, which are the model whether or not it was trained."""
+    return source != "user" and weights in (None, "", "none", "random")
+
+
+def weights_text(spec: str, weights: str | None, seed: int | None = None) -> str:
+    """How reports name the weights of ``spec``: a checkpoint, the factory's own, or deployinc's seeded init."""
+    if weights not in (None, "", "none", "random"):
+        return str(weights)
+    if is_code_spec(spec):
+        return "the factory's own weights"
+    return "seeded random init" + (f" (seed {seed})" if seed is not None else "")
 
 
 def reinit_zero_linears(module: Any, names: list[str] | None = None) -> list[str]:

@@ -18,8 +18,9 @@ import os
 
 from ..backends import BACKENDS, canonical, names_text
 from ..core import env
-from ..errors import BadInputError
-from .openvino import DISTRIBUTION, EP_NAME
+from ..errors import BackendUnavailable, BadInputError
+from . import openvino
+from .openvino import DISTRIBUTION
 
 
 def _installed(module: str) -> bool:
@@ -91,12 +92,12 @@ def _openvino_problem() -> str | None:
         return f"onnxruntime {ort.__version__} cannot load plugin execution providers (1.22 or newer can)"
     if not os.path.isfile(library):
         return f"{DISTRIBUTION} is broken: its library {library} is missing"
+    # The devices are listed only once the library is registered (loading it, no session): the plugin lists Intel
+    # hardware only, so on an AMD CPU it offers none, and that is the answer, not a session failing later.
     try:
-        devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
-    except Exception:  # noqa: BLE001 - a plugin that fails to list devices offers none
-        devices = []
-    if devices and not any("ov_meta_device" not in dict(d.ep_metadata) and str(dict(d.ep_metadata).get("ov_device", "")).upper() == "CPU" for d in devices):
-        return "the OpenVINO plugin offers no CPU device here"
+        openvino.cpu_device(ort)
+    except BackendUnavailable as exc:
+        return exc.message
     return None
 
 

@@ -27,7 +27,7 @@ from ..core.floor import RELATIVE_TO, budget_text, judge_fp64, measure, widen
 from ..errors import BackendCrashed, BackendUnavailable, BadInputError
 from ..io import load_onnx, save_onnx
 from ..metadata import read_provenance
-from ..models.loading import require_trusted_spec
+from ..models.loading import require_trusted_spec, seeded_init
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..runners.torch_runner import TorchRunner
 from . import reference as R
@@ -1091,7 +1091,7 @@ def _diagnose(report: VerifyReport) -> None:
     pre = next((c for c in report.checks if c.name == "preprocessing"), None)
     failed = any(not b.passed for b in report.ran)
     ref = report.reference
-    if failed and ref is not None and ref.kind == "spec" and ref.weights in (None, "none"):
+    if failed and ref is not None and ref.kind == "spec" and seeded_init(ref.info.source if ref.info is not None else "user", ref.weights):
         report.diagnosis.append(
             "the reference has random weights (no --weights): a file exported from trained weights cannot match it, "
             "so this failure and its localisation say nothing about the export; pass --weights CHECKPOINT"

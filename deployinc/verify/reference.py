@@ -138,7 +138,7 @@ def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = Tru
         if use_cache and random_recal:
             store_bn_stats(prov, loaded.module)
     module, notes = _finish_module(loaded.module, tuple(prov.aux_heads or ()))
-    w = loaded.weights if loaded.weights not in (None, "none") else f"seeded random init (seed {prov.seed})"
+    w = loading.weights_text(prov.model_spec, loaded.weights, prov.seed)
     desc = f"{prov.model_spec} ({w}"
     if loaded.bn_recalibrated:
         desc += ", BatchNorm recalibrated"
@@ -179,9 +179,9 @@ def from_spec(
         seed=seed,
     )
     module, notes = _finish_module(loaded.module, tuple(loaded.info.aux_heads))
-    w = loaded.weights if loaded.weights not in (None, "none") else f"seeded random init (seed {seed})"
+    w = loading.weights_text(spec, loaded.weights, seed)
     notes = list(loaded.notes) + notes
-    if loaded.weights in (None, "none"):  # the warning first, before the loader's notes
+    if loading.seeded_init(loaded.info.source, loaded.weights):  # the warning first, before the loader's notes
         notes.insert(0, f"warning: the reference {spec} has random weights (no --weights): a file exported from trained "
                         "weights cannot match it; pass --weights CHECKPOINT")
     return Reference(

@@ -19,9 +19,11 @@ from deployinc.runners.available import backend_problem, bf16_native
 
 from tests.conftest import invoke
 
-HAVE_OV = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
-needs_ov = pytest.mark.skipif(not HAVE_OV, reason="onnxruntime-ep-openvino is not installed (pip install 'deployinc[openvino]')")
-needs_bf16 = pytest.mark.skipif(not (HAVE_OV and bf16_native()), reason="needs the OpenVINO plugin and a CPU with AMX-BF16 or AVX512-BF16")
+#: Why the plugin cannot run here (not installed; on an AMD CPU it offers no device: it lists Intel hardware only).
+OV_PROBLEM = backend_problem("ort-openvino")
+HAVE_OV = OV_PROBLEM is None
+needs_ov = pytest.mark.skipif(not HAVE_OV, reason=f"the OpenVINO plugin cannot run here: {OV_PROBLEM}")
+needs_bf16 = pytest.mark.skipif(not (HAVE_OV and bf16_native()), reason=f"needs a CPU with AMX-BF16 or AVX512-BF16 and the OpenVINO plugin ({OV_PROBLEM or 'runs'})")
 
 
 @pytest.fixture(scope="module")
