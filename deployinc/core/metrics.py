@@ -231,6 +231,31 @@ def judge(c: OutputComparison, tol: Tolerance) -> list[str]:
     return out
 
 
+#: The task rule's defaults (``deploy --accuracy-data``): at most this many points of top-1 accuracy below fp32,
+#: and at least this top-1 agreement with fp32 (Olive's metric goals, NNCF's ``max_drop``).
+MAX_ACCURACY_DROP = 1.0
+MIN_TASK_AGREEMENT = 0.99
+
+
+def task_failures(nonfinite: int, ref_top1: float | None, test_top1: float | None, agreement: float | None,
+                  max_drop: float = MAX_ACCURACY_DROP, min_agreement: float = MIN_TASK_AGREEMENT) -> list[str]:  # fmt: skip
+    """What a lower-precision model fails of the task rule (labelled images): NaN/Inf outputs, a top-1 accuracy
+    more than ``max_drop`` points below fp32's, a top-1 agreement with fp32 below ``min_agreement``, or a figure
+    that is unknown. Cosine and max_rel are reported beside it, not judged."""
+    out = []
+    if nonfinite:
+        out.append(f"non-finite values: {nonfinite}")
+    if ref_top1 is None or test_top1 is None:
+        out.append("top-1 accuracy unknown")
+    elif 100.0 * (ref_top1 - test_top1) > max_drop + 1e-9:
+        out.append(f"top-1 accuracy {test_top1:.2%} is {100 * (ref_top1 - test_top1):.2f} points below fp32's {ref_top1:.2%} (allowed: {max_drop:g})")
+    if agreement is None:
+        out.append("top-1 agreement unknown")
+    elif agreement < min_agreement:
+        out.append(f"top-1 agreement {agreement:.4f} < {min_agreement:g}")
+    return out
+
+
 def compare_outputs(
     ref: dict[str, np.ndarray], test: dict[str, np.ndarray], tolerance: Tolerance
 ) -> list[OutputComparison]:

@@ -40,6 +40,7 @@ from ..core.metrics import compare_outputs, preset
 from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx, scratch_dir, sha256_file
 from ._common import InputSpec, batches, cpu_session, input_spec
+from .recipe import Int8Recipe, recipe_for
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "cpu")
@@ -143,6 +144,7 @@ def quantize_int8(
     calibration_options: dict[str, Any] | None = None,
     spec: InputSpec | None = None,
     data_source: dict[str, Any] | None = None,
+    recipe: Int8Recipe | None = None,
 ) -> Int8Result:
     """Quantize the float32 model at ``model_path`` to a QDQ int8 model calibrated on ``images``.
 
@@ -162,6 +164,8 @@ def quantize_int8(
             ``moving_average``...), recorded in the report.
         spec: The model's input spec (read from the model when None).
         data_source: What the images are (folder, count, skipped files), recorded in the report.
+        recipe: The QDQ types and options (default: :func:`~deployinc.precision.recipe.recipe_for` the target on
+            this CPU: u8s8 where the CPU multiplies without saturation, ``reduce_range`` where it does not).
 
     Returns:
         The quantized ``ModelProto`` (not yet written), the report, warnings (image count, preprocessing).
@@ -189,8 +193,10 @@ def quantize_int8(
         )
     exclude = _excluded_nodes(src.model, exclude_nodes, keep_fp32_before)
 
-    symmetric = target == "tensorrt"
-    act_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
+    recipe = recipe or recipe_for(target, per_channel=per_channel)
+    per_channel = recipe.per_channel
+    symmetric = recipe.symmetric_activations
+    act_type = QuantType.QInt8 if recipe.activation == "int8" else QuantType.QUInt8
     batch = spec.static_batch or min(CHUNK_IMAGES, len(images))
     if spec.static_batch and len(images) % spec.static_batch:
         raise BadInputError(
@@ -221,9 +227,10 @@ def quantize_int8(
 
         t0 = time.perf_counter()
         out = tmpdir / "quantized.onnx"
-        _quantize(calib_input, out, cache, per_channel, act_type, method, exclude, op_types, symmetric)
+        _quantize(calib_input, out, cache, recipe, act_type, method, exclude, op_types)
         timings["quantize_s"] = time.perf_counter() - t0
         qmodel = onnx.load_model(str(out))  # loads any external data the quantizer wrote into memory
+        kept_float = float_outputs(qmodel)
 
     try:
         cpu_session(qmodel, threads=1)
@@ -233,13 +240,47 @@ def quantize_int8(
             hint="try --no-preprocess, or exclude the failing node with --exclude-node",
         ) from exc
 
-    _stamp(qmodel, src.model, method, target, len(images), per_channel, len(exclude))
+    _stamp(qmodel, src.model, method, target, len(images), recipe, exclude)
 
     report = _report(
-        qmodel, ranges, model_path, method, percentile, calib_options, target, symmetric, per_channel,
+        qmodel, ranges, model_path, method, percentile, calib_options, target, recipe,
         calib_input.name == "pre.onnx", len(images), data_source, exclude, keep_fp32_before, op_types, timings, warnings,
     )  # fmt: skip
+    report["float_outputs"] = kept_float
     return Int8Result(model=qmodel, report=report, warnings=warnings)
+
+
+def float_outputs(model: Any) -> list[str]:
+    """Drop the QuantizeLinear/DequantizeLinear pair in front of each graph output (in place); returns the outputs.
+
+    ORT's quantizer quantizes a classifier's logits too: 256 levels over their range, an error of up to half a step
+    on every logit that no later layer needs (nothing reads the output but the user). Without the pair the last
+    layer still runs in int8 (ORT fuses it with a float output) and the logits keep their precision.
+    """
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    done = []
+    for out in g.output:
+        d = producer.get(out.name)
+        q = producer.get(d.input[0]) if d is not None and d.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or readers.get(d.input[0], 0) != 1 or readers.get(q.input[0], 0) != 1:
+            continue
+        p = producer.get(q.input[0])
+        if p is None or p.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        p.output[list(p.output).index(q.input[0])] = out.name
+        g.node.remove(d)
+        g.node.remove(q)
+        done.append(out.name)
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return done
 
 
 def _warn_renamed(calib_input: Path, exclude: list[str], warnings: list[str]) -> None:
@@ -278,7 +319,7 @@ def _calibrate(calib_input: Path, tmpdir: Path, method: str, calib_options: dict
     return ranges
 
 
-def _quantize(calib_input: Path, out: Path, cache: Path, per_channel: bool, act_type: Any, method: str, exclude: list[str], op_types: Any, symmetric: bool) -> None:
+def _quantize(calib_input: Path, out: Path, cache: Path, recipe: Int8Recipe, act_type: Any, method: str, exclude: list[str], op_types: Any) -> None:
     """ORT's static QDQ quantization of ``calib_input`` into ``out`` with the cached ranges."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -293,15 +334,15 @@ def _quantize(calib_input: Path, out: Path, cache: Path, per_channel: bool, act_
             calibration_data_reader=None,
             calibration_cache_path=str(cache),
             quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            reduce_range=False,
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
             activation_type=act_type,
             weight_type=QuantType.QInt8,
             calibrate_method=_calibration_method(method),
             nodes_to_exclude=exclude,
             op_types_to_quantize=list(op_types) if op_types else None,
             # TensorRT's DequantizeLinear takes int8 (not int32): leave biases float for it; it fuses them.
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
+            extra_options={"ActivationSymmetric": recipe.symmetric_activations, "WeightSymmetric": True, "QuantizeBias": not recipe.symmetric_activations},
         )
     finally:
         root.setLevel(level)
@@ -354,7 +395,7 @@ def _preprocessed(work: Path, tmpdir: Path, warnings: list[str], timings: dict[s
         timings["preprocess_s"] = time.perf_counter() - t0
 
 
-def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, per_channel: bool, n_excluded: int) -> None:
+def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, recipe: Int8Recipe, exclude: list[str]) -> None:
     """The source's provenance, then what the quantizer added, then deployinc's int8 record, in ``qmodel``."""
     # Pre-processing may drop metadata; keep the source's provenance, then what the quantizer added, then ours.
     meta = {p.key: p.value for p in source.metadata_props}
@@ -362,8 +403,8 @@ def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, pe
     # deployinc's metadata convention: keys deployinc.<field>, JSON values.
     meta["deployinc.precision"] = json.dumps("int8")
     meta["deployinc.int8"] = json.dumps(
-        {"method": method, "target": target, "calibration_images": int(n_images), "per_channel": bool(per_channel),
-         "excluded_nodes": n_excluded}
+        {"method": method, "target": target, "calibration_images": int(n_images), "per_channel": bool(recipe.per_channel),
+         "excluded_nodes": len(exclude), "float_nodes": list(exclude)[:500], "recipe": recipe.to_dict()}
     )
     del qmodel.metadata_props[:]
     for k, v in meta.items():
@@ -373,7 +414,7 @@ def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, pe
 
 def _report(
     qmodel: Any, ranges: Any, model_path: Path, method: str, percentile: float, calib_options: dict[str, Any], target: str,
-    symmetric: bool, per_channel: bool, preprocessed: bool, n_images: int, data_source: Any, exclude: list[str],
+    recipe: Int8Recipe, preprocessed: bool, n_images: int, data_source: Any, exclude: list[str],
     keep_fp32_before: str | None, op_types: Any, timings: dict[str, float], warnings: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     """The calibration report written beside the model: what was done, every tensor's range and scale."""
@@ -396,9 +437,10 @@ def _report(
         "percentile": float(percentile) if method == "percentile" else None,
         "calibrator_options": {k: v for k, v in calib_options.items()},
         "target": target,
-        "activation_type": "int8 (symmetric)" if symmetric else "uint8 (asymmetric)",
-        "weight_type": "int8 (symmetric)",
-        "per_channel": bool(per_channel),
+        "recipe": recipe.to_dict(),
+        "activation_type": "int8 (symmetric)" if recipe.symmetric_activations else f"{recipe.activation} (asymmetric)",
+        "weight_type": "int8 (symmetric" + (", reduce_range: 7-bit)" if recipe.reduce_range else ")"),
+        "per_channel": bool(recipe.per_channel),
         "quant_format": "QDQ",
         "preprocessed": preprocessed,
         "calibration_images": int(n_images),

@@ -542,6 +542,21 @@ def run(req: Any) -> VerifyReport:
     return report
 
 
+def reference_run(req: Any) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None, str]:
+    """verify's inputs and reference outputs for ``req``, without running a backend: (inputs, reference outputs by
+    name, labels of the inputs or None, the input's name). What a layer-fallback search judges its models against,
+    with the same inputs, reference and labels as the verify run that judges the result."""
+    notes: list[str] = []
+    subj = open_subject(req, notes)
+    x, _raw, _desc, labels = build_inputs(req, subj, notes)
+    ref, ref_model = build_reference(req, subj, req.log or (lambda _m: None))
+    ref_out = reference_outputs(req, subj, ref, ref_model, x)
+    if labels is not None:  # only the labelled images, not the repeats that fill a batch
+        n = len(labels)
+        x, ref_out = x[:n], {k: v[:n] for k, v in ref_out.items()}
+    return x, ref_out, labels, subj.gi.name
+
+
 def open_subject(req: Any, notes: list[str]) -> _Subject:
     """Check the request, read and check the file, decide precision, geometry and batch sizes; nothing heavy."""
     backend_names = req.check()

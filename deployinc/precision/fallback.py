@@ -1,0 +1,550 @@
+"""Layer fallback: the few layers to keep in float so that a lower-precision model passes its check.
+
+A whole-model int8 (or fp16) file often fails its preset because of a handful of layers: an early convolution
+whose error the rest of the network amplifies, a layer reading an activation with an outlier channel. The search
+finds such a set with the verifier's own comparison as its oracle, as NNCF's accuracy-controlled quantization,
+onnxconverter-common's ``auto_mixed_precision`` and Polygraphy's ``debug precision`` do, but judged by deployinc's
+presets (or the task rule when labels are given) against eager torch fp32 outputs:
+
+1. **Judge the whole model.** If it passes, nothing is kept in float.
+2. **Rank** every candidate layer (a Conv, ConvTranspose, Gemm or MatMul that runs at the lower precision) by what
+   keeping it *alone* in float gains: the drop of the mean per-image relative error (``|y - ref| / |ref|``) of the
+   outputs. One evaluation per layer, each a model built by graph surgery (no re-quantization, no re-calibration).
+3. **Grow, then bisect** the prefix of that ranking: keep the top 1, 2, 4, 8, ... layers in float until the model
+   passes, then bisect between the last failing and the first passing count.
+4. **Prune**: drop from the set, least useful first, every layer the model still passes without (a few more
+   evaluations), so a set is not larger than it must be.
+
+Every evaluation counts against a budget (``budget``; the ranking alone takes one per layer) and is recorded in a
+state file when one is given, so a search killed half-way resumes where it stopped. The result names each layer
+kept in float, with the torch module it came from and its measured effect.
+
+Keeping an int8 layer in float means: it reads its inputs as fp32 computes them from the outputs of the layers
+before it (no QuantizeLinear/DequantizeLinear pair on the way; the float pooling, Relu or Concat between them is
+copied from the fp32 model), and its weights and bias are the fp32 model's own (the quantized ones dequantized where
+the fp32 model is not at hand). Its output is quantized again wherever a quantized layer reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.metrics import MAX_ACCURACY_DROP, MIN_TASK_AGREEMENT, Tolerance, compare_outputs, task_failures
+from ..errors import BadInputError
+from ..core.cache import read_regular
+from ..core.graph import toposort_nodes
+from ..io import atomic_write_text, load_onnx
+from ._common import batches, cpu_session
+from .fp16 import convert_to_fp16
+from .int8 import quantize_int8
+
+#: Operator types a layer fallback can keep in float (the ones that carry weights and most of the time).
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: What ``--fallback`` takes.
+FALLBACK_CHOICES = ("none", "auto")
+#: The most layers ranked; beyond it the search keeps the first ones in graph order (a bound on its time).
+MAX_RANKED = 256
+#: Evaluations beyond the ranking (grow, bisect, prune, final check).
+EXTRA_EVALUATIONS = 24
+STATE_FORMAT = "deployinc-fallback/1"
+
+
+@dataclass
+class TaskGoal:
+    """The task rule, used when the user gives labelled images: a lower-precision model is accepted on its top-1
+    accuracy against fp32 (at most ``max_drop`` points lower) and its top-1 agreement with fp32
+    (:func:`deployinc.core.metrics.task_failures`)."""
+
+    labels: np.ndarray
+    max_drop: float = MAX_ACCURACY_DROP
+    min_agreement: float = MIN_TASK_AGREEMENT
+
+
+@dataclass
+class Judgement:
+    """One model judged: the verdict, the error the ranking uses, and a line for the log and the report."""
+
+    passed: bool
+    error: float
+    line: str
+    rule: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mean_relative_error(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> float:
+    """The mean over images of ``|y - ref| / |ref|`` (L2 norms per image), the worst output's; inf when non-finite."""
+    worst = 0.0
+    for (_, r), (_, t) in zip(ref.items(), test.items()):
+        r2 = np.asarray(r, dtype=np.float64).reshape(len(r), -1)
+        t2 = np.asarray(t, dtype=np.float64).reshape(len(t), -1)
+        if not np.isfinite(t2).all():
+            return float("inf")
+        den = np.maximum(np.linalg.norm(r2, axis=1), 1e-30)
+        worst = max(worst, float((np.linalg.norm(t2 - r2, axis=1) / den).mean()))
+    return worst
+
+
+@dataclass
+class Oracle:
+    """How a candidate model is judged: its outputs on ``inputs`` against the fp32 ``reference`` outputs (eager torch),
+    by the precision's ``tolerance`` preset, or by the task rule when ``goal`` has labels."""
+
+    inputs: np.ndarray
+    input_name: str
+    reference: dict[str, np.ndarray]
+    tolerance: Tolerance
+    goal: TaskGoal | None = None
+    threads: int | None = None
+    batch: int = 8
+
+    def outputs(self, model: Any) -> dict[str, np.ndarray]:
+        sess = cpu_session(model, threads=self.threads)  # the CPU provider computes what ORT CPU ships
+        names = [o.name for o in sess.get_outputs()]
+        got: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        for chunk in batches(self.inputs, self.batch):
+            for k, v in zip(names, sess.run(None, {self.input_name: np.ascontiguousarray(chunk, dtype=np.float32)})):
+                got[k].append(np.asarray(v))
+        return {k: np.concatenate(v) for k, v in got.items()}
+
+    def judge(self, model: Any) -> Judgement:
+        test = self.outputs(model)
+        ref = dict(self.reference)
+        test = dict(zip(ref, test.values())) if set(test) != set(ref) else test
+        comps = compare_outputs(ref, test, self.tolerance)
+        err = mean_relative_error(ref, test)
+        cos = min(c.cosine for c in comps)
+        top1s = [c.top1_raw for c in comps if c.top1_raw is not None]
+        metrics: dict[str, Any] = {"cosine": cos, "max_rel": max(c.max_rel for c in comps), "mean_rel_error": err,
+                                   "top1_agreement": min(top1s) if top1s else None}  # fmt: skip
+        if self.goal is not None:
+            first = next(iter(ref))
+            labels = self.goal.labels
+            ref_top1 = float((np.asarray(ref[first]).argmax(1) == labels).mean())
+            test_top1 = float((np.asarray(test[first]).argmax(1) == labels).mean())
+            metrics.update(top1_accuracy=test_top1, top1_reference=ref_top1)
+            nonfinite = sum(c.nan + c.inf for c in comps)
+            fails = task_failures(nonfinite, ref_top1, test_top1, metrics["top1_agreement"], self.goal.max_drop, self.goal.min_agreement)
+            rule = f"task: accuracy drop <= {self.goal.max_drop:g} point(s), top-1 agreement >= {self.goal.min_agreement:g}"
+            line = f"accuracy {test_top1:.2%} (fp32 {ref_top1:.2%}), agreement {metrics['top1_agreement']:.3f}, cosine {cos:.4f}"
+        else:
+            fails = [f for c in comps for f in c.failures]
+            rule = f"preset {self.tolerance.name}: {self.tolerance.describe()}"
+            line = f"cosine {cos:.4f}" + (f", top-1 {min(c.top1 for c in comps if c.top1 is not None):.3f}" if top1s else "")
+        line = ("PASS " if not fails else "FAIL ") + line + (f", mean error {err:.2e}" if np.isfinite(err) else ", non-finite")
+        if fails:
+            line += " (" + "; ".join(fails) + ")"
+        return Judgement(passed=not fails, error=err, line=line, rule=rule, metrics=metrics)
+
+
+# int8: keeping layers in float by graph surgery ---------------------------------------------------------------------
+
+
+def layer_candidates(qmodel: Any) -> list[str]:
+    """Names of the layers of a QDQ model that run in int8 (a :data:`LAYER_OPS` node reading a DequantizeLinear)."""
+    producer = {o: n for n in qmodel.graph.node for o in n.output}
+    out = []
+    for n in qmodel.graph.node:
+        if n.op_type in LAYER_OPS and n.name and any((producer.get(i) is not None and producer[i].op_type == "DequantizeLinear") for i in n.input):
+            out.append(n.name)
+    return out
+
+
+def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
+    shape = [1] * q.ndim
+    if scale.ndim == 1 and q.ndim > 0:
+        shape[axis % q.ndim] = -1
+    s = scale.astype(np.float32).reshape(shape if scale.ndim == 1 else scale.shape)
+    z = (zero.astype(np.float32).reshape(shape if zero.ndim == 1 else zero.shape)) if zero is not None else np.float32(0)
+    return ((q.astype(np.float32) - z) * s).astype(np.float32)
+
+
+def keep_float(qmodel: Any, names: Sequence[str], fp32: Any = None) -> Any:
+    """A copy of QDQ model ``qmodel`` with the layers ``names`` computing in float (see the module's docstring).
+
+    ``fp32``: the float model ``qmodel`` was quantized from. A layer found there by name reads exactly the tensors
+    it reads in fp32 (the quantizer may have folded a Relu into a QuantizeLinear: those nodes are put back) and its
+    own fp32 weights. A layer not found there computes in float on its dequantized inputs and weights.
+    """
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(qmodel)
+    g = m.graph
+    wanted = set(names)
+    fp = _FloatSource(fp32, g)
+    for node in g.node:
+        if node.name not in wanted:
+            continue
+        twin = fp.nodes.get(node.name)
+        if twin is not None and twin.op_type == node.op_type and len(twin.input) == len(node.input):
+            for i, t in enumerate(twin.input):
+                got = fp.provide(t) if t else None
+                if got is not None:
+                    node.input[i] = got
+                    continue
+                _dequantized_input(g, node, i, fp)
+        else:
+            for i in range(len(node.input)):
+                _dequantized_input(g, node, i, fp)
+    g.node.extend(fp.new_nodes)
+    g.initializer.extend(fp.new_inits)
+    toposort_nodes(g)
+    _drop_dead(g)
+    return m
+
+
+class _FloatSource:
+    """Tensors of the fp32 model, made available in the quantized graph ``g`` under their own (or a new) name."""
+
+    #: The longest chain of fp32 nodes copied to rebuild a float input from the layers before it.
+    MAX_COPIED = 32
+
+    def __init__(self, fp32: Any, g: Any) -> None:
+        from onnx import numpy_helper
+
+        self.g = g
+        self.nodes = {n.name: n for n in fp32.graph.node if n.name} if fp32 is not None else {}
+        self.producer = {o: n for n in fp32.graph.node for o in n.output} if fp32 is not None else {}
+        self.inits = {t.name: t for t in fp32.graph.initializer} if fp32 is not None else {}
+        self.graph_inputs = {i.name for i in g.input}
+        self.q_nodes = {n.name: n for n in g.node if n.name}
+        self.q_inits = {t.name: t for t in g.initializer}
+        self.q_producer = {o: n for n in g.node for o in n.output}
+        self.new_nodes: list[Any] = []
+        self.new_inits: list[Any] = []
+        self.renamed: dict[str, str] = {}
+        self.to_array = numpy_helper.to_array
+        self.from_array = numpy_helper.from_array
+
+    def provide(self, t: str, depth: int = 0) -> str | None:
+        """The name under which fp32 tensor ``t`` exists in the quantized graph (copying what it takes), or None.
+
+        A float layer reads its inputs as fp32 computes them from the layers before it: a layer's output is found
+        through the node that makes it (same name and operator in both graphs: the quantizer keeps node names but
+        may rename tensors, e.g. a Conv whose Relu it folded into the QuantizeLinear writes the Relu's output name);
+        what lies between (Relu, pooling, Concat, Add: quantized in between, or folded away) is copied from the fp32
+        graph under new output names.
+        """
+        import onnx
+
+        if t in self.renamed:
+            return self.renamed[t]
+        if t in self.inits:  # a weight: the fp32 values under a new name (the quantized graph may use the old one)
+            init = onnx.TensorProto()
+            init.CopyFrom(self.inits[t])
+            init.name = self.renamed[t] = f"{t}_float"
+            self.new_inits.append(init)
+            return init.name
+        p = self.producer.get(t)
+        if p is None:
+            return t if t in self.graph_inputs else None
+        twin = self.q_nodes.get(p.name) if p.name else None
+        if p.op_type in LAYER_OPS:  # a layer's output is float in the quantized graph too (before its QuantizeLinear)
+            ok = twin is not None and twin.op_type == p.op_type and len(twin.output) == len(p.output)
+            return str(twin.output[list(p.output).index(t)]) if ok else None
+        if depth >= self.MAX_COPIED:
+            return None
+        ins = [self.provide(i, depth + 1) if i else "" for i in p.input]
+        if any(x is None for x in ins):
+            return None
+        copy = onnx.NodeProto()
+        copy.CopyFrom(p)
+        copy.name = f"{p.name or p.op_type}_float"
+        del copy.input[:]
+        copy.input.extend(ins)  # type: ignore[arg-type]
+        del copy.output[:]
+        for o in p.output:
+            self.renamed[o] = f"{o}_float" if o else ""
+            copy.output.append(self.renamed[o])
+        self.new_nodes.append(copy)
+        return self.renamed[t]
+
+    def dequantized(self, d: Any) -> str | None:
+        """A float initializer holding the values DequantizeLinear ``d`` makes of a quantized initializer."""
+        src = d.input[0]
+        if src not in self.q_inits:
+            return None
+        if src not in self.renamed:
+            axis = next((a.i for a in d.attribute if a.name == "axis"), 1)
+            zero = self.to_array(self.q_inits[d.input[2]]) if len(d.input) > 2 and d.input[2] in self.q_inits else None
+            arr = _dequantize(self.to_array(self.q_inits[src]), self.to_array(self.q_inits[d.input[1]]), zero, axis)
+            self.renamed[src] = f"{src}_float"
+            self.new_inits.append(self.from_array(arr, self.renamed[src]))
+        return self.renamed[src]
+
+
+def _dequantized_input(g: Any, node: Any, i: int, fp: _FloatSource) -> None:
+    """Input ``i`` of ``node`` in float without the fp32 model: a weight dequantized; an activation stays the
+    DequantizeLinear's output (float compute on the quantized values)."""
+    d = fp.q_producer.get(node.input[i])
+    if d is not None and d.op_type == "DequantizeLinear":
+        name = fp.dequantized(d)
+        if name is not None:
+            node.input[i] = name
+
+
+def _drop_dead(g: Any) -> None:
+    """Remove nodes none of whose outputs is read (to a fixed point), then initializers nothing reads."""
+    outputs = {o.name for o in g.output}
+    while True:
+        used = {i for n in g.node for i in n.input} | outputs
+        dead = [k for k, n in enumerate(g.node) if not any(o in used for o in n.output if o)]
+        if not dead:
+            break
+        for k in reversed(dead):
+            del g.node[k]
+    used = {i for n in g.node for i in n.input} | outputs
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+
+
+def module_label(model: Any, node_name: str) -> str:
+    """The torch module a node came from, as far as the file tells: the exporter's scope, else its weight's name."""
+    node = next((n for n in model.graph.node if n.name == node_name), None)
+    if node is None:
+        return node_name
+    for i in node.input:  # the exporters name weights after their module: conv2.conv.weight
+        for suffix in (".weight_DequantizeLinear_Output", ".weight_quantized", ".weight"):
+            if i.endswith(suffix):
+                return i[: -len(suffix)]
+    if node_name.startswith("/") and node_name.count("/") >= 2:
+        return node_name.strip("/").rsplit("/", 1)[0].split("/")[-1]
+    return node_name
+
+
+# the search ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FallbackResult:
+    """What the search found: the layers kept in float (by ONNX node and torch module), its judgement, its cost."""
+
+    model: Any
+    float_nodes: list[str]
+    layers: list[dict[str, Any]]
+    judgement: Judgement
+    whole: Judgement
+    evaluations: int
+    budget: int
+    seconds: float
+    ranked: int
+    candidates: int
+
+    @property
+    def passed(self) -> bool:
+        return self.judgement.passed
+
+    def summary(self) -> str:
+        if not self.float_nodes:
+            return f"no layer needs float: {self.judgement.line}"
+        names = ", ".join(f"{x['module']} ({x['node']})" for x in self.layers[:8]) + (" ..." if len(self.layers) > 8 else "")
+        return (f"{len(self.float_nodes)} of {self.candidates} layer(s) kept in float: {names}; {self.judgement.line} "
+                f"[{self.evaluations} evaluations of a budget of {self.budget}, {self.seconds:.0f} s]")  # fmt: skip
+
+    def record(self) -> dict[str, Any]:
+        """What goes into the file's metadata and the reports."""
+        return {"float_nodes": self.float_nodes, "layers": self.layers, "judgement": self.judgement.to_dict(),
+                "whole_model": self.whole.to_dict(), "evaluations": self.evaluations, "budget": self.budget,
+                "candidates": self.candidates, "ranked": self.ranked, "seconds": round(self.seconds, 1)}  # fmt: skip
+
+
+class _Memo:
+    """Judgements by the set of float layers, kept in a state file (atomic writes) so a killed search resumes."""
+
+    def __init__(self, path: Path | None, key: str) -> None:
+        self.path = path
+        self.key = key
+        self.data: dict[str, Any] = {}
+        self.fresh = 0
+        if path is not None and path.is_file():
+            try:
+                saved = json.loads(read_regular(path, limit=64 << 20))
+            except (OSError, ValueError):
+                saved = None
+            if isinstance(saved, dict) and saved.get("format") == STATE_FORMAT and saved.get("key") == key:
+                self.data = dict(saved.get("judgements") or {})
+
+    def get(self, nodes: Sequence[str]) -> Judgement | None:
+        d = self.data.get("|".join(sorted(nodes)))
+        return Judgement(**d) if isinstance(d, dict) else None
+
+    def put(self, nodes: Sequence[str], j: Judgement) -> None:
+        self.data["|".join(sorted(nodes))] = j.to_dict()
+        self.fresh += 1
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps({"format": STATE_FORMAT, "key": self.key, "judgements": self.data}), force=True)
+
+
+def search(
+    qmodel: Any,
+    oracle: Oracle,
+    *,
+    fp32: Any = None,
+    build: Callable[[Sequence[str]], Any] | None = None,
+    candidates: Sequence[str] | None = None,
+    budget: int | None = None,
+    state: Path | None = None,
+    state_key: str = "",
+    say: Callable[[str], None] | None = None,
+) -> FallbackResult:
+    """Find a small set of layers of ``qmodel`` to keep in float so that ``oracle`` passes it.
+
+    Args:
+        qmodel: The lower-precision model (a QDQ int8 model when ``build`` is None).
+        oracle: How a model is judged.
+        fp32: The float model ``qmodel`` was made from (its layers' own weights and inputs, see :func:`keep_float`).
+        build: ``build(nodes)`` -> the model with ``nodes`` in float (default: :func:`keep_float` of ``qmodel``).
+        candidates: Layer names to consider (default: :func:`layer_candidates`).
+        budget: Most evaluations (default: the layers ranked + :data:`EXTRA_EVALUATIONS`).
+        state: A JSON file of the judgements so far (a killed search resumes from it).
+        state_key: What the judgements belong to (a digest of the model and the oracle's inputs): a state file of
+            another key is ignored.
+        say: Progress lines.
+
+    Raises:
+        BadInputError: The model has no layer to keep in float.
+    """
+    t0 = time.perf_counter()
+    say = say or (lambda _line: None)
+    build = build or (lambda nodes: keep_float(qmodel, nodes, fp32))
+    cands = list(candidates) if candidates is not None else layer_candidates(qmodel)
+    if not cands:
+        raise BadInputError("the model has no lower-precision layer to keep in float", hint="give the int8 (QDQ) or fp16 file deploy or quantize made")
+    ranked_cands = cands[:MAX_RANKED]
+    budget = int(budget) if budget is not None else len(ranked_cands) + EXTRA_EVALUATIONS
+    memo = _Memo(state, state_key)
+    count = {"n": 0}
+
+    def judge(nodes: Sequence[str]) -> Judgement:
+        hit = memo.get(nodes)
+        if hit is None:
+            count["n"] += 1
+            hit = oracle.judge(build(list(nodes)))
+            memo.put(nodes, hit)
+        return hit
+
+    whole = judge([])
+    say(f"fallback: the whole model: {whole.line}")
+    if whole.passed:
+        return FallbackResult(qmodel, [], [], whole, whole, memo.fresh, budget, time.perf_counter() - t0, 0, len(cands))
+    everything = judge(list(cands))
+    if not everything.passed:
+        say(f"fallback: even with every layer in float it fails ({everything.line}); no mixed model")
+        return FallbackResult(build(list(cands)), list(cands), [], everything, whole, memo.fresh, budget, time.perf_counter() - t0, 0, len(cands))
+    gains = _rank(ranked_cands, judge, whole, say, budget)
+    order = [n for n, _ in sorted(gains.items(), key=lambda kv: -kv[1])] + [n for n in cands if n not in gains]
+    chosen = _grow_and_bisect(order, judge, say)
+    chosen = _prune(chosen, gains, judge, say, lambda: memo.fresh < budget)
+    final = judge(chosen)
+    layers = [{"node": n, "module": module_label(qmodel, n), "gain": gains.get(n), "alone": judge([n]).line if n in gains else None} for n in chosen]
+    say(f"fallback: {len(chosen)} layer(s) in float: {final.line}")
+    return FallbackResult(build(chosen), chosen, layers, final, whole, memo.fresh, budget, time.perf_counter() - t0, len(gains), len(cands))
+
+
+def _rank(cands: list[str], judge: Callable[[Sequence[str]], Judgement], whole: Judgement, say: Callable[[str], None], budget: int) -> dict[str, float]:
+    """Each layer's gain when it alone is kept in float (the whole model's error minus that model's)."""
+    gains: dict[str, float] = {}
+    step = max(1, len(cands) // 10)
+    for k, n in enumerate(cands, 1):
+        j = judge([n])
+        gains[n] = (whole.error - j.error) if np.isfinite(whole.error) else -j.error
+        if k % step == 0 or k == len(cands):
+            say(f"fallback: ranked {k}/{len(cands)} layers (budget {budget} evaluations)")
+    return gains
+
+
+def _grow_and_bisect(order: list[str], judge: Callable[[Sequence[str]], Judgement], say: Callable[[str], None]) -> list[str]:
+    """The shortest prefix of ``order`` that passes: doubling, then bisection (the full list passes)."""
+    lo, hi = 0, 1
+    while hi < len(order) and not judge(order[:hi]).passed:
+        lo, hi = hi, min(2 * hi, len(order))
+    hi = min(hi, len(order))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if judge(order[:mid]).passed:
+            hi = mid
+        else:
+            lo = mid
+    say(f"fallback: the {hi} most sensitive layer(s) in float pass")
+    return order[:hi]
+
+
+def _prune(chosen: list[str], gains: dict[str, float], judge: Callable[[Sequence[str]], Judgement], say: Callable[[str], None], budget_left: Callable[[], bool]) -> list[str]:
+    """Drop, least useful first, each layer the set still passes without."""
+    out = list(chosen)
+    for n in sorted(chosen, key=lambda x: gains.get(x, 0.0)):
+        if len(out) <= 1 or not budget_left():
+            break
+        rest = [x for x in out if x != n]
+        if judge(rest).passed:
+            out = rest
+    if len(out) < len(chosen):
+        say(f"fallback: pruned to {len(out)} layer(s)")
+    return out
+
+
+# entry points ----------------------------------------------------------------------------------------------------
+
+
+def stamp(model: Any, key: str, result: FallbackResult) -> None:
+    """Record the fallback in the file's metadata: ``deployinc.<key>`` (``int8`` or ``fp16``) gains ``fallback``."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        record = json.loads(meta.get(f"deployinc.{key}", "{}"))
+    except ValueError:
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    record["fallback"] = {k: v for k, v in result.record().items() if k != "whole_model"}
+    meta[f"deployinc.{key}"] = json.dumps(record)
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        e = model.metadata_props.add()
+        e.key, e.value = k, v
+
+
+def int8_with_fallback(
+    fp32_path: str | Path, images: np.ndarray, oracle: Oracle, *, method: str = "percentile", target: str = "cpu",
+    recipe: Any = None, spec: Any = None, data_source: dict[str, Any] | None = None, state: Path | None = None,
+    state_key: str = "", say: Callable[[str], None] | None = None,
+) -> tuple[Any, FallbackResult]:  # fmt: skip
+    """Quantize ``fp32_path`` (:func:`deployinc.precision.int8.quantize_int8`), then keep in float the fewest layers
+    the oracle needs (:func:`search`). Returns the int8 result (its model the mixed one, stamped) and the search."""
+    res = quantize_int8(fp32_path, images, method=method, target=target, recipe=recipe, spec=spec, data_source=data_source)
+    fp32 = load_onnx(fp32_path).model
+    found = search(res.model, oracle, fp32=fp32, state=state, state_key=state_key, say=say)
+    if found.float_nodes and found.passed:
+        meta = list(res.model.metadata_props)
+        res.model = found.model
+        del res.model.metadata_props[:]
+        res.model.metadata_props.extend(meta)
+        stamp(res.model, "int8", found)
+        res.report["fallback"] = found.record()
+    return res, found
+
+
+def fp16_with_fallback(
+    fp32: Any, oracle: Oracle, *, state: Path | None = None, state_key: str = "", say: Callable[[str], None] | None = None,
+    threads: int | None = None,
+) -> tuple[Any, FallbackResult]:  # fmt: skip
+    """Convert ``fp32`` (a ``ModelProto``) to fp16 with fp32 I/O, keeping in fp32 the fewest layers the oracle needs.
+    Returns the converted model (stamped with the fallback) and the search."""
+    def build(nodes: Sequence[str]) -> Any:
+        return convert_to_fp16(fp32, keep_io_types=True, keep_fp32_nodes=list(nodes), threads=threads).model
+
+    cands = [n.name for n in fp32.graph.node if n.op_type in LAYER_OPS and n.name]
+    whole = build([])
+    found = search(whole, oracle, build=build, candidates=cands, state=state, state_key=state_key, say=say)
+    if found.float_nodes and found.passed:
+        stamp(found.model, "fp16", found)
+    return found.model, found

@@ -1,0 +1,195 @@
+"""Layer fallback (deployinc.precision.fallback): keeping a few layers of an int8 (or fp16) model in float, found
+with the verifier's comparison as the oracle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from deployinc.core.images import natural_images
+from deployinc.core.metrics import preset, task_failures
+from deployinc.precision import fallback as F
+from deployinc.precision._common import cpu_session
+from deployinc.precision.int8 import quantize_int8
+from deployinc.precision.recipe import recipe_named
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def planted_net() -> nn.Module:
+    """conv1 -> conv2 -> conv3 -> head, where conv2 writes one channel ~1000x the others and conv3 ignores it: in
+    float nothing is wrong, but an int8 conv3 reads that activation at a scale that zeroes every other channel.
+    Only conv3 kept in float repairs it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )  # fmt: skip
+    with torch.no_grad():
+        net[2].weight[0].mul_(0.0)
+        net[2].bias[0] = 3000.0  # a constant, huge channel
+        net[4].weight[:, 0].zero_()  # which conv3 does not read
+    return net.eval()
+
+
+def export(net: nn.Module, path: Path, size: int = 32) -> Path:
+    x = torch.randn(1, 3, size, size)
+    torch.onnx.export(net, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, dynamo=False)  # fmt: skip
+    return path
+
+
+def oracle_for(net: nn.Module, n: int = 16, labels: np.ndarray | None = None) -> F.Oracle:
+    x = natural_images(n, (3, 32, 32), MEAN, STD, seed=0)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    goal = F.TaskGoal(labels) if labels is not None else None
+    return F.Oracle(x, "input", {"logits": ref}, preset("int8", "cpu"), goal=goal, threads=1)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("fallback")
+    net = planted_net()
+    path = export(net, d / "planted.onnx")
+    cal = natural_images(32, (3, 32, 32), MEAN, STD, seed=1)
+    q = quantize_int8(path, cal, method="minmax", target="cpu", recipe=recipe_named("u8s8")).model
+    return net, path, q
+
+
+def _conv_names(model) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type == "Conv"]
+
+
+def test_the_search_finds_the_planted_layer_and_only_it(planted):
+    net, path, q = planted
+    oracle = oracle_for(net)
+    assert not oracle.judge(q).passed  # whole-model int8 fails its preset
+    found = F.search(q, oracle, fp32=onnx.load(str(path)))
+    conv3 = _conv_names(onnx.load(str(path)))[2]
+    assert found.passed, found.summary()
+    assert found.float_nodes == [conv3], found.summary()
+    assert found.layers[0]["module"] == "4" and found.layers[0]["gain"] > 0  # the torch module (Sequential index 4)
+    assert found.evaluations <= found.budget
+    assert "1 of 4 layer(s) kept in float" in found.summary()
+
+
+def test_every_layer_in_float_computes_what_fp32_computes(planted):
+    net, path, q = planted
+    fp32 = onnx.load(str(path))
+    x = natural_images(4, (3, 32, 32), MEAN, STD, seed=3)
+    want = cpu_session(fp32, threads=1).run(None, {"input": x})[0]
+    got = cpu_session(F.keep_float(q, F.layer_candidates(q), fp32), threads=1).run(None, {"input": x})[0]
+    assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
+    # none in float: the int8 model itself (surgery that changes nothing)
+    same = cpu_session(F.keep_float(q, [], fp32), threads=1).run(None, {"input": x})[0]
+    base = cpu_session(q, threads=1).run(None, {"input": x})[0]
+    assert np.array_equal(same, base)
+
+
+def test_a_layer_whose_relu_the_quantizer_folded_reads_the_relu(planted):
+    """ORT's QDQ quantizer folds Conv+Relu into the QuantizeLinear (uint8 clamps at 0); a float conv3 must read
+    relu(conv2), not conv2's raw output under the Relu's tensor name."""
+    net, path, q = planted
+    assert not any(n.op_type == "Relu" for n in q.graph.node)
+    conv3 = _conv_names(onnx.load(str(path)))[2]
+    m = F.keep_float(q, [conv3], onnx.load(str(path)))
+    assert any(n.op_type == "Relu" for n in m.graph.node)
+
+
+def test_a_model_that_passes_keeps_nothing_in_float(planted, tmp_path):
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    path = export(net, tmp_path / "easy.onnx")
+    q = quantize_int8(path, natural_images(32, (3, 32, 32), MEAN, STD, seed=1), target="cpu").model
+    found = F.search(q, oracle_for(net), fp32=onnx.load(str(path)))
+    assert found.passed and found.float_nodes == [] and found.evaluations == 1
+
+
+def test_the_task_rule_judges_accuracy_not_cosine():
+    # accurate but off in cosine: passes; close in cosine but 2 points less accurate: fails
+    assert task_failures(0, 0.90, 0.905, 0.995) == []
+    fails = task_failures(0, 0.90, 0.88, 0.995)
+    assert len(fails) == 1 and "2.00 points below" in fails[0]
+    assert any("agreement" in f for f in task_failures(0, 0.90, 0.90, 0.98))
+    assert any("non-finite" in f for f in task_failures(3, 0.90, 0.90, 1.0))
+    assert any("unknown" in f for f in task_failures(0, None, 0.9, 1.0))
+
+
+def test_the_oracle_with_labels_uses_the_task_rule(planted):
+    net, path, q = planted
+    x = natural_images(16, (3, 32, 32), MEAN, STD, seed=0)
+    with torch.no_grad():
+        labels = net(torch.from_numpy(x)).numpy().argmax(1)  # fp32 is right on every image
+    j = oracle_for(net, labels=labels).judge(onnx.load(str(path)))
+    assert j.passed and j.rule.startswith("task") and j.metrics["top1_accuracy"] == 1.0
+
+
+def test_the_search_resumes_after_kill_9(planted, tmp_path):
+    net, path, q = planted
+    qpath = tmp_path / "q.onnx"
+    onnx.save(q, str(qpath))
+    state = tmp_path / "state.json"
+    code = f"""
+import sys, onnx, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.precision.test_fallback import planted_net, oracle_for
+from deployinc.precision import fallback as F
+q = onnx.load({str(qpath)!r}); fp32 = onnx.load({str(path)!r})
+oracle = oracle_for(planted_net())
+slow = lambda nodes: (time.sleep(0.7), F.keep_float(q, nodes, fp32))[1]
+F.search(q, oracle, fp32=fp32, build=slow, state=__import__('pathlib').Path({str(state)!r}), state_key='k')
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            if state.is_file() and len(json.loads(state.read_text()).get("judgements", {})) >= 3:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    done = len(json.loads(state.read_text())["judgements"])
+    assert done >= 3
+    resumed = F.search(q, oracle_for(net), fp32=onnx.load(str(path)), state=state, state_key="k")
+    clean = F.search(q, oracle_for(net), fp32=onnx.load(str(path)))
+    assert resumed.float_nodes == clean.float_nodes
+    assert resumed.evaluations == clean.evaluations - done  # only what the killed run had not judged
+    # a state file of another key is not used
+    other = F.search(q, oracle_for(net), fp32=onnx.load(str(path)), state=state, state_key="another")
+    assert other.evaluations == clean.evaluations
+
+
+def test_fp16_fallback_keeps_a_layer_fp16_cannot_hold_in_fp32(tmp_path):
+    """A classifier whose weights are below fp16's smallest value (the converter clamps them to it) must stay fp32,
+    and only it; the search finds it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()  # fmt: skip
+    with torch.no_grad():
+        net[6].weight.mul_(1e-9)
+        net[6].bias.zero_()
+    path = export(net, tmp_path / "tiny.onnx")
+    x = natural_images(8, (3, 32, 32), MEAN, STD, seed=0)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    oracle = F.Oracle(x, "input", {"logits": ref}, preset("fp16", "cpu"), threads=1)
+    model, found = F.fp16_with_fallback(onnx.load(str(path)), oracle, threads=1)
+    assert not found.whole.passed and found.passed, found.summary()
+    gemm = next(n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Gemm")
+    assert found.float_nodes == [gemm]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["deployinc.fp16"])["fallback"]["float_nodes"] == [gemm]
