@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..core import limits
+from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx
 from .options import force_option, int_in, mean_callback, parse_floats, std_callback, threads_option
 
@@ -33,6 +34,7 @@ def default_out(model: str, suffix: str) -> Path:
 @click.option("--data", type=click.Path(), default=None, help="Folder of sample images for the overflow check (default: generated natural-image statistics).")
 @click.option("--samples", type=int, default=8, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "8"), help="Number of sample images (bounded by memory).")
 @click.option("--no-check", is_flag=True, help="Skip the overflow check and the fp32-vs-fp16 comparison.")
+@click.option("--fallback", default="none", show_default=True, help="auto: keep in fp32 the fewest layers (Conv, Gemm, MatMul) that make the fp16 model pass the fp16 preset against the fp32 model on the sample images (a bounded search); none: convert every layer.")
 @click.option("--mean", default=None, callback=mean_callback, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
 @click.option("--std", default=None, callback=std_callback, help="Normalisation std, comma-separated (each > 0).")
 @threads_option
@@ -48,6 +50,7 @@ def convert(
     data: str | None,
     samples: int,
     no_check: bool,
+    fallback: str,
     mean: str | None,
     std: str | None,
     threads: int | None,
@@ -58,13 +61,18 @@ def convert(
     \b
       deployinc convert resnet50.onnx --precision fp16
       deployinc convert model.onnx --keep-fp32-op Softmax --keep-overflow-fp32
+      deployinc convert model.onnx --precision fp16 --fallback auto
     """
-    from ..precision import _common, fp16  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..precision import _common, fallback as fb, fp16  # lazy: precision imports numpy; keeps it out of deployinc --help
 
     limits.check_int("--samples", samples, 1, limits.SAMPLES_MAX, example="--samples 8")
     target = Path(out) if out else default_out(model, precision)
     check_output_path(target, force)
     src = load_onnx(model).model
+    fb.check_fallback(fallback.strip().lower(), precision, src)
+    if fallback.strip().lower() == "auto":
+        _convert_with_fallback(src, target, samples, data, mean, std, threads, force, fp16_io, keep_ops, keep_nodes)
+        return
     images = None
     if not no_check:
         spec = _common.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
@@ -105,3 +113,25 @@ def convert(
         )
     written = save_onnx(result.model, target, force=force)
     click.echo(f"wrote {written[-1]} (inputs/outputs {'fp16' if fp16_io else 'kept fp32'})")
+
+
+def _convert_with_fallback(src, target, samples, data, mean, std, threads, force, fp16_io, keep_ops, keep_nodes) -> None:  # noqa: ANN001
+    """``convert --fallback auto``: fp16 (I/O kept fp32) with the fewest layers kept in fp32 that pass the fp16
+    preset against the fp32 model itself on ORT CPU, over the sample images."""
+    from ..precision import _common, fallback as fb  # lazy: precision imports numpy; keeps it out of deployinc --help
+
+    if fp16_io or keep_ops or keep_nodes:
+        raise BadInputError("--fallback auto decides which layers stay fp32 itself (and keeps the I/O fp32)",
+                            hint="drop --fp16-io / --keep-fp32-op / --keep-fp32-node, or use --fallback none")  # fmt: skip
+    spec = _common.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
+    limits.check_input_memory("--samples", samples, samples, spec.chw, unit="sample images")
+    images = _common.sample_images(spec, samples, data)
+    click.echo(f"fp16 layer fallback: judged by the fp16 preset against the fp32 model on ORT CPU, {len(images)} sample image(s) "
+               f"({'from ' + data if data else 'natural-image statistics'})")  # fmt: skip
+    oracle = fb.onnx_oracle(src, images, spec.name, "fp16", threads=threads)
+    model, found = fb.fp16_with_fallback(src, oracle, say=click.echo, threads=threads)
+    click.echo(found.summary())
+    if not found.passed:
+        raise CheckFailed(f"no set of fp32 layers makes the fp16 model pass: {found.judgement.line}", hint="keep the fp32 model, or look at deployinc verify --localize")
+    written = save_onnx(model, target, force=force)
+    click.echo(f"wrote {written[-1]} (inputs/outputs kept fp32; {len(found.float_nodes)} layer(s) in fp32)")

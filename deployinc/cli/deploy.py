@@ -41,6 +41,8 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--samples", type=int, default=16, show_default=True, callback=check_with(lambda n, v: limits.check_int(n, v, 1, limits.SAMPLES_MAX, example="16")), help="Generated verification images (without --accuracy-data).")
 @click.option("--no-compile", is_flag=True, help="Leave torch.compile out of the eager baseline (it takes a while the first time).")
 @click.option("--no-search", is_flag=True, help="No session-option variants (threads, CUDA graphs): one candidate per precision and backend.")
+@click.option("--fallback", default="auto", show_default=True, help="auto: where whole-model int8 fails, also try it with the fewest layers kept in float that pass (a bounded search, judged like every candidate); none: whole-model only.")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, help="With --accuracy-data: the most top-1 accuracy points a lower-precision candidate may lose against fp32 (with top-1 agreement >= 0.99); cosine and max_rel are then reported, not judged.")
 @click.option("--trust-model-code", is_flag=True, help="Let a module:function recorded in an ONNX file's metadata be imported to rebuild its reference.")
 @threads_option
 @click.option("--force", is_flag=True, help="Replace an existing package (only once the new one is complete).")

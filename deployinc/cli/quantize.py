@@ -13,6 +13,7 @@ import click
 
 from .convert import default_out
 from ..core import limits
+from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx
 from .options import float_in, force_option, int_in, mean_callback, parse_floats, std_callback
 
@@ -32,6 +33,9 @@ from .options import float_in, force_option, int_in, mean_callback, parse_floats
 @click.option("--mean", default=None, callback=mean_callback, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
 @click.option("--std", default=None, callback=std_callback, help="Normalisation std, comma-separated (each > 0).")
 @click.option("--no-check", is_flag=True, help="Skip the int8-vs-fp32 comparison on ORT CPU.")
+@click.option("--recipe", default="auto", show_default=True, help="auto: the QDQ types for this CPU's int8 path (u8s8 where it multiplies without saturation: VNNI, AMX, ARM dot product; u8s8 with 7-bit weights, reduce_range, on AVX2/AVX-512 without VNNI); or u8s8, u8s8-reduce-range, s8s8 to measure the alternatives. --target tensorrt is always s8s8.")
+@click.option("--fallback", default="none", show_default=True, help="auto: keep in float the fewest layers that make the int8 model pass the int8 preset against the fp32 model on ORT CPU over --samples generated images (a bounded search); none: every layer int8.")
+@click.option("--samples", type=int, default=32, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "32"), help="With --fallback auto: the generated verification images the search judges on (not the calibration images).")
 @force_option
 def quantize(
     model: str,
@@ -48,6 +52,9 @@ def quantize(
     mean: str | None,
     std: str | None,
     no_check: bool,
+    recipe: str,
+    fallback: str,
+    samples: int,
     force: bool,
 ) -> None:
     """Quantize MODEL to int8 (QDQ) with ONNX Runtime, calibrated on the images in --data.
@@ -59,9 +66,10 @@ def quantize(
     \b
       deployinc quantize resnet50.onnx --data calib/ --method percentile
       deployinc quantize model.onnx --data calib/ --target cpu --keep-fp32-before /layer2/layer2.0/conv1/Conv
+      deployinc quantize resnet50.onnx --data calib/ --fallback auto
     """
     from ..core import images as core_images  # lazy: core.images imports numpy; keeps it out of deployinc --help
-    from ..precision import _common, int8 as int8_mod  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..precision import _common, fallback as fb, int8 as int8_mod, recipe as recipes  # lazy: precision imports numpy; keeps it out of deployinc --help
 
     method = method.lower()
     if limit is not None:
@@ -70,21 +78,35 @@ def quantize(
     target_path = Path(out) if out else default_out(model, "int8")
     check_output_path(target_path, force)
     check_output_path(int8_mod.report_path_for(target_path), force)
-    spec = _common.input_spec(load_onnx(model, load_external=False).model, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
+    fallback, recipe = fallback.strip().lower(), recipe.strip().lower()
+    src_model = load_onnx(model, load_external=False).model
+    fb.check_fallback(fallback, "int8", src_model)
+    chosen_recipe = None if recipe == "auto" else recipes.recipe_named(recipe)
+    spec = _common.input_spec(src_model, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
     images, info = core_images.load_image_folder_with_report(data, spec.chw, spec.mean, spec.std, limit=limit)
     skipped = info.get("skipped") or []
     if skipped:
         click.echo(f"warning: {len(skipped)} unreadable file(s) in {data} skipped (first: {skipped[0]})", err=True)
     int8_mod.check_image_count(len(images), method)  # raises before any work when there are too few
     target, note, warning = int8_mod.choose_target(target)
+    if chosen_recipe is None:
+        chosen_recipe = recipes.recipe_for(target, per_channel=not per_tensor)
+    elif target == "tensorrt" and not chosen_recipe.symmetric_activations:
+        raise BadInputError(f"--recipe {recipe} has asymmetric activations, which TensorRT refuses", hint="use --recipe s8s8 (or auto) with --target tensorrt")
     if note:
         click.echo(note)
+    click.echo(f"int8 recipe {chosen_recipe.describe()}; this CPU's int8 path: {chosen_recipe.cpu_path} ({chosen_recipe.reason})")
     if warning:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"calibrating {method} on {len(images)} image(s) from {data} ({'x'.join(map(str, spec.chw))}, target {target})")
+    if fallback == "auto":
+        _quantize_with_fallback(model, src_model, images, spec, method, target, chosen_recipe, samples, target_path, force,
+                                {"folder": str(data), "images": int(info.get("used", len(images))), "skipped": len(skipped)})  # fmt: skip
+        return
     result = int8_mod.quantize_int8(
         model,
         images,
+        recipe=chosen_recipe,
         method=method,
         target=target,
         per_channel=not per_tensor,
@@ -120,3 +142,21 @@ def quantize(
     written, report_path = int8_mod.write_int8(result, target_path, force=force)
     click.echo(f"wrote {written[-1]}")
     click.echo(f"wrote {report_path} (per-tensor ranges)")
+
+
+def _quantize_with_fallback(model, src_model, images, spec, method, target, recipe, samples, target_path, force, source) -> None:  # noqa: ANN001
+    """``quantize --fallback auto``: int8 with the fewest layers kept in float that pass the int8 preset against the
+    fp32 model on ORT CPU (over ``samples`` generated images, not the calibration ones)."""
+    from ..precision import _common, fallback as fb, int8 as int8_mod  # lazy: precision imports numpy; keeps it out of deployinc --help
+
+    val = _common.sample_images(spec, samples, None, seed=0)
+    click.echo(f"layer fallback: judged by the int8 preset against the fp32 model on ORT CPU, {len(val)} generated image(s)")
+    full = load_onnx(model).model
+    oracle = fb.onnx_oracle(full, val, spec.name, "int8")
+    result, found = fb.int8_with_fallback(model, images, oracle, method=method, target=target, recipe=recipe, spec=spec, data_source=source, say=click.echo)
+    click.echo(found.summary())
+    if not found.passed:
+        raise CheckFailed(f"no set of float layers makes the int8 model pass: {found.judgement.line}", hint="try --method percentile or entropy, more calibration images, or keep the fp32 model")
+    written, report_path = int8_mod.write_int8(result, target_path, force=force)
+    click.echo(f"wrote {written[-1]} ({len(found.float_nodes)} layer(s) in float)")
+    click.echo(f"wrote {report_path} (per-tensor ranges, the recipe and the layers kept in float)")

@@ -21,6 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import onnx
@@ -61,13 +62,25 @@ def preferred_batches(chosen: dict[str, Any]) -> list[int]:
     return sorted(b for b, v in rates.items() if v >= 0.9 * best)
 
 
-def triton_text(name: str, model_path: Path, chosen: dict[str, Any], batches: list[int]) -> str:
+def precision_notes(chosen: dict[str, Any], artifact: dict[str, Any]) -> list[str]:
+    """config.pbtxt's comment lines on the model's precision: the int8 recipe and the layers kept in float."""
+    out = [f"precision: {chosen['precision']} on {chosen['backend']}"]
+    recipe = artifact.get("recipe")
+    if recipe:
+        out[0] += f" (int8 recipe {recipe.get('name')} for a {recipe.get('cpu_path')} CPU)"
+    layers = (artifact.get("fallback") or {}).get("layers") or []
+    if layers:
+        out.append(f"kept in float ({len(layers)} layers): " + ", ".join(str(x.get("module")) for x in layers))
+    return out
+
+
+def triton_text(name: str, model_path: Path, chosen: dict[str, Any], batches: list[int], notes: Sequence[str] = ()) -> str:
     """config.pbtxt for the chosen candidate: max_batch_size from the dynamic batch (the largest benchmarked size,
     at least 8), preferred sizes from the benchmark, instance group for the target, and its accelerator."""
     model = onnx.load(str(model_path), load_external_data=False)
     return triton_config(
         name, model, max_batch_size=max([*batches, 8]), preferred_batch_sizes=preferred_batches(chosen),
-        kind="gpu" if chosen["backend"] in _GPU else "cpu", accelerator=accelerator_for(chosen),
+        kind="gpu" if chosen["backend"] in _GPU else "cpu", accelerator=accelerator_for(chosen), notes=notes,
     )  # fmt: skip
 
 
@@ -82,7 +95,7 @@ def _build(pkg: Path, result: Any) -> None:
             if r.get("verdict") == "pass" and r["artifact"] not in done and r["artifact"] in result.artifacts:
                 copy_onnx(Path(result.artifacts[r["artifact"]]["path"]), pkg / "variants" / f"{r['artifact']}.onnx")
                 done.add(r["artifact"])
-    text = triton_text(name, chosen_path, chosen, list(req.batches))
+    text = triton_text(name, chosen_path, chosen, list(req.batches), precision_notes(chosen, result.artifacts[chosen["artifact"]]))
     problem = validate(text)
     write_repository(pkg / "triton", name, chosen_path, text)
     data = report_dict(result, triton_checked=problem)

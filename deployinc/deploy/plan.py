@@ -12,6 +12,10 @@ backend at one compute precision with a few session options. The plan follows th
 * ``tensorrt``: ORT's TensorRT provider and native engines at fp32 / fp16 / int8 (symmetric int8, the kind
   TensorRT takes).
 
+``--fallback auto`` (the default) adds, for each int8 candidate on a CPU provider, a *mixed* one: the same int8
+model with the fewest layers kept in float that pass (:mod:`deployinc.precision.fallback`), made only where the
+whole-model int8 fails (the search judges it first, and says "not needed" otherwise).
+
 The choice: the fastest passing candidate for the objective; candidates within :data:`TIE` of the fastest are
 a tie, which goes to fp32, then to the fewest dependencies.
 """
@@ -45,7 +49,7 @@ class Candidate:
 
     @property
     def id(self) -> str:
-        extra = "".join(f"-{v}" if k == "calibration" else f"-{k}{'' if v is True else v}" for k, v in sorted(self.options.items()))
+        extra = "".join(f"-{v}" if k in ("calibration", "fallback") else f"-{k}{'' if v is True else v}" for k, v in sorted(self.options.items()))
         return f"{self.precision}-{self.backend}{extra}"
 
     def describe(self) -> str:
@@ -132,6 +136,9 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
                 out.append(Candidate(p, b, art, {"threads": 1}))
             if req.search and b == "ort-cuda":
                 out.append(Candidate(p, b, art, {"cuda_graph": True}))
+    if req.fallback == "auto":  # last: made only where the whole-model candidate fails (the search judges it first)
+        for c in [c for c in out if c.precision == "int8" and c.artifact == "int8-cpu"]:
+            out.append(Candidate(c.precision, c.backend, "int8-cpu-mixed", {**c.options, "fallback": "mixed"}))
     if not out:
         raise BadInputError(
             f"no candidate: none of the precisions {', '.join(precisions)} runs on {', '.join(usable)}",

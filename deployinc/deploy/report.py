@@ -104,6 +104,34 @@ def provenance_lines(result: Any) -> list[str]:
     return out
 
 
+def float_layers(result: Any, cand: dict[str, Any]) -> list[dict[str, Any]]:
+    """The layers a (mixed) candidate keeps in float: node, torch module, the gain of that layer alone."""
+    return list((((result.artifacts.get(cand.get("artifact", "")) or {}).get("fallback") or {}).get("layers")) or [])
+
+
+def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
+    """How a lower-precision artifact was made: the int8 recipe for this CPU and the layers kept in float."""
+    art = result.artifacts.get(cand.get("artifact", "")) or {}
+    out = []
+    recipe = art.get("recipe")
+    if recipe:
+        out.append(f"int8 recipe {recipe.get('name')} for this CPU's int8 path ({recipe.get('cpu_path')}): {recipe.get('reason')}.")
+    layers = float_layers(result, cand)
+    if layers:
+        fbk = art.get("fallback") or {}
+        out.append(f"{len(layers)} of {fbk.get('candidates', '?')} layers kept in float (the layer fallback, {fbk.get('evaluations', '?')} "
+                   f"evaluations, {fbk.get('seconds', '?')} s); every other layer runs in int8:")  # fmt: skip
+        out += [f"- `{x['module']}` (ONNX node `{x['node']}`): alone in float it lowers the mean error by {_num(x.get('gain'), '.2e')}" for x in layers]
+        whole = next((r for r in result.results if r.get("artifact") == "int8-cpu" and r.get("backend") == cand.get("backend")
+                      and (r.get("options") or {}).get("threads") == (cand.get("options") or {}).get("threads")), None)  # fmt: skip
+        key = str(result.request.batches[0])
+        mine = ((cand.get("timing") or {}).get(key) or {}).get("p50_ms")
+        theirs = (((whole or {}).get("timing") or {}).get(key) or {}).get("p50_ms")
+        if mine and theirs:
+            out.append(f"What the fallback cost in speed: p50 {mine:.2f} ms against {theirs:.2f} ms for the whole-model int8 ({mine / theirs:.2f}x), same run.")
+    return out + ([""] if out else [])
+
+
 def report_dict(result: Any, triton_checked: str | None) -> dict[str, Any]:
     req = result.request
     return {
@@ -165,9 +193,12 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
             f"**Ship `model.onnx`: {chosen['precision']} on {chosen['backend']}** ({result.why}).",
             "",
             f"p50 {_num(t.get('p50_ms'), '.2f')} ms at batch {key}, {_num(sp.get('vs_torch'), '.2f')}x eager torch and "
-            f"{_num(sp.get('vs_ort_fp32'), '.2f')}x plain ORT CPU fp32, measured in the same run; verified under the "
-            f"{m.get('preset', '?')} preset (cosine {_num(m.get('cosine'), '.6f')}, top-1 agreement {_num(m.get('top1_agreement'), '.4f')}).",
+            f"{_num(sp.get('vs_ort_fp32'), '.2f')}x plain ORT CPU fp32, measured in the same run; accepted by the "
+            f"{chosen.get('rule') or 'preset ' + str(m.get('preset', '?'))} (cosine {_num(m.get('cosine'), '.6f')}, top-1 agreement "
+            f"{_num(m.get('top1_agreement'), '.4f')}" + (f", top-1 accuracy {_num(m.get('top1_accuracy'), '.4f')} vs fp32 "
+            f"{_num(m.get('top1_reference'), '.4f')}" if m.get("top1_accuracy") is not None else "") + ").",
             "",
+            *precision_lines(result, chosen),
         ]  # fmt: skip
     lines += [
         f"Target {result.target} ({result.target_reason}); objective {req.objective} at batch {', '.join(map(str, req.batches))}; "

@@ -18,8 +18,10 @@ from typing import Any
 from .. import backends as B
 from .._version import __version__
 from ..core import limits
+from ..core.metrics import MAX_ACCURACY_DROP
 from ..core.images import IMAGE_EXTENSIONS, list_images
 from ..errors import BadInputError
+from ..precision.recipe import cpu_int8_path
 from ..io import sha256_file
 
 #: Precisions a candidate can compute in. bf16 is a compute precision of a backend (OpenVINO on AMX), not a file.
@@ -30,8 +32,11 @@ TARGETS = ("auto", "cpu", "cuda", "tensorrt")
 SHIPPABLE = tuple(B.ONNX_BACKENDS)
 PACKAGE_SUFFIX = ".deploy"
 #: Bumped whenever how an artifact is made or a candidate judged changes, so that finished work cached by an earlier
-#: deployinc is not reused for a different recipe.
-RECIPE = 2
+#: deployinc is not reused for a different recipe. 3: the int8 recipe per CPU, float graph outputs, the task rule.
+RECIPE = 3
+#: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model
+#: lower precision fails; ``none`` does not.
+FALLBACKS = ("auto", "none")
 
 
 def _one_of(value: str, known: Sequence[str], what: str) -> str:
@@ -85,6 +90,8 @@ class DeployRequest:
     calibration_images: int = 64
     torch_compile: bool = True
     search: bool = True
+    fallback: str = "auto"
+    max_accuracy_drop: float = MAX_ACCURACY_DROP
     trust_model_code: bool = False
     log: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
@@ -96,6 +103,8 @@ class DeployRequest:
         """
         self.target = _one_of(self.target, TARGETS, "target")
         self.objective = _one_of(self.objective, OBJECTIVES, "objective")
+        self.fallback = _one_of(self.fallback, FALLBACKS, "--fallback value")
+        limits.check_float("--max-accuracy-drop", self.max_accuracy_drop, 0, 100, example="1.0")
         if self.precisions is not None:
             self.precisions = list(dict.fromkeys(_one_of(p, DEPLOY_PRECISIONS, "precision") for p in self.precisions if p.strip()))
             if not self.precisions:
@@ -163,6 +172,7 @@ class DeployRequest:
         fields["model_digest"] = model_digest
         fields["deployinc"] = __version__
         fields["recipe"] = RECIPE
+        fields["cpu_int8_path"] = cpu_int8_path()  # the int8 recipe and its speed follow the CPU
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:24]
 

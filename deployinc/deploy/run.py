@@ -9,6 +9,7 @@ run again with the same arguments picks up where it stopped. The package is asse
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -26,13 +27,16 @@ from ..core.graph import detect_precision
 from ..core.images import load_image_folder_with_report
 from ..errors import BackendUnavailable, BadInputError, DeployincError
 from ..export import export_pipeline
-from ..io import atomic_write_text, load_onnx, save_onnx
+from ..io import atomic_write_bytes, atomic_write_text, load_onnx, save_onnx, sha256_file
 from ..metadata import read_provenance
 from ..precision._common import input_spec, sample_images
 from ..precision.fp16 import convert_to_fp16
+from ..core.metrics import preset, task_failures
+from ..precision import fallback as fb
 from ..precision.int8 import quantize_int8, write_int8
+from ..precision.recipe import recipe_for
 from ..runners.available import backend_problem, bf16_native
-from ..verify.core import run as verify_run
+from ..verify.core import reference_run, run as verify_run
 from ..verify.request import VerifyRequest
 from .package import write_package
 from .plan import Candidate, choose, plan
@@ -40,6 +44,15 @@ from .request import DeployRequest, model_digest
 
 #: Results this format writes; an older cached result is recomputed.
 RESULT_FORMAT = 1
+
+
+class NoArtifact(DeployincError):
+    """An artifact that is not made, with the verdict its candidates get: ``skipped`` (a mixed model where the
+    whole-model one passes: not needed) or ``fail`` (no set of float layers passes)."""
+
+    def __init__(self, message: str, verdict: str) -> None:
+        super().__init__(message)
+        self.verdict = verdict
 
 
 @dataclass
@@ -253,7 +266,7 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
         return fp32
     known = artifacts.get(name)
     if known is not None and known.get("error"):
-        raise DeployincError(known["error"])
+        raise NoArtifact(known["error"], known["verdict"]) if known.get("verdict") else DeployincError(known["error"])
     path = state / f"{name}.onnx"
     info_path = state / f"{name}.json"
     if path.is_file() and info_path.is_file():
@@ -265,7 +278,9 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     spec = input_spec(src)
     info: dict[str, Any]
     try:
-        if name == "fp16":
+        if name.endswith("-mixed"):
+            info = _mixed(req, state, fp32, name, path, spec)
+        elif name == "fp16":
             res = convert_to_fp16(src, keep_io_types=True, images=sample_images(spec, 8, req.data, seed=1), keep_overflow_fp32=True, threads=req.threads)
             save_onnx(res.model, path, force=True)
             info = {"made": "convert --precision fp16 (I/O kept fp32)", "kept_fp32_nodes": len(res.kept_fp32_nodes)}
@@ -273,10 +288,14 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
             images, source = _calibration(req, spec)
             target = "cpu" if name.startswith("int8-cpu") else "tensorrt"
             method = "minmax" if name.endswith("-minmax") else "percentile"
-            res8 = quantize_int8(fp32, images, target=target, method=method, spec=spec, data_source={"calibration": source})
+            recipe = recipe_for(target)
+            res8 = quantize_int8(fp32, images, target=target, method=method, spec=spec, data_source={"calibration": source}, recipe=recipe)
             write_int8(res8, path, force=True)
-            acts = "uint8" if target == "cpu" else "symmetric int8"
-            info = {"made": f"quantize --target {target} --method {method} (per-channel weights, {acts} activations)", "calibration": source}
+            info = {"made": f"quantize --target {target} --method {method} ({recipe.describe()})", "calibration": source,
+                    "recipe": recipe.to_dict()}  # fmt: skip
+    except NoArtifact as exc:
+        artifacts[name] = {"error": exc.message, "verdict": exc.verdict}
+        raise
     except DeployincError as exc:
         artifacts[name] = {"error": f"{name} could not be made: {exc.message}"}
         raise DeployincError(artifacts[name]["error"]) from exc
@@ -285,6 +304,53 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     artifacts[name] = {"path": str(path), **info}
     req.say(f"made {name} in {info['seconds']:.1f} s: {info['made']}")
     return path
+
+
+def _oracle(req: DeployRequest, state: Path, fp32: Path) -> fb.Oracle:
+    """The judge of a layer-fallback search: verify's own inputs and eager-torch reference outputs for this deploy
+    (its --samples, or the --accuracy-data images and their labels), computed once and kept with the state."""
+    path = state / "oracle.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, labels = z["input"], (z["labels"] if "labels" in z.files else None)
+            ref = {k[len("ref/") :]: z[k] for k in z.files if k.startswith("ref/")}
+            name = str(z["input_name"])
+    except (OSError, ValueError, KeyError):
+        vreq = VerifyRequest(model=fp32, providers="ort-cpu", samples=req.samples, data=req.accuracy_data, labels=bool(req.accuracy_data),
+                             threads=req.threads, trust_model_code=req.trust_model_code)  # fmt: skip
+        x, ref, labels, name = reference_run(vreq)
+        arrays = {"input": x, "input_name": np.array(name), **{f"ref/{k}": v for k, v in ref.items()}}
+        if labels is not None:
+            arrays["labels"] = np.asarray(labels)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue(), force=True)
+    goal = fb.TaskGoal(np.asarray(labels), max_drop=req.max_accuracy_drop) if labels is not None else None
+    return fb.Oracle(x, name, ref, preset("int8", "ort-cpu"), goal=goal, threads=req.threads)
+
+
+def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any) -> dict[str, Any]:
+    """The int8 model with the fewest layers kept in float that pass (see :mod:`deployinc.precision.fallback`).
+
+    Raises:
+        NoArtifact: The whole-model int8 passes (not needed), or no set of float layers passes.
+    """
+    images, source = _calibration(req, spec)
+    oracle = _oracle(req, state, fp32)
+    req.say(f"{name}: searching the layers to keep in float (judged by {'the task rule' if oracle.goal else 'the int8 preset'} "
+            f"on {len(oracle.inputs)} verification images against eager torch fp32)")  # fmt: skip
+    recipe = recipe_for("cpu")
+    res, found = fb.int8_with_fallback(fp32, images, oracle, method="percentile", target="cpu", recipe=recipe, spec=spec,
+                                       data_source={"calibration": source}, state=state / f"{name}.search.json",
+                                       state_key=sha256_file(fp32), say=req.say)  # fmt: skip
+    if found.whole.passed:
+        raise NoArtifact(f"not needed: the whole-model int8 passes ({found.whole.line})", "skipped")
+    if not found.passed:
+        raise NoArtifact(f"no set of float layers passes: {found.judgement.line}", "fail")
+    write_int8(res, path, force=True)
+    return {"made": f"quantize --target cpu --method percentile ({recipe.describe()}) + layer fallback: "
+                    f"{len(found.float_nodes)} layer(s) in float", "calibration": source, "recipe": recipe.to_dict(),
+            "fallback": found.record()}  # fmt: skip
 
 
 def _timing(rows: list[Any], batches: list[int], backend: str | None = None) -> tuple[dict[str, dict[str, Any]], str | None]:
@@ -330,10 +396,11 @@ def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: 
 
 def _metrics(vr: Any, backend: str) -> dict[str, Any]:
     """Worst max_rel, cosine and top-1 agreement over the batches and outputs, and the accuracy rows."""
-    m: dict[str, Any] = {"max_rel": None, "cosine": None, "top1_agreement": None}
+    m: dict[str, Any] = {"max_rel": None, "cosine": None, "top1_agreement": None, "nonfinite": 0}
     for b in vr.backends:
         for r in b.results:
             for c in r.outputs:
+                m["nonfinite"] += int(c.nan + c.inf)
                 m["max_rel"] = c.max_rel if m["max_rel"] is None else max(m["max_rel"], c.max_rel)
                 m["cosine"] = c.cosine if m["cosine"] is None else min(m["cosine"], c.cosine)
                 agree = c.top1_raw if c.top1_raw is not None else c.top1  # plain arg-max agreement (the verdict's is tie-aware)
@@ -366,12 +433,34 @@ def _verify(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
         out["verdict"] = vr.verdict.lower()  # pass, fail or inconclusive (a skipped backend is handled above)
         if vr.inconclusive:
             out["reason"] = vr.inconclusive[0]
+        else:
+            _judge_rule(req, cand, out)
     if vr.localization is not None:
         summary = vr.localization.to_dict().get("summary")
         if summary:
             out["localization"] = summary
     out["inputs"] = {k: vr.inputs.get(k) for k in ("source", "samples", "folder", "kind") if k in vr.inputs}
     return out
+
+
+def _judge_rule(req: DeployRequest, cand: Candidate, out: dict[str, Any]) -> None:
+    """Which rule decides: with labelled images (``--accuracy-data``) a lower-precision candidate is judged on the
+    task (accuracy drop against fp32, top-1 agreement, no NaN/Inf: :func:`deployinc.core.metrics.task_failures`),
+    its preset's cosine and max_rel reported beside it; fp32 candidates, and every candidate without labels, by
+    their precision's preset."""
+    m = out["metrics"]
+    if not req.accuracy_data or cand.precision == "fp32":
+        out["rule"] = f"preset {m.get('preset', cand.precision)}"
+        return
+    fails = task_failures(m.get("nonfinite", 0), m.get("top1_reference"), m.get("top1_accuracy"), m.get("top1_agreement"), req.max_accuracy_drop)
+    out["rule"] = f"task: accuracy drop <= {req.max_accuracy_drop:g} point(s), top-1 agreement >= 0.99 (the {m.get('preset', cand.precision)} preset reported, not judged)"
+    other = [f for f in out.get("failures", []) if " batch " not in f]  # a crash or a failed check: not the rule's to lift
+    if out["verdict"] == "fail" and not fails and not other:
+        out["preset_failures"] = out.get("failures", [])
+        out["failures"] = []
+    out["verdict"] = "fail" if (fails or other) else "pass"
+    if fails:
+        out["failures"] = fails + [f"(preset: {f})" for f in out.get("failures", [])][:4]
 
 
 def _bench(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
@@ -413,6 +502,8 @@ def _candidate(req: DeployRequest, state: Path, fp32: Path, cand: Candidate, art
                 res["verdict"], res["reason"] = "error", f"it did not time: {res.get('bench_problem', 'no timing')}"
     except BackendUnavailable as exc:
         res["verdict"], res["reason"] = "skipped", exc.message
+    except NoArtifact as exc:
+        res["verdict"], res["reason"] = exc.verdict, exc.message
     except BadInputError:
         raise  # the user's model, data or options, not this candidate: exit 2 (finished candidates stay cached)
     except DeployincError as exc:

@@ -313,6 +313,7 @@ def triton_config(
     instance_count: int = 1,
     accelerator: dict[str, str] | None = None,
     max_queue_delay_us: int = 100,
+    notes: Sequence[str] = (),
 ) -> str:
     """config.pbtxt text.
 
@@ -331,6 +332,7 @@ def triton_config(
             ``trt_engine_cache_enable``, ``trt_engine_cache_path``, ...). OpenVINO goes into
             ``cpu_execution_accelerator``.
         max_queue_delay_us: How long the dynamic batcher may hold a request to fill a batch, in microseconds.
+        notes: Comment lines written under the header (what the model computes in which precision).
 
     Raises:
         BadInputError: A bad name, argument, accelerator, or a tensor Triton cannot describe.
@@ -348,6 +350,7 @@ def triton_config(
     batched = batching and max_batch_size > 0
     lines = [
         "# Triton model configuration written by deployinc, for the onnxruntime backend.",
+        *["# " + " ".join(str(n).split()) for n in notes],
         f"name: {_quote(name)}",
         'platform: "onnxruntime_onnx"',
         'backend: "onnxruntime"',

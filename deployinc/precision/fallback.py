@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.metrics import MAX_ACCURACY_DROP, MIN_TASK_AGREEMENT, Tolerance, compare_outputs, task_failures
+from ..core.metrics import MAX_ACCURACY_DROP, MIN_TASK_AGREEMENT, Tolerance, compare_outputs, preset, task_failures
 from ..errors import BadInputError
 from ..core.cache import read_regular
-from ..core.graph import toposort_nodes
+from ..core.graph import detect_precision, toposort_nodes
 from ..io import atomic_write_text, load_onnx
 from ._common import batches, cpu_session
 from .fp16 import convert_to_fp16
@@ -495,6 +495,24 @@ def _prune(chosen: list[str], gains: dict[str, float], judge: Callable[[Sequence
 
 
 # entry points ----------------------------------------------------------------------------------------------------
+
+
+def onnx_oracle(fp32: Any, images: np.ndarray, input_name: str, precision: str, threads: int | None = None) -> Oracle:
+    """An oracle whose reference is the fp32 ONNX model itself on ORT CPU (``quantize`` and ``convert``, which
+    have no torch model at hand; deploy judges against eager torch through :func:`deployinc.verify.core.reference_run`)."""
+    ref = Oracle(images, input_name, {}, preset(precision, "cpu"), threads=threads).outputs(fp32)
+    return Oracle(images, input_name, ref, preset(precision, "cpu"), threads=threads)
+
+
+def check_fallback(value: str, precision: str, model: Any) -> None:
+    """Refuse an unknown ``--fallback`` value, or a fallback asked of a file that is not fp32 (its layers are already
+    lower precision: the search starts from the fp32 model)."""
+    if value not in FALLBACK_CHOICES:
+        raise BadInputError(f"unknown --fallback value {value!r}", hint=f"use one of {', '.join(FALLBACK_CHOICES)}")
+    found, _ = detect_precision(model)
+    if value == "auto" and found != "fp32":
+        raise BadInputError(f"--fallback auto keeps layers of an fp32 model in float, and this file is already {found}",
+                            hint=f"give the fp32 export; {precision} and the layers kept in float are made from it")  # fmt: skip
 
 
 def stamp(model: Any, key: str, result: FallbackResult) -> None:
