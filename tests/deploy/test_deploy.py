@@ -45,6 +45,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["--require-backend", "ort-cuda"], "ort-cuda cannot run here"),
         (["--min-top1-agreement", "1.5"], "--min-top1-agreement 1.5 is above the maximum"),
         (["--batch", "0"], "--batch"),
+        (["--fallback", "always"], "unknown --fallback value 'always'"),
+        (["--max-accuracy-drop", "-1"], "--max-accuracy-drop"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(cli_runner, tmp_path: Path, cache: Path, args: list[str], says: str) -> None:
@@ -100,8 +102,12 @@ def test_plan_cpu_without_openvino_leaves_it_out_with_the_reason() -> None:
     cands, left, target, why = plan(req, _problem({"ort-cpu"}), bf16_native=True, cpus=2)
     assert target == "cpu" and "auto" in why
     ids = [c.id for c in cands]
-    assert ids == ["fp32-ort-cpu", "fp32-ort-cpu-threads1", "fp16-ort-cpu", "int8-ort-cpu", "int8-ort-cpu-minmax", "int8-ort-cpu-threads1"]
-    assert {c.artifact for c in cands if c.precision == "int8"} == {"int8-cpu", "int8-cpu-minmax"}
+    assert ids == ["fp32-ort-cpu", "fp32-ort-cpu-threads1", "fp16-ort-cpu", "int8-ort-cpu", "int8-ort-cpu-minmax", "int8-ort-cpu-threads1",
+                   "int8-ort-cpu-mixed", "int8-ort-cpu-mixed-threads1"]  # fmt: skip
+    assert {c.artifact for c in cands if c.precision == "int8"} == {"int8-cpu", "int8-cpu-minmax", "int8-cpu-mixed"}
+    req = DeployRequest(model="x", fallback="none")
+    req.check()
+    assert not [c for c in plan(req, _problem({"ort-cpu"}), bf16_native=True, cpus=2)[0] if "mixed" in c.id]
     assert left == [{"backend": "ort-openvino", "reason": "ort-openvino is not here"}]
 
 
