@@ -67,7 +67,7 @@ def precision_notes(chosen: dict[str, Any], artifact: dict[str, Any]) -> list[st
     out = [f"precision: {chosen['precision']} on {chosen['backend']}"]
     recipe = artifact.get("recipe")
     if recipe:
-        out[0] += f" (int8 recipe {recipe.get('name')} for a {recipe.get('cpu_path')} CPU)"
+        out[0] += f" (int8 recipe {recipe.get('name')}, for the CPU int8 path {recipe.get('cpu_path')})"
     layers = (artifact.get("fallback") or {}).get("layers") or []
     if layers:
         out.append(f"kept in float ({len(layers)} layers): " + ", ".join(str(x.get("module")) for x in layers))

@@ -20,7 +20,12 @@ def _num(v: Any, fmt: str) -> str:
 def _why_not(r: dict[str, Any], req: Any) -> str:
     if r.get("verdict") == "pass":
         bar = eligible(r, req)
-        return f"not eligible: {bar}" if bar else ""
+        if bar:
+            return f"not eligible: {bar}"
+        if str(r.get("rule", "")).startswith("task"):  # say which rule accepted it, and what the preset alone said
+            pre = "; ".join(r.get("preset_failures") or [])[:160]
+            return "accepted by the task rule" + (f" (the preset alone: {pre})" if pre else "")
+        return ""
     bits = [r.get("reason") or "", "; ".join(r.get("failures") or [])[:200], r.get("localization") or ""]
     return " | ".join(b for b in bits if b)
 
