@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..bench.harness import BenchSettings, benchmark
+from ..bench.harness import BenchSettings, benchmark_steady
 from ..bench.subject import open_onnx
 from ..core.cache import cache_subdir, read_regular
 from ..core.graph import detect_precision
@@ -368,7 +368,8 @@ def _timing(rows: list[Any], batches: list[int], backend: str | None = None) -> 
         st = pick.stats
         # images/s at the median latency: the mean (bench's throughput) carries the first iterations' outliers
         out[str(b)] = {"p50_ms": st.p50, "p99_ms": st.p99, "min_ms": st.min, "images_per_s": b * 1000.0 / st.p50 if st.p50 > 0 else None,
-                       "mean_images_per_s": st.throughput, "mode": pick.mode, "iters": st.iters}
+                       "mean_images_per_s": st.throughput, "mode": pick.mode, "iters": st.iters,
+                       "unsteady": pick.unsteady_reasons()}  # fmt: skip
     return out, problem
 
 
@@ -385,7 +386,7 @@ def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: 
     req.say(f"timing the eager baseline: {', '.join(names)} on {device}" + (" (torch.compile takes a while the first time)" if req.torch_compile else ""))
     s = BenchSettings(backends=names, batches=list(req.batches), precisions=["fp32"], warmup=req.warmup, iters=req.iters, threads=req.threads, device=device)
     s.validate()
-    rep = benchmark(open_onnx(fp32, trust_code=req.trust_model_code), s, log=lambda _m: None)
+    rep = benchmark_steady(open_onnx(fp32, trust_code=req.trust_model_code), s, log=lambda _m: None)  # an unsteady row: measured again once
     data: dict[str, Any] = {"rows": {}, "environment": rep.environment, "finished": time.time()}
     for name in names:
         timing, problem = _timing(rep.rows, list(req.batches), name)
@@ -471,7 +472,7 @@ def _bench(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
     )  # fmt: skip
     s.validate()
     with _peak_rss() as mem:
-        rep = benchmark(open_onnx(path, trust_code=req.trust_model_code), s, log=lambda _m: None)
+        rep = benchmark_steady(open_onnx(path, trust_code=req.trust_model_code), s, log=lambda _m: None)  # an unsteady row: measured again once
     timing, problem = _timing(rep.rows, list(req.batches), cand.backend)
     out: dict[str, Any] = {"timing": timing, "peak_rss_mib": mem["mib"]}
     if problem and not timing:
