@@ -63,6 +63,8 @@ def _header(stream: IO[bytes], label: str, hint: str) -> tuple[tuple[int, ...], 
             shape, fortran, dtype = fmt.read_array_header_2_0(stream, max_header_size=MAX_HEADER)
         else:
             raise ValueError(f"npy format version {version[0]}.{version[1]} (record types) is not read here")
+    except (zipfile.BadZipFile, zlib.error) as exc:  # the member's CRC (checked where a small one ends) or its deflate data
+        raise BadInputError(f"{label} is damaged: {str(exc)[:160]}", hint=hint) from exc
     except _DAMAGED as exc:
         raise BadInputError(f"{label} is not a readable numpy array: {str(exc)[:160]}", hint=hint) from exc
     return tuple(int(d) for d in shape), bool(fortran), np.dtype(dtype)
