@@ -35,6 +35,8 @@ CHANNELS_MAX = 65536
 #: Largest batch size or sample count: tensor dimensions beyond int32 break most kernels. The real bound is memory.
 BATCH_MAX = 2**31 - 1
 SAMPLES_MAX = 2**31 - 1
+#: Most batch sizes one deploy times (every candidate, and the eager baseline, runs at each of them).
+DEPLOY_BATCH_SIZES_MAX = 16
 #: Largest class count (ImageNet-21k has 21841 classes).
 NUM_CLASSES_MAX = 1_000_000
 #: Seeds: numpy's generators take non-negative seeds and torch.manual_seed at most 2**64 - 1; deployinc records

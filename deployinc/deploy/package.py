@@ -30,6 +30,7 @@ from ..errors import BadInputError
 from ..io import copy_onnx, sha256_file
 from ..io.atomic import work_dir
 from .report import render_markdown, report_dict, write_plot
+from .request import MANIFEST
 from .triton import triton_config, validate, write_repository
 
 #: Triton TensorRT precision_mode of each candidate precision.
@@ -108,7 +109,7 @@ def _build(pkg: Path, result: Any) -> None:
         "package": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": {str(p.relative_to(pkg)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
     }  # fmt: skip
-    (pkg / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (pkg / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
 def _place(pkg: Path, target: Path, work: Path, force: bool) -> None:
@@ -118,7 +119,10 @@ def _place(pkg: Path, target: Path, work: Path, force: bool) -> None:
         if not force:
             raise BadInputError(f"{target} already exists", hint="give --force to replace it")
         old = work / "old"
-        os.rename(target, old)
+        try:
+            os.rename(target, old)
+        except OSError as exc:
+            raise BadInputError(f"cannot move the old package at {target} aside: {exc.strerror}", hint="choose another --out") from exc
     try:
         os.rename(pkg, target)
     except OSError as exc:

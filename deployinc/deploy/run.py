@@ -23,7 +23,7 @@ import numpy as np
 from ..bench.harness import BenchSettings, benchmark_steady
 from ..bench.subject import open_onnx
 from ..core.cache import cache_subdir, read_regular
-from ..core.graph import detect_precision
+from ..core.graph import detect_precision, dims_of, image_input
 from ..core.images import load_image_folder_with_report
 from ..errors import BackendUnavailable, BadInputError, DeployincError
 from ..export import export_pipeline
@@ -36,6 +36,7 @@ from ..precision import fallback as fb
 from ..precision.int8 import quantize_int8, write_int8
 from ..precision.recipe import recipe_for
 from ..runners.available import backend_problem, bf16_native
+from ..verify.accuracy import check_class_count, class_count
 from ..verify.core import reference_run, run as verify_run
 from ..verify.request import VerifyRequest
 from .package import write_package
@@ -157,6 +158,8 @@ def evaluate(req: DeployRequest) -> DeployResult:
     """Every candidate verified and timed, and the choice; writes nothing outside the cache."""
     t0 = time.perf_counter()
     req.check()
+    chw = req.known_chw()
+    req.check_memory(chw)
 
     digest = model_digest(req)
     state = _state_dir(req, digest)
@@ -164,6 +167,7 @@ def evaluate(req: DeployRequest) -> DeployResult:
     candidates, left_out, target, why = plan(req, backend_problem, bf16_native(), cpus)
     req.say(f"target {target} ({why}); {len(candidates)} candidate(s)" + (f"; left out: {', '.join(d['backend'] + ' (' + d['reason'] + ')' for d in left_out)}" if left_out else ""))
     fp32 = _fp32_model(req, state)
+    _check_against(req, fp32, chw)
     artifacts: dict[str, dict[str, Any]] = {"fp32": {"path": str(fp32), "made": "export" if fp32.parent == state else "given"}}
     reused: list[str] = []
     baseline = _baseline(req, state, fp32, target, reused)
@@ -221,6 +225,16 @@ def _fp32_model(req: DeployRequest, state: Path) -> Path:
         overrides["input_shape"] = tuple(req.input_shape)
     export_pipeline(req.model, out=out, force=True, threads=req.threads, **overrides)
     return out
+
+
+def _check_against(req: DeployRequest, fp32: Path, chw: tuple[int, ...] | None) -> None:
+    """What only the fp32 file tells, checked before any candidate runs: the batch sizes' memory (a model whose
+    input size was not known before its export), and one ``--accuracy-data`` class per model output."""
+    model = load_onnx(fp32, load_external=False).model
+    if chw is None:
+        req.check_memory(image_input(model, str(fp32)).chw)
+    if req.accuracy_data is not None:
+        check_class_count(req.accuracy_data, True, class_count([dims_of(o) for o in model.graph.output]), option="--accuracy-data")
 
 
 @contextmanager

@@ -641,6 +641,12 @@ def load_from_provenance(prov: Any, weights: str | None = None, trust_code: bool
         WeightsError: The weights file changed since export, or the rebuilt weights differ.
     """
     require_trusted_spec(prov.model_spec, trust_code)
+    if prov.bn_recalibrated and is_code_spec(prov.model_spec):
+        raise WeightsError(
+            f"this file was exported by an earlier deployinc that re-estimated the BatchNorm statistics of {prov.model_spec}: "
+            "it does not compute the model your factory returns, and no reference can say otherwise",
+            hint=f"export it again (deployinc export {prov.model_spec} ...): a factory's weights are now exported as they are",
+        )
     w = weights if weights is not None else prov.weights
     if w not in (None, "none") and weights is None and (os.sep in str(w)) and not Path(w).exists():
         raise WeightsError(

@@ -26,23 +26,28 @@ from ..core import graph as G
 from ..core.floor import RELATIVE_TO, budget_text, judge_fp64, measure, widen
 from ..errors import BackendCrashed, BackendUnavailable, BadInputError
 from ..io import load_onnx, save_onnx
+from ..io.arrays import read_npy
 from ..metadata import read_provenance
 from ..models.loading import require_trusted_spec, seeded_init
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..runners.torch_runner import TorchRunner
 from . import reference as R
-from .accuracy import accuracy, load_labelled_folder
+from .accuracy import accuracy, class_count, load_labelled_folder
 from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, make_onnx_runner, open_backend
 from .checks import preprocessing
 from .localize import Localization, localize
 from .reference import no_reference_error
 from .request import VerifyRequest
-from .tensors import load_inputs, load_run, save_run
+from .tensors import check_finite, load_inputs, load_run, save_run
 
 #: Backends run in a subprocess by default (native GPU code that can crash or hang).
 ISOLATED_BACKENDS = ("ort-cuda", "ort-trt", "trt-engine")
-#: Seconds an isolated backend may take (TensorRT engine builds included).
+#: Seconds an isolated backend may take without --timeout: a TensorRT engine build (ort-trt, trt-engine) can take
+#: many minutes; any other backend verifying a classifier over its samples takes seconds, so a hang ends sooner.
 ISOLATED_TIMEOUT = 1800.0
+ISOLATED_TIMEOUT_OTHERS = 300.0
+ENGINE_BUILDERS = ("ort-trt", "trt-engine")
+
 from ..core.metrics import Tolerance, compare_outputs, preset
 
 DEFAULT_BATCHES = (1, 8)
@@ -321,17 +326,15 @@ def tolerance_for(
 # inputs ------------------------------------------------------------------------------------------------------------
 
 
+def isolated_timeout(name: str, timeout: float | None) -> float:
+    """Seconds isolated backend ``name`` may take: ``timeout`` when given, else its default."""
+    if timeout is not None:
+        return timeout
+    return ISOLATED_TIMEOUT if name in ENGINE_BUILDERS else ISOLATED_TIMEOUT_OTHERS
+
+
 def _load_npy(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise BadInputError(f"--inputs file {p} does not exist", hint="give natural, uniform, normal or a .npy file")
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError/OSError/EOFError for bad files
-        raise BadInputError(f"--inputs file {p} is not a readable .npy array: {str(exc)[:120]}", hint="save it with numpy.save") from exc
-    if not isinstance(arr, np.ndarray):
-        raise BadInputError(f"--inputs file {p} holds no single array", hint="save one N x C x H x W array with numpy.save")
-    return arr
+    return read_npy(path, "--inputs", "save one N x C x H x W array of normalised floats with numpy.save")
 
 
 def _load_npz_input(path: str) -> np.ndarray:
@@ -372,15 +375,7 @@ def make_inputs(
         x = arr.astype(np.float32)
         desc.update(source="file", file=str(kind), note="used as given (already normalised)")
     desc["samples"] = int(x.shape[0])
-    bad = ~np.isfinite(x)
-    if bad.any():
-        nan, inf = int(np.isnan(x).sum()), int(bad.sum() - np.isnan(x).sum())
-        first = int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
-        raise BadInputError(
-            f"the inputs hold non-finite values ({nan} NaN, {inf} Inf; first in sample {first}): no comparison of "
-            "their outputs means anything",
-            hint="give finite, normalised inputs (check the .npy / .npz file, or the --mean/--std that normalised it)",
-        )
+    check_finite(x, "the inputs")
     return np.ascontiguousarray(x, dtype=np.float32), raw, desc
 
 
@@ -459,7 +454,8 @@ def verify(model: str | os.PathLike[str], **options: Any) -> VerifyReport:
             torch fp32 is judged on its own error against the float64 outputs, with the same budget.
         timeout: Seconds one backend may take (its session, every batch); a backend past it is stopped and
             reported as failed. It implies ``isolate`` for every ONNX backend, since only a subprocess can be
-            stopped (default: 1800 s for isolated backends, none otherwise).
+            stopped (default for an isolated backend: 1800 s for ort-trt and trt-engine, which build an engine, 300 s
+            for the others; none in process).
         allow_skip: Backends that cannot run here do not make the report incomplete (``report.complete``).
         save_inputs: Write the normalised inputs to this ``.npz`` (``input``), for ``--inputs`` elsewhere.
         save_outputs: Write the inputs, the reference outputs and every backend's outputs to this ``.npz``.
@@ -668,7 +664,7 @@ def build_inputs(req: Any, subj: _Subject, notes: list[str]) -> tuple[np.ndarray
         x, _ = load_run(req.load_outputs)
         raw, in_desc = None, {"source": "file", "file": str(req.load_outputs), "samples": int(x.shape[0]), "note": "inputs saved with the outputs"}
     elif req.labels:
-        raw, labels, in_desc = load_labelled_folder(req.data, subj.chw, req.labels)
+        raw, labels, in_desc = load_labelled_folder(req.data, subj.chw, req.labels, outputs=class_count(subj.out_dims))
 
         x = images.normalize(raw, list(subj.mean), list(subj.std))
     else:
@@ -987,7 +983,7 @@ def _run_isolated(
             threads=threads,
             static_batch=static,
             input_elem_type=gi.elem_type,
-            timeout=timeout if timeout is not None else ISOLATED_TIMEOUT,
+            timeout=isolated_timeout(name, timeout),
             label=name,
         )
     except BackendUnavailable as exc:
@@ -1106,9 +1102,10 @@ def _diagnose(report: VerifyReport) -> None:
     pre = next((c for c in report.checks if c.name == "preprocessing"), None)
     failed = any(not b.passed for b in report.ran)
     ref = report.reference
-    if failed and ref is not None and ref.kind == "spec" and seeded_init(ref.info.source if ref.info is not None else "user", ref.weights):
+    if failed and ref is not None and ref.kind == "spec" and ref.weights in (None, "", "none"):
+        what = "random weights" if seeded_init(ref.info.source if ref.info is not None else "user", ref.weights) else "the weights its factory returns"
         report.diagnosis.append(
-            "the reference has random weights (no --weights): a file exported from trained weights cannot match it, "
+            f"the reference has {what} (no --weights): a file exported from a checkpoint cannot match it, "
             "so this failure and its localisation say nothing about the export; pass --weights CHECKPOINT"
         )
         return
