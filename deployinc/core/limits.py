@@ -237,9 +237,10 @@ def check_shape(
     dims = list(shape)
     shown = shown if shown is not None else _shape_text(dims)
     if len(dims) != 4:
-        extra = " (C,H,W without the batch is not accepted)" if len(dims) == 3 else ""
+        extra = " (a 1-D model's N,C,L is not supported; C,H,W needs its batch N written out)" if len(dims) == 3 else ""
         raise BadInputError(
-            f"{name} must be N,C,H,W (four values), got {shown!r}: {len(dims)} value(s){extra}", hint=_hint(allowed, example)
+            f"deployinc exports image models: {name} must be N,C,H,W (four values), got {shown!r}: {len(dims)} value(s){extra}",
+            hint=_hint(allowed, example),
         )
     for v in dims:
         if isinstance(v, bool) or not isinstance(v, int):

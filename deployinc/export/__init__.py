@@ -532,6 +532,8 @@ def _run_pipeline(
     )
     timings["prepare"] = time.perf_counter() - t
     say(f"prepare: {prep_report.summary()}")
+    for line in prep_report.notes():
+        say(line)
     stages.start("export", f"{cfg.exporter} exporter, opset {cfg.opset}, {','.join(map(str, input_shape))}")
     t = time.perf_counter()
     onnx_model, path = export_with_fallback(

@@ -514,6 +514,8 @@ def run(req: Any) -> VerifyReport:
     timings["reference_run"] = time.perf_counter() - t
     outputs: dict[str, Any] = {}
     results = run_backends(req, subj, ref, x, ref_out, None, notes, timings, say, outputs)
+    if ref.module is not None and any(not r.passed for r in results if r.status in ("ran", "crashed")):
+        check_batch_independent(ref.module, x, ref_out, max(subj.batches), subj.threads)
     floor = None
     if subj.precision == "fp32" and ref.module is not None and req.fp64_floor and _over_max_rel(results):
         # Only a backend over the preset's max_rel needs torch's own float32 error: measure it, and judge again
@@ -740,6 +742,43 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
                 f"the reference model rejects inputs of shape {[ref_batch, *subj.chw]}: {str(exc).splitlines()[0][:200]}",
                 hint="check --input-shape and that the reference is the model the file was exported from",
             ) from exc
+
+
+#: An image's reference output alone and within a batch differ by float32 rounding (far below this, relative to
+#: the output's scale); a model that normalises with batch statistics moves it by far more.
+BATCH_DEPENDENCE_MAX_REL = 1e-3
+
+
+def check_batch_independent(module: Any, x: np.ndarray, ref_out: dict[str, np.ndarray], ref_batch: int, threads: int | None) -> None:
+    """Refuse a reference whose output for an image depends on the other images in its batch (a BatchNorm with
+    ``track_running_stats=False`` normalises with each batch's own statistics, even in eval mode): the reference
+    is run at one batch size, so a backend at another cannot match it, however right the file is. Compares the
+    reference on the first image alone with the same image within the batch the reference ran (a batch of up to 8
+    images when that batch was 1).
+
+    Raises:
+        BadInputError: The outputs differ beyond float32 rounding.
+    """
+    n = min(len(x), 8) if ref_batch == 1 else 1
+    if len(x) < 2 or n > len(x) or (ref_batch == 1 and n < 2):
+        return
+    name = next(iter(ref_out))
+    with TorchRunner(module, device="cpu", precision="fp32", threads=threads, output_name=name) as tr:
+        got = tr.infer({"input": np.ascontiguousarray(x[:n])})[name]
+    want = np.asarray(ref_out[name][:n])
+    scale = float(np.abs(want).max()) or 1.0
+    rel = float(np.abs(np.asarray(got, dtype=np.float64) - want).max()) / scale
+    if not rel > BATCH_DEPENDENCE_MAX_REL:
+        return
+    alone, within = ("image 0 alone", f"in a batch of {ref_batch}") if ref_batch > 1 else (f"images 0-{n - 1} in one batch", "one at a time")
+    raise BadInputError(
+        f"batch-dependent reference: the model's output for an image depends on the other images in its batch "
+        f"({alone} vs {within}: max_rel {rel:.1e}), so a comparison at another batch size fails whatever the file "
+        "computes; this is the model, not the export (a BatchNorm with track_running_stats=False normalises with each "
+        "batch's own statistics, even in eval mode)",
+        hint="give the model's BatchNorm layers running statistics (track_running_stats=True) and export again; "
+        "or verify at a single batch size equal to --samples (--batch N --samples N)",
+    )
 
 
 def run_backends(
