@@ -232,6 +232,8 @@ def render(records: list[dict[str, Any]], machine: str, started: str, wall: floa
             lines += [f"Checkpoint: {r['weights']}, from {r['trained']}; verified on {r['accuracy_data']}" + (f", calibrated on {r['data']}" if r.get("data") else "") + ".", ""]
         lines += [f"Target {res.target} ({res.target_reason}); {res.why}.", "", markdown_table(res), ""]
         lines += provenance_lines(res) + [""]
+        if res.reused:
+            lines += [f"Reused from an earlier deploy with the same model, data and options (deploy's cache): {', '.join(res.reused)}.", ""]
         if res.left_out:
             lines += ["Left out: " + "; ".join(f"{d['backend']} ({d['reason']})" for d in res.left_out), ""]
     return "\n".join(lines)
@@ -246,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads of every deploy (deploy --threads; default: deploy's)")
     ap.add_argument("--calibration-images", type=int, default=None, help="int8 calibration images (deploy --calibration-images)")
+    ap.add_argument("--no-compile", action="store_true", help="no torch.compile row in the eager baseline (deploy --no-compile)")
     args = ap.parse_args(argv)
     entries = [{"model": m} for m in args.models.split(",") if m.strip()] + [_parse_trained(s) for s in args.trained]
     work = Path(args.work)
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else ROOT / "docs" / "benchmarks" / f"deploy-{machine}.md"
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.perf_counter()
-    records = run(entries, work, args.iters, lambda s: print(s, flush=True), {"threads": args.threads, "calibration_images": args.calibration_images})
+    records = run(entries, work, args.iters, lambda s: print(s, flush=True), {"threads": args.threads, "calibration_images": args.calibration_images, "torch_compile": False if args.no_compile else None})
     command = "python scripts/deploy_zoo.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     text = render(records, machine, started, time.perf_counter() - t0, command.strip(), args.threads)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -67,9 +67,9 @@ def test_run_passes_threads_and_calibration_images_to_every_deploy(dz, tmp_path,
     seen = []
     monkeypatch.setattr(deploy_run, "deploy", lambda model, **kw: seen.append((model, kw)) or _result())
     entries = [{"model": "resnet18", "weights": "w.pt", "accuracy_data": "held", "data": "cal", "num_classes": 10}]
-    out = dz.run(entries, tmp_path, 7, lambda _s: None, {"threads": 1, "calibration_images": 128})
+    out = dz.run(entries, tmp_path, 7, lambda _s: None, {"threads": 1, "calibration_images": 128, "torch_compile": False})
     (model, kw), = seen
-    assert model == "resnet18" and kw["threads"] == 1 and kw["calibration_images"] == 128 and kw["iters"] == 7
+    assert model == "resnet18" and kw["threads"] == 1 and kw["calibration_images"] == 128 and kw["iters"] == 7 and kw["torch_compile"] is False
     assert kw["accuracy_data"] == "held" and kw["data"] == "cal" and kw["num_classes"] == 10
     assert out[0]["label"] == "resnet18 (trained)"
     dz.run([{"model": "googlenet"}], tmp_path, 7, lambda _s: None, {"threads": None})
