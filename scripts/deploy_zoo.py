@@ -95,14 +95,16 @@ def run(entries: list[dict[str, Any]], work: Path, iters: int, log: Any, extra: 
 
     out = []
     for e in entries:
-        label = e["model"] + (" (trained)" if e.get("weights") else "")
+        # a trained model is named by its checkpoint too: two checkpoints of one architecture get their own row and package
+        ckpt = Path(e["weights"]).stem if e.get("weights") else ""
+        label = e["model"] + (f" (trained: {ckpt})" if ckpt else "")
         log(f"== {label}")
         t = time.perf_counter()
         rec: dict[str, Any] = {"label": label, **e}
         try:
             options = {k: e[k] for k in ("weights", "accuracy_data", "data", "num_classes", "input_shape") if e.get(k) is not None}
             options.update({k: v for k, v in (extra or {}).items() if v is not None})
-            rec["result"] = deploy(e["model"], out=str(work / f"{Path(e['model']).stem}{'-trained' if e.get('weights') else ''}.deploy"),
+            rec["result"] = deploy(e["model"], out=str(work / f"{Path(e['model']).stem}{'-trained-' + ckpt if ckpt else ''}.deploy"),
                                    force=True, iters=iters, log=log, **options)  # fmt: skip
         except DeployincError as exc:
             rec["error"] = exc.message

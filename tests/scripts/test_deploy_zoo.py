@@ -71,7 +71,9 @@ def test_run_passes_threads_and_calibration_images_to_every_deploy(dz, tmp_path,
     (model, kw), = seen
     assert model == "resnet18" and kw["threads"] == 1 and kw["calibration_images"] == 128 and kw["iters"] == 7 and kw["torch_compile"] is False
     assert kw["accuracy_data"] == "held" and kw["data"] == "cal" and kw["num_classes"] == 10
-    assert out[0]["label"] == "resnet18 (trained)"
+    assert out[0]["label"] == "resnet18 (trained: w)"
+    dz.run([dict(entries[0], weights="other.pt")], tmp_path, 7, lambda _s: None, {})
+    assert seen[0][1]["out"] != seen[1][1]["out"]  # two checkpoints of one architecture: two packages, not one overwritten
     dz.run([{"model": "googlenet"}], tmp_path, 7, lambda _s: None, {"threads": None})
     assert "threads" not in seen[-1][1]  # not given: deploy's own default
 
