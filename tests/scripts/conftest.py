@@ -31,3 +31,15 @@ def sz():
 def bi():
     yield load_script("bench_int8")
     sys.modules.pop("bench_int8", None)
+
+
+@pytest.fixture(scope="module")
+def dz():
+    yield load_script("deploy_zoo")
+    sys.modules.pop("deploy_zoo", None)
+
+
+@pytest.fixture(scope="module")
+def dfold():
+    yield load_script("digits_folder")
+    sys.modules.pop("digits_folder", None)
