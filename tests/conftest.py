@@ -49,6 +49,26 @@ TINYNETS = textwrap.dedent(
         return Tiny(num_classes, aux=True)
 
 
+    def build_trained(num_classes=10):
+        """A stand-in for a user's trained model: BatchNorm statistics estimated (a cumulative average) on
+        ImageNet-normalised natural-statistics images, as training leaves them; the factory returns it as it is."""
+        from deployinc.core.images import natural_images
+
+        torch.manual_seed(0)
+        m = Tiny(num_classes).train()
+        bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+        for b in bns:
+            b.reset_running_stats()
+            b.momentum = None
+        x = torch.from_numpy(natural_images(64, (3, 32, 32), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), seed=11))
+        with torch.no_grad():
+            for chunk in x.split(16):
+                m(chunk)
+        for b in bns:
+            b.momentum = 0.1
+        return m.eval()
+
+
     def hardswish_net(num_classes=10):
         return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Hardswish(), nn.AdaptiveAvgPool2d(1),
                              nn.Flatten(), nn.Linear(8, num_classes))

@@ -274,7 +274,7 @@ def guard_pad_before_maxpool(model: Any) -> int:
             continue  # a non-zero value: nothing to fold
         if value and value not in inits and not _zero_constant(g, value):
             continue  # computed at run time: PadFusion leaves it alone
-        dtype = TensorProto.FLOAT
+        dtype: int = int(TensorProto.FLOAT)
         types = value_types(model)
         if node.input[0] in types:
             dtype = types[node.input[0]][0]

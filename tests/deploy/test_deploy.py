@@ -233,6 +233,9 @@ def test_deploy_writes_a_complete_package(cli_runner, tmp_path: Path, cache: Pat
     chosen = next(c for c in rep["candidates"] if c["id"] == rep["chosen"])
     assert chosen["verdict"] == "pass" and score(chosen, "latency", [1]) >= fastest * 0.97  # the fastest, or tied with it
     for c in rep["candidates"]:
+        if c["verdict"] == "skipped":  # the mixed int8 where the whole model passes: "not needed", never made
+            assert "not needed" in c["reason"] and "mixed" in c["id"]
+            continue
         assert c["speedup"]["1"]["vs_torch"] > 0 and c["metrics"]["cosine"] is not None
     md = (pkg / "report.md").read_text()
     assert "| candidate | verdict |" in md and rep["chosen"] in md and "Where the numbers come from" in md

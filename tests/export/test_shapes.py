@@ -10,7 +10,6 @@ so every image gives the same logits and any comparison would pass.
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import onnx
@@ -21,13 +20,7 @@ from onnx import TensorProto, helper
 from deployinc.core.graph import reinfer_shapes
 from deployinc.models.loading import load_model, reinit_zero_linears
 
-VIT = '''
 from torchvision.models.vision_transformer import VisionTransformer
-
-
-def build(num_classes=10):
-    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=num_classes)
-'''
 
 
 def _graph_with_a_wrong_annotation():
@@ -74,11 +67,20 @@ def test_reinit_zero_linears_only_touches_all_zero_layers():
 
 
 @pytest.fixture
-def vit_pkg(tmp_path, monkeypatch):
-    (tmp_path / "tinyvit_for_tests.py").write_text(VIT)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "tinyvit_for_tests:build"
-    sys.modules.pop("tinyvit_for_tests", None)
+def vit_pkg(monkeypatch):
+    """A tiny torchvision ViT registered as a built-in model: deployinc initialises registry models without weights
+    itself (a user's factory returns its own weights, zero head included, and they are exported as they are)."""
+    from deployinc.models import registry
+
+    registry._ensure_builtins()
+
+    def build(num_classes=10):
+        return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=num_classes)
+
+    name = "tiny_vit_for_tests"
+    info = registry.ModelInfo(name=name, family="vit", input_size=(3, 32, 32), num_classes=10, source="builtin", builder=build)
+    monkeypatch.setitem(registry._BUILTIN, name, info)
+    yield name
 
 
 def test_vit_random_weights_give_input_dependent_logits_and_the_same_model_twice(vit_pkg):

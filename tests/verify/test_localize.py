@@ -61,8 +61,8 @@ def test_skipped_bn_fold_on_one_layer(cli_runner, exports_dir, tinynets_dir, tmp
     """The fold removed the BN but never scaled the conv: the ONNX conv holds the original, unfolded weights."""
     from deployinc.models.loading import load_model
 
-    src = export_model(exports_dir)
-    original = load_model("tinynets:build", input_shape=SHAPE).module  # the seeded weights, as exported
+    src = export_model(exports_dir, spec="tinynets:build_trained")
+    original = load_model("tinynets:build_trained", input_shape=SHAPE).module  # the weights, as exported
     conv = original.grouped
     m = onnx.load(str(src))
     for t in m.graph.initializer:
@@ -107,12 +107,15 @@ def test_preprocessing_mismatch_registry_model(cli_runner, exports_dir, tmp_path
 
 
 def test_preprocessing_mismatch_user_model(cli_runner, exports_dir, tinynets_dir, tmp_path):
+    """A factory's own (trained) weights: the reference is the same model whatever the file says of mean/std, so
+    parity cannot see a wrong normalisation; the first BatchNorm's statistics can, and verify says so."""
+    src = export_model(exports_dir, spec="tinynets:build_trained")
+    ok = invoke(cli_runner, ["verify", "--trust-model-code", str(src)])
+    assert ok.exit_code == 0 and "preprocessing: OK" in ok.stdout
     bad = tmp_path / "wrongnorm.onnx"
-    _with_meta(export_model(exports_dir), bad, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+    _with_meta(src, bad, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
     r = invoke(cli_runner, ["verify", "--trust-model-code", str(bad)])
-    assert r.exit_code == 1
-    assert "possible preprocessing mismatch" in r.stdout
-    assert "stem.0 (Conv2d, with stem.1 folded in)" in r.stdout
+    assert "preprocessing: WARN" in r.stdout and "first BatchNorm (stem.1)" in r.stdout
 
 
 def test_preprocessing_mismatch_with_trained_statistics(cli_runner, exports_dir, tinynets_dir, tmp_path):
