@@ -1,5 +1,5 @@
 """The ort-openvino backend (ONNX Runtime's OpenVINO execution provider plugin), bf16 as a compute precision, and
-the availability probe (deployinc.runners.available)."""
+the availability probe (deployinc.backends: each record's problem)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from onnx import numpy_helper
 
 from deployinc.backends import ALIASES, BACKENDS, GPU_BACKENDS, ONNX_BACKENDS, canonical, parse_backends
 from deployinc.errors import BackendUnavailable, BadInputError
-from deployinc.runners.available import backend_problem, bf16_native
+from deployinc.backends import backend_problem, bf16_native
 
 from tests.conftest import invoke
 
@@ -58,10 +58,11 @@ def test_the_name_and_its_aliases():
 
 
 def test_check_target_accepts_the_backend_names(cli_runner, tmp_path):
+    from deployinc.backends import check_target
     from deployinc.trt.check import check_model, resolve_target
 
-    assert resolve_target("openvino") == resolve_target("ort-openvino") == "ort-openvino"
-    assert resolve_target("cpu") == "ort-cpu"
+    assert resolve_target(check_target("openvino")) == resolve_target(check_target("ort-openvino")) == "ort-openvino"
+    assert resolve_target(check_target("cpu")) == "ort-cpu"
     import onnx.helper as h
 
     x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
@@ -99,7 +100,7 @@ def test_backend_problem_is_cheap():
     """No torch, no session: the probe imports onnxruntime at most."""
     code = (
         "import sys\n"
-        "from deployinc.runners.available import backend_problem, bf16_native\n"
+        "from deployinc.backends import backend_problem, bf16_native\n"
         "from deployinc.backends import BACKENDS\n"
         "print([backend_problem(b) for b in BACKENDS], bf16_native())\n"
         "print('HEAVY', sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
