@@ -207,10 +207,11 @@ BACKEND_LITERALS_MAX = 18
 
 def _backend_literals() -> dict[str, int]:
     """String constants (docstrings aside) equal to a canonical backend name, per file outside deployinc/backends/.
-    ``torch`` is left out: it is also the package's name (``require("torch")``, version records)."""
+    ``torch`` and ``openvino`` are left out: they are also the names of their Python packages (``require("torch")``,
+    version records) and of other things (ONNX Runtime's ``openvino`` provider, Triton's ``openvino`` accelerator)."""
     from deployinc.backends import BACKENDS
 
-    names = set(BACKENDS) - {"torch"}
+    names = set(BACKENDS) - {"torch", "openvino"}
     out: dict[str, int] = {}
     for path in sorted(ROOT.rglob("*.py")):
         if (ROOT / "backends") in path.parents:

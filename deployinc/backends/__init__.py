@@ -9,6 +9,7 @@ once, in its family's module:
 ==================  ==================================================================================
 ``torch.py``        eager PyTorch: ``torch``, ``torch-cuda``, ``torch-fused``, ``torch-compile``
 ``onnxruntime.py``  ONNX Runtime's providers: ``ort-cpu``, ``ort-cuda``, ``ort-trt``, ``ort-openvino``
+``openvino.py``     the OpenVINO runtime itself: ``openvino``
 ``tensorrt.py``     a native TensorRT engine: ``trt-engine``
 ==================  ==================================================================================
 
@@ -27,7 +28,7 @@ from ._probe import bf16_native
 from ._record import REGISTRY, Backend, register
 
 #: The family modules, in the order their backends are listed.
-FAMILIES = ("torch", "onnxruntime", "tensorrt")
+FAMILIES = ("torch", "onnxruntime", "openvino", "tensorrt")
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
 
