@@ -11,6 +11,7 @@ once, in its family's module:
 ``onnxruntime.py``  ONNX Runtime's providers: ``ort-cpu``, ``ort-cuda``, ``ort-trt``, ``ort-openvino``
 ``openvino.py``     the OpenVINO runtime itself: ``openvino``
 ``tensorrt.py``     a native TensorRT engine: ``trt-engine``
+``tensorrt_rtx.py`` TensorRT for RTX, ONNX Runtime's plugin provider: ``ort-trt-rtx``
 ==================  ==================================================================================
 
 A new backend is a module here that registers its records (and a line in :data:`FAMILIES`); every command then
@@ -28,7 +29,7 @@ from ._probe import bf16_native
 from ._record import REGISTRY, Backend, register
 
 #: The family modules, in the order their backends are listed.
-FAMILIES = ("torch", "onnxruntime", "openvino", "tensorrt")
+FAMILIES = ("torch", "onnxruntime", "openvino", "tensorrt", "tensorrt_rtx")
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
 
