@@ -151,29 +151,58 @@ def _external_data(model: Any, base: Path) -> dict[str, Any]:
     }
 
 
+#: What of a metadata value is shown: strings up to this many characters, lists and dicts up to this many entries,
+#: nesting up to this depth (a file can carry anything there; inspect shows it without being stopped by it).
+_TEXT_MAX = 2000
+_ITEMS_MAX = 256
+_DEPTH_MAX = 8
+
+
 def _json_or_text(value: str) -> Any:
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond what the parser takes
         return value
 
 
+def _tame(value: Any, depth: int = 0) -> Any:
+    """A metadata value cut to what is shown (:data:`_TEXT_MAX`, :data:`_ITEMS_MAX`, :data:`_DEPTH_MAX`), marked
+    where it was cut; JSON types only."""
+    if isinstance(value, str):
+        return value if len(value) <= _TEXT_MAX else value[:_TEXT_MAX] + f"... ({len(value):,} characters)"
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if depth >= _DEPTH_MAX:
+        return "(nested deeper than shown)"
+    if isinstance(value, (list, tuple)):
+        out = [_tame(v, depth + 1) for v in value[:_ITEMS_MAX]]
+        return out + ([f"... ({len(value):,} entries)"] if len(value) > _ITEMS_MAX else [])
+    if isinstance(value, dict):
+        items = list(value.items())
+        tamed = {str(k)[:_TEXT_MAX]: _tame(v, depth + 1) for k, v in items[:_ITEMS_MAX]}
+        if len(items) > _ITEMS_MAX:
+            tamed["..."] = f"({len(items):,} entries)"
+        return tamed
+    return _tame(str(value), depth)
+
+
 def _metadata(model: Any) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, str]]:
-    """``(provenance, other deployinc.* entries, other metadata_props)``."""
+    """``(provenance, other deployinc.* entries, other metadata_props)``, each value as :func:`_tame` shows it."""
     prov = read_provenance(model)
     known = {f.name for f in fields(Provenance)}
     extra: dict[str, Any] = {}
     other: dict[str, str] = {}
     for p in model.metadata_props:
-        key, value = _text(p.key), _text(p.value)
+        key, value = _tame(_text(p.key)), _text(p.value)
         if key.startswith(PREFIX):
             field_name = key[len(PREFIX) :]
             if prov is not None and field_name in known:
                 continue
-            extra[key] = _json_or_text(value)
+            extra[key] = _tame(_json_or_text(value))
         else:
-            other[key] = value
-    return (prov.to_dict() if prov is not None else None), extra, other
+            other[key] = _tame(value)
+    shown = {f.name: _tame(getattr(prov, f.name)) for f in fields(Provenance)} if prov is not None else None
+    return shown, extra, other
 
 
 def calibration_sidecar(path: Path) -> Path:
@@ -312,8 +341,10 @@ def shape_text(shape: list[Any] | None) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _short(sha: str | None, n: int = 12) -> str:
-    return sha[:n] if sha else "-"
+def _short(sha: Any, n: int = 12) -> str:
+    if not sha:
+        return "-"
+    return sha[:n] if isinstance(sha, str) else _compact(sha)
 
 
 def _plural(n: int, word: str) -> str:
@@ -437,7 +468,7 @@ def _provenance_lines(lines: _Lines, prov: dict[str, Any]) -> None:
     path = prov.get("export_path") or []
     if path:
         steps = []
-        for step in path:
+        for step in path if isinstance(path, list) else [path]:
             if not isinstance(step, dict):
                 steps.append(str(step))
                 continue
@@ -453,7 +484,7 @@ def _provenance_lines(lines: _Lines, prov: dict[str, Any]) -> None:
         f("tolerances", _compact(prov["tolerances"]))
     versions = prov.get("versions") or {}
     if versions:
-        f("versions", _units([f"{k} {v}" for k, v in versions.items()]))
+        f("versions", _units([f"{k} {_compact(v, True)}" for k, v in versions.items()]) if isinstance(versions, dict) else _compact(versions))
     f("format", str(prov.get("format")))
 
 

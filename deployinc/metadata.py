@@ -106,7 +106,7 @@ def read_provenance(model: onnx.ModelProto) -> Provenance | None:
         if p.key.startswith(PREFIX):
             try:
                 raw[p.key[len(PREFIX) :]] = json.loads(p.value)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested beyond what the parser takes
                 continue
     if "model_spec" not in raw:
         return None

@@ -10,11 +10,19 @@ slow or privileged cases of the hardening issue live here rather than in the tes
 - races: two ``convert`` runs to one new ``--out`` without ``--force`` (20 trials);
 - a full disk: a 2 MiB tmpfs (root only; skipped otherwise) under ``convert --force`` and ``quantize --force``;
 - ``kill -9`` during ``quantize``: the next run leaves no working folder behind;
-- hangs: a Loop of 1e12 steps under ``verify --timeout``;
+- hangs: a Loop of 1e12 steps under ``verify --timeout``, and under ``verify --isolate`` without one (its default
+  bound, 300 s: this case alone takes 5 minutes); ``deploy --batch`` with 3000 sizes;
 - strange graphs (cycle, custom operator, int64 input, opset 6) given to verify, convert, quantize, bench;
-- sizes and numbers out of range (batch 1e8, a 100000-pixel side, NaN budgets...).
+- sizes and numbers out of range (batch 1e8, a 100000-pixel side, NaN budgets...);
+- deploy: ``--force`` on a folder deploy did not write (its files must survive), ``--out .``, a 1.1 TiB batch,
+  ``--input-shape`` on an ONNX file, a ``--data`` folder of unreadable images, 12 classes for a 10-class model;
+- npz: saved runs and inputs with a scalar reference, object arrays, strings, a bad CRC, NaN inputs, a header
+  declaring 3e12 elements (``verify --load-outputs``, ``bench --inputs``);
+- labels: ``verify --labels`` files naming 3, 15 or duplicate classes for 10 outputs, a FIFO; ``train`` with an
+  empty class folder; ``models --family`` unknown; ``inspect`` of hostile metadata; ``convert --fp16-io`` of an
+  int64 output.
 
-    python scripts/probe_inputs.py                  # all categories, about 3-5 minutes on 2 cores
+    python scripts/probe_inputs.py                  # all categories, about 10 minutes on 2 cores
     python scripts/probe_inputs.py --only races,disk
 
 Exit status: 0 when every case answered as promised, 1 otherwise (the failing cases are listed).
@@ -99,8 +107,8 @@ def make_fixtures(work: Path) -> dict[str, Path]:
     for i in range(8):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(calib / f"{i}.png")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.test_bounded import _classifier
-    from tests.test_front_door import _bad_models
+    from tests.core.test_limits import _classifier
+    from tests.io.test_onnx_files import _bad_models
 
     strange = work / "strange"
     strange.mkdir()
@@ -111,13 +119,16 @@ def make_fixtures(work: Path) -> dict[str, Path]:
 
 
 def edit_meta(src: Path, dst: Path, **values: object) -> Path:
+    """A copy of ``src`` with deployinc metadata values replaced: JSON-encoded, or as given when a string starts
+    with ``[`` (raw text, e.g. nesting deeper than a JSON parser takes)."""
     import onnx
 
     m = onnx.load(str(src))
     for p in m.metadata_props:
         k = p.key.removeprefix("deployinc.")
         if k in values:
-            p.value = json.dumps(values[k])
+            v = values[k]
+            p.value = v if isinstance(v, str) and v.startswith("[") else json.dumps(v)
     onnx.save(m, str(dst))
     return dst
 
@@ -217,11 +228,162 @@ def probe_kill(work: Path, fx: dict[str, Path], trials: int = 4) -> list[Outcome
     return [Outcome("kill", f"kill -9 during quantize x{trials}, then a run", r.returncode == 0 and not after, f"left by the kills: {len(left)}; after the next run: {len(after)}")]
 
 
-def probe_hang(work: Path, fx: dict[str, Path]) -> list[Outcome]:
+def timed(args: list[str], cwd: Path, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.perf_counter()
-    r = run(["verify", str(fx["hang"]), "--against", str(fx["ref"]), "--batch", "1", "--samples", "1", "--timeout", "5", "--no-localize"], work, timeout=120)
-    took = time.perf_counter() - t0
-    return [Outcome("hangs", "verify --timeout 5 on a Loop of 1e12 steps", r.returncode == 1 and took < 60, f"exit {r.returncode} after {took:.1f} s")]
+    r = run(args, cwd, timeout=timeout)
+    return r, time.perf_counter() - t0
+
+
+def probe_hang(work: Path, fx: dict[str, Path]) -> list[Outcome]:
+    out = []
+    hang = ["verify", str(fx["hang"]), "--against", str(fx["ref"]), "--batch", "1", "--samples", "1", "--no-localize"]
+    r, took = timed([*hang, "--timeout", "5"], work, 120)
+    out.append(Outcome("hangs", "verify --timeout 5 on a Loop of 1e12 steps", r.returncode == 1 and took < 60, f"exit {r.returncode} after {took:.1f} s"))
+    r, took = timed(["deploy", str(fx["base"]), "--batch", ",".join(str(b) for b in range(1, 3001)), *DEPLOY_FAST], work, 120)
+    ok, detail = clean_error(r)
+    out.append(Outcome("hangs", "deploy --batch 1,...,3000", ok and took < 60, f"{detail} after {took:.1f} s"))
+    r, took = timed([*hang, "--isolate"], work, 420)
+    out.append(Outcome("hangs", "verify --isolate (no --timeout) on a Loop of 1e12 steps", r.returncode == 1 and took < 400, f"exit {r.returncode} after {took:.1f} s"))
+    return out
+
+
+DEPLOY_FAST = ["--backends", "ort-cpu", "--no-compile", "--no-search", "--iters", "2", "--warmup", "1", "--samples", "2", "--precisions", "fp32"]
+
+
+def class_folders(root: Path, n: int) -> Path:
+    from PIL import Image
+
+    for c in range(n):
+        (root / f"c{c:02d}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32, 3), 20 * c, np.uint8)).save(root / f"c{c:02d}" / "0.png")
+    return root
+
+
+def probe_deploy(work: Path, fx: dict[str, Path]) -> list[Outcome]:
+    out = []
+    d = work / "deploy"
+    d.mkdir()
+    keep = d / "keepme"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    (keep / "photo.png").write_bytes(b"\x89PNG mine")
+    before = {n: sha(keep / n) for n in ("notes.txt", "photo.png")}
+    ok, detail = clean_error(run(["deploy", str(fx["base"]), "--out", str(keep), "--force", *DEPLOY_FAST], d))
+    intact = {n: sha(keep / n) for n in before} == before
+    out.append(Outcome("deploy", "deploy --out keepme --force (not a package)", ok and intact, f"{detail}; notes.txt, photo.png intact={intact}"))
+    for where in (".", "..", "/"):
+        ok, detail = clean_error(run(["deploy", str(fx["base"]), "--out", where, "--force", *DEPLOY_FAST], d))
+        out.append(Outcome("deploy", f"deploy --out {where} --force", ok, detail))
+    zero = d / "zero"
+    zero.mkdir()
+    (zero / "a.png").write_bytes(b"")
+    (zero / "b.jpg").write_bytes(b"junk")
+    twelve = class_folders(d / "twelve", 12)
+    for args in (["--batch", "1,100000000"], ["--input-shape", "1,3,64,64"], ["--data", str(zero)], ["--accuracy-data", str(twelve)]):
+        r, took = timed(["deploy", str(fx["base"]), "--out", str(d / "p.deploy"), *DEPLOY_FAST, *args], d, 300)
+        ok, detail = clean_error(r)
+        shown = " ".join(args).replace(str(d) + "/", "")
+        out.append(Outcome("deploy", f"deploy {shown}", ok and took < 60 and not (d / "p.deploy").exists(), f"{detail} after {took:.1f} s"))
+    return out
+
+
+def _flip_crc(src: Path, dst: Path, member: str = "input.npy") -> Path:
+    import zipfile
+
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as zf:
+        info = zf.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.file_size - 5] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def probe_npz(work: Path, fx: dict[str, Path]) -> list[Outcome]:
+    import io
+    import zipfile
+
+    d = work / "npz"
+    d.mkdir()
+    saved = d / "run.npz"
+    r = run(["verify", str(fx["base"]), "--save-outputs", str(saved), "--batch", "1", "--samples", "2", "--no-fp64-floor"], d)
+    if r.returncode != 0:
+        return [Outcome("npz", "verify --save-outputs (the fixture)", False, f"exit {r.returncode}: {r.stderr[-160:]}")]
+    with np.load(saved) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    ref = next(k for k in arrays if k.startswith("reference/"))
+    nan_x = arrays["input"].copy()
+    nan_x[0, 0, 0, 0] = np.nan
+    cases = {
+        "scalar reference": {**arrays, ref: np.float32(1)},
+        "object arrays": {**arrays, "input": np.array([None, None], dtype=object)},
+        "strings": {**arrays, ref: np.array(["cat", "dog"])},
+        "NaN inputs": {**arrays, "input": nan_x},
+    }
+    files = {}
+    for name, arrs in cases.items():
+        files[name] = d / f"{name.replace(' ', '_')}.npz"
+        np.savez(files[name], **arrs)
+    np.savez(d / "plain.npz", **arrays)
+    files["bad CRC"] = _flip_crc(d / "plain.npz", d / "crc.npz")
+    out = []
+    for name, f in files.items():
+        ok, detail = clean_error(run(["verify", str(fx["base"]), "--load-outputs", str(f), "--batch", "1"], d))
+        out.append(Outcome("npz", f"verify --load-outputs: {name}", ok, detail))
+    np.savez(d / "in.npz", input=arrays["input"])
+    hdr = io.BytesIO()
+    np.lib.format.write_array_header_1_0(hdr, {"descr": "<f4", "fortran_order": False, "shape": (3_000_000_000_000,)})
+    with zipfile.ZipFile(d / "huge.npz", "w") as zf:
+        zf.writestr("input.npy", hdr.getvalue() + b"\0" * 64)
+    np.savez(d / "obj_in.npz", input=np.array([{"a": 1}], dtype=object))
+    bench = {"bad CRC": _flip_crc(d / "in.npz", d / "crc_in.npz"), "object arrays": d / "obj_in.npz", "a header of 3e12 elements": d / "huge.npz"}
+    for name, f in bench.items():
+        r, took = timed(["bench", str(fx["base"]), "--inputs", str(f), "--backends", "ort-cpu", "--iters", "2", "--warmup", "1", "--no-progress"], d, 120)
+        ok, detail = clean_error(r)
+        out.append(Outcome("npz", f"bench --inputs: {name}", ok and took < 60, f"{detail} after {took:.1f} s"))
+    return out
+
+
+def probe_labels(work: Path, fx: dict[str, Path]) -> list[Outcome]:
+    import onnx
+    from onnx import TensorProto, helper
+
+    out = []
+    d = work / "labels"
+    d.mkdir()
+    val = class_folders(d / "val", 10)
+    names = [f"c{i:02d}" for i in range(15)]
+    for what, lines in (("3 names", names[:3]), ("15 names", names), ("a name twice", names[:9] + ["c01"])):
+        f = d / f"{what.replace(' ', '_')}.txt"
+        f.write_text("\n".join(lines) + "\n")
+        ok, detail = clean_error(run(["verify", str(fx["base"]), "--data", str(val), "--labels", str(f), "--batch", "1"], d))
+        out.append(Outcome("labels", f"verify --labels with {what} for 10 outputs", ok, detail))
+    os.mkfifo(d / "fifo")
+    r, took = timed(["verify", str(fx["base"]), "--data", str(val), "--labels", str(d / "fifo"), "--batch", "1"], d, 60)
+    ok, detail = clean_error(r)
+    out.append(Outcome("labels", "verify --labels FIFO", ok and "not a regular file" in r.stderr, detail))
+    train = d / "train"
+    class_folders(train, 2)
+    for f in (train / "c01").iterdir():
+        f.unlink()
+    ok, detail = clean_error(run(["train", MODEL, "--data", str(train), "--out", str(d / "c.pt"), "--epochs", "1", "--quiet"], d))
+    out.append(Outcome("labels", "train with an empty class folder", ok and not (d / "c.pt").exists(), detail))
+    ok, detail = clean_error(run(["models", "--family", "nosuchfam"], d))
+    out.append(Outcome("labels", "models --family nosuchfam", ok, detail))
+    hostile = {"weights_sha256": 1, "versions": [1, 2], "export_path": 3.5, "model_spec": "y" * 200_000, "mean": "[" * 5000 + "]" * 5000}
+    for key, value in hostile.items():
+        f = edit_meta(fx["base"], d / "hostile.onnx", **{key: value})
+        r = run(["inspect", str(f)], d)
+        fine = r.returncode == 0 and "Traceback" not in r.stdout + r.stderr and max(map(len, r.stdout.splitlines() or [""])) <= 80
+        out.append(Outcome("labels", f"inspect with deployinc.{key} = {str(value)[:12]}...", fine, f"exit {r.returncode}, {len(r.stdout)} characters"))
+    m = onnx.load(str(fx["base"]))
+    m.graph.node.append(helper.make_node("ArgMax", [m.graph.output[0].name], ["cls"], axis=1, keepdims=0))
+    m.graph.output.append(helper.make_tensor_value_info("cls", TensorProto.INT64, ["batch"]))
+    onnx.save(m, str(d / "argmax.onnx"))
+    r = run(["convert", str(d / "argmax.onnx"), "--fp16-io", "--no-check", "--out", str(d / "a16.onnx")], d)
+    said = next((ln for ln in r.stdout.splitlines() if ln.startswith("wrote")), r.stderr[-160:])
+    out.append(Outcome("labels", "convert --fp16-io of an int64 output", r.returncode == 0 and "cls (int64)" in said, f"exit {r.returncode}: {said[:160]}"))
+    return out
 
 
 def probe_graphs(work: Path, fx: dict[str, Path]) -> list[Outcome]:
@@ -274,7 +436,8 @@ def probe_numbers(work: Path, fx: dict[str, Path]) -> list[Outcome]:
 
 CATEGORIES: dict[str, Callable[[Path, dict[str, Path]], list[Outcome]]] = {
     "code": probe_code, "races": probe_races, "disk": probe_disk, "kill": probe_kill,
-    "hangs": probe_hang, "graphs": probe_graphs, "numbers": probe_numbers,
+    "hangs": probe_hang, "graphs": probe_graphs, "numbers": probe_numbers, "deploy": probe_deploy, "npz": probe_npz,
+    "labels": probe_labels,
 }  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BadInputError
 from .cpu_link import LINK_CHANGE
-from .report import FORMAT, UNSTEADY_LIMIT, BenchReport, BenchRow
+from .report import FORMAT, BenchReport, BenchRow
 from .timing import Stats
 
 
@@ -241,11 +241,11 @@ def compare(current: BenchReport, baseline: BenchReport, max_slowdown: float, ba
         result.compared.append(c)
         if c.ratio > max_slowdown:
             result.regressions.append(c)
-            shaky = [name for name, row in (("this run", r), ("the baseline", b)) if row.unsteady()]
+            shaky = [f"{name} ({row.unsteady_reason()})" for name, row in (("this run", r), ("the baseline", b)) if row.unsteady_reason()]
             if shaky:
                 result.notes.append(
-                    f"{c.label()}: the machine changed speed during {' and '.join(shaky)} (p50 of its stretches "
-                    f"disagree by more than {UNSTEADY_LIMIT:.0%}): the slowdown may be the machine's, not the model's; rerun on a quiet machine"
+                    f"{c.label()}: the machine changed speed during {' and '.join(shaky)}: the slowdown may be the "
+                    "machine's, not the model's; rerun on a quiet machine"
                 )
     result.notes += unusable
     if not result.compared:

@@ -18,11 +18,12 @@ from typing import Any
 from ..lazy import require
 from .cpu_link import link_change_line
 from .environment import environment_lines
-from .timing import Stats
+from .timing import UNSTEADY_LIMIT, Stats, unsteady_reasons
 
 FORMAT = "deployinc-bench/1"
 MODES = ("compute", "e2e")
-UNSTEADY_LIMIT = 0.10  # stretches of one measurement whose p50s differ by more than this: the machine changed speed
+#: The mark after a figure that rests on an unsteady measurement (see :meth:`BenchRow.unsteady_reasons`).
+UNSTEADY_MARK = "!"
 
 
 @dataclass
@@ -49,6 +50,9 @@ class BenchRow:
         notes: How the backend ran (IO binding, thread count...).
         stretch_p50_ms: p50 of consecutive stretches of the samples (one per round, or three), in time order:
             stretches that disagree mean the machine changed speed during the run (see :meth:`unsteady`).
+        load_average: The machine's 1-minute load average around the measurement (the larger of the readings
+            before and after it); None where it could not be read.
+        cpus: The machine's core count, for the load average.
     """
 
     backend: str
@@ -68,6 +72,8 @@ class BenchRow:
     cuda_graph: bool = False
     notes: list[str] = field(default_factory=list)
     stretch_p50_ms: list[float] | None = None
+    load_average: float | None = None
+    cpus: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -79,27 +85,39 @@ class BenchRow:
     def label(self) -> str:
         return f"{self.backend} {self.precision} b{self.batch} {self.mode}"
 
+    def unsteady_reasons(self, limit: float = UNSTEADY_LIMIT) -> list[str]:
+        """Why this row's figures are unsteady (:func:`~deployinc.bench.timing.unsteady_reasons`: its rounds
+        disagree by more than ``limit``, its p50 is far above its minimum, the machine's load was above its core
+        count); empty when steady or not measured."""
+        if not self.ok:
+            return []
+        s = self.stats
+        return unsteady_reasons(
+            stretch_p50_ms=self.stretch_p50_ms, p50=s.p50 if s else None, min_ms=s.min if s else None,
+            load=self.load_average, cpus=self.cpus, limit=limit,
+        )  # fmt: skip
+
     def unsteady(self, limit: float = UNSTEADY_LIMIT) -> str | None:
-        """A sentence when the p50s of this row's stretches differ by more than ``limit`` (0.10: 10%), else None."""
+        """A sentence naming this row and why its figures are unsteady (:meth:`unsteady_reasons`), else None."""
+        reasons = self.unsteady_reasons(limit)
+        if not reasons:
+            return None
         p = self.stretch_p50_ms
-        if not p or len(p) < 2 or not all(math.isfinite(v) for v in p) or min(p) <= 0:
-            return None
-        lo, hi = min(p), max(p)
-        if hi / lo - 1 <= limit:
-            return None
+        if p and reasons[0].startswith("rounds disagree"):
+            lo, hi = min(p), max(p)
+            reasons[0] = (
+                f"p50 over {len(p)} stretches of the run ranged {lo:.2f}-{hi:.2f} ms ({100 * (hi / lo - 1):.0f}% apart; "
+                f"first {p[0]:.2f}, last {p[-1]:.2f}): the machine changed speed during the run"
+            )
         return (
-            f"{self.label()}: p50 over {len(p)} stretches of the run ranged {lo:.2f}-{hi:.2f} ms ({100 * (hi / lo - 1):.0f}% "
-            f"apart; first {p[0]:.2f}, last {p[-1]:.2f}): the machine changed speed during the run; compare backends "
-            "within this run, and rerun before comparing absolute times with another run"
+            f"{self.label()}: {'; '.join(reasons)}: its times and the speedups that use them (marked {UNSTEADY_MARK}) "
+            "are not steady figures; rerun on a quiet machine before quoting them"
         )
 
     def unsteady_reason(self, limit: float = UNSTEADY_LIMIT) -> str | None:
-        """The short form of :meth:`unsteady` for JSON and CSV (None when the row is steady or not measured)."""
-        p = self.stretch_p50_ms
-        if not self.ok or self.unsteady(limit) is None or not p:
-            return None
-        lo, hi = min(p), max(p)
-        return f"p50 of {len(p)} stretches ranged {lo:.4g}-{hi:.4g} ms ({100 * (hi / lo - 1):.0f}% apart; limit {limit:.0%})"
+        """The short form of :meth:`unsteady` for JSON and CSV: the reasons joined (None when the row is steady or
+        not measured)."""
+        return "; ".join(self.unsteady_reasons(limit)) or None
 
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -155,6 +173,14 @@ class BenchReport:
             r.speedup = base.stats.p50 / r.stats.p50
             r.speedup_min = base.stats.min / r.stats.min if r.stats.min > 0 else None
             r.speedup_vs = base.label()
+
+    def speedup_unsteady(self, row: BenchRow) -> list[str]:
+        """The measurements a row's speedup rests on that are unsteady (the row's own, its baseline's), named."""
+        if row.speedup is None:
+            return []
+        base = next((b for b in self.ok_rows() if b.label() == row.speedup_vs), None)
+        sides = [row] + ([base] if base is not None and base is not row else [])
+        return [x.label() for x in sides if x.unsteady_reasons()]
 
     # serialisation -------------------------------------------------------------------------------------------------
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
@@ -218,15 +244,26 @@ class BenchReport:
             s = r.stats
             assert s is not None
             first = [x for x in (r.activate_s, r.first_call_s) if x is not None]
+            mark = UNSTEADY_MARK if r.unsteady_reasons() else ""
+            speedup_mark = UNSTEADY_MARK if self.speedup_unsteady(r) else ""
             body.append(
                 [
                     r.backend + (" +graph" if r.cuda_graph else ""), r.precision, str(r.batch), r.mode or "",
-                    f"{s.p50:.2f}", f"{s.p90:.2f}", f"{s.p99:.2f}", f"{s.mean:.2f}±{s.std:.2f}", f"{s.min:.2f}",
+                    f"{s.p50:.2f}{mark}", f"{s.p90:.2f}", f"{s.p99:.2f}", f"{s.mean:.2f}±{s.std:.2f}", f"{s.min:.2f}",
                     f"{s.throughput:.1f}", f"{sum(first):.2f}" if first else "",
-                    f"{r.speedup:.2f}x" if r.speedup is not None else "-",
+                    f"{r.speedup:.2f}x{speedup_mark}" if r.speedup is not None else "-",
                 ]
             )  # fmt: skip
         return head, body
+
+    def unsteady_legend(self) -> str | None:
+        """What the mark means, when a figure of the table carries it."""
+        if not any(r.unsteady_reasons() for r in self.ok_rows()):
+            return None
+        return (
+            f"{UNSTEADY_MARK}: an unsteady measurement (its rounds disagree, its p50 is over twice its minimum, or the "
+            "machine's load was above its core count), or a speedup that rests on one: not a figure to quote"
+        )
 
     def unsteady_lines(self, limit: float = UNSTEADY_LIMIT) -> list[str]:
         """One line per measured row whose stretches disagree by more than ``limit``."""
@@ -296,7 +333,7 @@ class BenchReport:
             lines += ["", "Not run:", ""] + [f"- {s}" for s in skipped]
         unsteady = self.unsteady_lines()
         if unsteady:
-            lines += ["", "Unsteady (the machine changed speed during the run):", ""] + [f"- {s}" for s in unsteady]
+            lines += ["", f"Unsteady ({self.unsteady_legend()}):", ""] + [f"- {s}" for s in unsteady]
         if environment:
             lines += ["", "Environment:", ""] + [f"- {s}" for s in environment_lines(self.environment)]
         return "\n".join(lines) + "\n"
@@ -310,7 +347,8 @@ class BenchReport:
         """
         head, body = self.table_rows()
         text = _plain_table(head, body)
-        extra = self.not_run_lines() + [f"unsteady: {s}" for s in self.unsteady_lines()] + self.link_lines()
+        legend = self.unsteady_legend()
+        extra = self.not_run_lines() + ([legend] if legend else []) + [f"unsteady: {s}" for s in self.unsteady_lines()] + self.link_lines()
         if console is not None:
             from rich.table import Table
 

@@ -17,6 +17,7 @@ from ..core.graph import detect_precision
 from ..core.images import natural_images
 from ..errors import BackendUnavailable, BadInputError, DeployincError
 from ..io import load_onnx, scratch_dir, sha256_file
+from ..io.arrays import read_npy
 from ..metadata import read_provenance
 from ..models.loading import load_from_provenance
 from ..precision._common import input_spec
@@ -121,16 +122,9 @@ class BenchModel:
         if p.endswith(".npz"):
             arr = load_inputs(p)
         elif p.endswith(".npy"):
-            if not os.path.isfile(p):
-                raise BadInputError(f"--inputs file {p} does not exist", hint="give the .npz that verify --save-inputs wrote")
-            try:
-                arr = np.load(p, allow_pickle=False)
-            except Exception as exc:  # noqa: BLE001 - numpy raises several types for a bad file
-                raise BadInputError(f"--inputs file {p} is not a readable .npy array: {str(exc)[:120]}", hint="save it with numpy.save") from exc
+            arr = read_npy(p, "--inputs", "save one N x C x H x W array of normalised floats with numpy.save")
         else:
             raise BadInputError(f"--inputs {p} is not an .npz or .npy file", hint="give the .npz that verify --save-inputs wrote")
-        if not isinstance(arr, np.ndarray):
-            raise BadInputError(f"--inputs file {p} holds no single array", hint="save one N x C x H x W array")
         if arr.ndim == 3:
             arr = arr[None]
         want = f"N x {' x '.join(str(d) for d in self.chw)}"

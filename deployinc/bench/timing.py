@@ -92,6 +92,48 @@ def stretch_p50s(samples_s: Sequence[float], parts: int, min_per_part: int = 5) 
     return [float(np.median(chunk)) for chunk in np.array_split(a, parts)]
 
 
+#: Stretches of one measurement whose p50s differ by more than this fraction: the machine changed speed.
+UNSTEADY_LIMIT = 0.10
+#: A p50 more than this many times the fastest sample: most samples waited (for a CPU another process held...).
+SPREAD_LIMIT = 2.0
+#: The 1-minute load average above the machine's core count by more than this many tasks: processes queued for a
+#: CPU. The run's own threads count in it (a quiet machine running one benchmark thread per core sits at the core
+#: count), hence the margin of one whole waiting task.
+LOAD_MARGIN = 1.0
+
+
+def unsteady_reasons(
+    *,
+    stretch_p50_ms: Sequence[float] | None = None,
+    p50: float | None = None,
+    min_ms: float | None = None,
+    load: float | None = None,
+    cpus: int | None = None,
+    limit: float = UNSTEADY_LIMIT,
+    spread: float = SPREAD_LIMIT,
+) -> list[str]:
+    """Why a measurement's figures are not steady enough to quote or rank by, one short reason per rule broken
+    (empty: steady, or not enough to tell):
+
+    * ``rounds disagree``: the p50s of its consecutive stretches (:func:`stretch_p50s`) differ by more than
+      ``limit`` (10%): the machine changed speed during the run;
+    * ``p50 is N x min``: the median is more than ``spread`` (2) times the fastest sample: most samples waited;
+    * ``load average L on C cores``: the 1-minute load average (read before and after, the larger) was above
+      ``cpus + LOAD_MARGIN``: processes queued for the CPUs. It lags (a minute's average), so the spread rule is the
+      more immediate of the two.
+    """
+    out = []
+    p = [float(v) for v in stretch_p50_ms] if stretch_p50_ms else []
+    if len(p) >= 2 and all(math.isfinite(v) for v in p) and min(p) > 0 and max(p) / min(p) - 1 > limit:
+        lo, hi = min(p), max(p)
+        out.append(f"rounds disagree: p50 of {len(p)} stretches ranged {lo:.4g}-{hi:.4g} ms ({100 * (hi / lo - 1):.0f}% apart; limit {limit:.0%})")
+    if p50 is not None and min_ms is not None and math.isfinite(p50) and math.isfinite(min_ms) and min_ms > 0 and p50 > spread * min_ms:
+        out.append(f"p50 is {p50 / min_ms:.1f} x min ({p50:.4g} vs {min_ms:.4g} ms; limit {spread:g} x)")
+    if load is not None and cpus and math.isfinite(load) and load > cpus + LOAD_MARGIN:
+        out.append(f"load average {load:.2f} on {cpus} cores")
+    return out
+
+
 @dataclass
 class Measurement:
     """What :func:`measure` returns: the samples (seconds) and the first call's time (seconds, or None)."""

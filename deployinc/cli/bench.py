@@ -133,7 +133,7 @@ def bench(
 
         if not inputs_path.endswith((".npz", ".npy")):
             raise BadInputError(f"--inputs {inputs_path} is not an .npz or .npy file", hint="give the .npz that deployinc verify --save-inputs wrote")
-        if not Path(inputs_path).is_file():
+        if not Path(inputs_path).exists():  # what else is wrong with it, the reader says
             raise BadInputError(f"--inputs file {inputs_path} does not exist", hint="write one with deployinc verify MODEL --save-inputs FILE.npz")
     if is_file:
         check_onnx_input_memory(model, [("--batch", batch_text, sum(batches))])

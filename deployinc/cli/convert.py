@@ -112,7 +112,22 @@ def convert(
             f"top-1 agreement {p['top1_agreement']:.4f}"
         )
     written = save_onnx(result.model, target, force=force)
-    click.echo(f"wrote {written[-1]} (inputs/outputs {'fp16' if fp16_io else 'kept fp32'})")
+    click.echo(f"wrote {written[-1]} ({io_types_text(result.model, fp16_io)})")
+
+
+def io_types_text(model: object, fp16_io: bool) -> str:
+    """What became of the inputs and outputs: only float32 ones become fp16 with --fp16-io; the others (int64
+    ids, bool masks...) stay as they are, and are named."""
+    from ..inspect import dtype_name  # lazy: inspect imports numpy; keeps it out of deployinc --help
+
+    g = model.graph  # type: ignore[attr-defined]
+    inits = {t.name for t in g.initializer}
+    kept = [f"{vi.name} ({dtype_name(vi.type.tensor_type.elem_type)})" for vi in [*g.input, *g.output]
+            if vi.name not in inits and vi.type.tensor_type.elem_type not in (1, 10)]
+    text = "float inputs/outputs fp16" if fp16_io else "inputs/outputs kept fp32"
+    if kept:
+        text += f"; {'not float32, so' if fp16_io else 'not float,'} kept as they are: {', '.join(kept[:6])}" + (" ..." if len(kept) > 6 else "")
+    return text
 
 
 def _convert_with_fallback(src, target, samples, data, mean, std, threads, force, fp16_io, keep_ops, keep_nodes) -> None:  # noqa: ANN001

@@ -31,7 +31,7 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--target", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt: which backends to try (auto: cuda where ORT CUDA runs, else cpu).")
 @click.option("--precisions", default=None, help="Comma-separated, from fp32, fp16, bf16, int8 (default: all that a backend of the target runs).")
 @click.option("--backends", default=None, help="Comma-separated ONNX backends to try instead of the target's (" + B.names_help(lambda r: r.onnx) + ").")
-@click.option("--batch", "batch", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes, comma-separated; latency is judged at the first.")
+@click.option("--batch", "batch", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes, comma-separated (at most 16); latency is judged at the first.")
 @click.option("--objective", default="latency", show_default=True, help="latency (p50 at the first batch size) or throughput (best images/s).")
 @click.option("--min-top1-agreement", type=float, default=None, help="Only ship a candidate whose top-1 agreement with eager torch fp32 is at least this (0..1).")
 @click.option("--require-backend", default=None, help="Only ship a candidate on this backend.")
@@ -46,7 +46,7 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, help="With --accuracy-data: the most top-1 accuracy points a lower-precision candidate may lose against fp32 (with top-1 agreement >= 0.99); cosine and max_rel are then reported, not judged.")
 @click.option("--trust-model-code", is_flag=True, help="Let a module:function recorded in an ONNX file's metadata be imported to rebuild its reference.")
 @threads_option
-@click.option("--force", is_flag=True, help="Replace an existing package (only once the new one is complete).")
+@click.option("--force", is_flag=True, help="Replace an existing package (only once the new one is complete). Only a folder deploy wrote (its manifest.json lists every file) or an empty one is replaced; never the current folder or one above it.")
 def deploy(model: str, batch: str, precisions: str | None, backends: str | None, no_compile: bool, no_search: bool, input_shape: str | None, **kw: Any) -> None:
     """Make, verify and time every candidate of MODEL, and package the fastest that passes.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..config import bundled_config_path
+from ..errors import BadInputError
 
 
 @click.command()
@@ -12,13 +13,18 @@ from ..config import bundled_config_path
 @click.option("--family", default=None, help="Only this family (inception, resnet, mobilenet, depthwise, other).")
 @click.option("--count-params", is_flag=True, help="Build each model to count its parameters (slow).")
 def models(source: str, family: str | None, count_params: bool) -> None:
-    """List the models deployinc can export by name."""
+    """List the models deployinc can export by name (exit 2 for an unknown --family)."""
     from ..models import registry  # lazy: models imports numpy; keeps it out of deployinc --help
 
     rows = []
-    for name in registry.list_models(None if source == "all" else source):
-        info = registry.get_model_info(name)
-        if family and info.family != family:
+    infos = [registry.get_model_info(name) for name in registry.list_models(None if source == "all" else source)]
+    if family is not None:
+        known = sorted({registry.get_model_info(n).family for n in registry.list_models(None)})
+        if family.strip().lower() not in known:
+            raise BadInputError(f"unknown family {family!r}", hint=f"known families: {', '.join(known)}")
+    for info in infos:
+        name = info.name
+        if family and info.family != family.strip().lower():
             continue
         params = info.num_params
         if params is None and (count_params or info.source == "builtin"):

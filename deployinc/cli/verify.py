@@ -52,9 +52,9 @@ from .options import (
 @click.option("--localize/--no-localize", default=None, help="Find the first departing layer (default: when parity fails).")
 @click.option("--localize-method", type=click.Choice(["auto", "all", "bisect"]), default="auto", show_default=True, help="all intermediates at once, or bisection over truncated graphs (auto: bisection on TensorRT).")
 @click.option("--no-cache", is_flag=True, help="Rebuild random-weight references without the BatchNorm-statistics cache.")
-@click.option("--isolate/--no-isolate", default=None, help="Run each ONNX backend in its own subprocess, so a native crash or hang is that backend failing (default: GPU backends, and every backend for files deployinc did not write).")
+@click.option("--isolate/--no-isolate", default=None, help="Run each ONNX backend in its own subprocess, so a native crash or hang is that backend failing (default: GPU backends, and every backend for files deployinc did not write). An isolated backend is stopped after --timeout: 300 s by default, 1800 s for ort-trt and trt-engine.")
 @click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function reference recorded in the file (imports and runs that code). Without it, name the spec yourself with --reference.")
-@click.option("--timeout", type=float, default=None, help="Seconds one backend may take; past it the backend is stopped and fails (runs every ONNX backend in its own process).")
+@click.option("--timeout", type=float, default=None, help="Seconds one backend may take; past it the backend is stopped and fails (runs every ONNX backend in its own process). Default for a backend in its own process (--isolate): 300 s, 1800 s for ort-trt and trt-engine (engine builds).")
 @click.option("--no-fp64-floor", is_flag=True, help="Judge fp32 by the preset alone, without measuring torch's own float32 error (a float64 run of the reference).")
 @click.option("--file-tolerances", is_flag=True, help="Honour budgets recorded in the file even where looser than the preset (by default only stricter ones apply).")
 @json_option

@@ -247,6 +247,60 @@ def truncated(model: Any, name: str, types: dict[str, tuple[int, list[int | str]
     return m
 
 
+def guard_pad_before_maxpool(model: Any) -> int:
+    """Write the value of each zero constant Pad that feeds a MaxPool as -0.0 (in place); returns how many.
+
+    ONNX Runtime's PadFusion folds a zero Pad into the next Conv or MaxPool's own ``pads``. For a Conv that is right;
+    a MaxPool pads with -inf, so a window of negative values then gives its maximum instead of the 0 the Pad put
+    there (timm's BiT stem: ``ConstantPad2d(1, 0)`` then ``MaxPool2d(3, 2)``, off by 0.15 of the output's scale).
+    PadFusion only fuses a value whose bytes are all zero; -0.0 compares equal to 0.0 everywhere else, so the model
+    computes exactly what torch does, on every runtime.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    g = model.graph
+    readers = consumers(model)
+    inits = {t.name: t for t in g.initializer}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    count = 0
+    for node in g.node:
+        mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
+        if node.op_type != "Pad" or mode != "constant" or opset < 11 or not node.output:
+            continue
+        if not any(r.op_type == "MaxPool" for r in readers.get(node.output[0], [])):
+            continue
+        value = node.input[2] if len(node.input) > 2 else ""
+        if value and value in inits and np.any(numpy_helper.to_array(inits[value]) != 0):
+            continue  # a non-zero value: nothing to fold
+        if value and value not in inits and not _zero_constant(g, value):
+            continue  # computed at run time: PadFusion leaves it alone
+        dtype = TensorProto.FLOAT
+        types = value_types(model)
+        if node.input[0] in types:
+            dtype = types[node.input[0]][0]
+        if dtype not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE):
+            continue
+        name = f"{node.name or node.output[0]}_value_negzero"
+        arr = np.array(-0.0, dtype=np.float16 if dtype == TensorProto.FLOAT16 else np.float64 if dtype == TensorProto.DOUBLE else np.float32)
+        g.initializer.append(numpy_helper.from_array(arr, name))
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = name
+        count += 1
+    return count
+
+
+def _zero_constant(g: Any, name: str) -> bool:
+    """Whether ``name`` is the output of a Constant node holding zeros."""
+    from onnx import numpy_helper
+
+    node = next((n for n in g.node if n.op_type == "Constant" and name in n.output), None)
+    if node is None:
+        return False
+    attr = next((a for a in node.attribute if a.name == "value"), None)
+    return attr is not None and not np.any(numpy_helper.to_array(attr.t) != 0)
+
+
 def reinfer_shapes(model: Any) -> tuple[Any, str | None]:
     """``model`` with its intermediate shape annotations (``graph.value_info``) dropped and inferred again by ONNX
     shape inference from the graph's own inputs, so that a symbolic batch dimension reaches every tensor.

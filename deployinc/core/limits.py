@@ -35,6 +35,8 @@ CHANNELS_MAX = 65536
 #: Largest batch size or sample count: tensor dimensions beyond int32 break most kernels. The real bound is memory.
 BATCH_MAX = 2**31 - 1
 SAMPLES_MAX = 2**31 - 1
+#: Most batch sizes one deploy times (every candidate, and the eager baseline, runs at each of them).
+DEPLOY_BATCH_SIZES_MAX = 16
 #: Largest class count (ImageNet-21k has 21841 classes).
 NUM_CLASSES_MAX = 1_000_000
 #: Seeds: numpy's generators take non-negative seeds and torch.manual_seed at most 2**64 - 1; deployinc records
@@ -235,9 +237,10 @@ def check_shape(
     dims = list(shape)
     shown = shown if shown is not None else _shape_text(dims)
     if len(dims) != 4:
-        extra = " (C,H,W without the batch is not accepted)" if len(dims) == 3 else ""
+        extra = " (a 1-D model's N,C,L is not supported; C,H,W needs its batch N written out)" if len(dims) == 3 else ""
         raise BadInputError(
-            f"{name} must be N,C,H,W (four values), got {shown!r}: {len(dims)} value(s){extra}", hint=_hint(allowed, example)
+            f"deployinc exports image models: {name} must be N,C,H,W (four values), got {shown!r}: {len(dims)} value(s){extra}",
+            hint=_hint(allowed, example),
         )
     for v in dims:
         if isinstance(v, bool) or not isinstance(v, int):

@@ -31,6 +31,7 @@ from ..errors import BadInputError
 from ..io import copy_onnx, sha256_file
 from ..io.atomic import work_dir
 from .report import render_markdown, report_dict, write_plot
+from .request import MANIFEST
 from .triton import triton_config, validate, write_repository
 
 def accelerator_for(chosen: dict[str, Any]) -> dict[str, str] | None:
@@ -54,7 +55,7 @@ def precision_notes(chosen: dict[str, Any], artifact: dict[str, Any]) -> list[st
     out = [f"precision: {chosen['precision']} on {chosen['backend']}"]
     recipe = artifact.get("recipe")
     if recipe:
-        out[0] += f" (int8 recipe {recipe.get('name')} for a {recipe.get('cpu_path')} CPU)"
+        out[0] += f" (int8 recipe {recipe.get('name')}, for the CPU int8 path {recipe.get('cpu_path')})"
     layers = (artifact.get("fallback") or {}).get("layers") or []
     if layers:
         out.append(f"kept in float ({len(layers)} layers): " + ", ".join(str(x.get("module")) for x in layers))
@@ -95,7 +96,7 @@ def _build(pkg: Path, result: Any) -> None:
         "package": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": {str(p.relative_to(pkg)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
     }  # fmt: skip
-    (pkg / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (pkg / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
 def _place(pkg: Path, target: Path, work: Path, force: bool) -> None:
@@ -105,7 +106,10 @@ def _place(pkg: Path, target: Path, work: Path, force: bool) -> None:
         if not force:
             raise BadInputError(f"{target} already exists", hint="give --force to replace it")
         old = work / "old"
-        os.rename(target, old)
+        try:
+            os.rename(target, old)
+        except OSError as exc:
+            raise BadInputError(f"cannot move the old package at {target} aside: {exc.strerror}", hint="choose another --out") from exc
     try:
         os.rename(pkg, target)
     except OSError as exc:

@@ -17,7 +17,9 @@ model with the fewest layers kept in float that pass (:mod:`deployinc.precision.
 whole-model int8 fails (the search judges it first, and says "not needed" otherwise).
 
 The choice: the fastest passing candidate for the objective; candidates within :data:`TIE` of the fastest are
-a tie, which goes to fp32, then to the fewest dependencies.
+a tie, which goes to fp32, then to the fewest dependencies. A candidate whose timing stayed unsteady when measured
+again (bench's flags: rounds that disagree, a p50 over twice the minimum, a load average above the core count) is
+ranked only when no steady one passed, and the reason for the choice says so.
 """
 
 from __future__ import annotations
@@ -141,6 +143,13 @@ def score(result: dict[str, Any], objective: str, batches: list[int]) -> float |
     return max(rates) if rates else None
 
 
+def unsteady(result: dict[str, Any], objective: str, batches: list[int]) -> list[str]:
+    """Why the timings the objective ranks ``result`` by are unsteady (bench's flags, after one re-measurement)."""
+    timing = result.get("timing") or {}
+    rows = [timing.get(str(batches[0]))] if objective == "latency" else list(timing.values())
+    return [why for row in rows if row for why in row.get("unsteady") or []]
+
+
 def eligible(result: dict[str, Any], req: DeployRequest) -> str | None:
     """Why a passing candidate cannot be chosen under the user's requirements (None when it can)."""
     if req.require_backend and result["backend"] != req.require_backend:
@@ -168,6 +177,15 @@ def choose(results: list[dict[str, Any]], req: DeployRequest) -> tuple[dict[str,
             return None, ("no candidate can be verified: the reference gives the same output for every image (a model with "
                           "random weights whose classifier is zero?); deploy it from trained weights")
         return None, "no candidate passed" + (" and met the requirements" if (req.require_backend or req.require_precision) else "")
+    steady = [(s, r) for s, r in scored if not unsteady(r, req.objective, list(req.batches))]
+    shaky = ", ".join(r["id"] for _, r in scored if unsteady(r, req.objective, list(req.batches)))
+    if steady and shaky:
+        note = f"; not ranked, as their timings stayed unsteady when measured again: {shaky}"
+    elif shaky:
+        note = "; every passing candidate's timing was unsteady, even measured again, so this choice rests on unsteady figures: rerun on a quiet machine"
+    else:
+        note = ""
+    scored = steady or scored
     best = max(s for s, _ in scored)
     tied = [(s, r) for s, r in scored if s >= best * (1 - TIE)]
     tied.sort(key=lambda sr: (sr[1]["precision"] != "fp32", DEPENDENCY_RANK.get(sr[1]["backend"], 9), -sr[0]))
@@ -178,4 +196,4 @@ def choose(results: list[dict[str, Any]], req: DeployRequest) -> tuple[dict[str,
         why = f"fastest passing by {what} within {TIE:.0%} of the best (tied with {others}; ties go to fp32, then fewer dependencies)"
     else:
         why = f"fastest passing candidate by {what}"
-    return pick, why
+    return pick, why + note

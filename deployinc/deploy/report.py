@@ -13,16 +13,55 @@ from ..metadata import read_provenance
 from ..models.loading import weights_text
 from .plan import eligible
 
+#: After a figure that rests on an unsteady timing (bench's mark).
+MARK = "!"
+UNSTEADY_LEGEND = (
+    f"{MARK}: an unsteady timing (its rounds disagreed, its p50 was over twice its minimum, or the machine's load "
+    "average was above its core count), still so when measured again, or a speedup that rests on one: not a figure to "
+    "quote or rank by"
+)
+
 
 def _num(v: Any, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _row_flags(row: dict[str, Any] | None) -> list[str]:
+    return list((row or {}).get("unsteady") or [])
+
+
+def speedup_flags(result: Any, r: dict[str, Any], key: str) -> dict[str, list[str]]:
+    """For the candidate ``r`` at batch ``key``: which measurements its p50 and its two speedups rest on are unsteady
+    (``{"p50": [...], "vs_torch": [...], "vs_ort_fp32": [...]}``: the names of the unsteady ones, with the reasons)."""
+    own = _row_flags((r.get("timing") or {}).get(key))
+    torch_row = ((result.baseline.get("rows") or {}).get("torch") or {}).get("timing", {}).get(key)
+    plain = next((x for x in result.results if x["id"] == "fp32-ort-cpu"), None)
+    plain_row = ((plain or {}).get("timing") or {}).get(key)
+    mine = [f"{r['id']}: {'; '.join(own)}"] if own else []
+    torch_flags = [f"eager torch: {'; '.join(_row_flags(torch_row))}"] if _row_flags(torch_row) else []
+    plain_flags = [f"fp32-ort-cpu: {'; '.join(_row_flags(plain_row))}"] if _row_flags(plain_row) and plain is not r else []
+    return {"p50": mine, "vs_torch": mine + torch_flags, "vs_ort_fp32": mine + plain_flags}
+
+
+def any_unsteady(result: Any) -> bool:
+    """Whether a figure of the table rests on an unsteady timing."""
+    rows = [t for r in result.results for t in (r.get("timing") or {}).values()]
+    rows += [t for row in (result.baseline.get("rows") or {}).values() for t in (row.get("timing") or {}).values()]
+    return any(_row_flags(t) for t in rows)
+
+
 def _why_not(r: dict[str, Any], req: Any) -> str:
+    t = (r.get("timing") or {}).get(str(req.batches[0])) or {}
+    shaky = f"unsteady timing: {'; '.join(_row_flags(t))}" if _row_flags(t) else ""
     if r.get("verdict") == "pass":
         bar = eligible(r, req)
-        return f"not eligible: {bar}" if bar else ""
-    bits = [r.get("reason") or "", "; ".join(r.get("failures") or [])[:200], r.get("localization") or ""]
+        if bar:
+            return " | ".join(x for x in (f"not eligible: {bar}", shaky) if x)
+        if str(r.get("rule", "")).startswith("task"):  # say which rule accepted it, and what the preset alone said
+            pre = "; ".join(r.get("preset_failures") or [])[:160]
+            return " | ".join(x for x in ("accepted by the task rule" + (f" (the preset alone: {pre})" if pre else ""), shaky) if x)
+        return shaky
+    bits = [r.get("reason") or "", "; ".join(r.get("failures") or [])[:200], r.get("localization") or "", shaky]
     return " | ".join(b for b in bits if b)
 
 
@@ -39,11 +78,13 @@ def table_rows(result: Any, mark: str = " **<- ship**") -> list[list[str]]:
         t = timing.get(key) or {}
         sp = (r.get("speedup") or {}).get(key) or {}
         shipped = mark if result.chosen is not None and r["id"] == result.chosen["id"] else ""
+        flags = speedup_flags(result, r, key)
+        flag = lambda text, what: text + (MARK if flags[what] and text != "-" else "")  # noqa: E731
         rows.append([
             r["id"] + shipped, r["verdict"].upper(), _num(m.get("max_rel"), ".2e"), _num(m.get("cosine"), ".6f"),
-            _num(m.get("top1_agreement"), ".4f"), _num(m.get("top1_accuracy"), ".4f"), _num(t.get("p50_ms"), ".2f"),
-            _num(t.get("p99_ms"), ".2f"), _num(t.get("images_per_s"), ".1f"), _num(sp.get("vs_torch"), ".2f"),
-            _num(sp.get("vs_ort_fp32"), ".2f"), _num(r.get("peak_rss_mib"), ".0f"), _why_not(r, req),
+            _num(m.get("top1_agreement"), ".4f"), _num(m.get("top1_accuracy"), ".4f"), flag(_num(t.get("p50_ms"), ".2f"), "p50"),
+            _num(t.get("p99_ms"), ".2f"), flag(_num(t.get("images_per_s"), ".1f"), "p50"), flag(_num(sp.get("vs_torch"), ".2f"), "vs_torch"),
+            flag(_num(sp.get("vs_ort_fp32"), ".2f"), "vs_ort_fp32"), _num(r.get("peak_rss_mib"), ".0f"), _why_not(r, req),
         ])  # fmt: skip
     return rows
 
@@ -70,6 +111,8 @@ def text_table(result: Any) -> str:
             out.append(f"    {r[-1]}")
     if result.chosen is not None:
         out.append("* chosen")
+    if any_unsteady(result):
+        out.append(UNSTEADY_LEGEND)
     return "\n".join(out)
 
 
@@ -78,7 +121,11 @@ def _baseline_lines(result: Any) -> list[str]:
     for name, row in (result.baseline.get("rows") or {}).items():
         t = row.get("timing") or {}
         if t:
-            parts = [f"batch {b}: p50 {v['p50_ms']:.2f} ms, {v['images_per_s']:.1f} images/s" for b, v in t.items()]
+            parts = [
+                f"batch {b}: p50 {v['p50_ms']:.2f} ms{MARK if _row_flags(v) else ''}, {v['images_per_s']:.1f} images/s"
+                + (f" (unsteady: {'; '.join(_row_flags(v))})" if _row_flags(v) else "")
+                for b, v in t.items()
+            ]
             out.append(f"- {name}: " + "; ".join(parts))
         else:
             out.append(f"- {name}: did not run ({row.get('problem')})")
@@ -165,6 +212,22 @@ def _run_snippet(chosen: dict[str, Any]) -> list[str]:
     return ["```python", *(usage(p, threads) if usage is not None else []), "```"]
 
 
+def _speed_sentence(result: Any, chosen: dict[str, Any], key: str, t: dict[str, Any], sp: dict[str, Any]) -> str:
+    """The chosen candidate's p50 and speedups; a speedup that rests on an unsteady timing is left out, and why said."""
+    flags = speedup_flags(result, chosen, key)
+    p50 = f"p50 {_num(t.get('p50_ms'), '.2f')} ms at batch {key}" + (f" (unsteady: {'; '.join(_row_flags(t))})" if flags["p50"] else "")
+    claims, left = [], []
+    for what, name in (("vs_torch", "eager torch"), ("vs_ort_fp32", "plain ORT CPU fp32")):
+        if flags[what]:
+            left.append(f"over {name} ({'; '.join(f for f in flags[what] if f not in flags['p50']) or 'this timing'})")
+        else:
+            claims.append(f"{_num(sp.get(what), '.2f')}x {name}")
+    text = p50 + (", " + " and ".join(claims) + ", measured in the same run" if claims else "")
+    if left:
+        text += f"; no speedup claimed {' or '.join(left)}: the timings were unsteady, even measured again"
+    return text
+
+
 def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, triton_checked: str | None) -> str:
     req, chosen = result.request, result.chosen
     env = result.baseline.get("environment") or {}
@@ -178,8 +241,7 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
         lines += [
             f"**Ship `model.onnx`: {chosen['precision']} on {chosen['backend']}** ({result.why}).",
             "",
-            f"p50 {_num(t.get('p50_ms'), '.2f')} ms at batch {key}, {_num(sp.get('vs_torch'), '.2f')}x eager torch and "
-            f"{_num(sp.get('vs_ort_fp32'), '.2f')}x plain ORT CPU fp32, measured in the same run; accepted by the "
+            f"{_speed_sentence(result, chosen, key, t, sp)}; accepted by the "
             f"{chosen.get('rule') or 'preset ' + str(m.get('preset', '?'))} (cosine {_num(m.get('cosine'), '.6f')}, top-1 agreement "
             f"{_num(m.get('top1_agreement'), '.4f')}" + (f", top-1 accuracy {_num(m.get('top1_accuracy'), '.4f')} vs fp32 "
             f"{_num(m.get('top1_reference'), '.4f')}" if m.get("top1_accuracy") is not None else "") + ").",
@@ -195,6 +257,7 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
         "",
         markdown_table(result),
         "",
+        *([UNSTEADY_LEGEND + ".", ""] if any_unsteady(result) else []),
         "x torch / x ORT fp32: p50 of eager torch / of ORT CPU fp32 over this candidate's p50, same batch, same run. "
         "peak MiB: growth of this process's peak resident memory while the candidate was timed. top-1 agr. (raw): the "
         "share of inputs whose arg-max equals eager torch fp32's; the verdict's top-1 check is tie-aware (an input "

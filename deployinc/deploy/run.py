@@ -20,10 +20,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..bench.harness import BenchSettings, benchmark
+from ..bench.harness import BenchSettings, benchmark_steady
 from ..bench.subject import open_onnx
 from ..core.cache import cache_subdir, read_regular
-from ..core.graph import detect_precision
+from ..core.graph import detect_precision, dims_of, image_input
 from ..core.images import load_image_folder_with_report
 from ..errors import BackendUnavailable, BadInputError, DeployincError
 from ..export import export_pipeline
@@ -37,6 +37,7 @@ from ..precision.int8 import quantize_int8, write_int8
 from ..precision.recipe import recipe_for
 from .. import backends as B
 from ..backends import backend_problem, bf16_native
+from ..verify.accuracy import check_class_count, class_count
 from ..verify.core import reference_run, run as verify_run
 from ..verify.request import VerifyRequest
 from .package import write_package
@@ -158,6 +159,8 @@ def evaluate(req: DeployRequest) -> DeployResult:
     """Every candidate verified and timed, and the choice; writes nothing outside the cache."""
     t0 = time.perf_counter()
     req.check()
+    chw = req.known_chw()
+    req.check_memory(chw)
 
     digest = model_digest(req)
     state = _state_dir(req, digest)
@@ -165,6 +168,7 @@ def evaluate(req: DeployRequest) -> DeployResult:
     candidates, left_out, target, why = plan(req, backend_problem, bf16_native(), cpus)
     req.say(f"target {target} ({why}); {len(candidates)} candidate(s)" + (f"; left out: {', '.join(d['backend'] + ' (' + d['reason'] + ')' for d in left_out)}" if left_out else ""))
     fp32 = _fp32_model(req, state)
+    _check_against(req, fp32, chw)
     artifacts: dict[str, dict[str, Any]] = {"fp32": {"path": str(fp32), "made": "export" if fp32.parent == state else "given"}}
     reused: list[str] = []
     baseline = _baseline(req, state, fp32, target, reused)
@@ -222,6 +226,16 @@ def _fp32_model(req: DeployRequest, state: Path) -> Path:
         overrides["input_shape"] = tuple(req.input_shape)
     export_pipeline(req.model, out=out, force=True, threads=req.threads, **overrides)
     return out
+
+
+def _check_against(req: DeployRequest, fp32: Path, chw: tuple[int, ...] | None) -> None:
+    """What only the fp32 file tells, checked before any candidate runs: the batch sizes' memory (a model whose
+    input size was not known before its export), and one ``--accuracy-data`` class per model output."""
+    model = load_onnx(fp32, load_external=False).model
+    if chw is None:
+        req.check_memory(image_input(model, str(fp32)).chw)
+    if req.accuracy_data is not None:
+        check_class_count(req.accuracy_data, True, class_count([dims_of(o) for o in model.graph.output]), option="--accuracy-data")
 
 
 @contextmanager
@@ -369,7 +383,8 @@ def _timing(rows: list[Any], batches: list[int], backend: str | None = None) -> 
         st = pick.stats
         # images/s at the median latency: the mean (bench's throughput) carries the first iterations' outliers
         out[str(b)] = {"p50_ms": st.p50, "p99_ms": st.p99, "min_ms": st.min, "images_per_s": b * 1000.0 / st.p50 if st.p50 > 0 else None,
-                       "mean_images_per_s": st.throughput, "mode": pick.mode, "iters": st.iters}
+                       "mean_images_per_s": st.throughput, "mode": pick.mode, "iters": st.iters,
+                       "unsteady": pick.unsteady_reasons()}  # fmt: skip
     return out, problem
 
 
@@ -386,7 +401,7 @@ def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: 
     req.say(f"timing the eager baseline: {', '.join(names)} on {device}" + (" (torch.compile takes a while the first time)" if req.torch_compile else ""))
     s = BenchSettings(backends=names, batches=list(req.batches), precisions=["fp32"], warmup=req.warmup, iters=req.iters, threads=req.threads, device=device)
     s.validate()
-    rep = benchmark(open_onnx(fp32, trust_code=req.trust_model_code), s, log=lambda _m: None)
+    rep = benchmark_steady(open_onnx(fp32, trust_code=req.trust_model_code), s, log=lambda _m: None)  # an unsteady row: measured again once
     data: dict[str, Any] = {"rows": {}, "environment": rep.environment, "finished": time.time()}
     for name in names:
         timing, problem = _timing(rep.rows, list(req.batches), name)
@@ -472,7 +487,7 @@ def _bench(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
     )  # fmt: skip
     s.validate()
     with _peak_rss() as mem:
-        rep = benchmark(open_onnx(path, trust_code=req.trust_model_code), s, log=lambda _m: None)
+        rep = benchmark_steady(open_onnx(path, trust_code=req.trust_model_code), s, log=lambda _m: None)  # an unsteady row: measured again once
     timing, problem = _timing(rep.rows, list(req.batches), cand.backend)
     out: dict[str, Any] = {"timing": timing, "peak_rss_mib": mem["mib"]}
     if problem and not timing:

@@ -43,7 +43,7 @@ from .fallback import ExportPath, UnexportableError, export_with_fallback  # noq
 EXPORTERS = ("dynamo", "torchscript")
 #: Opsets deployinc exports, per exporter (both checked by tests; dynamo below 18 via downgrade).
 SUPPORTED_OPSETS = {"dynamo": tuple(range(13, 22)), "torchscript": tuple(range(13, 22))}
-from ..core.graph import INPUT_NAME, OUTPUT_NAME, node_counts, reinfer_shapes  # noqa: F401 - re-exported
+from ..core.graph import INPUT_NAME, OUTPUT_NAME, guard_pad_before_maxpool, node_counts, reinfer_shapes  # noqa: F401 - re-exported
 
 
 def check_opset(exporter: str, opset: int) -> None:
@@ -234,7 +234,10 @@ def finish_export(model: Any, opset: int, exporter: str) -> Any:
             f"the {exporter} exporter wrote opset {have}, not the {opset} asked for",
             hint="choose another --opset or exporter",
         )
-    for note in [*([shape_note] if shape_note else []), *cap_ir_version(model)]:  # kept on the model for export_pipeline, which moves it to its notes
+    guarded = guard_pad_before_maxpool(model)
+    pad_note = (f"{guarded} zero Pad(s) before a MaxPool written with the value -0.0 (equal to 0): ONNX Runtime's PadFusion would fold a "
+                "0 into the MaxPool's own padding, which pads with -inf, and compute windows of negative values wrong") if guarded else None  # fmt: skip
+    for note in [*([shape_note] if shape_note else []), *([pad_note] if pad_note else []), *cap_ir_version(model)]:  # kept on the model for export_pipeline, which moves it to its notes
         entry = model.metadata_props.add()
         entry.key, entry.value = "deployinc.export.note", note
     try:
@@ -532,6 +535,8 @@ def _run_pipeline(
     )
     timings["prepare"] = time.perf_counter() - t
     say(f"prepare: {prep_report.summary()}")
+    for line in prep_report.notes():
+        say(line)
     stages.start("export", f"{cfg.exporter} exporter, opset {cfg.opset}, {','.join(map(str, input_shape))}")
     t = time.perf_counter()
     onnx_model, path = export_with_fallback(

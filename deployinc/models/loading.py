@@ -512,8 +512,10 @@ def load_model(
     if std is not None:
         changes["std"] = tuple(float(v) for v in std)
     info = info.with_overrides(**changes)
-    if info.source == "user" and (mean is None and std is None):
-        info = info.with_overrides(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    notes: list[str] = []
+    if info.source == "user":
+        info, note = user_normalisation(info, mean, std)
+        notes += [note] if note else []
 
     torch.manual_seed(seed)
     if info.source == "user":
@@ -530,7 +532,6 @@ def load_model(
 
     wspec = "none" if weights in (None, "", "none", "random") else str(weights)
     file_sha = None
-    notes: list[str] = []
     random_init = wspec == "none"
     if not random_init:
         looks_like_path = any(wspec.endswith(ext) for ext in (".pt", ".pth", ".bin", ".ckpt", ".safetensors")) or os.sep in wspec
@@ -566,6 +567,7 @@ def load_model(
         if zeroed:
             notes.append(f"random weights: the model's own code initialises {', '.join(zeroed)} to zero (every image would give "
                          "the same logits); seeded random weights instead, so the outputs tell a correct export from a wrong one")
+    settle_hook_weights(module)
     sha = state_sha256(module)
     recal = False
     if seeded and calibrate_bn:
@@ -586,6 +588,50 @@ def load_model(
         notes=notes,
         zero_init=zero_init,
         zero_init_sha256=zero_sha,
+    )
+
+
+def settle_hook_weights(module: Any) -> Any:
+    """Recompute, without autograd, the weights that torch's old hook-based ``nn.utils.weight_norm`` and
+    ``spectral_norm`` keep as plain attributes; returns ``module``. Built with autograd on, such a weight is a
+    non-leaf tensor and ``copy.deepcopy`` of the model fails ("Only Tensors created explicitly by the user ...");
+    every forward recomputes it, so the numbers do not change."""
+    import torch
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    with torch.no_grad():
+        for m in module.modules():
+            for hook in list(getattr(m, "_forward_pre_hooks", {}).values()):
+                if isinstance(hook, WeightNorm):
+                    setattr(m, hook.name, hook.compute_weight(m))
+                elif isinstance(hook, SpectralNorm):
+                    setattr(m, hook.name, hook.compute_weight(m, do_power_iteration=False))
+    return module
+
+
+def user_normalisation(
+    info: ModelInfo, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+) -> tuple[ModelInfo, str | None]:
+    """The input normalisation of a user's model, and a note when deployinc chose it: what the user gave, else
+    ImageNet's for a 3-channel input and none (mean 0, std 1 per channel) for any other channel count, where
+    ImageNet's three values mean nothing."""
+    c = info.input_size[0]
+    if c == 3:
+        defaults, what = (IMAGENET_MEAN, IMAGENET_STD), None
+    else:
+        defaults, what = ((0.0,) * c, (1.0,) * c), f"a {c}-channel input"
+    info = info.with_overrides(
+        mean=tuple(float(v) for v in mean) if mean is not None else defaults[0],
+        std=tuple(float(v) for v in std) if std is not None else defaults[1],
+    )
+    if what is None or (mean is not None and std is not None):
+        return info, None
+    missing = " and ".join(f"--{k}" for k, v in (("mean", mean), ("std", std)) if v is None)
+    return info, (
+        f"note: no {missing} for {what}: no normalisation assumed ({'mean 0' if mean is None else ''}"
+        f"{', ' if mean is None and std is None else ''}{'std 1' if std is None else ''} per channel); "
+        "pass --mean/--std (one value per channel) if the model was trained on normalised inputs"
     )
 
 
@@ -641,6 +687,12 @@ def load_from_provenance(prov: Any, weights: str | None = None, trust_code: bool
         WeightsError: The weights file changed since export, or the rebuilt weights differ.
     """
     require_trusted_spec(prov.model_spec, trust_code)
+    if prov.bn_recalibrated and is_code_spec(prov.model_spec):
+        raise WeightsError(
+            f"this file was exported by an earlier deployinc that re-estimated the BatchNorm statistics of {prov.model_spec}: "
+            "it does not compute the model your factory returns, and no reference can say otherwise",
+            hint=f"export it again (deployinc export {prov.model_spec} ...): a factory's weights are now exported as they are",
+        )
     w = weights if weights is not None else prov.weights
     if w not in (None, "none") and weights is None and (os.sep in str(w)) and not Path(w).exists():
         raise WeightsError(

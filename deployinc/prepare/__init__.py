@@ -18,10 +18,13 @@ from ..core.metrics import Tolerance, compare_arrays
 from ..core.outputs import first_output
 from ..errors import BadInputError, ExportError, WeightsError
 from ..io.checkpoints import nonfinite_summary, nonfinite_tensors
+from ..models.loading import settle_hook_weights
 from .fusion import fold_conv_bn_weights
 from .records import PassRecord
 
 PASSES = ("eval", "remove_aux_heads", "remove_dropout", "fold_conv_bn")
+#: Reasons a BN is not folded that need no word: no convolution feeds it, or eval mode never runs it.
+_QUIET_SKIPS = ("its input is not the output of a convolution", "not run by the forward pass")
 #: The prepared model must match the original within this error relative to the output scale.
 SELF_CHECK_MAX_REL = 1e-5
 
@@ -65,6 +68,20 @@ class PrepareReport:
     def summary(self) -> str:
         return "; ".join(p.summary() for p in self.passes)
 
+    def notes(self, limit: int = 5) -> list[str]:
+        """Lines a user should read (each starts ``note:`` or ``warning:``): BatchNorm layers that use batch
+        statistics in eval mode, the output kept, folds made through a weight reparametrisation, and each
+        Conv+BN pair left unfolded for a reason other than having no convolution before the BN (at most
+        ``limit`` of those, then a count)."""
+        lines = [n for p in self.passes if p.name == "eval" for n in p.notes if n.startswith("warning: ")]
+        lines += [f"note: {n}" for p in self.passes if p.name in ("single_output", "fold_conv_bn") for n in p.notes]
+        fold = self.get("fold_conv_bn")
+        kept = [(m, r) for m, r in (fold.skipped if fold else []) if not r.startswith(_QUIET_SKIPS)]
+        lines += [f"note: BatchNorm {m} not folded: {r}" for m, r in kept[:limit]]
+        if len(kept) > limit:
+            lines.append(f"note: {len(kept) - limit} more BatchNorm layers not folded (the prepare report lists them)")
+        return lines
+
 
 def prepare(
     model: Any,
@@ -96,12 +113,10 @@ def prepare(
     import numpy as np
     import torch
 
-    from . import passes as P  # lazy: passes imports torch at import; keeps torch out of importing deployinc.prepare
-
     unknown = set(skip) - set(PASSES)
     if unknown:
         raise BadInputError(f"unknown prepare pass(es) {sorted(unknown)}", hint=f"passes: {', '.join(PASSES)}")
-    original = model
+    original = settle_hook_weights(model)  # an old-style weight_norm model cannot be deep-copied otherwise
     model = model if inplace else copy.deepcopy(model)
     report = PrepareReport()
     c, h, w = input_shape[-3:]
@@ -124,6 +139,36 @@ def prepare(
     if inplace:
         model.eval()
 
+    # To fold again if a pair turns out wrong (inplace: the original is about to change).
+    base = copy.deepcopy(original) if inplace and "fold_conv_bn" not in skip else None
+    model = _run_passes(model, x, aux_heads, skip, report)
+    check = _SelfCheck(original, x, ref)
+    if check.passes(model, report):
+        return model, report
+    folded = report.get("fold_conv_bn")
+    if folded is None or not folded.changed:
+        raise check.error()
+    base = base if base is not None else copy.deepcopy(original)
+    # A fold that is wrong for one pair (something outside the modules reads or changes the convolution's
+    # output, a convolution that computes its weight its own way...) must not refuse the whole model: each
+    # folded pair is checked on its own, the wrong ones are skipped with the reason, and the rest folded again.
+    wrong = _wrong_pairs(base, x, aux_heads, skip, folded.changed, check)
+    if not wrong:
+        raise check.error()
+    report.passes = []
+    model = _run_passes(base, x, aux_heads, skip, report, exclude=wrong)
+    if check.passes(model, report):
+        return model, report
+    raise check.error()
+
+
+def _run_passes(
+    model: Any, x: Any, aux_heads: tuple[str, ...], skip: tuple[str, ...], report: PrepareReport,
+    exclude: dict[str, str] | None = None,
+) -> Any:
+    """The passes, in order, on ``model`` (changed in place, or wrapped: the result is returned)."""
+    from . import passes as P  # lazy: passes imports torch at import; keeps torch out of importing deployinc.prepare
+
     report.passes.append(P.eval_mode(model) if "eval" not in skip else PassRecord("eval", notes=["skipped"]))
     if "remove_aux_heads" not in skip:
         report.passes.append(P.remove_aux_heads(model, tuple(aux_heads)))
@@ -133,31 +178,76 @@ def prepare(
     if "remove_dropout" not in skip:
         report.passes.append(P.remove_dropout(model))
     if "fold_conv_bn" not in skip:
-        report.passes.append(P.fold_conv_bn(model, x))
+        report.passes.append(P.fold_conv_bn(model, x, exclude=exclude))
     model.eval()
-    with torch.no_grad():
-        out = first_output(model(x)).float().numpy()
-    tol = Tolerance(max_rel=SELF_CHECK_MAX_REL, min_cosine=None, min_top1=None, name="prepare")
-    cmp = compare_arrays("logits", ref, out, tol)
-    report.self_check_max_rel = float(cmp.max_rel)
-    if cmp.passed and np.isfinite(out).all():
-        return model, report
-    # Deep networks have a float32 noise floor of their own (random-weight inception_v3: ~1.5e-5 of the logits'
-    # scale between float32 and float64 runs of the *same* model). Judge the prepared model against a float64 run
-    # of the original: it may not be further from it than twice the original's own float32 error.
-    with torch.no_grad():
-        truth = first_output(copy.deepcopy(original).eval().double()(x.double())).numpy()
-    scale = float(np.abs(truth).max()) or 1.0
-    own = float(np.abs(ref - truth).max()) / scale
-    ours = float(np.abs(out - truth).max()) / scale
-    report.self_check_float64 = {"original_fp32_vs_fp64": own, "prepared_fp32_vs_fp64": ours}
-    if np.isfinite(out).all() and ours <= max(SELF_CHECK_MAX_REL, 2 * own):
-        return model, report
-    raise ExportError(
-        f"the prepared model differs from the original: {'; '.join(cmp.failures)} "
-        f"(float64 check: prepared {ours:.1e} vs the original's own float32 error {own:.1e})",
-        hint="skip the pass that breaks it with --skip-pass fold_conv_bn and report the model",
-    )
+    return model
+
+
+def _wrong_pairs(
+    base: Any, x: Any, aux_heads: tuple[str, ...], skip: tuple[str, ...], pairs: list[str], check: _SelfCheck
+) -> dict[str, str]:
+    """BN name -> why, for each ``"conv <- bn"`` pair whose fold alone (on a fresh copy of ``base``) changes the
+    model's output beyond the self-check's budget."""
+    from . import passes as P  # lazy: passes imports torch at import; keeps torch out of importing deployinc.prepare
+
+    wrong = {}
+    for pair in pairs:
+        conv_name, _, bn_name = pair.partition(" <- ")
+        trial = _run_passes(copy.deepcopy(base), x, aux_heads, tuple(skip) + ("fold_conv_bn",), PrepareReport())
+        P.fold_pair(trial, conv_name, bn_name)
+        if not check.passes(trial, None):
+            wrong[bn_name] = (
+                f"folding it into {conv_name} changes the model's output (max_rel {check.last_max_rel:.1e}): "
+                f"{conv_name}'s output is used in a way the fold cannot see"
+            )
+    return wrong
+
+
+class _SelfCheck:
+    """The prepared model against the original's eval-mode output on the same inputs: within 1e-5 of the
+    logits' scale, or, for deep networks whose own float32 noise is larger, no further from a float64 run of the
+    original than twice the original's own float32 error."""
+
+    def __init__(self, original: Any, x: Any, ref: Any) -> None:
+        self.original, self.x, self.ref = original, x, ref
+        self.truth: Any = None
+        self.cmp: Any = None
+        self.own = self.ours = float("nan")
+        self.last_max_rel = float("nan")
+
+    def passes(self, model: Any, report: PrepareReport | None) -> bool:
+        import numpy as np
+        import torch
+
+        model.eval()
+        with torch.no_grad():
+            out = first_output(model(self.x)).float().numpy()
+        tol = Tolerance(max_rel=SELF_CHECK_MAX_REL, min_cosine=None, min_top1=None, name="prepare")
+        self.cmp = compare_arrays("logits", self.ref, out, tol)
+        self.last_max_rel = float(self.cmp.max_rel)
+        if report is not None:
+            report.self_check_max_rel = self.last_max_rel
+        if self.cmp.passed and np.isfinite(out).all():
+            return True
+        # Deep networks have a float32 noise floor of their own (random-weight inception_v3: ~1.5e-5 of the
+        # logits' scale between float32 and float64 runs of the *same* model). Judge the prepared model against a
+        # float64 run of the original: it may not be further from it than twice the original's own float32 error.
+        if self.truth is None:
+            with torch.no_grad():
+                self.truth = first_output(copy.deepcopy(self.original).eval().double()(self.x.double())).numpy()
+        scale = float(np.abs(self.truth).max()) or 1.0
+        self.own = float(np.abs(self.ref - self.truth).max()) / scale
+        self.ours = float(np.abs(out - self.truth).max()) / scale
+        if report is not None:
+            report.self_check_float64 = {"original_fp32_vs_fp64": self.own, "prepared_fp32_vs_fp64": self.ours}
+        return bool(np.isfinite(out).all() and self.ours <= max(SELF_CHECK_MAX_REL, 2 * self.own))
+
+    def error(self) -> ExportError:
+        return ExportError(
+            f"the prepared model differs from the original: {'; '.join(self.cmp.failures)} "
+            f"(float64 check: prepared {self.ours:.1e} vs the original's own float32 error {self.own:.1e})",
+            hint="skip the pass that breaks it with --skip-pass fold_conv_bn and report the model",
+        )
 
 
 def _nonfinite_model_error(model: Any, ref: Any) -> Exception:

@@ -116,19 +116,32 @@ def _read_folder(root: Path, size: int, classes: list[str] | None = None) -> tup
             )
     index = {n: i for i, n in enumerate(classes if classes is not None else names)}
     images, labels, skipped = [], [], 0
+    empty: list[tuple[Path, int]] = []
     for folder in folders:
+        read = failed = 0
         for path in _image_files(folder):
             try:
                 with Image.open(path) as im:
                     im.load()
                     images.append(_resize(im, size))
                 labels.append(index[folder.name])
+                read += 1
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-                skipped += 1
+                failed += 1
+        skipped += failed
+        if not read:
+            empty.append((folder, failed))
     if not images:
         raise BadInputError(
             f"--data {root} has no readable images" + (f" ({skipped} files could not be read)" if skipped else ""),
             hint=f"image files ({', '.join(IMAGE_EXTENSIONS[:5])}...) go in DIR/<class>/",
+        )
+    if empty:  # a class with no image would be trained as absent, and the held-out accuracy judged without it
+        folder, failed = empty[0]
+        raise BadInputError(
+            f"class folder {folder} has no readable image" + (f" ({failed} file(s) could not be read)" if failed else " (it is empty)")
+            + (f"; {len(empty) - 1} other class folder(s) neither" if len(empty) > 1 else ""),
+            hint=f"put images of class {folder.name!r} in it ({', '.join(IMAGE_EXTENSIONS[:4])}...), or remove the folder",
         )
     data = Dataset(np.stack(images), np.asarray(labels, dtype=np.int64))
     return data, (classes if classes is not None else names), skipped

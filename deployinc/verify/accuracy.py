@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core import images as core_images
+from ..core.cache import read_regular
 from ..errors import BadInputError
 
 
@@ -38,15 +39,35 @@ class Accuracy:
         return out
 
 
+#: Largest labels file read (ImageNet-21k's class names are under 1 MiB).
+LABELS_MAX_BYTES = 16 << 20
+
+
+def _labels_file(p: Path) -> list[str]:
+    hint = "one class name per line, in index order; or --labels without a file"
+    if not p.exists() and not p.is_symlink():
+        raise BadInputError(f"labels file {p} does not exist", hint=hint)
+    try:
+        text = read_regular(p.resolve(), limit=LABELS_MAX_BYTES).decode("utf-8", errors="replace")  # a FIFO would block
+    except OSError as exc:
+        problem = "is not a regular file" if not p.is_file() else f"cannot be read ({exc.strerror or exc})"
+        raise BadInputError(f"labels file {p} {problem}", hint=hint) from exc
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not names:
+        raise BadInputError(f"labels file {p} is empty", hint="one class name per line, in index order")
+    seen: set[str] = set()
+    dups = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
+    if dups:
+        raise BadInputError(
+            f"labels file {p} names {len(dups)} class(es) twice ({', '.join(repr(d) for d in dups[:3])}): a class folder cannot tell which index it is",
+            hint="one distinct class name per line, in index order",
+        )
+    return names
+
+
 def _class_names(folder: Path, labels: bool | str) -> list[str]:
     if isinstance(labels, str) and labels not in ("", "folders"):
-        p = Path(labels)
-        if not p.is_file():
-            raise BadInputError(f"labels file {p} does not exist", hint="one class name per line, in index order; or --labels without a file")
-        names = [ln.strip() for ln in p.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-        if not names:
-            raise BadInputError(f"labels file {p} is empty", hint="one class name per line, in index order")
-        return names
+        return _labels_file(Path(labels))
     names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not names:
         raise BadInputError(
@@ -56,10 +77,34 @@ def _class_names(folder: Path, labels: bool | str) -> list[str]:
     return names
 
 
-def load_labelled_folder(folder: str | os.PathLike[str], chw: tuple[int, ...], labels: bool | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Every readable image of an ImageFolder tree: (raw [0, 1] images, class indices, description)."""
+def class_count(out_dims: list[list[Any]]) -> int | None:
+    """Classes of a model from its outputs' dims: the first output's second dim when it is N x K (None otherwise)."""
+    if out_dims and len(out_dims[0]) == 2 and isinstance(out_dims[0][1], int) and out_dims[0][1] > 0:
+        return int(out_dims[0][1])
+    return None
+
+
+def check_class_count(folder: str | os.PathLike[str], labels: bool | str, outputs: int | None, option: str = "--data") -> list[str]:
+    """The class names (a labels file's, or the sorted sub-folders'), refused unless there is one per model output:
+    with more or fewer, class indices mean other classes than the model's, and top-1 is meaningless."""
+    names = _class_names(Path(folder), labels)
+    if outputs is not None and len(names) != outputs:
+        source = f"labels file {labels}" if isinstance(labels, str) and labels not in ("", "folders") else f"{option} {folder}"
+        what = "names" if source.startswith("labels") else "has class sub-folders for"
+        raise BadInputError(
+            f"{source} {what} {len(names)} classes, but the model has {outputs} outputs: class i must be output i",
+            hint=f"give --labels FILE with the model's {outputs} class names in output order (a folder's classes are looked up there), or the folder of this model's classes",
+        )
+    return names
+
+
+def load_labelled_folder(
+    folder: str | os.PathLike[str], chw: tuple[int, ...], labels: bool | str, outputs: int | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Every readable image of an ImageFolder tree: (raw [0, 1] images, class indices, description). ``outputs``:
+    the model's class count, which the classes must match (:func:`check_class_count`)."""
     root = Path(folder)
-    names = _class_names(root, labels)
+    names = check_class_count(root, labels, outputs)
     index = {n: i for i, n in enumerate(names)}
     raw, rep = core_images.load_image_folder_with_report(root, chw, None, None, limit=None)
     ys, keep = [], []

@@ -27,23 +27,28 @@ from ..core import graph as G
 from ..core.floor import RELATIVE_TO, budget_text, judge_fp64, measure, widen
 from ..errors import BackendCrashed, BackendUnavailable, BadInputError
 from ..io import load_onnx, save_onnx
+from ..io.arrays import read_npy
 from ..metadata import read_provenance
 from ..models.loading import require_trusted_spec, seeded_init
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..runners.torch_runner import TorchRunner
 from . import reference as R
-from .accuracy import accuracy, load_labelled_folder
+from .accuracy import accuracy, class_count, load_labelled_folder
 from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, make_onnx_runner, open_backend
 from .checks import preprocessing
 from .localize import Localization, localize
 from .reference import no_reference_error
 from .request import VerifyRequest
-from .tensors import load_inputs, load_run, save_run
+from .tensors import check_finite, load_inputs, load_run, save_run
 
 #: Backends run in a subprocess by default (native GPU code that can crash or hang).
 ISOLATED_BACKENDS = B.ISOLATED_BACKENDS
-#: Seconds an isolated backend may take (TensorRT engine builds included).
+#: Seconds an isolated backend may take without --timeout: a TensorRT engine build (ort-trt, trt-engine) can take
+#: many minutes; any other backend verifying a classifier over its samples takes seconds, so a hang ends sooner.
 ISOLATED_TIMEOUT = 1800.0
+ISOLATED_TIMEOUT_OTHERS = 300.0
+ENGINE_BUILDERS = B.ENGINE_BACKENDS
+
 from ..core.metrics import Tolerance, compare_outputs, preset
 
 DEFAULT_BATCHES = (1, 8)
@@ -322,17 +327,15 @@ def tolerance_for(
 # inputs ------------------------------------------------------------------------------------------------------------
 
 
+def isolated_timeout(name: str, timeout: float | None) -> float:
+    """Seconds isolated backend ``name`` may take: ``timeout`` when given, else its default."""
+    if timeout is not None:
+        return timeout
+    return ISOLATED_TIMEOUT if name in ENGINE_BUILDERS else ISOLATED_TIMEOUT_OTHERS
+
+
 def _load_npy(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise BadInputError(f"--inputs file {p} does not exist", hint="give natural, uniform, normal or a .npy file")
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError/OSError/EOFError for bad files
-        raise BadInputError(f"--inputs file {p} is not a readable .npy array: {str(exc)[:120]}", hint="save it with numpy.save") from exc
-    if not isinstance(arr, np.ndarray):
-        raise BadInputError(f"--inputs file {p} holds no single array", hint="save one N x C x H x W array with numpy.save")
-    return arr
+    return read_npy(path, "--inputs", "save one N x C x H x W array of normalised floats with numpy.save")
 
 
 def _load_npz_input(path: str) -> np.ndarray:
@@ -373,15 +376,7 @@ def make_inputs(
         x = arr.astype(np.float32)
         desc.update(source="file", file=str(kind), note="used as given (already normalised)")
     desc["samples"] = int(x.shape[0])
-    bad = ~np.isfinite(x)
-    if bad.any():
-        nan, inf = int(np.isnan(x).sum()), int(bad.sum() - np.isnan(x).sum())
-        first = int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
-        raise BadInputError(
-            f"the inputs hold non-finite values ({nan} NaN, {inf} Inf; first in sample {first}): no comparison of "
-            "their outputs means anything",
-            hint="give finite, normalised inputs (check the .npy / .npz file, or the --mean/--std that normalised it)",
-        )
+    check_finite(x, "the inputs")
     return np.ascontiguousarray(x, dtype=np.float32), raw, desc
 
 
@@ -460,7 +455,8 @@ def verify(model: str | os.PathLike[str], **options: Any) -> VerifyReport:
             torch fp32 is judged on its own error against the float64 outputs, with the same budget.
         timeout: Seconds one backend may take (its session, every batch); a backend past it is stopped and
             reported as failed. It implies ``isolate`` for every ONNX backend, since only a subprocess can be
-            stopped (default: 1800 s for isolated backends, none otherwise).
+            stopped (default for an isolated backend: 1800 s for ort-trt and trt-engine, which build an engine, 300 s
+            for the others; none in process).
         allow_skip: Backends that cannot run here do not make the report incomplete (``report.complete``).
         save_inputs: Write the normalised inputs to this ``.npz`` (``input``), for ``--inputs`` elsewhere.
         save_outputs: Write the inputs, the reference outputs and every backend's outputs to this ``.npz``.
@@ -519,6 +515,8 @@ def run(req: Any) -> VerifyReport:
     timings["reference_run"] = time.perf_counter() - t
     outputs: dict[str, Any] = {}
     results = run_backends(req, subj, ref, x, ref_out, None, notes, timings, say, outputs)
+    if ref.module is not None and any(not r.passed for r in results if r.status in ("ran", "crashed")):
+        check_batch_independent(ref.module, x, ref_out, max(subj.batches), subj.threads)
     floor = None
     if subj.precision == "fp32" and ref.module is not None and req.fp64_floor and _over_max_rel(results):
         # Only a backend over the preset's max_rel needs torch's own float32 error: measure it, and judge again
@@ -669,7 +667,7 @@ def build_inputs(req: Any, subj: _Subject, notes: list[str]) -> tuple[np.ndarray
         x, _ = load_run(req.load_outputs)
         raw, in_desc = None, {"source": "file", "file": str(req.load_outputs), "samples": int(x.shape[0]), "note": "inputs saved with the outputs"}
     elif req.labels:
-        raw, labels, in_desc = load_labelled_folder(req.data, subj.chw, req.labels)
+        raw, labels, in_desc = load_labelled_folder(req.data, subj.chw, req.labels, outputs=class_count(subj.out_dims))
 
         x = images.normalize(raw, list(subj.mean), list(subj.std))
     else:
@@ -745,6 +743,43 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
                 f"the reference model rejects inputs of shape {[ref_batch, *subj.chw]}: {str(exc).splitlines()[0][:200]}",
                 hint="check --input-shape and that the reference is the model the file was exported from",
             ) from exc
+
+
+#: An image's reference output alone and within a batch differ by float32 rounding (far below this, relative to
+#: the output's scale); a model that normalises with batch statistics moves it by far more.
+BATCH_DEPENDENCE_MAX_REL = 1e-3
+
+
+def check_batch_independent(module: Any, x: np.ndarray, ref_out: dict[str, np.ndarray], ref_batch: int, threads: int | None) -> None:
+    """Refuse a reference whose output for an image depends on the other images in its batch (a BatchNorm with
+    ``track_running_stats=False`` normalises with each batch's own statistics, even in eval mode): the reference
+    is run at one batch size, so a backend at another cannot match it, however right the file is. Compares the
+    reference on the first image alone with the same image within the batch the reference ran (a batch of up to 8
+    images when that batch was 1).
+
+    Raises:
+        BadInputError: The outputs differ beyond float32 rounding.
+    """
+    n = min(len(x), 8) if ref_batch == 1 else 1
+    if len(x) < 2 or n > len(x) or (ref_batch == 1 and n < 2):
+        return
+    name = next(iter(ref_out))
+    with TorchRunner(module, device="cpu", precision="fp32", threads=threads, output_name=name) as tr:
+        got = tr.infer({"input": np.ascontiguousarray(x[:n])})[name]
+    want = np.asarray(ref_out[name][:n])
+    scale = float(np.abs(want).max()) or 1.0
+    rel = float(np.abs(np.asarray(got, dtype=np.float64) - want).max()) / scale
+    if not rel > BATCH_DEPENDENCE_MAX_REL:
+        return
+    alone, within = ("image 0 alone", f"in a batch of {ref_batch}") if ref_batch > 1 else (f"images 0-{n - 1} in one batch", "one at a time")
+    raise BadInputError(
+        f"batch-dependent reference: the model's output for an image depends on the other images in its batch "
+        f"({alone} vs {within}: max_rel {rel:.1e}), so a comparison at another batch size fails whatever the file "
+        "computes; this is the model, not the export (a BatchNorm with track_running_stats=False normalises with each "
+        "batch's own statistics, even in eval mode)",
+        hint="give the model's BatchNorm layers running statistics (track_running_stats=True) and export again; "
+        "or verify at a single batch size equal to --samples (--batch N --samples N)",
+    )
 
 
 def run_backends(
@@ -988,7 +1023,7 @@ def _run_isolated(
             threads=threads,
             static_batch=static,
             input_elem_type=gi.elem_type,
-            timeout=timeout if timeout is not None else ISOLATED_TIMEOUT,
+            timeout=isolated_timeout(name, timeout),
             label=name,
         )
     except BackendUnavailable as exc:
@@ -1107,9 +1142,10 @@ def _diagnose(report: VerifyReport) -> None:
     pre = next((c for c in report.checks if c.name == "preprocessing"), None)
     failed = any(not b.passed for b in report.ran)
     ref = report.reference
-    if failed and ref is not None and ref.kind == "spec" and seeded_init(ref.info.source if ref.info is not None else "user", ref.weights):
+    if failed and ref is not None and ref.kind == "spec" and ref.weights in (None, "", "none"):
+        what = "random weights" if seeded_init(ref.info.source if ref.info is not None else "user", ref.weights) else "the weights its factory returns"
         report.diagnosis.append(
-            "the reference has random weights (no --weights): a file exported from trained weights cannot match it, "
+            f"the reference has {what} (no --weights): a file exported from a checkpoint cannot match it, "
             "so this failure and its localisation say nothing about the export; pass --weights CHECKPOINT"
         )
         return

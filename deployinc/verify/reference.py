@@ -184,6 +184,9 @@ def from_spec(
     if loading.seeded_init(loaded.info.source, loaded.weights):  # the warning first, before the loader's notes
         notes.insert(0, f"warning: the reference {spec} has random weights (no --weights): a file exported from trained "
                         "weights cannot match it; pass --weights CHECKPOINT")
+    elif loaded.weights in (None, "", "none"):
+        notes.insert(0, f"warning: the reference {spec} has the weights its factory returns (no --weights): a file exported "
+                        "from a checkpoint cannot match it; pass --weights CHECKPOINT")
     return Reference(
         kind="spec",
         description=f"{spec} ({w}) from --reference",

@@ -3,7 +3,7 @@ machine without torch (``--save-inputs``, ``--save-outputs``, ``--load-outputs``
 
 Layout: ``input`` (the normalised N x C x H x W float32 inputs), ``reference/<output>`` (the reference's outputs
 over every sample), ``<backend>/b<batch>/<output>`` (each backend's), and ``meta`` (a JSON string: model,
-output names). Written atomically; read with ``allow_pickle=False``.
+output names). Written atomically; read by :mod:`deployinc.io.arrays` (numbers only, checked before reading).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..io import atomic_write_many
+from ..io.arrays import read_npz
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -41,31 +42,51 @@ def save_run(req: Any, x: np.ndarray, ref_out: dict[str, np.ndarray], outputs: d
     atomic_write_many(files, force=req.force)
 
 
-def _open(path: str | os.PathLike[str], what: str) -> Any:
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise BadInputError(f"{what} file {p} does not exist", hint="give the .npz that verify --save-outputs / --save-inputs wrote")
-    try:
-        return np.load(p, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises several types for a bad file
-        raise BadInputError(f"{what} file {p} is not a readable .npz: {str(exc)[:120]}", hint="write it with verify --save-outputs") from exc
+_SAVED_HINT = "give the .npz that verify --save-outputs / --save-inputs wrote"
 
 
 def load_inputs(path: str | os.PathLike[str]) -> np.ndarray:
-    """The ``input`` array of a saved run or saved inputs."""
-    with _open(path, "--inputs") as z:
-        if "input" not in z.files:
-            raise BadInputError(f"{path} holds no 'input' array", hint="write it with verify --save-inputs")
-        return np.asarray(z["input"])
+    """The ``input`` array of a saved run or saved inputs (read by :func:`deployinc.io.arrays.read_npz`)."""
+    arrays = read_npz(path, "--inputs", _SAVED_HINT, select=lambda name: name == "input")
+    if "input" not in arrays:
+        raise BadInputError(f"{path} holds no 'input' array", hint="write it with verify --save-inputs")
+    return arrays["input"]
 
 
 def load_run(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(inputs, reference outputs by name) of a file written by ``--save-outputs``."""
-    with _open(path, "--load-outputs") as z:
-        refs = {k[len("reference/") :]: np.asarray(z[k]) for k in z.files if k.startswith("reference/")}
-        if "input" not in z.files or not refs:
-            raise BadInputError(f"{path} holds no inputs and reference outputs", hint="write it with verify --save-outputs")
-        x = np.asarray(z["input"], dtype=np.float32)
-    if any(v.shape[0] != x.shape[0] for v in refs.values()):
-        raise BadInputError(f"{path}: the reference outputs do not cover every input", hint="write it again with verify --save-outputs")
+    """(inputs, reference outputs by name) of a file written by ``--save-outputs``.
+
+    Raises:
+        BadInputError: Unreadable or damaged (:func:`deployinc.io.arrays.read_npz`), no inputs or references, inputs
+            that are not N x C x H x W finite numbers, a reference that does not cover every input.
+    """
+    hint = "write it with verify --save-outputs"
+    arrays = read_npz(path, "--load-outputs", hint, select=lambda name: name == "input" or name.startswith("reference/"))
+    refs = {k[len("reference/") :]: v for k, v in arrays.items() if k.startswith("reference/")}
+    if "input" not in arrays or not refs:
+        raise BadInputError(f"{path} holds no inputs and reference outputs", hint=hint)
+    x = arrays["input"]
+    if x.ndim != 4 or x.shape[0] < 1:
+        raise BadInputError(f"{path}: the saved inputs have shape {list(x.shape)}, not N x C x H x W", hint=hint)
+    x = x.astype(np.float32, copy=False)
+    check_finite(x, f"the inputs saved in {path}")
+    for name, v in refs.items():
+        if v.ndim < 1 or v.shape[0] != x.shape[0]:
+            raise BadInputError(
+                f"{path}: the reference output {name!r} has shape {list(v.shape)}; it does not cover the {x.shape[0]} saved input(s)",
+                hint="write it again with verify --save-outputs",
+            )
     return x, refs
+
+
+def check_finite(x: np.ndarray, what: str) -> None:
+    """Refuse inputs with NaN or infinite values: no comparison of their outputs means anything."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        nan, inf = int(np.isnan(x).sum()), int(bad.sum() - np.isnan(x).sum())
+        first = int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
+        raise BadInputError(
+            f"{what} hold non-finite values ({nan} NaN, {inf} Inf; first in sample {first}): no comparison of "
+            "their outputs means anything",
+            hint="give finite, normalised inputs (check the .npy / .npz file, or the --mean/--std that normalised it)",
+        )

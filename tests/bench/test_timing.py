@@ -212,3 +212,130 @@ def test_regression_notes_a_baseline_from_another_cpu_placement():
     assert not [n for n in compare(cur, base, 1.10).notes if "round trip" in n]
     cur.config["cpu_round_trip_ns"] = [1, 2]  # malformed: ignored, not a crash
     assert not [n for n in compare(cur, base, 1.10).notes if "round trip" in n]
+
+
+# the unsteady flag: its rules on synthetic figures ------------------------------------------------------------------
+
+
+def test_unsteady_rounds_flag_near_its_10_percent_limit():
+    from deployinc.bench.timing import UNSTEADY_LIMIT, unsteady_reasons
+
+    assert UNSTEADY_LIMIT == 0.10
+    assert unsteady_reasons(stretch_p50_ms=[100.0, 109.95]) == []  # 9.95% apart: steady
+    (why,) = unsteady_reasons(stretch_p50_ms=[100.0, 110.05, 104.0])  # 10.05% apart (hi / lo): unsteady
+    assert why.startswith("rounds disagree") and "100-110 ms" in why and "10% apart" in why
+    assert unsteady_reasons(stretch_p50_ms=[110.05, 100.0]) != []  # either order
+    assert unsteady_reasons(stretch_p50_ms=[100.0, 110.05], limit=0.2) == []
+    assert unsteady_reasons(stretch_p50_ms=[100.0]) == [] and unsteady_reasons(stretch_p50_ms=None) == []
+    assert unsteady_reasons(stretch_p50_ms=[0.0, 5.0]) == [] and unsteady_reasons(stretch_p50_ms=[float("nan"), 5.0]) == []
+
+
+def test_unsteady_spread_flag_p50_over_twice_the_minimum():
+    from deployinc.bench.timing import unsteady_reasons
+
+    # the figures of the busy 2-core deploy: eager googlenet p50 1,526 ms, fastest sample 179 ms
+    (why,) = unsteady_reasons(p50=1526.0, min_ms=179.0)
+    assert why == "p50 is 8.5 x min (1526 vs 179 ms; limit 2 x)"
+    assert unsteady_reasons(p50=2.0, min_ms=1.0) == []  # exactly twice: not over it
+    assert unsteady_reasons(p50=2.02, min_ms=1.0) != []
+    assert unsteady_reasons(p50=1.5, min_ms=1.0) == []
+    assert unsteady_reasons(p50=5.0, min_ms=0.0) == [] and unsteady_reasons(p50=None, min_ms=1.0) == []
+    # from samples: most samples waited (a busy machine) against samples that only scatter
+    waited = summarize([0.179] * 10 + [1.5] * 30, 1)
+    assert any(w.startswith("p50 is") for w in unsteady_reasons(p50=waited.p50, min_ms=waited.min))
+    scattered = summarize([0.010, 0.011, 0.012, 0.013, 0.030], 1)
+    assert unsteady_reasons(p50=scattered.p50, min_ms=scattered.min) == []
+
+
+def test_unsteady_load_flag_above_the_core_count():
+    from deployinc.bench.timing import LOAD_MARGIN, unsteady_reasons
+
+    assert LOAD_MARGIN == 1.0
+    assert unsteady_reasons(load=3.5, cpus=2) == ["load average 3.50 on 2 cores"]
+    assert unsteady_reasons(load=2.9, cpus=2) == []  # the run's own two threads and a little more: not queued
+    assert unsteady_reasons(load=3.5, cpus=None) == [] and unsteady_reasons(load=None, cpus=2) == []
+    # every rule broken: one reason each, in a fixed order
+    reasons = unsteady_reasons(stretch_p50_ms=[1.0, 2.0], p50=3.0, min_ms=1.0, load=9.0, cpus=4)
+    assert [r.split(" ")[0] for r in reasons] == ["rounds", "p50", "load"]
+
+
+def _flagged_report():
+    torch_row, ort = _row("torch", 1526.0), _row("ort-cpu", 65.5)
+    torch_row.stats = summarize([0.179] + [1.526] * 4, 1)  # p50 8.5 x its minimum
+    rep = _report([torch_row, ort, _row("torch-fused", 40.0)])
+    return rep, torch_row, ort
+
+
+def test_unsteady_figures_are_marked_where_printed():
+    rep, torch_row, ort = _flagged_report()
+    assert torch_row.unsteady_reason() == "p50 is 8.5 x min (1526 vs 179 ms; limit 2 x)" and ort.unsteady_reason() is None
+    # ort-cpu's own timing is steady, but its speedup rests on the unsteady eager row: marked, never bare
+    assert rep.speedup_unsteady(ort) == ["torch fp32 b1 e2e"] and rep.speedup_unsteady(torch_row) == ["torch fp32 b1 e2e"]
+    head, body = rep.table_rows()
+    cells = {row[0]: dict(zip(head, row)) for row in body}
+    assert cells["torch"]["p50 ms"] == "1526.00!" and cells["ort-cpu"]["p50 ms"] == "65.50"
+    assert cells["ort-cpu"]["vs eager"] == "23.30x!" and cells["torch-fused"]["vs eager"].endswith("x!")
+    text = rep.render()
+    assert "23.30x!" in text and "unsteady: torch fp32 b1 e2e: p50 is 8.5 x min" in text and "!: an unsteady measurement" in text
+    md = rep.to_markdown()
+    assert "| 23.30x! |" in md and "p50 is 8.5 x min" in md
+    row = json.loads(rep.to_json())["results"][0]
+    assert row["unsteady"] is True and row["unsteady_reason"] == "p50 is 8.5 x min (1526 vs 179 ms; limit 2 x)"
+    assert "8.5 x min" in rep.to_csv().splitlines()[1]
+    # every reason is named: the load average too (read back from JSON)
+    ort.load_average, ort.cpus = 4.4, 2
+    back = BenchReport.from_dict(json.loads(rep.to_json())).find("ort-cpu", "fp32", 1, "e2e")
+    assert back.unsteady_reason() == "load average 4.40 on 2 cores"
+    # a steady run prints no mark and no legend
+    calm = _report([_row("torch", 30.0), _row("ort-cpu", 10.0)])
+    assert "!" not in calm.render() and "Unsteady" not in calm.to_markdown()
+
+
+def _spin(deadline: float) -> None:
+    import time
+
+    while time.monotonic() < deadline:
+        pass
+
+
+def test_a_torch_op_timed_on_a_loaded_machine_is_flagged_and_no_speedup_is_bare():
+    """Timing, not a speed target: with busy loops on twice as many processes as there are cores, an op that needs
+    its two threads on a CPU at once (a 384 x 384 matmul on 2 threads) waits for them most of the time (on this
+    2-core machine: p50 17-57 x its minimum loaded, ~1.1 x quiet), so its p50 is far over twice its minimum; the
+    rows and every speedup using them must carry the flag."""
+    import multiprocessing
+    import os
+    import time
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("needs two CPUs: one thread per CPU is what a busy machine takes away")
+    ctx = multiprocessing.get_context("fork")
+    saved = torch.get_num_threads()
+    procs = [ctx.Process(target=_spin, args=(time.monotonic() + 30.0,), daemon=True) for _ in range(2 * cores)]
+    rows = []
+    try:
+        for p in procs:
+            p.start()
+        torch.set_num_threads(2)
+        for name, size in (("torch", 384), ("ort-cpu", 352)):
+            a = torch.randn(size, size)
+            m = measure(lambda a=a: a @ a, iters=60, warmup=3)
+            row = BenchRow(name, "fp32", 1, "e2e", "ok", device="cpu", stats=summarize(m.samples, 1),
+                           stretch_p50_ms=stretch_p50s(m.samples, 3), load_average=os.getloadavg()[0], cpus=cores)  # fmt: skip
+            rows.append(row)
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.join(5)
+        torch.set_num_threads(saved)
+    rep = _report(rows)
+    for r in rows:
+        assert r.unsteady_reasons(), f"{r.label()}: p50 {r.stats.p50:.3f} ms, min {r.stats.min:.3f} ms, load {r.load_average}: not flagged"
+    head, body = rep.table_rows()
+    speedups = [row[head.index("vs eager")] for row in body]
+    assert speedups and all(s.endswith("x!") for s in speedups), speedups
+    assert all(rep.speedup_unsteady(r) for r in rows)

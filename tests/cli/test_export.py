@@ -79,6 +79,7 @@ def _weights(tmp_path, kind):
         ("factory raises", ["tinynets:broken"], "factory exploded"),
         ("input shape", ["tinynets:only_32", "--input-shape", "1,3,64,64"], "rejects input shape"),
         ("bad shape text", ["tinynets:build", "--input-shape", "1,3,x"], "must be N,C,H,W"),
+        ("1-D model shape", ["tinynets:build", "--input-shape", "1,3,64"], "deployinc exports image models: --input-shape must be N,C,H,W .*N,C,L is not supported"),
         ("bad shape number", ["tinynets:build", "--input-shape", "1,3,a,b"], "not a comma-separated list"),
         ("out dir missing", ["tinynets:build", "--out", "OUT:/nope/x.onnx"], "does not exist"),
         ("out dir unwritable", ["tinynets:build", "--out", "/proc/x.onnx"], "cannot write to directory|not writable"),

@@ -241,3 +241,16 @@ def test_a_report_without_a_floor_has_no_float64_keys(cli_runner, tiny, tmp_path
     sz = load_script("sweep_zoo")
     got = sz.read_floor(d)
     assert got.get("noise_floor") is None and "fp64" not in str(got.get("floor_status"))
+
+
+def test_a_max_rel_lifted_against_float64_leaves_the_cosine_failure_standing():
+    """The float64 answer decides the max_rel check and nothing else: a backend within budget of float64 (its
+    max_rel failure against torch fp32 lifted) still fails a cosine budget it misses (here a --min-cosine 1.0)."""
+    _, ref32, test, floor = _case()  # 2.5 floors from torch fp32, 1.5 from float64: the max_rel failure is lifted
+    r = _judge(ref32, test, floor, flags={"min_cosine": 1.0})
+    br = r.results[0]
+    assert br.judged_vs_fp64 and r.fp64_note.startswith("judged against float64")
+    fail = br.outputs[0].failures
+    assert not r.passed and [f.split(" ")[0] for f in fail] == ["cosine"], fail
+    # and without the cosine budget, the same outputs pass: the max_rel failure alone was lifted
+    assert _judge(ref32, test, floor).passed

@@ -100,3 +100,45 @@ def test_one_line_names_preset_and_failure():
     c = compare_arrays("y", ref, ref * 1.1, preset("fp32"))
     line = one_line([c])
     assert line.startswith("FAIL") and "[fp32-cpu:" in line and "max_rel" in line.split("failed:")[1]
+
+
+def _documented_presets() -> dict[tuple[str, str], tuple]:
+    """The preset table of README.md (verify's section), as {(precision, family): (max_rel, cosine, top1, top5, name)}."""
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+    start = lines.index("| preset | provider | max_rel | min cosine | min top-1 | min top-5 |")
+    out = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        name, providers, *nums = [c.strip() for c in line.strip("|").split("|")]
+        values = tuple(None if v == "not judged" else float(v) for v in nums)
+        for provider in providers.split(", "):
+            out[(name.split("-")[0], {"CPU": "cpu", "CUDA": "cuda", "TensorRT": "tensorrt"}[provider])] = (*values, name)
+    return out
+
+
+def test_presets_are_the_documented_numbers():
+    documented = _documented_presets()
+    assert set(documented) == set(PRESETS), "README's preset table and PRESETS name different presets"
+    for key, tol in PRESETS.items():
+        assert (tol.max_rel, tol.min_cosine, tol.min_top1, tol.min_top5, tol.name) == documented[key], key
+        assert tol.max_abs is None, key
+    # the ones a user's verdict rests on most often, spelled out
+    assert preset("fp32", "ort-trt").max_rel == 5e-3 and preset("fp32", "ort-cpu").max_rel == 1e-4
+    assert preset("fp32", "ort-cuda").max_rel == 1e-3 and preset("fp16", "trt-engine").max_rel == 5e-2
+
+
+def test_top5_counts_the_reference_class_ranked_exactly_fifth():
+    ref = np.zeros((2, 10))
+    ref[:, 3] = 5.0  # the reference's top-1: class 3
+    test = np.zeros((2, 10))
+    test[0, [7, 8, 9, 6, 3]] = [9.0, 8.0, 7.0, 6.0, 5.0]  # class 3 is the test's 5th: within its top 5
+    test[1, [7, 8, 9, 6, 5, 3]] = [9.0, 8.0, 7.0, 6.0, 5.5, 5.0]  # 6th: outside
+    c = compare_arrays("logits", ref, test, preset("fp16"))
+    assert c.top5 == 0.5 and c.top1_raw == 0.0
+    c = compare_arrays("logits", ref[:1], test[:1], preset("fp16"))
+    assert c.top5 == 1.0
+    # with five classes or fewer, top-5 is every class
+    assert compare_arrays("logits", ref[:1, :5], test[:1, 5:], preset("fp16")).top5 == 1.0

@@ -365,3 +365,22 @@ def test_write_repository_bad_onnx_leaves_nothing(tmp_path):
     with pytest.raises(BadInputError):
         write_repository(tmp_path / "repo", "m", src, text)
     assert not (tmp_path / "repo").exists()
+
+
+def test_deploys_config_with_the_default_batch_lets_triton_batch_up_to_8(tmp_path):
+    """deploy's default --batch is 1 alone: Triton's max_batch_size is still at least 8 (a dynamic-batch model
+    served with max_batch_size 1 could never batch requests), and the largest benchmarked size above 8."""
+    from deployinc.deploy.package import triton_text
+    from deployinc.deploy.request import DeployRequest
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_classifier(), str(path))
+    req = DeployRequest(model="m")
+    req.check()
+    assert list(req.batches) == [1]
+    chosen = {"backend": "ort-cpu", "precision": "fp32", "timing": {"1": {"images_per_s": 100.0}}}
+    cfg = _parse(triton_text("m", path, chosen, list(req.batches)))
+    assert cfg.max_batch_size == 8 and list(cfg.dynamic_batching.preferred_batch_size) == [1]
+    chosen["timing"]["32"] = {"images_per_s": 400.0}
+    assert _parse(triton_text("m", path, chosen, [1, 32])).max_batch_size == 32
+    assert _parse(triton_text("m", path, chosen, [4])).max_batch_size == 8

@@ -128,3 +128,51 @@ def test_check_reports_a_graph_ort_would_refuse_as_incompatible(cli_runner, bad,
     r = invoke(cli_runner, ["check", str(bad[what]), "--target", "ort-cpu"])
     assert r.exit_code == 1, r.stdout + r.stderr
     assert ("cycle" if what == "cyclic" else "acme::Twist") in r.stdout + r.stderr
+
+
+# external data: where it may be read from ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["../w.bin", "sub/../../w.bin", "sub/../w.bin", "sub\\..\\..\\w.bin", "a/b/../../../w.bin", "sub/.."],
+)
+def test_dot_dot_anywhere_in_an_external_data_path_is_refused(tmp_path, location):
+    from deployinc.errors import OnnxFileError
+    from deployinc.io import load_onnx
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "sub").mkdir()
+    p = _external(model_dir, location=location)
+    (tmp_path / "w.bin").write_bytes((model_dir / "w.bin").read_bytes())  # what an escaping path would reach
+    with pytest.raises(OnnxFileError) as info:
+        load_onnx(p)
+    assert info.value.message == f"tensor 'w' has external-data location {location!r} that leaves the model's folder"
+    assert info.value.hint == "external data must sit beside the model; refusing to read it"
+
+
+def test_external_data_reached_through_a_symlinked_folder_is_refused_and_never_copied(tmp_path):
+    """``sub`` is a symlink to a folder outside the model's: the data file itself is a plain file with one link, so
+    only the resolved-path check stands between a package and a copy of the outside file."""
+    from deployinc.errors import OnnxFileError
+    from deployinc.io import copy_onnx, load_onnx
+
+    model_dir, outside = tmp_path / "model", tmp_path / "outside"
+    model_dir.mkdir()
+    outside.mkdir()
+    p = _external(model_dir, location="sub/w.bin")
+    (model_dir / "w.bin").rename(outside / "w.bin")
+    (model_dir / "sub").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(OnnxFileError, match=r"external data 'sub/w.bin' of tensor 'w' resolves outside"):
+        load_onnx(p)
+    pkg = tmp_path / "pkg"  # deploy's package copies the chosen model with copy_onnx
+    with pytest.raises(OnnxFileError, match="resolves outside"):
+        copy_onnx(p, pkg / "model.onnx")
+    assert not pkg.exists() or not any(pkg.rglob("*"))
+    # the same file beside the model, in a real folder, loads and copies
+    (model_dir / "sub").unlink()
+    (model_dir / "sub").mkdir()
+    (outside / "w.bin").rename(model_dir / "sub" / "w.bin")
+    assert load_onnx(p).model is not None
+    assert [x.relative_to(pkg) for x in copy_onnx(p, pkg / "model.onnx")] == [Path("model.onnx"), Path("sub/w.bin")]

@@ -151,3 +151,21 @@ def test_only_registry_models_without_weights_are_seeded():
     assert weights_text("pkg.nets:build", "none") == "the factory's own weights"
     assert weights_text("resnet18", None, 0) == "seeded random init (seed 0)"
     assert weights_text("resnet18", "/a/w.pt") == "/a/w.pt"
+
+
+def test_a_non_rgb_user_model_gets_no_imagenet_normalisation():
+    """ImageNet's three values mean nothing for a 1- or 192-channel input: without --mean/--std a user's model
+    gets mean 0, std 1 per channel, and a note says so; what the user gives is kept."""
+    from deployinc.models.loading import user_normalisation
+    from deployinc.models.registry import ModelInfo
+
+    def info(c):
+        return ModelInfo(name="m:f", family="other", input_size=(c, 8, 8), num_classes=10, source="user")
+
+    got, note = user_normalisation(info(1), None, None)
+    assert (got.mean, got.std) == ((0.0,), (1.0,))
+    assert note is not None and "no --mean and --std for a 1-channel input: no normalisation assumed" in note
+    got, note = user_normalisation(info(192), (0.5,) * 192, None)
+    assert got.mean == (0.5,) * 192 and got.std == (1.0,) * 192 and note is not None and "no --std" in note
+    got, note = user_normalisation(info(3), None, None)
+    assert len(got.mean) == 3 and got.mean[0] == pytest.approx(0.485) and note is None

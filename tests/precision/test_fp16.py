@@ -116,3 +116,29 @@ def test_cli_convert(tmp_path, cli_runner):
     assert not (tmp_path / "big.fp16.onnx").exists()
     r = invoke(cli_runner, ["convert", str(big), "--samples", "4", "--keep-overflow-fp32"])
     assert r.exit_code == 0 and "/conv2 (Conv)" in r.stdout and (tmp_path / "big.fp16.onnx").exists()
+
+
+def test_overflow_on_negative_only_values_is_reported():
+    """A layer whose activations are all <= 0 and reach -1e6: its largest *magnitude* is over 65504 (float16 turns
+    it into -inf), though its largest value is 0."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deployinc.precision.fp16 import FP16_MAX, overflow_report
+
+    k = numpy_helper.from_array(np.array(-1e6, np.float32), "k")
+    fw = numpy_helper.from_array(np.full((5, 3), 1e-3, np.float32), "fw")
+    fb = numpy_helper.from_array(np.zeros(5, np.float32), "fb")
+    nodes = [
+        helper.make_node("Relu", ["input"], ["r"], name="/relu"),
+        helper.make_node("Mul", ["r", "k"], ["neg"], name="/negate"),  # <= 0 everywhere, down to about -1e6
+        helper.make_node("ReduceMax", ["neg"], ["top"], name="/rmax", axes=[2, 3], keepdims=0),  # max over space: 0 or below
+        helper.make_node("Gemm", ["top", "fw", "fb"], ["logits"], name="/fc", transB=1),
+    ]
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])
+    m = helper.make_model(helper.make_graph(nodes, "neg", [x], [y], [k, fw, fb]), opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    rep = overflow_report(m, images())
+    over = {r.node: r for r in rep.overflowing}
+    assert "/negate" in over and over["/negate"].max_abs > FP16_MAX and over["/negate"].finite
+    assert "/relu" not in over and not rep.ok

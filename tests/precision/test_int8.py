@@ -46,13 +46,20 @@ def cosine_vs_fp32(fp32, q, x):
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
-def test_quantize_methods_for_tensorrt(fp32_path, method):
+def test_quantize_methods_for_tensorrt(fp32_path, method, monkeypatch):
+    import onnxruntime.quantization.calibrate as ort_calibrate
+
     from deployinc.io import load_onnx
     from deployinc.precision.int8 import quantize_int8
     from deployinc.trt.check import check_model
 
+    made = []  # each --method reaches its own ORT calibrator (not another's, not a default)
+    real = ort_calibrate.create_calibrator
+    monkeypatch.setattr(ort_calibrate, "create_calibrator", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     cal = images(32, seed=1)
     res = quantize_int8(fp32_path, cal, method=method, target="tensorrt")
+    expected = {"minmax": "MinMaxCalibrater", "entropy": "EntropyCalibrater", "percentile": "PercentileCalibrater"}[method]
+    assert [type(c).__name__ for c in made] == [expected]
     ops = res.report["op_counts"]
     assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
     t = res.report["tensors"]

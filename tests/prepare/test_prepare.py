@@ -202,3 +202,68 @@ def test_fold_never_pairs_a_batchnorm_with_a_convolution_whose_output_reused_a_f
     assert all("not the output of a convolution" in why for _, why in rec.skipped)
     with torch.no_grad():
         assert torch.allclose(folded(x), ref)
+
+
+def test_a_pair_the_fold_analysis_misses_is_skipped_by_the_self_check_and_the_rest_folded(monkeypatch):
+    """The self-check is the last word, per pair: when a fold the analysis allowed changes the output (here the
+    analysis is told every pair is fine, and the first conv's output is also added to the result), that pair alone
+    is left unfolded with the reason, the others are folded, and the model is not refused."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            y = self.c1(x)
+            z = torch.relu(self.b1(y)) + y
+            return torch.relu(self.b2(self.c2(z))).mean((2, 3))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    for bn in (net.b1, net.b2):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    monkeypatch.setattr(P, "_pair_problem", lambda *a: None)
+    prepared, report = prepare(net, (1, 3, 12, 12))
+    assert report.folds == [("c2", "b2")]
+    reasons = dict(report.get("fold_conv_bn").skipped)
+    assert "folding it into c1 changes the model's output" in reasons["b1"]
+    assert any("BatchNorm b1 not folded" in line for line in report.notes())
+    x = torch.from_numpy(natural_images(2, (3, 12, 12), seed=9))
+    with torch.no_grad():
+        assert torch.allclose(prepared(x), net(x), atol=1e-5)
+
+
+def test_fold_reasons_for_readers_the_modules_do_not_show():
+    """A second reader that is a torch call (an add), an in-place change, a conv subclass with its own forward: each
+    pair is skipped with its reason; an Identity between conv and BN is no reader (the pair folds)."""
+
+    class Sub(nn.Conv2d):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+            self.c2, self.b2 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+            self.c3, self.b3 = Sub(4, 4, 1), nn.BatchNorm2d(4)
+            self.c4, self.idn, self.b4 = nn.Conv2d(4, 4, 1), nn.Identity(), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.c1(x)
+            y = torch.cat([self.b1(y), y], 1)[:, :4]
+            y = self.c2(y)
+            y.mul_(2)
+            y = self.b3(self.c3(self.b2(y)))
+            return self.b4(self.idn(self.c4(y)))
+
+    m = Net().eval()
+    rec = P.fold_conv_bn(m, torch.randn(2, 3, 6, 6))
+    reasons = dict(rec.skipped)
+    assert "also read by torch.cat (outside a module)" in reasons["b1"]
+    assert "also read by torch.mul_" in reasons["b2"]
+    assert "Sub is a Conv2d subclass with its own forward" in reasons["b3"]
+    assert rec.changed == ["c4 <- b4"]

@@ -126,14 +126,14 @@ def test_from_onnx_reads_and_checks_the_file(tmp_path):
 # from_spec --------------------------------------------------------------------------------------------------------
 
 
-def test_from_spec_random_weights_is_eval_without_aux_heads_and_warns(nets):
+def test_from_spec_factory_weights_is_eval_without_aux_heads_and_warns(nets):
     spec = f"{nets}:build"
     ref = R.from_spec(spec, None, CHW, num_classes=5, mean=None, std=None, seed=3)
     assert ref.kind == "spec" and ref.spec == spec and ref.weights == "none"
-    assert ref.description == f"{spec} (seeded random init (seed 3)) from --reference"
-    assert ref.notes[0].startswith(f"warning: the reference {spec} has random weights (no --weights)"), ref.notes
+    assert ref.description == f"{spec} (the factory's own weights) from --reference"
+    assert ref.notes[0].startswith(f"warning: the reference {spec} has the weights its factory returns (no --weights)"), ref.notes
     assert "auxiliary heads removed: aux1" in ref.notes
-    assert any("BatchNorm statistics recalibrated" in n for n in ref.notes)
+    assert not any("recalibrated" in n for n in ref.notes)  # the factory's weights are the model
     assert ref.module.aux1 is None and not any(m.training for m in ref.module.modules())
     # a user spec without mean/std gets ImageNet's; the input size and class count are the ones asked for
     assert ref.info.mean == IMAGENET_MEAN and ref.info.std == IMAGENET_STD
@@ -201,8 +201,8 @@ def test_from_provenance_with_trust_rebuilds_exactly_what_was_exported(nets):
     prov = _provenance(exported, aux_heads=["aux1"])
     ref = R.from_provenance(prov, use_cache=False, trust_code=True)
     assert ref.kind == "provenance" and ref.spec == spec and ref.weights == "none"
-    assert ref.description == f"{spec} (seeded random init (seed 4), BatchNorm recalibrated) rebuilt from the file's metadata"
-    assert ref.cache == "off"
+    assert ref.description == f"{spec} (the factory's own weights) rebuilt from the file's metadata"
+    assert ref.cache is None  # nothing deployinc initialised, so no BatchNorm statistics to cache
     assert "auxiliary heads removed: aux1" in ref.notes
     assert ref.module.aux1 is None and not ref.module.training
     want = exported.module.state_dict()
@@ -210,9 +210,21 @@ def test_from_provenance_with_trust_rebuilds_exactly_what_was_exported(nets):
         assert torch.equal(v, want[k]), k
 
 
-def test_from_provenance_fills_then_reads_the_batchnorm_cache(nets):
+def test_a_file_whose_factory_model_had_its_statistics_re_estimated_is_refused(nets):
+    """An earlier deployinc re-estimated a factory model's BatchNorm statistics: that file does not compute the
+    user's model, and rebuilding the same alteration would only hide it."""
     exported = load_model(f"{nets}:build", num_classes=5, input_shape=(1, *CHW), seed=2)
-    prov = _provenance(exported)
+    prov = _provenance(exported, bn_recalibrated=True)
+    with pytest.raises(WeightsError, match="re-estimated the BatchNorm statistics") as e:
+        R.from_provenance(prov, trust_code=True)
+    assert "export it again" in e.value.hint
+
+
+def test_from_provenance_fills_then_reads_the_batchnorm_cache(nets):
+    """Only deployinc's own seeded initialisation is recalibrated (a registry model with no weights), and cached."""
+    exported = load_model("inception_cifar", num_classes=5, input_shape=(1, 3, 32, 32), seed=2)
+    assert exported.bn_recalibrated
+    prov = _provenance(exported, input_shape=[1, 3, 32, 32])
     first = R.from_provenance(prov, trust_code=True)
     assert first.cache == "miss"
     assert not any("reference cache" in n for n in first.notes)
@@ -223,9 +235,6 @@ def test_from_provenance_fills_then_reads_the_batchnorm_cache(nets):
     a, b = _buffers(first.module), _buffers(second.module)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert second.to_dict()["bn_stats_cache"] == "hit"
-    # a filled cache is no way around the trust check: the same file, without the user's confirmation, is refused
-    with pytest.raises(UntrustedCodeError):
-        R.from_provenance(prov)
 
 
 def test_from_provenance_refuses_other_initial_weights(nets):

@@ -112,7 +112,8 @@ def test_a_random_weight_reference_says_it_cannot_match_a_trained_file(cli_runne
     foreign = tmp_path / "foreign.onnx"
     onnx.save(m, str(foreign))
     r = invoke(cli_runner, ["verify", str(foreign), "--reference", "tinynets:build", "--no-localize"])
-    assert "random weights" in r.stdout and "--weights" in r.stdout
+    # a factory's own weights are the model (nothing re-initialised), but not the checkpoint's
+    assert "the weights its factory returns (no --weights)" in r.stdout and "pass --weights CHECKPOINT" in r.stdout
     if r.exit_code == 1:
         assert "say nothing about the export" in r.stdout
 

@@ -350,3 +350,42 @@ def test_non_finite_outputs_are_counted_and_the_json_stays_strict(cli_runner, ti
     out = d["backends"][0]["results"][0]["outputs"][0]
     assert out["nan"] > 0 and out["max_abs"] == "inf"
     assert d["localization"]["first"]["module"] == "pw"
+
+
+# a reference whose output depends on the batch (issue 22) ------------------------------------------------------------
+
+
+BATCH_STATS_NET = """
+from torch import nn
+
+
+def batch_stats():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8, track_running_stats=False), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+"""
+
+
+def test_a_batch_dependent_reference_is_named_not_called_a_parity_failure(cli_runner, tmp_path, monkeypatch):
+    """BatchNorm with track_running_stats=False normalises with each batch's statistics even in eval mode: the file
+    computes the same, but the reference (run at batch 8) cannot match batch 1. verify says why (exit 2), not FAIL."""
+    import torch
+
+    (tmp_path / "batchstats22.py").write_text(BATCH_STATS_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import batchstats22
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "w.pt"
+    torch.save(batchstats22.batch_stats().state_dict(), ckpt)
+    out = tmp_path / "m.onnx"
+    r = invoke(cli_runner, ["export", "batchstats22:batch_stats", "--weights", str(ckpt), "--input-shape", "1,3,16,16", "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    assert "warning: BatchNorm 1 has no running statistics (track_running_stats=False)" in r.stderr
+    r = invoke(cli_runner, ["verify", str(out), "--reference", "batchstats22:batch_stats", "--weights", str(ckpt), "--batch", "1,8"])
+    assert r.exit_code == 2, r.stdout + r.stderr
+    no_traceback(r)
+    assert "error: batch-dependent reference" in r.stderr and "image 0 alone vs in a batch of 8" in r.stderr
+    assert "FAIL" not in r.stdout
+    # at one batch size the comparison is meaningful, and passes
+    r = invoke(cli_runner, ["verify", str(out), "--reference", "batchstats22:batch_stats", "--weights", str(ckpt), "--batch", "8"])
+    assert r.exit_code == 0, r.stdout + r.stderr

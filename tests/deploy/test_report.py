@@ -1,0 +1,61 @@
+"""deploy's table and report (``deployinc.deploy.report``): figures that rest on an unsteady timing are marked, and
+the report claims no speedup from one."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from deployinc.deploy import report as R
+from deployinc.deploy.request import DeployRequest
+
+SPREAD = "p50 is 8.5 x min (1526 vs 179 ms; limit 2 x)"
+
+
+def _result(torch_flags: list[str], ort_flags: list[str] | None = None) -> Any:
+    req = DeployRequest(model="googlenet")
+    req.check()
+
+    def cand(cid: str, precision: str, p50: float, flags: list[str], vs_torch: float, vs_ort: float) -> dict[str, Any]:
+        return {"id": cid, "precision": precision, "backend": "ort-cpu", "verdict": "pass",
+                "metrics": {"max_rel": 1e-6, "cosine": 1.0, "top1_agreement": 1.0, "preset": "fp32"},
+                "timing": {"1": {"p50_ms": p50, "p99_ms": p50 * 1.2, "images_per_s": 1000 / p50, "unsteady": flags}},
+                "speedup": {"1": {"vs_torch": vs_torch, "vs_ort_fp32": vs_ort}}}  # fmt: skip
+
+    fp32 = cand("fp32-ort-cpu", "fp32", 65.5, ort_flags or [], 1526.0 / 65.5, 1.0)
+    int8 = cand("int8-ort-cpu", "int8", 30.0, [], 1526.0 / 30.0, 65.5 / 30.0)
+    baseline = {"rows": {"torch": {"timing": {"1": {"p50_ms": 1526.0, "images_per_s": 0.66, "unsteady": torch_flags}}}}}
+    return SimpleNamespace(request=req, results=[fp32, int8], baseline=baseline, chosen=int8, why="fastest passing candidate by p50 at batch 1")
+
+
+def test_speedups_over_an_unsteady_eager_baseline_are_marked_and_not_claimed() -> None:
+    res = _result([SPREAD])
+    rows = {r[0]: dict(zip(R.HEADER, r)) for r in R.table_rows(res, mark="")}
+    assert rows["fp32-ort-cpu"]["x torch"] == "23.30!" and rows["fp32-ort-cpu"]["x ORT fp32"] == "1.00"
+    assert rows["int8-ort-cpu"]["x torch"] == "50.87!" and rows["int8-ort-cpu"]["x ORT fp32"] == "2.18"
+    assert rows["int8-ort-cpu"]["p50 ms"] == "30.00"  # its own timing is steady
+    text = R.text_table(res)
+    assert "23.30!" in text and R.UNSTEADY_LEGEND in text
+    assert "23.30!" in R.markdown_table(res)
+    assert "p50 1526.00 ms!, 0.7 images/s (unsteady: p50 is 8.5 x min" in "\n".join(R._baseline_lines(res))
+    line = R._speed_sentence(res, res.chosen, "1", res.chosen["timing"]["1"], res.chosen["speedup"]["1"])
+    assert "x eager torch" not in line and "50.87" not in line
+    assert "2.18x plain ORT CPU fp32" in line and f"no speedup claimed over eager torch (eager torch: {SPREAD})" in line
+
+
+def test_an_unsteady_candidate_is_marked_on_its_row_and_in_the_ratios_against_it() -> None:
+    res = _result([], ort_flags=["load average 4.10 on 2 cores"])
+    rows = {r[0]: dict(zip(R.HEADER, r)) for r in R.table_rows(res, mark="")}
+    fp32 = rows["fp32-ort-cpu"]
+    assert fp32["p50 ms"] == "65.50!" and fp32["images/s"].endswith("!") and fp32["x torch"] == "23.30!"
+    assert "unsteady timing: load average 4.10 on 2 cores" in fp32["note"]
+    assert rows["int8-ort-cpu"]["x torch"] == "50.87" and rows["int8-ort-cpu"]["x ORT fp32"] == "2.18!"
+    line = R._speed_sentence(res, res.chosen, "1", res.chosen["timing"]["1"], res.chosen["speedup"]["1"])
+    assert "50.87x eager torch" in line and "no speedup claimed over plain ORT CPU fp32 (fp32-ort-cpu: load average" in line
+
+
+def test_steady_figures_are_printed_bare() -> None:
+    res = _result([])
+    assert "!" not in R.text_table(res) and "!" not in R.markdown_table(res)
+    line = R._speed_sentence(res, res.chosen, "1", res.chosen["timing"]["1"], res.chosen["speedup"]["1"])
+    assert line == "p50 30.00 ms at batch 1, 50.87x eager torch and 2.18x plain ORT CPU fp32, measured in the same run"
