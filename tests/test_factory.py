@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from onnx import TensorProto, helper
 
+import deployinc.backends.onnxruntime as ORT
+import deployinc.backends.tensorrt as TRT
 import deployinc.factory as F
 from deployinc.bench.harness import BenchSettings, _Builder
 from deployinc.bench.subject import open_onnx
@@ -36,7 +38,7 @@ def test_cpu_runner_and_names(relu):
 
 
 def test_gpu_backends_are_unavailable_here_with_the_reason(relu, monkeypatch):
-    monkeypatch.setattr(F, "cuda_driver_problem", lambda: "no NVIDIA driver here (made up)")
+    monkeypatch.setattr(TRT, "cuda_driver_problem", lambda: "no NVIDIA driver here (made up)")
     with pytest.raises(BackendUnavailable, match="native TensorRT cannot run: no NVIDIA driver here"):
         F.onnx_runner("trt-engine", relu)
     problem = F.gpu_provider_problem("cuda")
@@ -46,13 +48,13 @@ def test_gpu_backends_are_unavailable_here_with_the_reason(relu, monkeypatch):
 
 
 def test_trt_engine_needs_a_file(relu, monkeypatch):
-    monkeypatch.setattr(F, "cuda_driver_problem", lambda: None)
+    monkeypatch.setattr(TRT, "cuda_driver_problem", lambda: None)
     with pytest.raises(BackendUnavailable, match="builds from a file"):
         F.onnx_runner("trt-engine", relu.read_bytes())
 
 
 def test_verify_and_bench_build_the_same_runner_for_a_name(relu, monkeypatch):
-    monkeypatch.setattr(F, "gpu_provider_problem", lambda provider: None)  # as on a GPU machine
+    monkeypatch.setattr(ORT, "gpu_provider_problem", lambda provider: None)  # as on a GPU machine
     s = BenchSettings(backends=["ort-cpu"], batches=[1], threads=1, cuda_graph=False, tf32=False)
     bench = _Builder(open_onnx(relu), s, lambda _m: None)
     for name in ("ort-cpu", "ort-cuda", "ort-openvino"):

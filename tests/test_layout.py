@@ -5,6 +5,7 @@ deployinc's own modules are left inside functions, each with a ``# lazy: <why>``
 from __future__ import annotations
 
 import ast
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -194,3 +195,50 @@ def test_every_blind_except_says_why():
             if "noqa: BLE001" in line and not line.split("noqa: BLE001", 1)[1].strip(" -"):
                 bare.append(f"{path.relative_to(ROOT.parent)}:{i}")
     assert not bare, f"blind excepts without a reason after 'noqa: BLE001 -': {bare}"
+
+
+# Backend names live in deployinc/backends/ -----------------------------------------------------------------------
+
+#: Backend-name literals allowed outside deployinc/backends/ (18 today: ``deployinc check``'s own table of targets in
+#: trt/check.py, OrtRunner's default report names, the TensorRT cache folder's name, localisation's default proxy,
+#: bench's module cache keys). The issue's target is under 25.
+BACKEND_LITERALS_MAX = 18
+
+
+def _backend_literals() -> dict[str, int]:
+    """String constants (docstrings aside) equal to a canonical backend name, per file outside deployinc/backends/.
+    ``torch`` and ``openvino`` are left out: they are also the names of their Python packages (``require("torch")``,
+    version records) and of other things (ONNX Runtime's ``openvino`` provider, Triton's ``openvino`` accelerator)."""
+    from deployinc.backends import BACKENDS
+
+    names = set(BACKENDS) - {"torch", "openvino"}
+    out: dict[str, int] = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        if (ROOT / "backends") in path.parents:
+            continue
+        tree = ast.parse(path.read_text())
+        docs = {
+            id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
+        }  # fmt: skip
+        found = sum(1 for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names and id(n) not in docs)
+        if found:
+            out[str(path.relative_to(ROOT.parent))] = found
+    return out
+
+
+def test_backend_names_are_written_in_their_records():
+    """A backend's name and what it can do are its record's (deployinc/backends/): code elsewhere asks the records
+    instead of holding its own tuples of names."""
+    found = _backend_literals()
+    assert sum(found.values()) <= BACKEND_LITERALS_MAX, f"{sum(found.values())} backend-name literals outside deployinc/backends/: {found}"
+
+
+def test_the_backend_literal_counter_counts_them(tmp_path, monkeypatch):
+    pkg = tmp_path / "deployinc"
+    (pkg / "backends").mkdir(parents=True)
+    (pkg / "a.py").write_text('"""ort-cpu in a docstring is prose."""\nX = ("ort-cpu", "ort-trt", "torch")\n')
+    (pkg / "backends" / "b.py").write_text('Y = "ort-cpu"\n')
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
+    assert _backend_literals() == {"deployinc/a.py": 2}

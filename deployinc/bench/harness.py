@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 from .. import isolate
-from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
+from .. import backends as B
+from ..backends import BACKENDS, COMPUTE_PRECISION_BACKENDS, TORCH_BACKENDS, precision_problem
 from ..core import env
 from ..core.limits import BATCH_MAX, MAX_TIME_S_MAX, THREADS_MAX
 from ..errors import BackendCrashed, BackendUnavailable, BadInputError, DeployincError
 from ..factory import onnx_runner
 from ..precision import fp16
-from ..runners import BACKENDS, TORCH_BACKENDS
 from ..runners.ort import OrtRunner
 from ..runners.steps import TimedSteps
 from ..runners.torch_runner import TorchRunner
@@ -55,7 +55,7 @@ from .subject import PRECISIONS, BenchModel
 from .timing import check_counts, measure, stretch_p50s, summarize
 
 #: Backends whose shapes are fixed when they are built (one build per batch size).
-_PER_BATCH = ("ort-trt", "trt-engine")
+_PER_BATCH = B.ENGINE_BACKENDS
 #: ``max_time_s`` without ``timeout_s`` bounds each isolated measurement at this multiple of it...
 IMPLIED_TIMEOUT_FACTOR = 10.0
 #: ... and at least this many seconds (session creation and warm-up come on top of the sampling).
@@ -217,16 +217,17 @@ class _Builder:
         self._fp16_bytes: bytes | None = None
 
     def torch_runner(self, backend: str, precision: str, example: np.ndarray) -> Any:
-        device = "cuda" if backend == "torch-cuda" else _torch_device(self.s.device)
-        module = self.model.torch_module(fused=backend in ("torch-fused", "torch-compile"))
+        rec = B.get(backend)
+        device = "cuda" if rec.device == "gpu" else _torch_device(self.s.device)
+        module = self.model.torch_module(fused=bool(rec.options.get("prepared")))
         return TorchRunner(
             module,
             device=device,
             precision=precision,
             threads=self.s.threads,
-            compile=backend == "torch-compile",
+            compile=bool(rec.options.get("compile")),
             name=backend,
-            example=example if backend == "torch-compile" else None,
+            example=example if rec.options.get("compile") else None,
             tf32=self.s.tf32,
         )
 
@@ -241,7 +242,7 @@ class _Builder:
                     hint=f"bench it with --precision {fp}, and bench its fp32 export for fp32 numbers",
                 )
             return str(self.model.path)
-        if precision == "fp32" or backend in ("ort-trt", "trt-engine") or precision == "bf16":
+        if precision == "fp32" or precision in B.get(backend).from_fp32 or precision == "bf16":
             return str(self.model.path)  # TensorRT lowers precision itself, from builder flags; OpenVINO from a hint
         if precision == "int8":
             raise BackendUnavailable(
@@ -469,7 +470,7 @@ def benchmark(
                 if timeout is not None and backend not in TORCH_BACKENDS:
                     cells.append(_Cell(backend, None, None, "cpu", None, precision=bp, isolated=True))
                     continue
-                per_batch = backend in _PER_BATCH or (s.cuda_graph and backend == "ort-cuda")
+                per_batch = backend in _PER_BATCH or (s.cuda_graph and B.get(backend).cuda_graph and B.get(backend).onnx)
                 runner = shared.get(backend)
                 activate_s = None  # paid once, reported on the row of the batch size that built the runner
                 try:
@@ -480,7 +481,7 @@ def benchmark(
                         activate_s = runner.activate_seconds
                         if not per_batch:
                             shared[backend] = runner
-                    steps = _steps(runner, x, s.cuda_graph and backend in ("torch", "torch-fused", "ort-cuda", "ort-trt"))
+                    steps = _steps(runner, x, s.cuda_graph and B.get(backend).cuda_graph)
                 except BackendUnavailable as exc:
                     reason = _reason(exc)
                     if batch == s.batches[0]:  # unavailable from the start: skipped for every batch size
@@ -544,7 +545,7 @@ def benchmark_steady(model: BenchModel, settings: BenchSettings, *, retries: int
 def _finish_report(report: BenchReport, s: BenchSettings, load_before: Any, others_before: Any, cpu_start: Any, link_before: Any) -> None:
     """Speedups over eager torch, the machine's state before and after (``link_before`` False: not probed), and
     the environment."""
-    report.compute_speedups("torch")
+    report.compute_speedups(B.BASELINE)
     report.config["load_average"] = {"before": load_before, "after": _loadavg()}
     if s.machine_probes:
         report.config["other_cpu_use"] = {"before": others_before, "during": _others_since(cpu_start)}
@@ -706,7 +707,7 @@ def _measure_cells(
 def _measure_isolated(c: _Cell, model: BenchModel, s: BenchSettings, batch: int, x: np.ndarray, timeout: float) -> None:
     """Cell ``c`` measured in a subprocess stopped after ``timeout`` seconds (see the module docstring)."""
     label = f"{c.backend} {c.precision} b{batch}"
-    if c.backend in ("torch-cuda", "ort-cuda", "ort-trt", "trt-engine"):  # spares a subprocess without a GPU
+    if c.backend in B.GPU_BACKENDS:  # spares a subprocess without a GPU
         problem = env.cuda_driver_problem()
         if problem is not None:
             c.skip = f"{c.backend} cannot run: {problem}"
@@ -746,7 +747,7 @@ def measure_in_subprocess(path: str, backend: str, precision: str, batch: int, x
     runner = _Builder(model, s, logged.append).build(backend, precision, batch)
     runner.activate()
     try:
-        steps = _steps(runner, x, s.cuda_graph and backend in ("ort-cuda", "ort-trt"))
+        steps = _steps(runner, x, s.cuda_graph and B.get(backend).cuda_graph)
         c = _Cell(backend, runner, steps, getattr(runner, "device", "cpu"), runner.activate_seconds, precision=precision)
         budget = s.max_time_s / s.rounds if s.max_time_s is not None else None
         try:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import click
 
+from .. import backends as B
 from ..errors import CheckFailed
 from .options import force_option, write_json_report
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", "-t", default="tensorrt", show_default=True, help="tensorrt, ort-cpu, ort-cuda or ort-openvino (aliases as in verify --providers: cpu, cuda, openvino).")
+@click.option("--target", "-t", default="tensorrt", show_default=True, help="tensorrt, or a backend name of verify --providers / bench --backends, judged with its support table: " + B.check_targets_text() + ".")
 @click.option("--strict", is_flag=True, help="Also fail on fallbacks and warnings (nodes leaving the target, unverified ops).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @force_option
@@ -27,7 +28,7 @@ def check(model: str, target: str, strict: bool, json_path: str | None, force: b
     """
     from ..trt.check import check_model, resolve_target  # lazy: trt.check imports numpy; keeps it out of deployinc --help
 
-    target = resolve_target(target)  # unknown target: error listing the known ones, before reading the file
+    target = resolve_target(B.check_target(target))  # unknown target: error listing the known ones, before reading the file
     report = check_model(model, target)
     click.echo(report.format())
     if json_path:
@@ -36,7 +37,7 @@ def check(model: str, target: str, strict: bool, json_path: str | None, force: b
         first = report.errors[0].line()
         raise CheckFailed(
             f"{model} is not compatible with {target}: {len(report.errors)} unsupported node(s), first {first}",
-            hint="see the list above; deployinc check --target ort-cpu|ort-cuda|ort-openvino|tensorrt compares targets",
+            hint=f"see the list above; deployinc check --target {'|'.join(dict.fromkeys(B.CHECK_TARGETS.values()))} compares targets",
         )
     if strict and (report.fallbacks or report.warnings):
         raise CheckFailed(

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from .. import backends as B
 from ..core import limits
 from ..errors import CheckFailed
 from .options import batch_list_callback, check_with, num_classes_callback, parse_batches, parse_shape, shape_callback, threads_option
@@ -29,7 +30,7 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--accuracy-data", default=None, type=click.Path(), help="Labelled image folder (one sub-folder per class): verification inputs, and top-1 accuracy per candidate.")
 @click.option("--target", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt: which backends to try (auto: cuda where ORT CUDA runs, else cpu).")
 @click.option("--precisions", default=None, help="Comma-separated, from fp32, fp16, bf16, int8 (default: all that a backend of the target runs).")
-@click.option("--backends", default=None, help="Comma-separated ONNX backends to try instead of the target's (ort-cpu, ort-openvino, ort-cuda, ort-trt, trt-engine).")
+@click.option("--backends", default=None, help="Comma-separated ONNX backends to try instead of the target's (" + B.names_help(lambda r: r.onnx) + ").")
 @click.option("--batch", "batch", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes, comma-separated (at most 16); latency is judged at the first.")
 @click.option("--objective", default="latency", show_default=True, help="latency (p50 at the first batch size) or throughput (best images/s).")
 @click.option("--min-top1-agreement", type=float, default=None, help="Only ship a candidate whose top-1 agreement with eager torch fp32 is at least this (0..1).")

@@ -26,6 +26,7 @@ from typing import Any
 
 import onnx
 
+from .. import backends as B
 from ..errors import BadInputError
 from ..io import copy_onnx, sha256_file
 from ..io.atomic import work_dir
@@ -33,24 +34,10 @@ from .report import render_markdown, report_dict, write_plot
 from .request import MANIFEST
 from .triton import triton_config, validate, write_repository
 
-#: Triton TensorRT precision_mode of each candidate precision.
-_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8", "bf16": "BF16"}
-_GPU = ("ort-cuda", "ort-trt", "trt-engine")
-
-
 def accelerator_for(chosen: dict[str, Any]) -> dict[str, str] | None:
-    """The Triton execution-accelerator block of the chosen candidate (None: the plain provider)."""
-    if chosen["backend"] in ("ort-trt", "trt-engine"):
-        return {
-            "name": "tensorrt",
-            "precision_mode": _TRT_PRECISION[chosen["precision"]],
-            "max_workspace_size_bytes": str(1 << 30),
-            "trt_engine_cache_enable": "1",
-            "trt_engine_cache_path": "/tmp/triton_trt_cache",
-        }
-    if chosen["backend"] == "ort-openvino":
-        return {"name": "openvino"}
-    return None
+    """The Triton execution-accelerator block of the chosen candidate (None: the plain provider): its backend
+    record's."""
+    return B.get(chosen["backend"]).accelerator(chosen["precision"])
 
 
 def preferred_batches(chosen: dict[str, Any]) -> list[int]:
@@ -81,7 +68,7 @@ def triton_text(name: str, model_path: Path, chosen: dict[str, Any], batches: li
     model = onnx.load(str(model_path), load_external_data=False)
     return triton_config(
         name, model, max_batch_size=max([*batches, 8]), preferred_batch_sizes=preferred_batches(chosen),
-        kind="gpu" if chosen["backend"] in _GPU else "cpu", accelerator=accelerator_for(chosen), notes=notes,
+        kind="gpu" if chosen["backend"] in B.GPU_BACKENDS else "cpu", accelerator=accelerator_for(chosen), notes=notes,
     )  # fmt: skip
 
 

@@ -27,17 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import backends as B
 from ..errors import BadInputError
 from .request import DEPLOY_PRECISIONS, DeployRequest
 
 #: Candidates whose objective is within this fraction of the best are tied.
 TIE = 0.03
-#: Fewer dependencies first: what a user must install and run next to the model.
-DEPENDENCY_RANK = {"ort-cpu": 0, "ort-openvino": 1, "ort-cuda": 1, "ort-trt": 2, "trt-engine": 3}
-#: Which artifact each (precision, backend) runs: bf16 runs the fp32 file at a bf16 compute precision; int8 for
-#: TensorRT is symmetric (s8 activations), for the CPU providers uint8 activations.
-_CPU_BACKENDS = ("ort-cpu", "ort-openvino")
-_GPU_BACKENDS = ("ort-cuda", "ort-trt", "trt-engine")
+#: Fewer dependencies first: what a user must install and run next to the model (each backend's record's rank).
+DEPENDENCY_RANK = {n: B.get(n).rank for n in B.ONNX_BACKENDS}
 
 
 @dataclass
@@ -60,39 +57,25 @@ class Candidate:
 
 
 def artifact_for(precision: str, backend: str) -> str | None:
-    """The artifact a (precision, backend) pair runs, or None when that backend cannot compute at that precision."""
-    if precision == "fp32":
-        return "fp32"
-    if precision == "bf16":
-        return "fp32" if backend == "ort-openvino" else None
-    if precision == "fp16":
-        if backend == "ort-openvino":
-            return None  # OpenVINO computes an fp16 file in fp32 on a CPU: nothing to gain over fp32
-        return "fp32" if backend in ("ort-trt", "trt-engine") else "fp16"  # TensorRT lowers precision itself
-    if precision == "int8":
-        if backend in ("ort-trt", "trt-engine"):
-            return "int8-trt"
-        return "int8-cpu" if backend in _CPU_BACKENDS else None
-    return None
+    """The artifact a (precision, backend) pair runs, or None when that backend cannot compute at that precision
+    (its record's ``artifacts``: bf16 runs the fp32 file at a bf16 compute precision; int8 for TensorRT is
+    symmetric (s8 activations), for the CPU providers uint8 activations)."""
+    return B.get(backend).artifact(precision)
 
 
 def choose_target(req: DeployRequest, problem: Any) -> tuple[str, str]:
     """The target to plan for and why (``--target auto``: a GPU target where ORT CUDA can run, else cpu)."""
     if req.target != "auto":
         return req.target, f"--target {req.target}"
-    cuda = problem("ort-cuda")
+    cuda = problem(B.targets("cuda")[0])
     if cuda is None:
-        trt = problem("ort-trt")
+        trt = problem(B.targets("tensorrt")[0])
         return "cuda", "auto: ORT CUDA can run here" + ("" if trt is None else f" (TensorRT cannot: {trt})")
     return "cpu", f"auto: ORT CUDA cannot run here: {cuda}"
 
 
 def _backends_for(target: str) -> tuple[str, ...]:
-    if target == "cpu":
-        return _CPU_BACKENDS
-    if target == "tensorrt":
-        return ("ort-trt", "trt-engine")
-    return _GPU_BACKENDS
+    return B.targets(target)
 
 
 def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tuple[list[Candidate], list[dict[str, str]], str, str]:
@@ -134,9 +117,9 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
             out.append(Candidate(p, b, art))
             if req.search and p == "int8":  # calibration: percentile (the default) and minmax
                 out.append(Candidate(p, b, f"{art}-minmax", {"calibration": "minmax"}))
-            if req.search and b == "ort-cpu" and p in ("fp32", "int8") and cpus > 1 and req.threads is None:
+            if req.search and "threads" in B.get(b).search and p in ("fp32", "int8") and cpus > 1 and req.threads is None:
                 out.append(Candidate(p, b, art, {"threads": 1}))
-            if req.search and b == "ort-cuda":
+            if req.search and "cuda_graph" in B.get(b).search:
                 out.append(Candidate(p, b, art, {"cuda_graph": True}))
     if req.fallback == "auto":  # last: made only where the whole-model candidate fails (the search judges it first)
         for c in [c for c in out if c.precision == "int8" and c.artifact == "int8-cpu"]:
@@ -144,7 +127,7 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
     if not out:
         raise BadInputError(
             f"no candidate: none of the precisions {', '.join(precisions)} runs on {', '.join(usable)}",
-            hint="bf16 needs ort-openvino (pip install 'deployinc[openvino]') on a CPU with AMX or AVX512-BF16; add fp32 to --precisions",
+            hint=f"bf16 needs {' or '.join(B.COMPUTE_PRECISION_BACKENDS['bf16'])} (pip install 'deployinc[openvino]') on a CPU with AMX or AVX512-BF16; add fp32 to --precisions",
         )
     return out, left_out, target, why
 

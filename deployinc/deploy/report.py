@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import backends as B
 from ..core.env import BF16_FLAGS, INT8_FLAGS, speed_flags
 from ..io import load_onnx
 from ..metadata import read_provenance
@@ -207,23 +208,8 @@ def report_dict(result: Any, triton_checked: str | None) -> dict[str, Any]:
 
 def _run_snippet(chosen: dict[str, Any]) -> list[str]:
     b, p, threads = chosen["backend"], chosen["precision"], chosen.get("options", {}).get("threads")
-    lines = ["```python", "import numpy as np, onnxruntime as ort"]
-    so = "so = ort.SessionOptions()" + (f"; so.intra_op_num_threads = {threads}" if threads else "")
-    if b == "ort-openvino":
-        hint = "bf16" if p == "bf16" else "f32"
-        lines += [
-            "import onnxruntime_ep_openvino as ov  # pip install onnxruntime-ep-openvino",
-            'ort.register_execution_provider_library("openvino", ov.get_library_path())',
-            so,
-            'devices = [d for d in ort.get_ep_devices() if d.ep_name == ov.get_ep_name()]',
-            f'so.add_provider_for_devices(devices, {{"load_config": \'{{"CPU": {{"INFERENCE_PRECISION_HINT": "{hint}"}}}}\'}})',
-            'sess = ort.InferenceSession("model.onnx", sess_options=so)',
-        ]  # fmt: skip
-    else:
-        ep = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}.get(b, "CPUExecutionProvider")
-        lines += [so, f'sess = ort.InferenceSession("model.onnx", sess_options=so, providers=["{ep}"])']
-    lines += ["name = sess.get_inputs()[0].name", "logits = sess.run(None, {name: images})[0]  # images: N x C x H x W float32, normalised", "```"]
-    return lines
+    usage = B.get(b).usage
+    return ["```python", *(usage(p, threads) if usage is not None else []), "```"]
 
 
 def _speed_sentence(result: Any, chosen: dict[str, Any], key: str, t: dict[str, Any], sp: dict[str, Any]) -> str:

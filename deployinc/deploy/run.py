@@ -35,7 +35,8 @@ from ..core.metrics import preset, task_failures
 from ..precision import fallback as fb
 from ..precision.int8 import quantize_int8, write_int8
 from ..precision.recipe import recipe_for
-from ..runners.available import backend_problem, bf16_native
+from .. import backends as B
+from ..backends import backend_problem, bf16_native
 from ..verify.accuracy import check_class_count, class_count
 from ..verify.core import reference_run, run as verify_run
 from ..verify.request import VerifyRequest
@@ -330,7 +331,7 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path) -> fb.Oracle:
             ref = {k[len("ref/") :]: z[k] for k in z.files if k.startswith("ref/")}
             name = str(z["input_name"])
     except (OSError, ValueError, KeyError):
-        vreq = VerifyRequest(model=fp32, providers="ort-cpu", samples=req.samples, data=req.accuracy_data, labels=bool(req.accuracy_data),
+        vreq = VerifyRequest(model=fp32, providers=B.REFERENCE, samples=req.samples, data=req.accuracy_data, labels=bool(req.accuracy_data),
                              threads=req.threads, trust_model_code=req.trust_model_code)  # fmt: skip
         x, ref, labels, name = reference_run(vreq)
         arrays = {"input": x, "input_name": np.array(name), **{f"ref/{k}": v for k, v in ref.items()}}
@@ -340,7 +341,7 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path) -> fb.Oracle:
         np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue(), force=True)
     goal = fb.TaskGoal(np.asarray(labels), max_drop=req.max_accuracy_drop) if labels is not None else None
-    return fb.Oracle(x, name, ref, preset("int8", "ort-cpu"), goal=goal, threads=req.threads)
+    return fb.Oracle(x, name, ref, preset("int8", B.REFERENCE), goal=goal, threads=req.threads)
 
 
 def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any) -> dict[str, Any]:
@@ -395,7 +396,7 @@ def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: 
         reused.append("baseline")
         return cached
 
-    names = ["torch", "torch-fused"] + (["torch-compile"] if req.torch_compile else [])
+    names = B.eager_baseline(req.torch_compile)
     device = "cuda" if target in ("cuda", "tensorrt") else "cpu"
     req.say(f"timing the eager baseline: {', '.join(names)} on {device}" + (" (torch.compile takes a while the first time)" if req.torch_compile else ""))
     s = BenchSettings(backends=names, batches=list(req.batches), precisions=["fp32"], warmup=req.warmup, iters=req.iters, threads=req.threads, device=device)
@@ -547,7 +548,7 @@ def _line(res: dict[str, Any], req: DeployRequest) -> str:
 
 def _speedups(results: list[dict[str, Any]], baseline: dict[str, Any], req: DeployRequest) -> None:
     """Each candidate's p50 speedup over eager torch and over plain ORT CPU fp32, per batch size (same run)."""
-    torch_rows = (baseline.get("rows") or {}).get("torch", {}).get("timing", {})
+    torch_rows = (baseline.get("rows") or {}).get(B.BASELINE, {}).get("timing", {})
     plain = next((r for r in results if r["id"] == "fp32-ort-cpu"), None)
     plain_rows = (plain or {}).get("timing") or {}
     for r in results:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only in annotations: a backend's record can name its runner class without importing it
+    import numpy as np
 
 
 class BaseRunner(ABC):

@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends import canonical
 from ..core.graph import graph_problem
 from ..errors import BadInputError
 from ..io import load_onnx
@@ -130,11 +129,8 @@ class CheckReport:
 def resolve_target(target: str) -> str:
     """Validate a target name; raise BadInputError listing the known ones (and the closest match)."""
     t = (target or "").strip().lower()
-    if t in TARGETS:
+    if t in TARGETS:  # a backend name or alias is turned into its table by deployinc.backends.check_target
         return t
-
-    if canonical(t) in TARGETS:  # the backend names and aliases of every command: cpu, cuda, openvino, ov
-        return str(canonical(t))
     close = difflib.get_close_matches(t, TARGETS, n=1)
     hint = f"known targets: {', '.join(TARGETS)}" + (f" (did you mean {close[0]}?)" if close else "")
     raise BadInputError(f"unknown target {target!r}", hint=hint)

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import backends as B
 from ..backends import ALIASES, BACKENDS, FUSING_BACKENDS, ONNX_BACKENDS, names_text, parse_backends  # noqa: F401 - the one table
-from ..errors import BackendUnavailable, BadInputError
+from ..errors import BackendUnavailable
 from ..prepare import prepare
 from ..factory import onnx_runner
 from ..runners.torch_runner import TorchRunner
@@ -36,12 +37,8 @@ def parse_providers(text: str | None) -> list[str]:
 
 
 def family(backend: str) -> str:
-    """``cpu``, ``cuda`` or ``tensorrt``: which tolerance preset a backend gets."""
-    if backend in ("ort-trt", "trt-engine"):
-        return "tensorrt"
-    if backend in ("ort-cuda", "torch-cuda"):
-        return "cuda"
-    return "cpu"
+    """``cpu``, ``cuda`` or ``tensorrt``: which tolerance preset a backend gets (its record's ``tolerance``)."""
+    return B.get(backend).tolerance
 
 
 @dataclass
@@ -104,31 +101,30 @@ def open_backend(
 
     t0 = time.perf_counter()
     try:
-        if name in ONNX_BACKENDS:
+        rec = B.get(name)
+        if rec.onnx:
             runner = make_onnx_runner(
                 name,
-                onnx_bytes if (onnx_bytes is not None and name != "trt-engine") else onnx_path,
+                onnx_bytes if (onnx_bytes is not None and not rec.needs_file) else onnx_path,
                 precision=precision,
                 threads=threads,
                 batches=batches,
                 static_batch=static_batch,
                 onnx_path=onnx_path,
             )
-        elif name == "torch-cuda":
+        elif rec.device == "gpu":
             if reference is None or reference.module is None:
-                raise BackendUnavailable("torch-cuda needs a torch reference", hint="drop --against, or drop torch-cuda")
+                raise BackendUnavailable(f"{name} needs a torch reference", hint=f"drop --against, or drop {name}")
 
-            runner = TorchRunner(
-                reference.module, device="cuda", precision="fp16" if precision == "fp16" else "fp32", name="torch-cuda"
-            )
+            runner = TorchRunner(reference.module, device="cuda", precision="fp16" if precision == "fp16" else "fp32", name=name)
             # The reference module stays on the CPU: the CUDA runner gets its own copy.
             runner.module = copy.deepcopy(reference.module)
-        elif name == "torch":
+        elif not rec.options.get("prepared"):
             if reference is None or reference.module is None:
-                raise BackendUnavailable("torch needs a torch reference", hint="drop --against, or drop torch")
+                raise BackendUnavailable(f"{name} needs a torch reference", hint=f"drop --against, or drop {name}")
 
-            runner = TorchRunner(copy.deepcopy(reference.module), device="cpu", threads=threads, name="torch")
-        elif name in ("torch-fused", "torch-compile"):
+            runner = TorchRunner(copy.deepcopy(reference.module), device="cpu", threads=threads, name=name)
+        else:
             if reference is None or reference.module is None:
                 raise BackendUnavailable(f"{name} needs a torch reference", hint=f"drop --against, or drop {name}")
             info = reference.info
@@ -140,10 +136,9 @@ def open_backend(
                 mean=tuple(info.mean) if info is not None else None,
                 std=tuple(info.std) if info is not None else None,
             )
-            example = np.zeros((1, *chw), np.float32) if name == "torch-compile" else None
-            runner = TorchRunner(prepared, device="cpu", threads=threads, name=name, compile=name == "torch-compile", example=example)
-        else:  # pragma: no cover - parse_providers refuses other names
-            raise BadInputError(f"unknown backend {name!r}", hint=available_names())
+            compiled = bool(rec.options.get("compile"))
+            example = np.zeros((1, *chw), np.float32) if compiled else None
+            runner = TorchRunner(prepared, device="cpu", threads=threads, name=name, compile=compiled, example=example)
         runner.activate()
     except BackendUnavailable as exc:
         return Opened(name=name, reason=exc.message, hint=exc.hint, seconds=time.perf_counter() - t0)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backends as B
 from .. import isolate as isolation
 from ..core import env, images, limits
 from ..core import graph as G
@@ -41,12 +42,12 @@ from .request import VerifyRequest
 from .tensors import check_finite, load_inputs, load_run, save_run
 
 #: Backends run in a subprocess by default (native GPU code that can crash or hang).
-ISOLATED_BACKENDS = ("ort-cuda", "ort-trt", "trt-engine")
+ISOLATED_BACKENDS = B.ISOLATED_BACKENDS
 #: Seconds an isolated backend may take without --timeout: a TensorRT engine build (ort-trt, trt-engine) can take
 #: many minutes; any other backend verifying a classifier over its samples takes seconds, so a hang ends sooner.
 ISOLATED_TIMEOUT = 1800.0
 ISOLATED_TIMEOUT_OTHERS = 300.0
-ENGINE_BUILDERS = ("ort-trt", "trt-engine")
+ENGINE_BUILDERS = B.ENGINE_BACKENDS
 
 from ..core.metrics import Tolerance, compare_outputs, preset
 
@@ -584,7 +585,7 @@ def open_subject(req: Any, notes: list[str]) -> _Subject:
 
 
 #: Backends that build at a precision of their own (an fp32 file runs as fp16 there when asked).
-_BUILDING_BACKENDS = ("ort-trt", "trt-engine")
+_BUILDING_BACKENDS = B.ENGINE_BACKENDS
 _LOOSENESS = {"fp32": 0, "fp16": 1, "int8": 2}
 
 
@@ -725,7 +726,7 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
         _, outs = load_run(req.load_outputs)
         return outs
     if ref.kind == "onnx":
-        rrunner = make_onnx_runner("ort-cpu", ref.onnx_path, precision="fp32", threads=subj.threads, batches=subj.batches, static_batch=bool(subj.static))
+        rrunner = make_onnx_runner(B.REFERENCE, ref.onnx_path, precision="fp32", threads=subj.threads, batches=subj.batches, static_batch=bool(subj.static))
         rgi = G.image_input(ref_model)
         rrunner.activate()
         try:
@@ -799,7 +800,7 @@ def run_backends(
     for name in subj.backends:
         tol, tol_src = tolerance_for(subj.precision, name, cfg_tol, req.tolerance, trust_file=req.file_tolerances, notes=notes, floor=floor)
         t = time.perf_counter()
-        if name in ("torch-cuda", "torch-fused") and ref.module is None:
+        if name in B.TORCH_BACKENDS and name != B.BASELINE and ref.module is None:
             br = BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (not --against or --load-outputs)")
         elif _isolated(name, subj.isolate, subj.prov is not None):
             br = _run_isolated(name, subj.path, x, subj.batches, subj.precision, subj.threads, bool(subj.static), subj.gi, ref_out, tol, tol_src, say, req.timeout, outputs)
@@ -982,7 +983,7 @@ def localize_step(req: Any, report: VerifyReport, subj: _Subject, ref: Any, ref_
 
 def _isolated(name: str, isolate: bool | None, ours: bool) -> bool:
     """Whether backend ``name`` runs in a subprocess (see ``isolate`` in :func:`verify`)."""
-    if name.startswith("torch"):
+    if not B.get(name).onnx:
         return False
     if isolate is None:
         return name in ISOLATED_BACKENDS or not ours
@@ -1090,22 +1091,22 @@ def _localize(
                 tolerance=target.tolerance,
                 run_exposed=lambda m, names: run_on(target.name, m, names, gi),
                 reference_model=ref_model,
-                run_reference_exposed=lambda m, names: run_on("ort-cpu", G.with_outputs(m, names, G.value_types(m)), names, rgi),
+                run_reference_exposed=lambda m, names: run_on(B.REFERENCE, G.with_outputs(m, names, G.value_types(m)), names, rgi),
                 method=method,
                 backend=target.name,
                 log=say,
             )
-        if target.name != "ort-cpu":
+        if target.name != B.REFERENCE:
             # First the graph itself, on the CPU, all points at once: if it departs there, the file is at fault
             # and the GPU backend has nothing to add.
             cpu = localize(
                 mproto,
                 x,
                 tolerance=target.tolerance,
-                run_exposed=lambda m, names: run_on("ort-cpu", m, names, gi),
+                run_exposed=lambda m, names: run_on(B.REFERENCE, m, names, gi),
                 reference_module=ref.module,
                 method="all",
-                backend="ort-cpu",
+                backend=B.REFERENCE,
                 log=say,
             )
             if cpu.first is not None:
@@ -1122,7 +1123,7 @@ def _localize(
             run_exposed=lambda m, names: run_on(target.name, m, names, gi),
             reference_module=ref.module,
             method=method,
-            run_proxy_exposed=(lambda m, names: run_on("ort-cpu", m, names, gi)) if target.name != "ort-cpu" else None,
+            run_proxy_exposed=(lambda m, names: run_on(B.REFERENCE, m, names, gi)) if target.name != B.REFERENCE else None,
             backend=target.name,
             log=say,
         )

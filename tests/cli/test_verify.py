@@ -44,7 +44,7 @@ def test_a_passing_comparison_with_a_skipped_backend_exits_3_unless_allowed():
 
 
 def test_through_the_cli_a_failure_beside_a_skipped_backend_exits_1(cli_runner, tiny):
-    from deployinc.runners.available import backend_problem
+    from deployinc.backends import backend_problem
     from tests.conftest import invoke
 
     if backend_problem("ort-cuda") is None:

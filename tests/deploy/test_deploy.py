@@ -108,7 +108,7 @@ def test_plan_cpu_without_openvino_leaves_it_out_with_the_reason() -> None:
     req = DeployRequest(model="x", fallback="none")
     req.check()
     assert not [c for c in plan(req, _problem({"ort-cpu"}), bf16_native=True, cpus=2)[0] if "mixed" in c.id]
-    assert left == [{"backend": "ort-openvino", "reason": "ort-openvino is not here"}]
+    assert left == [{"backend": "ort-openvino", "reason": "ort-openvino is not here"}, {"backend": "openvino", "reason": "openvino is not here"}]
 
 
 def test_plan_bf16_only_where_the_cpu_has_it() -> None:

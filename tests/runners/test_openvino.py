@@ -1,5 +1,5 @@
 """The ort-openvino backend (ONNX Runtime's OpenVINO execution provider plugin), bf16 as a compute precision, and
-the availability probe (deployinc.runners.available)."""
+the availability probe (deployinc.backends: each record's problem)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from onnx import numpy_helper
 
 from deployinc.backends import ALIASES, BACKENDS, GPU_BACKENDS, ONNX_BACKENDS, canonical, parse_backends
 from deployinc.errors import BackendUnavailable, BadInputError
-from deployinc.runners.available import backend_problem, bf16_native
+from deployinc.backends import backend_problem, bf16_native
 
 from tests.conftest import invoke
 
@@ -45,23 +45,24 @@ def _inputs(n: int = 8) -> np.ndarray:
 
 def test_the_name_and_its_aliases():
     assert "ort-openvino" in BACKENDS and "ort-openvino" in ONNX_BACKENDS and "ort-openvino" not in GPU_BACKENDS
-    assert canonical("openvino") == canonical("OV") == canonical("ort-openvino") == "ort-openvino"
-    assert ALIASES["openvino"] == "ort-openvino"
+    assert canonical("openvino-ep") == canonical("ORT-OV") == canonical("ort-openvino") == "ort-openvino"
+    assert ALIASES["ort-ov"] == "ort-openvino" and canonical("openvino") == "openvino"  # the name is the OpenVINO runtime's
     from deployinc.cli.bench import parse_bench_backends
     from deployinc.cli.main import backend_names, provider_names
     from deployinc.verify.backends import parse_providers
 
-    assert parse_providers("cpu,openvino") == ["ort-cpu", "ort-openvino"]
-    assert parse_bench_backends("ov,ort-openvino") == ["ort-openvino"]
-    assert parse_backends("openvino") == ["ort-openvino"]
-    assert {"openvino", "ov", "ort-openvino"} <= set(provider_names()) and "ort-openvino" in backend_names()
+    assert parse_providers("cpu,openvino-ep") == ["ort-cpu", "ort-openvino"]
+    assert parse_bench_backends("ort-ov,ort-openvino") == ["ort-openvino"]
+    assert parse_backends("openvino-ep") == ["ort-openvino"]
+    assert {"openvino-ep", "ort-ov", "ort-openvino"} <= set(provider_names()) and "ort-openvino" in backend_names()
 
 
 def test_check_target_accepts_the_backend_names(cli_runner, tmp_path):
+    from deployinc.backends import check_target
     from deployinc.trt.check import check_model, resolve_target
 
-    assert resolve_target("openvino") == resolve_target("ort-openvino") == "ort-openvino"
-    assert resolve_target("cpu") == "ort-cpu"
+    assert resolve_target(check_target("openvino")) == resolve_target(check_target("ort-openvino")) == "ort-openvino"
+    assert resolve_target(check_target("cpu")) == "ort-cpu"
     import onnx.helper as h
 
     x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
@@ -83,7 +84,7 @@ def test_backend_problem_answers_for_every_name():
         got = backend_problem(name)
         assert got is None or (isinstance(got, str) and got and "\n" not in got), (name, got)
     assert backend_problem("ort-cpu") is None
-    assert backend_problem("openvino") == backend_problem("ort-openvino")
+    assert backend_problem("openvino-ep") == backend_problem("ort-openvino")
     assert (backend_problem("ort-openvino") is None) == HAVE_OV
     with pytest.raises(BadInputError, match="unknown backend"):
         backend_problem("vulkan")
@@ -99,7 +100,7 @@ def test_backend_problem_is_cheap():
     """No torch, no session: the probe imports onnxruntime at most."""
     code = (
         "import sys\n"
-        "from deployinc.runners.available import backend_problem, bf16_native\n"
+        "from deployinc.backends import backend_problem, bf16_native\n"
         "from deployinc.backends import BACKENDS\n"
         "print([backend_problem(b) for b in BACKENDS], bf16_native())\n"
         "print('HEAVY', sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
@@ -208,7 +209,7 @@ def test_verify_fp32_on_openvino(cli_runner, small_onnx, tmp_path):
 
 @needs_bf16
 def test_verify_bf16_passes_with_the_bf16_preset(cli_runner, small_onnx):
-    r = invoke(cli_runner, ["verify", str(small_onnx), "--providers", "openvino", "--precision", "bf16", "--batch", "1,4", "--samples", "16"])
+    r = invoke(cli_runner, ["verify", str(small_onnx), "--providers", "ort-openvino", "--precision", "bf16", "--batch", "1,4", "--samples", "16"])
     assert r.exit_code == 0, r.output
     assert "[bf16:" in r.stdout and "PASS" in r.stdout
 
@@ -251,7 +252,7 @@ def test_bf16_preset():
 @needs_bf16
 def test_bench_rows_for_openvino(cli_runner, small_onnx, tmp_path):
     out = tmp_path / "b.json"
-    r = invoke(cli_runner, ["bench", str(small_onnx), "--backends", "ort-cpu,openvino", "--precisions", "fp32,bf16", "--iters", "3",
+    r = invoke(cli_runner, ["bench", str(small_onnx), "--backends", "ort-cpu,ort-openvino", "--precisions", "fp32,bf16", "--iters", "3",
                             "--warmup", "1", "--threads", "2", "--no-progress", "--json", str(out)])  # fmt: skip
     assert r.exit_code == 0, r.output
     rows = json.loads(out.read_text())["results"]

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from deployinc.errors import BackendUnavailable, BadInputError
-from deployinc.runners import parse_backends
+from deployinc.backends import parse_backends
 from deployinc.runners.ort import OrtRunner, cuda_driver_problem
 from deployinc.runners.torch_runner import TorchRunner
 from deployinc.verify.backends import open_backend, parse_providers

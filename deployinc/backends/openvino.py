@@ -1,0 +1,172 @@
+"""The OpenVINO runtime itself (``pip install 'deployinc[openvino-runtime]'``): the backend ``openvino``.
+
+OpenVINO reads the ONNX file directly (``Core.read_model``; a QDQ int8 file runs on its int8 kernels) and compiles
+it for the CPU with two properties deployinc always sets, so a number means what it says:
+
+* ``INFERENCE_PRECISION_HINT``: ``f32`` for fp32 (without it OpenVINO computes in bf16 on a CPU with AMX or
+  AVX512-BF16, an error near 1e-2 relative), ``bf16`` for bf16 (refused where the CPU device does not list BF16
+  among its ``OPTIMIZATION_CAPABILITIES``: OpenVINO would compute in f32 and call it bf16); fp16 and int8 files
+  carry their own types and run at ``f32``.
+* ``INFERENCE_NUM_THREADS``: the thread count asked for (0, OpenVINO's default, when none is).
+
+Unlike ONNX Runtime's OpenVINO plugin provider (``ort-openvino``), which lists Intel hardware only, the runtime runs
+on any x86-64 CPU (an AMD EPYC included) and on ARM. The batch dimension stays dynamic: one compiled model serves
+every batch size. This module is the whole backend: its record, its probe and its runner.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BackendUnavailable, OnnxFileError
+from ..runners.base import BaseRunner
+from ..runners.steps import TimedSteps
+from ._probe import installed
+from ._record import Backend, register
+
+if TYPE_CHECKING:
+    import numpy as np
+
+NAME = "openvino"
+DISTRIBUTION = "openvino"
+INSTALL_HINT = "pip install 'deployinc[openvino-runtime]' (the OpenVINO runtime: pip install openvino)"
+#: The runner's precision -> OpenVINO's INFERENCE_PRECISION_HINT.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f32", "int8": "f32"}
+DEVICE = "CPU"
+
+
+@functools.lru_cache(maxsize=1)
+def core() -> Any:
+    """One ``openvino.Core`` per process (it holds the device plugins).
+
+    Raises:
+        BackendUnavailable: The runtime is not installed or cannot be imported.
+    """
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        text = "is not installed" if isinstance(exc, ModuleNotFoundError) and exc.name == "openvino" else f"cannot be imported: {str(exc)[:200]}"
+        raise BackendUnavailable(f"the OpenVINO runtime ({DISTRIBUTION}) {text}", hint=INSTALL_HINT) from exc
+    return ov.Core()
+
+
+def capabilities() -> list[str]:
+    """The CPU device's ``OPTIMIZATION_CAPABILITIES`` (``BF16 WINOGRAD FP32 INT8 ...``)."""
+    return [str(c) for c in core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")]
+
+
+def _problem() -> str | None:
+    if not installed("openvino"):
+        return f"the OpenVINO runtime ({DISTRIBUTION}) is not installed"
+    try:
+        devices = list(core().available_devices)
+    except BackendUnavailable as exc:
+        return exc.message
+    except Exception as exc:  # noqa: BLE001 - a broken runtime: the probe answers with the reason, never raises
+        return f"the OpenVINO runtime cannot list its devices: {str(exc).strip()[:120] or type(exc).__name__}"
+    return None if DEVICE in devices else f"the OpenVINO runtime offers no CPU device here (devices: {', '.join(devices) or 'none'})"
+
+
+def compile_config(precision: str, threads: int | None) -> dict[str, Any]:
+    """The CPU properties for a runner's precision and thread count."""
+    return {"INFERENCE_PRECISION_HINT": PRECISION_HINTS.get(precision, "f32"), "INFERENCE_NUM_THREADS": int(threads or 0)}
+
+
+class OpenVINORunner(BaseRunner):
+    """An ONNX model (a path or serialised bytes) compiled by the OpenVINO runtime for the CPU."""
+
+    def __init__(self, model: str | os.PathLike[str] | bytes, *, precision: str = "fp32", threads: int | None = None, name: str = NAME):
+        super().__init__()
+        self.model = model if isinstance(model, bytes) else str(os.fspath(model))
+        self.precision, self.threads, self.name, self.device = precision, threads, name, "cpu"
+        self.compiled: Any = None
+        self.request: Any = None
+
+    def _activate(self) -> None:
+        ov_core = core()
+        caps = capabilities()
+        if self.precision == "bf16" and "BF16" not in caps:
+            raise BackendUnavailable(
+                f"this CPU has no native bf16 (OpenVINO's capabilities: {' '.join(caps) or 'none'}): OpenVINO would compute in f32",
+                hint="bf16 needs AMX-BF16 or AVX512-BF16 (Xeon Sapphire Rapids or newer, Zen 4 or newer); run fp32 here",
+            )
+        try:
+            model = ov_core.read_model(io.BytesIO(self.model) if isinstance(self.model, bytes) else self.model)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError / its own types for a model it cannot read
+            msg = " | ".join(ln.strip() for ln in str(exc).strip().splitlines()[:3])[:300] or type(exc).__name__
+            raise OnnxFileError(f"the OpenVINO runtime cannot read the model: {msg}", hint="run deployinc check on it; try --providers ort-cpu") from exc
+        config = compile_config(self.precision, self.threads)
+        try:
+            self.compiled = ov_core.compile_model(model, DEVICE, config)
+        except Exception as exc:  # noqa: BLE001 - a model the CPU plugin does not take: skipped with the reason
+            msg = " | ".join(ln.strip() for ln in str(exc).strip().splitlines()[:3])[:300] or type(exc).__name__
+            raise BackendUnavailable(f"OpenVINO could not compile the model for the CPU: {msg}", hint="run deployinc check on it; try --providers ort-cpu") from exc
+        self.request = self.compiled.create_infer_request()
+        import openvino as ov
+
+        self.details = {
+            "openvino": ov.get_version(),
+            "openvino_device": str(ov_core.get_property(DEVICE, "FULL_DEVICE_NAME")),
+            "openvino_capabilities": caps,
+            "openvino_config": {k: _text(self.compiled.get_property(k)) for k in config},  # what it compiled with
+            "threads": self.threads,
+        }
+
+    def _deactivate(self) -> None:
+        self.request = self.compiled = None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        got = self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        return {out.get_any_name(): np.array(got[out], copy=True) for out in self.compiled.outputs}
+
+    def input_names(self) -> list[str]:
+        return [i.get_any_name() for i in self.compiled.inputs]
+
+    def output_names(self) -> list[str]:
+        return [o.get_any_name() for o in self.compiled.outputs]
+
+    def bench_steps(self, feeds: dict[str, np.ndarray]) -> TimedSteps:
+        """``e2e``: the infer request's ``infer`` on host arrays, the call a user makes (the CPU: no copies)."""
+        import numpy as np
+
+        bound = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        request = self.request
+        return TimedSteps(e2e=lambda: request.infer(bound), notes=["OpenVINO infer request (synchronous), host arrays"])
+
+
+def _text(value: Any) -> str:
+    """A compiled model's property as OpenVINO spells it (``f32``, not ``<Type: 'float32'>``)."""
+    return str(value.to_string()) if hasattr(value, "to_string") else str(value)
+
+
+def _build(model: Any, *, file: Path | None, precision: str, threads: int | None, trt_batch: str | None,
+           cuda_graph: bool, tf32: bool, name: str) -> OpenVINORunner:  # fmt: skip
+    return OpenVINORunner(model, precision=precision, threads=threads, name=name)
+
+
+def _usage(precision: str, threads: int | None) -> list[str]:
+    config = json.dumps(compile_config(precision, threads))
+    return [
+        "import numpy as np, openvino as ov  # pip install openvino",
+        "core = ov.Core()",
+        f'compiled = core.compile_model(core.read_model("model.onnx"), "CPU", {config})',
+        "logits = compiled(images)[0]  # images: N x C x H x W float32, normalised",
+    ]
+
+
+register(
+    Backend(
+        NAME, "the OpenVINO runtime on the CPU (reads the ONNX file; any x86-64 CPU)", "openvino", _problem,
+        aliases=("ov", "openvino-runtime"), artifacts={"fp32": "fp32", "bf16": "fp32", "int8": "int8-cpu"},
+        from_fp32=("bf16",), rank=1, targets=("cpu",), check_target="ort-openvino",
+        triton=lambda _p: {"name": "openvino"}, build=_build, usage=_usage,
+    ),
+)  # fmt: skip
+

@@ -1,0 +1,211 @@
+"""The openvino backend (the OpenVINO runtime itself, deployinc/backends/openvino.py): its record and probe, its
+runner at fp32, int8 (a QDQ file) and bf16 (where the CPU has it), and the commands that take its name."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import deployinc.backends as B
+from deployinc.backends import openvino as OV
+from deployinc.errors import BackendUnavailable
+from deployinc.factory import onnx_runner
+
+from tests.conftest import invoke
+
+PROBLEM = B.backend_problem("openvino")
+needs_ov = pytest.mark.skipif(PROBLEM is not None, reason=f"the OpenVINO runtime cannot run here: {PROBLEM}")
+
+
+def _bf16_here() -> bool:
+    return PROBLEM is None and "BF16" in OV.capabilities()
+
+
+needs_bf16 = pytest.mark.skipif(not _bf16_here(), reason=f"needs the OpenVINO runtime on a CPU with native bf16 ({PROBLEM or 'no BF16 capability'})")
+
+
+def _convnet(path, batch: object = "batch") -> onnx.ModelProto:
+    """Conv(3->8) + Relu + GlobalAveragePool + Flatten + Gemm(8->5): a tiny classifier with a dynamic batch."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b"),
+        numpy_helper.from_array(rng.standard_normal((5, 8)).astype(np.float32), "fc"),
+        numpy_helper.from_array(np.zeros(5, np.float32), "fcb"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 5])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, path)
+    return model
+
+
+@pytest.fixture
+def convnet(tmp_path):
+    path = tmp_path / "net.onnx"
+    _convnet(path)
+    return path
+
+
+def _x(n: int) -> np.ndarray:
+    return np.random.default_rng(n).standard_normal((n, 3, 16, 16)).astype(np.float32)
+
+
+def _ort(path, x: np.ndarray) -> np.ndarray:
+    with onnx_runner("ort-cpu", path, threads=1) as r:
+        return r.infer({"input": x})["logits"]
+
+
+# the record ----------------------------------------------------------------------------------------------------------
+
+
+def test_the_name_its_aliases_and_what_it_can_do():
+    rec = B.get("openvino")
+    assert B.canonical("OV") == B.canonical("openvino-runtime") == "openvino" and rec.family == "openvino"
+    assert B.canonical("ort-ov") == "ort-openvino"  # ONNX Runtime's plugin provider keeps its own name
+    assert rec.onnx and rec.device == "cpu" and "openvino" not in B.GPU_BACKENDS and "openvino" in B.targets("cpu")
+    assert {p: rec.artifact(p) for p in ("fp32", "fp16", "bf16", "int8")} == {"fp32": "fp32", "fp16": None, "bf16": "fp32", "int8": "int8-cpu"}
+    assert "openvino" in B.COMPUTE_PRECISION_BACKENDS["bf16"] and B.precision_problem("bf16", ["openvino"]) is None
+    assert rec.accelerator("fp32") == {"name": "openvino"} and B.check_target("openvino") == "ort-openvino"
+    lines = rec.usage("bf16", 2)  # type: ignore[misc]
+    assert any('"INFERENCE_PRECISION_HINT": "bf16"' in ln and '"INFERENCE_NUM_THREADS": 2' in ln for ln in lines)
+
+
+def test_the_probe_names_a_missing_runtime(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert B.backend_problem("ov") == "the OpenVINO runtime (openvino) is not installed"
+
+
+def test_a_missing_runtime_is_backend_unavailable_with_the_extra(monkeypatch, convnet):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as for a package not installed
+    OV.core.cache_clear()
+    try:
+        with pytest.raises(BackendUnavailable, match="OpenVINO runtime") as e:
+            onnx_runner("openvino", convnet).activate()
+        assert "deployinc[openvino-runtime]" in (e.value.hint or "")
+    finally:
+        OV.core.cache_clear()
+
+
+# the runner ----------------------------------------------------------------------------------------------------------
+
+
+@needs_ov
+def test_fp32_matches_ort_cpu_at_every_batch_size(convnet):
+    with onnx_runner("openvino", convnet, threads=1) as r:
+        assert (r.name, r.device, r.input_names(), r.output_names()) == ("openvino", "cpu", ["input"], ["logits"])
+        assert r.details["openvino_config"] == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"}
+        for n in (1, 5, 8):  # one compiled model, a dynamic batch
+            got = r.infer({"input": _x(n)})["logits"]
+            np.testing.assert_allclose(got, _ort(convnet, _x(n)), rtol=1e-4, atol=1e-5)
+        steps = r.bench_steps({"input": _x(2)})
+        steps.e2e()
+    with onnx_runner("openvino", convnet.read_bytes(), path=convnet, name="mine") as r:  # an in-memory model
+        assert r.name == "mine" and r.infer({"input": _x(2)})["logits"].shape == (2, 5)
+
+
+@needs_ov
+def test_int8_runs_a_qdq_file(convnet, tmp_path):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": _x(4)} for _ in range(4)])
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            return next(self.items, None)
+
+    qdq = tmp_path / "net.int8.onnx"
+    quantize_static(str(convnet), str(qdq), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(qdq).graph.node)
+    with onnx_runner("openvino", qdq, precision="int8", threads=1) as r:
+        got = r.infer({"input": _x(8)})["logits"]
+    ref = _ort(convnet, _x(8))
+    cos = float((got * ref).sum() / (np.linalg.norm(got) * np.linalg.norm(ref)))
+    assert cos > 0.99 and not np.array_equal(got, ref)  # int8 arithmetic: close, not identical
+
+
+@needs_bf16
+def test_bf16_computes_in_bf16_where_the_cpu_has_it(convnet):
+    with onnx_runner("openvino", convnet, precision="bf16", threads=1) as r:
+        assert r.details["openvino_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
+        got = r.infer({"input": _x(8)})["logits"]
+    ref = _ort(convnet, _x(8))
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 0.1 and not np.allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
+@needs_ov
+def test_bf16_is_refused_where_the_cpu_cannot_compute_it(monkeypatch, convnet):
+    monkeypatch.setattr(OV, "capabilities", lambda: ["WINOGRAD", "FP32", "INT8"])
+    with pytest.raises(BackendUnavailable, match="no native bf16"):
+        onnx_runner("openvino", convnet, precision="bf16").activate()
+
+
+@needs_ov
+def test_a_file_openvino_cannot_read_is_an_onnx_file_error(tmp_path):
+    from deployinc.errors import OnnxFileError
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(OnnxFileError, match="OpenVINO runtime cannot read"):
+        onnx_runner("openvino", bad).activate()
+
+
+# the commands ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory):
+    from deployinc.export import export_pipeline
+
+    out = tmp_path_factory.mktemp("ovrt") / "inception_cifar.onnx"
+    export_pipeline("inception_cifar", out=out, threads=2)
+    return out
+
+
+@needs_ov
+def test_verify_providers_openvino_passes(cli_runner, small_onnx, tmp_path):
+    out = tmp_path / "v.json"
+    r = invoke(cli_runner, ["verify", str(small_onnx), "--providers", "openvino", "--batch", "1,4", "--samples", "16", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = {b["backend"]: b for b in json.loads(out.read_text())["backends"]}
+    assert rows["openvino"]["status"] == "ran" and rows["openvino"]["passed"] is True, rows
+
+
+@needs_ov
+def test_bench_backends_ort_cpu_and_openvino(cli_runner, small_onnx, tmp_path):
+    out = tmp_path / "b.json"
+    r = invoke(cli_runner, ["bench", str(small_onnx), "--backends", "ort-cpu,openvino", "--iters", "3", "--warmup", "1",
+                            "--threads", "1", "--no-progress", "--json", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = {(x["backend"], x["precision"], x["status"]) for x in json.loads(out.read_text())["results"]}
+    assert {("ort-cpu", "fp32", "ok"), ("openvino", "fp32", "ok")} <= got, got
+
+
+def test_deploy_plans_openvino_candidates_where_the_runtime_runs():
+    from deployinc.deploy.plan import plan
+    from deployinc.deploy.request import DeployRequest
+
+    req = DeployRequest(model="x", search=False)
+    req.check()
+    cands, left, target, _ = plan(req, lambda b: None if b in ("ort-cpu", "openvino") else f"{b} is not here", bf16_native=True, cpus=1)
+    ids = [c.id for c in cands]
+    assert target == "cpu" and {"fp32-openvino", "bf16-openvino", "int8-openvino", "int8-openvino-mixed"} <= set(ids), ids
+    assert "fp16-openvino" not in ids and next(c for c in cands if c.id == "int8-openvino").artifact == "int8-cpu"
+    cands, left, _, _ = plan(req, lambda b: None if b in ("ort-cpu", "openvino") else "no", bf16_native=False, cpus=1)
+    assert "bf16-openvino" not in [c.id for c in cands] and any(d["backend"] == "openvino" and "bf16" in d["reason"] for d in left)
