@@ -110,6 +110,15 @@ TABLE: dict[str, Run | Skip | XFail] = {
     ),
     "deployinc deploy model.onnx --target cuda --precisions fp32,fp16,int8 --batch 1,64 --objective throughput": Skip(_GPU),
     "deployinc deploy googlenet --min-top1-agreement 0.995 --require-backend ort-cpu": Skip(_HEAVY + "the googlenet deploy above, narrowed"),
+    # Lower precision that passes its own check
+    "deployinc deploy resnet50 --weights r50.pt --data calib/ --accuracy-data val/": Skip(
+        "needs the user's checkpoint r50.pt and labelled folders; tests/deploy/test_run.py covers the task rule and "
+        "docs/benchmarks/deploy-amd-epyc-2cpu-trained.md is a real run on trained models"
+    ),
+    "deployinc quantize resnet50.onnx --data calib/ --fallback auto": Skip(
+        _HEAVY + "needs resnet50.onnx and a calibration folder; tests/cli/test_lower_precision.py runs quantize --fallback auto on a planted model"
+    ),
+    "deployinc convert model.onnx --precision fp16 --fallback auto": Run(files=(("model.onnx", "model.onnx"),), creates=("model.fp16.onnx",)),
     # TensorRT, fp16 and int8 (model.onnx: a deployinc export of a small built-in model)
     "deployinc check model.onnx --target tensorrt|ort-cpu|ort-cuda": Run(
         files=(("model.onnx", "model.onnx"),), output=("verdict: compatible",)
