@@ -28,6 +28,7 @@ from ..core.images import load_image_folder_with_report
 from ..errors import BackendUnavailable, BadInputError, DeployincError
 from ..export import export_pipeline
 from ..io import atomic_write_bytes, atomic_write_text, load_onnx, save_onnx, sha256_file
+from ..io.arrays import read_npz
 from ..metadata import read_provenance
 from ..precision._common import input_spec, sample_images
 from ..precision.fp16 import convert_to_fp16
@@ -321,27 +322,29 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     return path
 
 
-def _oracle(req: DeployRequest, state: Path, fp32: Path) -> fb.Oracle:
+def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str) -> fb.Oracle:
     """The judge of a layer-fallback search: verify's own inputs and eager-torch reference outputs for this deploy
-    (its --samples, or the --accuracy-data images and their labels), computed once and kept with the state."""
+    (its --samples, or the --accuracy-data images and their labels), computed once and kept with the state (read
+    back through the one checked array reader)."""
     path = state / "oracle.npz"
     try:
-        with np.load(path, allow_pickle=False) as z:
-            x, labels = z["input"], (z["labels"] if "labels" in z.files else None)
-            ref = {k[len("ref/") :]: z[k] for k in z.files if k.startswith("ref/")}
-            name = str(z["input_name"])
-    except (OSError, ValueError, KeyError):
+        z = read_npz(path, "deploy's oracle", "it is remade")
+        x, labels = z["input"], z.get("labels")
+        ref = {k[len("ref/") :]: v for k, v in z.items() if k.startswith("ref/")}
+        if not ref:
+            raise KeyError("ref")
+    except (BadInputError, KeyError):
         vreq = VerifyRequest(model=fp32, providers=B.REFERENCE, samples=req.samples, data=req.accuracy_data, labels=bool(req.accuracy_data),
                              threads=req.threads, trust_model_code=req.trust_model_code)  # fmt: skip
-        x, ref, labels, name = reference_run(vreq)
-        arrays = {"input": x, "input_name": np.array(name), **{f"ref/{k}": v for k, v in ref.items()}}
+        x, ref, labels, input_name = reference_run(vreq)
+        arrays = {"input": x, **{f"ref/{k}": v for k, v in ref.items()}}
         if labels is not None:
             arrays["labels"] = np.asarray(labels)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue(), force=True)
     goal = fb.TaskGoal(np.asarray(labels), max_drop=req.max_accuracy_drop) if labels is not None else None
-    return fb.Oracle(x, name, ref, preset("int8", B.REFERENCE), goal=goal, threads=req.threads)
+    return fb.Oracle(x, input_name, ref, preset("int8", B.REFERENCE), goal=goal, threads=req.threads)
 
 
 def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any) -> dict[str, Any]:
@@ -351,7 +354,7 @@ def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, s
         NoArtifact: The whole-model int8 passes (not needed), or no set of float layers passes.
     """
     images, source = _calibration(req, spec)
-    oracle = _oracle(req, state, fp32)
+    oracle = _oracle(req, state, fp32, spec.name)
     req.say(f"{name}: searching the layers to keep in float (judged by {'the task rule' if oracle.goal else 'the int8 preset'} "
             f"on {len(oracle.inputs)} verification images against eager torch fp32)")  # fmt: skip
     recipe = recipe_for("cpu")
