@@ -21,7 +21,7 @@ INSTALL_HINTS = {
     "rich": "pip install 'deployinc[rich]'",
     "onnxsim": "pip install onnxsim",
     "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu on Linux/Windows x86_64)",
-    "onnxruntime_ep_openvino": "pip install 'deployinc[openvino]'",
+    "onnxruntime_ep_openvino": "pip install 'deployinc[openvino-ep]'",
 }
 
 

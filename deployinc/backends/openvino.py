@@ -1,4 +1,4 @@
-"""The OpenVINO runtime itself (``pip install 'deployinc[openvino-runtime]'``): the backend ``openvino``.
+"""The OpenVINO runtime itself (``pip install 'deployinc[openvino]'``): the backend ``openvino``.
 
 OpenVINO reads the ONNX file directly (``Core.read_model``; a QDQ int8 file runs on its int8 kernels) and compiles
 it for the CPU with two properties deployinc always sets, so a number means what it says:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 NAME = "openvino"
 DISTRIBUTION = "openvino"
-INSTALL_HINT = "pip install 'deployinc[openvino-runtime]' (the OpenVINO runtime: pip install openvino)"
+INSTALL_HINT = "pip install 'deployinc[openvino]' (the OpenVINO runtime: pip install openvino)"
 #: The runner's precision -> OpenVINO's INFERENCE_PRECISION_HINT.
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f32", "int8": "f32"}
 DEVICE = "CPU"

@@ -22,7 +22,7 @@ from ..errors import BackendUnavailable
 
 EP_NAME = "OpenVINOExecutionProvider"
 DISTRIBUTION = "onnxruntime-ep-openvino"
-INSTALL_HINT = "pip install 'deployinc[openvino]'"
+INSTALL_HINT = "pip install 'deployinc[openvino-ep]'"
 #: The runner's precision -> OpenVINO's INFERENCE_PRECISION_HINT.
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f32", "int8": "f32"}
 #: The name deployinc registers the library under (any name does; a second registration under it raises).

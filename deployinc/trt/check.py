@@ -447,7 +447,7 @@ def check_model(model: str | os.PathLike[str] | Any, target: str) -> CheckReport
     if target == "ort-openvino":
         report.notes.append(
             "judged with ONNX Runtime's CPU kernels: OpenVINO's operator coverage is not tabulated here, and nodes the "
-            "plugin does not take run on the CPU provider (pip install 'deployinc[openvino]'; deployinc verify "
+            "plugin does not take run on the CPU provider (pip install 'deployinc[openvino-ep]'; deployinc verify "
             "--providers ort-openvino runs it)"
         )
     if target == "tensorrt" and any(n.op_type == "QuantizeLinear" for n in nodes):

@@ -97,7 +97,7 @@ def test_a_missing_runtime_is_backend_unavailable_with_the_extra(monkeypatch, co
     try:
         with pytest.raises(BackendUnavailable, match="OpenVINO runtime") as e:
             onnx_runner("openvino", convnet).activate()
-        assert "deployinc[openvino-runtime]" in (e.value.hint or "")
+        assert "deployinc[openvino]" in (e.value.hint or "")
     finally:
         OV.core.cache_clear()
 

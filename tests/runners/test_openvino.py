@@ -133,10 +133,10 @@ def test_a_missing_plugin_is_backend_unavailable(monkeypatch, small_onnx):
     monkeypatch.setitem(sys.modules, "onnxruntime_ep_openvino", None)  # import fails as for a package not installed
     with pytest.raises(BackendUnavailable, match="onnxruntime-ep-openvino is not installed") as e:
         OrtRunner(str(small_onnx), "openvino").activate()
-    assert e.value.hint == "pip install 'deployinc[openvino]'"
+    assert e.value.hint == "pip install 'deployinc[openvino-ep]'"
     o = open_backend("ort-openvino", onnx_path=small_onnx, onnx_bytes=None, reference=None, precision="fp32", threads=1,
                      batches=[1], static_batch=False)  # fmt: skip
-    assert o.skipped and "not installed" in o.reason and "deployinc[openvino]" in o.hint
+    assert o.skipped and "not installed" in o.reason and "deployinc[openvino-ep]" in o.hint
 
 
 @needs_ov
