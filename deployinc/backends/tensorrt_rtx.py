@@ -100,15 +100,7 @@ def runner_class() -> Any:
             found = devices(ort)
             so = session_options(self.threads, self.optimization, log_level=self.log_level)
             so.add_provider_for_devices(found[:1], {k: str(v) for k, v in self.provider_options.items()})
-            src = str(self.model) if isinstance(self.model, (str, Path)) else self.model
-            try:
-                sess = ort.InferenceSession(src, sess_options=so)
-            except Exception as exc:  # noqa: BLE001 - ORT raises EPFail / Fail / InvalidGraph
-                msg = " | ".join(ln.strip() for ln in str(exc).strip().splitlines()[:3])[:300] or type(exc).__name__
-                raise BackendUnavailable(f"{EP_NAME} could not create a session: {msg}", hint="run deployinc check --target tensorrt on the model") from exc
-            active = sess.get_providers()
-            if EP_NAME not in active:
-                raise BackendUnavailable(f"{EP_NAME} is not among the session's providers ({', '.join(active)}): the plugin did not take it", hint=INSTALL_HINT)
+            sess = self.plugin_session(ort, so, EP_NAME, "run deployinc check --target tensorrt on the model", INSTALL_HINT)
             self._started(sess, EP_NAME, ort.__version__, tensorrt_rtx_plugin=getattr(plugin(), "__version__", None))
 
     return TensorRTRTXRunner

@@ -212,7 +212,6 @@ class _FloatSource:
     def __init__(self, fp32: Any, g: Any) -> None:
         from onnx import numpy_helper
 
-        self.g = g
         self.nodes = {n.name: n for n in fp32.graph.node if n.name} if fp32 is not None else {}
         self.producer = {o: n for n in fp32.graph.node for o in n.output} if fp32 is not None else {}
         self.inits = {t.name: t for t in fp32.graph.initializer} if fp32 is not None else {}

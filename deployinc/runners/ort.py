@@ -193,19 +193,26 @@ class OrtRunner(BaseRunner):
         ep = PROVIDERS["openvino"]
         so = session_options(self.threads, self.optimization, log_level=self.log_level)
         added = openvino.add_to(so, ort, self.precision, self.threads, self.provider_options)
+        sess = self.plugin_session(ort, so, ep, "run deployinc check on the model; try --providers ort-cpu", openvino.INSTALL_HINT)
+        self._started(sess, ep, ort.__version__, **added)
+
+    def plugin_session(self, ort: Any, so: Any, ep: str, check_hint: str, install_hint: str) -> Any:
+        """A session of this runner's model with options ``so`` (a plugin's device already added), refused with the
+        reason unless plugin provider ``ep`` took it.
+
+        Raises:
+            BackendUnavailable: The session cannot be made, or runs on another provider.
+        """
         src = str(self.model) if isinstance(self.model, (str, Path)) else self.model
         try:
             sess = ort.InferenceSession(src, sess_options=so)
         except Exception as exc:  # noqa: BLE001 - ORT raises EPFail / Fail / InvalidGraph
             msg = " | ".join(ln.strip() for ln in str(exc).strip().splitlines()[:3])[:300] or type(exc).__name__
-            raise BackendUnavailable(f"{ep} could not create a session: {msg}", hint="run deployinc check on the model; try --providers ort-cpu") from exc
+            raise BackendUnavailable(f"{ep} could not create a session: {msg}", hint=check_hint) from exc
         active = sess.get_providers()
         if ep not in active:
-            raise BackendUnavailable(
-                f"{ep} is not among the session's providers ({', '.join(active)}): the plugin did not take it",
-                hint=openvino.INSTALL_HINT,
-            )
-        self._started(sess, ep, ort.__version__, **added)
+            raise BackendUnavailable(f"{ep} is not among the session's providers ({', '.join(active)}): the plugin did not take it", hint=install_hint)
+        return sess
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
