@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,26 +141,30 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode one image to RGB float32 (3, h, w) in [0, 1]: resize the shorter side to size/0.875, centre-crop.
-
-    Images already at (or below) the target size are resized straight to it (CIFAR-size data).
-    """
+def fit_image(im: Any, size: tuple[int, int]) -> Any:
+    """The one geometry rule for image files (verify, quantize, bench and train's folders): a PIL image in RGB at
+    ``size`` (h, w): the shorter side resized to size/0.875, then centre-cropped. An image already at (or below)
+    the target size is resized straight to it (CIFAR-size data)."""
     from PIL import Image
 
     h, w = size
+    im = im.convert("RGB")
+    iw, ih = im.size
+    if min(iw, ih) <= max(h, w):
+        return im if (iw, ih) == (w, h) else im.resize((w, h), Image.Resampling.BILINEAR)
+    scale = (min(h, w) / 0.875) / min(iw, ih)
+    nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
+    im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = (nw - w) // 2, (nh - h) // 2
+    return im.crop((left, top, left + w, top + h))
+
+
+def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode one image to RGB float32 (3, h, w) in [0, 1] by :func:`fit_image`'s rule."""
+    from PIL import Image
+
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        iw, ih = im.size
-        if min(iw, ih) <= max(h, w):
-            im = im.resize((w, h), Image.Resampling.BILINEAR)
-        else:
-            scale = (min(h, w) / 0.875) / min(iw, ih)
-            nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
-            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
-            left, top = (nw - w) // 2, (nh - h) // 2
-            im = im.crop((left, top, left + w, top + h))
-        arr = np.asarray(im, dtype=np.float32) / 255.0
+        arr = np.asarray(fit_image(im, size), dtype=np.float32) / 255.0
     return arr.transpose(2, 0, 1).copy()
 
 

@@ -167,9 +167,12 @@ def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
     layers = float_layers(result, cand)
     if layers:
         fbk = art.get("fallback") or {}
-        out.append(f"{len(layers)} of {fbk.get('candidates', '?')} layers kept in float (the layer fallback, {fbk.get('evaluations', '?')} "
+        share = fbk.get("float_share")
+        work = f", {100 * share:.1f}% of the layers' multiply-adds" if isinstance(share, (int, float)) else ""
+        out.append(f"{len(layers)} of {fbk.get('candidates', '?')} layers kept in float{work} (the layer fallback, {fbk.get('evaluations', '?')} "
                    f"evaluations, {fbk.get('seconds', '?')} s); every other layer runs in int8:")  # fmt: skip
-        out += [f"- `{x['module']}` (ONNX node `{x['node']}`): alone in float it lowers the mean error by {_num(x.get('gain'), '.2e')}" for x in layers]
+        out += [f"- `{x['module']}` (ONNX node `{x['node']}`): alone in float it lowers the mean error by {_num(x.get('gain'), '.2e')}"
+                + (f"; {100 * x['share']:.1f}% of the multiply-adds" if isinstance(x.get("share"), (int, float)) else "") for x in layers]  # fmt: skip
         whole = next((r for r in result.results if r.get("artifact") == "int8-cpu" and r.get("backend") == cand.get("backend")
                       and (r.get("options") or {}).get("threads") == (cand.get("options") or {}).get("threads")), None)  # fmt: skip
         key = str(result.request.batches[0])

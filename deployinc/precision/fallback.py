@@ -12,8 +12,9 @@ presets (or the task rule when labels are given) against eager torch fp32 output
    outputs. One evaluation per layer, each a model built by graph surgery (no re-quantization, no re-calibration).
 3. **Grow, then bisect** the prefix of that ranking: keep the top 1, 2, 4, 8, ... layers in float until the model
    passes, then bisect between the last failing and the first passing count.
-4. **Prune**: drop from the set, least useful first, every layer the model still passes without (a few more
-   evaluations), so a set is not larger than it must be.
+4. **Prune**: drop from the set, the costliest first (by multiply-adds: a layer kept in float costs time in
+   proportion to its work, and an early high-resolution convolution can cost twenty small ones), every layer the
+   model still passes without (a few more evaluations), so a set is neither larger nor slower than it must be.
 
 Every evaluation counts against a budget (``budget``; the ranking alone takes one per layer) and is recorded in a
 state file when one is given, so a search killed half-way resumes where it stopped. The result names each layer
@@ -157,6 +158,43 @@ def layer_candidates(qmodel: Any) -> list[str]:
         if n.op_type in LAYER_OPS and n.name and any((producer.get(i) is not None and producer[i].op_type == "DequantizeLinear") for i in n.input):
             out.append(n.name)
     return out
+
+
+def layer_costs(model: Any) -> dict[str, int]:
+    """Multiply-adds per image of each :data:`LAYER_OPS` node of ``model`` (fp32 or QDQ): what keeping it in float
+    costs, in proportion. A shape ONNX cannot infer counts the weights alone; a node without weights counts 0."""
+    import onnx  # lazy: onnx is heavy and only the search needs shape inference
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - shape inference is best effort: costs then count weights only
+        inferred = model
+    g = inferred.graph
+    dims = {t.name: list(t.dims) for t in g.initializer}
+    for v in list(g.value_info) + list(g.output) + list(g.input):
+        shape = [d.dim_value for d in v.type.tensor_type.shape.dim]
+        if shape and all(d > 0 for d in shape[1:]):
+            dims.setdefault(v.name, shape)
+    producer = {o: n for n in g.node for o in n.output}
+
+    def weight_shape(name: str) -> list[int] | None:
+        node = producer.get(name)
+        if node is not None and node.op_type == "DequantizeLinear":  # a QDQ weight: the quantized initializer's shape
+            name = node.input[0]
+        return dims.get(name) if name in {t.name for t in g.initializer} else None
+
+    costs: dict[str, int] = {}
+    for n in g.node:
+        if n.op_type not in LAYER_OPS or not n.name:
+            continue
+        w = next((s for s in (weight_shape(i) for i in n.input[1:2] or n.input[:1]) if s), None)
+        if w is None:
+            costs[n.name] = 0
+            continue
+        out = dims.get(n.output[0]) if n.op_type == "Conv" else dims.get(n.input[0]) if n.op_type == "ConvTranspose" else None
+        spatial = int(np.prod(out[2:])) if out and len(out) > 2 and all(d > 0 for d in out[2:]) else 1
+        costs[n.name] = int(np.prod(w)) * spatial
+    return costs
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
@@ -339,6 +377,8 @@ class FallbackResult:
     seconds: float
     ranked: int
     candidates: int
+    #: The layers kept in float's share of the candidate layers' multiply-adds (what the fallback costs in work).
+    float_share: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -348,14 +388,16 @@ class FallbackResult:
         if not self.float_nodes:
             return f"no layer needs float: {self.judgement.line}"
         names = ", ".join(f"{x['module']} ({x['node']})" for x in self.layers[:8]) + (" ..." if len(self.layers) > 8 else "")
-        return (f"{len(self.float_nodes)} of {self.candidates} layer(s) kept in float: {names}; {self.judgement.line} "
+        return (f"{len(self.float_nodes)} of {self.candidates} layer(s) kept in float ({100 * self.float_share:.1f}% of the "
+                f"layers' multiply-adds): {names}; {self.judgement.line} "
                 f"[{self.evaluations} evaluations of a budget of {self.budget}, {self.seconds:.0f} s]")  # fmt: skip
 
     def record(self) -> dict[str, Any]:
         """What goes into the file's metadata and the reports."""
         return {"float_nodes": self.float_nodes, "layers": self.layers, "judgement": self.judgement.to_dict(),
                 "whole_model": self.whole.to_dict(), "evaluations": self.evaluations, "budget": self.budget,
-                "candidates": self.candidates, "ranked": self.ranked, "seconds": round(self.seconds, 1)}  # fmt: skip
+                "candidates": self.candidates, "ranked": self.ranked, "seconds": round(self.seconds, 1),
+                "float_share": round(self.float_share, 4)}  # fmt: skip
 
 
 class _Memo:
@@ -440,15 +482,23 @@ def search(
     everything = judge(list(cands))
     if not everything.passed:
         say(f"fallback: even with every layer in float it fails ({everything.line}); no mixed model")
-        return FallbackResult(build(list(cands)), list(cands), [], everything, whole, memo.fresh, budget, time.perf_counter() - t0, 0, len(cands))
+        return FallbackResult(build(list(cands)), list(cands), [], everything, whole, memo.fresh, budget, time.perf_counter() - t0, 0, len(cands), 1.0)
     gains = _rank(ranked_cands, judge, whole, say, budget)
     order = [n for n, _ in sorted(gains.items(), key=lambda kv: -kv[1])] + [n for n in cands if n not in gains]
     chosen = _grow_and_bisect(order, judge, say)
-    chosen = _prune(chosen, gains, judge, say, lambda: memo.fresh < budget)
+    costs = layer_costs(fp32 if fp32 is not None else qmodel)
+    chosen = _prune(chosen, gains, costs, judge, say, lambda: memo.fresh < budget)
     final = judge(chosen)
-    layers = [{"node": n, "module": module_label(qmodel, n), "gain": gains.get(n), "alone": judge([n]).line if n in gains else None} for n in chosen]
-    say(f"fallback: {len(chosen)} layer(s) in float: {final.line}")
-    return FallbackResult(build(chosen), chosen, layers, final, whole, memo.fresh, budget, time.perf_counter() - t0, len(gains), len(cands))
+    total = sum(costs.get(n, 0) for n in cands) or 1
+    layers = [{"node": n, "module": module_label(qmodel, n), "gain": gains.get(n), "alone": judge([n]).line if n in gains else None,
+               "share": round(costs.get(n, 0) / total, 4)} for n in chosen]  # fmt: skip
+    say(f"fallback: {len(chosen)} layer(s) in float ({_share(chosen, costs, total)} of the layers' multiply-adds): {final.line}")
+    return FallbackResult(build(chosen), chosen, layers, final, whole, memo.fresh, budget, time.perf_counter() - t0, len(gains), len(cands),
+                          sum(costs.get(n, 0) for n in chosen) / total)  # fmt: skip
+
+
+def _share(nodes: Sequence[str], costs: dict[str, int], total: int) -> str:
+    return f"{100.0 * sum(costs.get(n, 0) for n in nodes) / total:.1f}%"
 
 
 def _rank(cands: list[str], judge: Callable[[Sequence[str]], Judgement], whole: Judgement, say: Callable[[str], None], budget: int) -> dict[str, float]:
@@ -479,10 +529,11 @@ def _grow_and_bisect(order: list[str], judge: Callable[[Sequence[str]], Judgemen
     return order[:hi]
 
 
-def _prune(chosen: list[str], gains: dict[str, float], judge: Callable[[Sequence[str]], Judgement], say: Callable[[str], None], budget_left: Callable[[], bool]) -> list[str]:
-    """Drop, least useful first, each layer the set still passes without."""
+def _prune(chosen: list[str], gains: dict[str, float], costs: dict[str, int], judge: Callable[[Sequence[str]], Judgement],
+           say: Callable[[str], None], budget_left: Callable[[], bool]) -> list[str]:  # fmt: skip
+    """Drop, costliest first (least useful first among equal costs), each layer the set still passes without."""
     out = list(chosen)
-    for n in sorted(chosen, key=lambda x: gains.get(x, 0.0)):
+    for n in sorted(chosen, key=lambda x: (-costs.get(x, 0), gains.get(x, 0.0))):
         if len(out) <= 1 or not budget_left():
             break
         rest = [x for x in out if x != n]

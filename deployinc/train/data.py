@@ -6,7 +6,9 @@ fine-tuning and for small, reproducible runs, not a streaming loader for ImageNe
 
 - ImageFolder: ``DIR/<class>/<image>``; with ``DIR/train`` and ``DIR/val`` (or ``test``, ``heldout``) those are the
   two parts, otherwise a seeded, stratified share (``val_split``) is held out. Images that cannot be read are
-  skipped and counted; an error is raised when none is usable. Images are resized (shorter side) and centre-cropped.
+  skipped and counted; an error is raised when none is usable. Images are resized and centre-cropped by verify's own
+  rule (shorter side to size/0.875, :func:`deployinc.core.images.fit_image`), so held-out accuracy means the same here
+  and in verify.
 - CIFAR-10: the ``cifar-10-batches-py`` layout, read with a restricted unpickler (:mod:`deployinc.train.cifar`).
 - ``synthetic:NAME``: generated, seeded, offline (:mod:`deployinc.train.synthetic`).
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.images import fit_image
 from ..errors import BadInputError
 from . import cifar, synthetic
 
@@ -71,18 +74,9 @@ class DataSplit:
 
 
 def _resize(img: Any, size: int) -> np.ndarray:
-    """Resize a PIL image's shorter side to ``size`` and centre-crop it square; return uint8 H x W x 3."""
-    from PIL import Image
-
-    img = img.convert("RGB")
-    w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.BILINEAR)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8)
+    """A PIL image at ``size`` x ``size`` by verify's own rule (:func:`deployinc.core.images.fit_image`: shorter
+    side to size/0.875, centre crop), so a model is trained on what verify and deploy will show it; uint8 H x W x 3."""
+    return np.asarray(fit_image(img, (size, size)), dtype=np.uint8)
 
 
 def _class_folders(root: Path) -> list[Path]:

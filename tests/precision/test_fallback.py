@@ -85,6 +85,31 @@ def test_the_search_finds_the_planted_layer_and_only_it(planted):
     assert found.layers[0]["module"] == "4" and found.layers[0]["gain"] > 0  # the torch module (Sequential index 4)
     assert found.evaluations <= found.budget
     assert "1 of 4 layer(s) kept in float" in found.summary()
+    costs = F.layer_costs(onnx.load(str(path)))
+    assert found.float_share == pytest.approx(costs[conv3] / sum(costs.values()))
+    assert found.record()["float_share"] == round(found.float_share, 4) and found.layers[0]["share"] > 0
+
+
+def test_layer_costs_are_multiply_adds_of_the_fp32_and_the_int8_file(planted):
+    _, path, q = planted
+    fp32 = onnx.load(str(path))
+    costs = F.layer_costs(fp32)
+    c1, c2, c3 = _conv_names(fp32)
+    assert costs[c1] == 8 * 3 * 9 * 32 * 32 and costs[c2] == 16 * 8 * 9 * 32 * 32 and costs[c3] == 16 * 16 * 9 * 32 * 32
+    assert sorted(costs.values())[0] == 16 * 10  # the Linear head: its weights
+    assert {n: c for n, c in F.layer_costs(q).items() if n in costs} == costs  # the QDQ file: the same work
+
+
+def test_pruning_drops_the_costliest_layer_first():
+    """A set where either of two layers repairs the model with a third: the pruned set keeps the cheap one, even
+    though the costly one gained more alone (least-useful-first would keep the costly one)."""
+    gains, costs = {"a": 0.3, "b": 0.1, "c": 0.2}, {"a": 100, "b": 1, "c": 1}
+
+    def judge(nodes):
+        ok = "c" in nodes and ("a" in nodes or "b" in nodes)
+        return F.Judgement(ok, 0.0 if ok else 1.0, "pass" if ok else "fail", "preset")
+
+    assert F._prune(["a", "b", "c"], gains, costs, judge, lambda _s: None, lambda: True) == ["b", "c"]
 
 
 def test_every_layer_in_float_computes_what_fp32_computes(planted):

@@ -276,3 +276,21 @@ def test_existing_checkpoint_needs_force(cli_runner, tmp_path):
     out.write_bytes(b"keep me")
     r = invoke(cli_runner, ["train", "resnet_cifar", "--data", "synthetic:shapes", "--out", str(out), *TINY])
     assert r.exit_code == 2 and "exists" in r.stderr and out.read_bytes() == b"keep me"
+
+
+def test_imagefolder_images_are_framed_as_verify_frames_them(tmp_path):
+    """A model is trained on what verify (``--accuracy-data``) and deploy will show it: the same resize and crop."""
+    from PIL import Image
+
+    from deployinc.core.images import load_image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "d" / "train" / cls).mkdir(parents=True)
+        (tmp_path / "d" / "val" / cls).mkdir(parents=True)
+        Image.fromarray((rng.random((60, 100, 3)) * 255).astype("uint8")).save(tmp_path / "d" / "train" / cls / "0.png")
+        Image.fromarray((rng.random((60, 100, 3)) * 255).astype("uint8")).save(tmp_path / "d" / "val" / cls / "0.png")
+    split = load_data(str(tmp_path / "d"), image_size=32)
+    want = load_image(tmp_path / "d" / "val" / "a" / "0.png", (32, 32))
+    got = split.heldout.images[split.heldout.labels.tolist().index(0)]
+    assert np.array_equal(got, np.round(want.transpose(1, 2, 0) * 255).astype(np.uint8))
