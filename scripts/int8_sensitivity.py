@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Where a whole-model int8 file's error comes from: each layer alone in float, the weights alone in int8, one run.
+
+The layer fallback (``deployinc.precision.fallback``) is cheap when a few layers carry the error and costly when
+every layer carries a little of it. This script says which case a model is, on this CPU: it exports the model
+(seeded random weights unless ``--weights``), quantizes it with this CPU's recipe (percentile calibration on
+seeded natural-statistics images), and judges against the fp32 file on ORT CPU, by the int8 preset, on
+``--samples`` other seeded images:
+
+- the whole int8 model;
+- the fp32 model with only its Conv/Gemm weights rounded to int8 per output channel (what the weights alone cost);
+- every candidate layer alone kept in float (the fallback's ranking), with its share of the layers' multiply-adds.
+
+    python scripts/int8_sensitivity.py                       # googlenet, resnet50 -> docs/benchmarks/int8-sensitivity-<machine>.md
+    python scripts/int8_sensitivity.py --models inception_cifar --out-md /tmp/s.md   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (log, machine name)
+
+
+def machine_name() -> str:
+    """``amd-epyc``, ``intel-xeon``: the first two words of the CPU model, as the other benchmark pages are named."""
+    from deployinc.core.env import cpu_model
+
+    return "-".join(cpu_model().lower().split()[:2]) or "cpu"
+
+
+def weights_only(fp32: Any) -> Any:
+    """``fp32`` with each Conv/Gemm weight rounded to symmetric int8 per output channel (activations stay float)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(fp32)
+    weights = {n.input[1] for n in m.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1}
+    for t in m.graph.initializer:
+        if t.name in weights:
+            w = numpy_helper.to_array(t)
+            scale = np.abs(w).reshape(w.shape[0], -1).max(1) / 127.0
+            scale = np.where(scale > 0, scale, 1.0).reshape([-1] + [1] * (w.ndim - 1))
+            t.CopyFrom(numpy_helper.from_array((np.clip(np.round(w / scale), -127, 127) * scale).astype(np.float32), t.name))
+    return m
+
+
+def measure_model(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from deployinc.core.images import natural_images
+    from deployinc.export import export_pipeline
+    from deployinc.io import load_onnx
+    from deployinc.precision import fallback as F
+    from deployinc.precision._common import input_spec
+    from deployinc.precision.int8 import quantize_int8
+
+    path = work / f"{name}.onnx"
+    if not path.is_file():
+        B.log(f"{name}: export")
+        export_pipeline(name, out=path, threads=args.threads, **({"weights": args.weights} if args.weights else {}))
+    fp32 = load_onnx(path).model
+    spec = input_spec(fp32)
+    q = quantize_int8(path, natural_images(args.calibration, spec.chw, spec.mean, spec.std, seed=1), method="percentile", target="cpu", spec=spec)
+    oracle = F.onnx_oracle(fp32, natural_images(args.samples, spec.chw, spec.mean, spec.std, seed=0), spec.name, "int8", threads=args.threads)
+    whole, wonly = oracle.judge(q.model), oracle.judge(weights_only(fp32))
+    B.log(f"{name}: whole int8 {whole.line}; weights alone in int8 {wonly.line}")
+    costs = F.layer_costs(fp32)
+    total = sum(costs.values()) or 1
+    layers = []
+    for k, n in enumerate(F.layer_candidates(q.model), 1):
+        j = oracle.judge(F.keep_float(q.model, [n], fp32))
+        layers.append({"node": n, "module": F.module_label(q.model, n), "cosine": j.metrics.get("cosine"), "passed": j.passed,
+                       "share": costs.get(n, 0) / total})  # fmt: skip
+        if k % 10 == 0:
+            B.log(f"{name}: {k} layers judged")
+    return {"model": name, "recipe": q.report["recipe"]["name"], "whole": whole.metrics, "whole_line": whole.line,
+            "weights_only": wonly.metrics, "weights_only_line": wonly.line, "layers": layers}  # fmt: skip
+
+
+def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: str, seconds: float) -> str:
+    from deployinc.core.env import cpu_flags, cpu_model
+    from deployinc.precision.recipe import cpu_int8_path
+
+    flags = ", ".join(sorted(f for f in cpu_flags() if "vnni" in f or "amx" in f or "bf16" in f)) or "none"
+    out = [f"# Where int8's error comes from, on {machine_name()}", "",
+           f"Made by `python scripts/int8_sensitivity.py --models {args.models}` on {started} ({seconds:.0f} s). CPU: {cpu_model()}; "
+           f"int8/bf16 flags: {flags}; ONNX Runtime's int8 path here: {cpu_int8_path()}.", "",
+           f"Each model: {'the weights in ' + args.weights if args.weights else 'seeded random weights, BatchNorm recalibrated'}; "
+           f"int8 by this CPU's recipe, percentile calibration on {args.calibration} seeded natural-statistics images; judged "
+           f"against the fp32 file on ORT CPU by the int8 preset (per-image cosine >= 0.99) on {args.samples} other seeded "
+           "images. 'min cosine' is the worst image's.", ""]  # fmt: skip
+    for e in entries:
+        cos = [x["cosine"] for x in e["layers"] if x["cosine"] is not None]
+        best = max(e["layers"], key=lambda x: x["cosine"] or 0.0) if e["layers"] else None
+        out += [f"## {e['model']}", "",
+                f"- whole model int8 (recipe {e['recipe']}): {e['whole_line']}",
+                f"- only the weights in int8 (per channel), activations float: {e['weights_only_line']}",
+                f"- each of the {len(e['layers'])} layers alone in float: min cosine from {min(cos):.4f} to {max(cos):.4f}"
+                + (f" (best: `{best['module']}`, {100 * best['share']:.2f}% of the multiply-adds)" if best else "")
+                + f"; {sum(bool(x['passed']) for x in e['layers'])} of them alone pass", "",
+                "| layer (torch module) | ONNX node | min cosine, this layer alone in float | share of multiply-adds |",
+                "|---|---|---|---|"]  # fmt: skip
+        out += [f"| {x['module']} | {x['node']} | {x['cosine']:.4f} | {100 * x['share']:.2f}% |" for x in e["layers"]]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="googlenet,resnet50")
+    ap.add_argument("--weights", default=None, help="a checkpoint for every model (default: seeded random weights)")
+    ap.add_argument("--calibration", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--work", default=str(ROOT / "build" / "int8-sensitivity"))
+    ap.add_argument("--out-md", default=None)
+    args = ap.parse_args(argv)
+    from deployinc.io import atomic_write_text
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    t0 = time.perf_counter()
+    entries = [measure_model(m.strip(), work, args) for m in args.models.split(",") if m.strip()]
+    out = Path(args.out_md or ROOT / "docs" / "benchmarks" / f"int8-sensitivity-{machine_name()}.md")
+    atomic_write_text(out, markdown(entries, args, started, time.perf_counter() - t0), force=True)
+    B.log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
