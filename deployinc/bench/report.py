@@ -19,6 +19,7 @@ from ..lazy import require
 from .cpu_link import link_change_line
 from .environment import environment_lines
 from .timing import UNSTEADY_LIMIT, Stats, unsteady_reasons
+from ..core.precisions import FP32
 
 FORMAT = "deployinc-bench/1"
 MODES = ("compute", "e2e")
@@ -166,7 +167,7 @@ class BenchReport:
         """Fill ``speedup``: the eager baseline's p50 over each row's, same batch and mode, same precision when the
         baseline ran at it, else fp32."""
         for r in self.ok_rows():
-            base = self.find(baseline, r.precision, r.batch, r.mode) or self.find(baseline, "fp32", r.batch, r.mode)
+            base = self.find(baseline, r.precision, r.batch, r.mode) or self.find(baseline, FP32, r.batch, r.mode)
             if base is None or base.stats is None or r.stats is None or r.stats.p50 <= 0:
                 r.speedup, r.speedup_vs, r.speedup_min = None, None, None
                 continue
