@@ -13,6 +13,7 @@ from ..metadata import read_provenance
 from ..models.loading import weights_text
 from .plan import eligible
 from ..core.precisions import FP32, INT8_ARTIFACTS, INT8_CPU
+from ..core.table import Table
 
 #: After a figure that rests on an unsteady timing (bench's mark).
 MARK = "!"
@@ -94,20 +95,16 @@ HEADER = ["candidate", "verdict", "max_rel", "cosine", "top-1 agr. (raw)", "top-
 
 
 def markdown_table(result: Any) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for row in table_rows(result):
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
-    return "\n".join(lines)
+    return Table(HEADER, table_rows(result)).markdown()
 
 
 def text_table(result: Any) -> str:
     """The table for a terminal: the same columns, aligned, notes on their own line."""
     rows = table_rows(result, mark=" *")
-    head = HEADER[:-1]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    for r in rows:
-        out.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)))
+    lines = Table(HEADER[:-1], [r[:-1] for r in rows]).text_lines()
+    out = lines[:1]
+    for line, r in zip(lines[1:], rows):
+        out.append(line)
         if r[-1]:
             out.append(f"    {r[-1]}")
     if result.chosen is not None:
