@@ -18,6 +18,7 @@ from typing import Any
 
 from . import backends as B
 from .backends.onnxruntime import gpu_provider_problem
+from .core.precisions import FP32
 
 __all__ = ["onnx_runner", "gpu_provider_problem"]
 
@@ -26,7 +27,7 @@ def onnx_runner(
     backend: str,
     model: str | os.PathLike[str] | bytes,
     *,
-    precision: str = "fp32",
+    precision: str = FP32,
     threads: int | None = None,
     path: str | os.PathLike[str] | None = None,
     trt_batch: str | None = None,

@@ -23,6 +23,7 @@ from .core.graph import detect_precision, dims_of, graph_problem
 from .io import load_onnx, sha256_file
 from .io.onnx_files import _external_tensors
 from .metadata import PREFIX, Provenance, read_provenance
+from .core.precisions import INT8
 
 #: Screen width of :func:`render`.
 WIDTH = 80
@@ -213,7 +214,7 @@ def calibration_sidecar(path: Path) -> Path:
 
 def _calibration(path: Path, extra: dict[str, Any]) -> dict[str, Any] | None:
     """The summary of the calibration report beside an int8 file (None when the file is no deployinc int8 model)."""
-    if "deployinc.int8" not in extra and extra.get("deployinc.precision") != "int8":
+    if "deployinc.int8" not in extra and extra.get("deployinc.precision") != INT8:
         return None
     side = calibration_sidecar(path)
     out: dict[str, Any] = {"report": str(side), "found": False}

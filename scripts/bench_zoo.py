@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deployinc.core.table import Table  # noqa: E402
 from deployinc.errors import DeployincError  # noqa: E402
 
 TARGETS = {"googlenet": 3.0, "mobilenet_v2": 3.0, "resnet50": 1.5, "inception_v3": 1.5}
@@ -68,7 +69,7 @@ def summary_table(reports: dict[str, object], batches: list[int], backends: list
     """One line per model and batch: p50 of each backend (ms) and its speedup over plain eager torch."""
     cols = [b for b in backends if b != "torch"]
     head = ["model", "batch", "mode", "torch p50 ms"] + [f"{b} p50 ms (x eager)" for b in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    body = []
     for name, rep in reports.items():
         for batch in batches:
             for mode in ("compute", "e2e"):
@@ -85,8 +86,8 @@ def summary_table(reports: dict[str, object], batches: list[int], backends: list
                     cells.append(f"{r.stats.p50:.2f}{sp}")
                 if not any_row:
                     continue
-                lines.append("| " + " | ".join([name, str(batch), mode, f"{base.stats.p50:.2f}" if base else "-", *cells]) + " |")
-    return lines
+                body.append([name, str(batch), mode, f"{base.stats.p50:.2f}" if base else "-", *cells])
+    return Table(head, body).markdown_lines()
 
 
 BUSY = 0.10  # CPUs kept busy by other processes above which a run counts as disturbed (--busy-threshold)

@@ -43,11 +43,14 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from deployinc.core import env
+from deployinc.core.table import Table
+from deployinc.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORK = ROOT / "build" / "zoo-sweep"
@@ -58,6 +61,8 @@ DEFAULT_MAX_PARAMS = 100e6
 PLANT_SCALE = 1.1
 EXIT_LABELS = {0: "pass", 1: "fail", 2: "bad input", 3: "inconclusive or incomplete", 70: "internal error", 130: "interrupted"}
 VERDICTS = ("PASS", "FAIL", "inconclusive", "export-error", "verify-error", "timeout", "crash")
+#: A ``|`` inside a Markdown cell, escaped.
+_PIPE = "\\|"
 
 #: family -> timm model names: small enough for a 2-core CPU sweep, every one in timm 1.0.31's list_models().
 TIMM_MODELS: dict[str, list[str]] = {
@@ -594,39 +599,21 @@ def append_state(path: Path, row: dict[str, Any]) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` through deployinc's atomic writer (its folder made first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text, force=True)
 
 
 # report -----------------------------------------------------------------------------------------------------------
 
 
 def machine_info() -> dict[str, Any]:
-    import importlib.metadata as md
-
-    cpu = ""
-    with contextlib.suppress(OSError):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
-    versions = {}
-    for dist in ("deployinc", "torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            versions[dist] = md.version(dist)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """The machine, from deployinc's environment record (core/env.py)."""
     return {
-        "cpu": cpu or platform.processor(), "cores": os.cpu_count(), "usable_cores": usable,
-        "python": platform.python_version(), "platform": platform.platform(), "versions": versions,
+        "cpu": env.cpu_model(), "cores": os.cpu_count(), "usable_cores": env.usable_cpus(),
+        "python": platform.python_version(), "platform": platform.platform(), "versions": env.versions(),
         "date": _now(),
-    }
+    }  # fmt: skip
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -634,7 +621,7 @@ def _fmt(v: Any, spec: str = "") -> str:
         return ""
     if isinstance(v, float) and spec:
         return format(v, spec)
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    return str(v).replace("\n", " ")
 
 
 def summary_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -664,7 +651,7 @@ def render_markdown(rows: list[dict[str, Any]], pending: list[str], machine: dic
         + f"; {total_s / 60:.1f} min in their processes.",
     ]
     lines += timing_lines(rows)
-    lines += ["", "| verdict | models |", "|---|---|"] + [f"| {k} | {n} |" for k, n in counts.items()]
+    lines += ["", *Table(["verdict", "models"], [[k, str(n)] for k, n in counts.items()]).markdown_lines(_PIPE)]
     planted = [r["plant"] for r in rows if isinstance(r.get("plant"), dict)]
     if planted:
         caught = sum(1 for p in planted if p.get("caught"))
@@ -705,27 +692,27 @@ def timing_lines(rows: list[dict[str, Any]]) -> list[str]:
 def model_table(rows: list[dict[str, Any]]) -> list[str]:
     head = ["#", "model", "params M", "verdict", "path", "fallback", "nodes", "export s", "verify s", "max_rel", "budget",
             "fp32 noise floor", "peak MB", "error"]
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    body = []
     for i, r in enumerate(rows, 1):
         floor = _fmt(r.get("noise_floor"), ".2e") or (r.get("floor_status") if r.get("floor_status") != "measured" else "")
         params = f"{r['params'] / 1e6:.1f}" if isinstance(r.get("params"), (int, float)) else ""
         cells = [str(i), f"`{r['model']}`", params, r.get("verdict", ""), r.get("path"), r.get("fallback"), r.get("nodes"),
                  _fmt(r.get("export_s"), ".1f"), _fmt(r.get("verify_s"), ".1f"), _fmt(r.get("max_rel"), ".2e"),
                  _fmt(r.get("budget"), ".1e"), floor, _fmt(r.get("peak_mb"), ".0f"), r.get("error")]
-        out.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
-    return out
+        body.append([_fmt(c) for c in cells])
+    return Table(head, body).markdown_lines(_PIPE)
 
 
 def plant_table(rows: list[dict[str, Any]]) -> list[str]:
     head = ["model", "planted node", "scope", "verify exit", "localised first", "match", "max_rel"]
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    body = []
     for r in rows:
         p = r.get("plant")
         if isinstance(p, dict):
             cells = [f"`{r['model']}`", p.get("node"), p.get("scope"), p.get("rc"), p.get("localized"), p.get("match"),
                      _fmt(p.get("max_rel"), ".2e") or p.get("error")]
-            out.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
-    return out
+            body.append([_fmt(c) for c in cells])
+    return Table(head, body).markdown_lines(_PIPE)
 
 
 def write_reports(rows: list[dict[str, Any]], pending: list[str], md_path: Path, json_path: Path, command: str) -> None:

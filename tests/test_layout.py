@@ -205,16 +205,12 @@ def test_every_blind_except_says_why():
 BACKEND_LITERALS_MAX = 18
 
 
-def _backend_literals() -> dict[str, int]:
-    """String constants (docstrings aside) equal to a canonical backend name, per file outside deployinc/backends/.
-    ``torch`` and ``openvino`` are left out: they are also the names of their Python packages (``require("torch")``,
-    version records) and of other things (ONNX Runtime's ``openvino`` provider, Triton's ``openvino`` accelerator)."""
-    from deployinc.backends import BACKENDS
-
-    names = set(BACKENDS) - {"torch", "openvino"}
+def _literals(names: set[str], skip: tuple[str, ...]) -> dict[str, int]:
+    """String constants (docstrings aside) equal to one of ``names``, per file of deployinc, files and folders in
+    ``skip`` (paths relative to the package) left out."""
     out: dict[str, int] = {}
     for path in sorted(ROOT.rglob("*.py")):
-        if (ROOT / "backends") in path.parents:
+        if any(path == ROOT / s or (ROOT / s) in path.parents for s in skip):
             continue
         tree = ast.parse(path.read_text())
         docs = {
@@ -226,6 +222,15 @@ def _backend_literals() -> dict[str, int]:
         if found:
             out[str(path.relative_to(ROOT.parent))] = found
     return out
+
+
+def _backend_literals() -> dict[str, int]:
+    """String constants (docstrings aside) equal to a canonical backend name, per file outside deployinc/backends/.
+    ``torch`` and ``openvino`` are left out: they are also the names of their Python packages (``require("torch")``,
+    version records) and of other things (ONNX Runtime's ``openvino`` provider, Triton's ``openvino`` accelerator)."""
+    from deployinc.backends import BACKENDS
+
+    return _literals(set(BACKENDS) - {"torch", "openvino"}, ("backends",))
 
 
 def test_backend_names_are_written_in_their_records():
@@ -242,3 +247,38 @@ def test_the_backend_literal_counter_counts_them(tmp_path, monkeypatch):
     (pkg / "backends" / "b.py").write_text('Y = "ort-cpu"\n')
     monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
     assert _backend_literals() == {"deployinc/a.py": 2}
+
+
+# Precision names live in the precision table (deployinc/core/precisions.py) ----------------------------------------
+
+#: Precision-name literals allowed outside the table and deployinc/backends/ (9 today, none of them a precision: the
+#: ``int8`` data type of the int8 recipes' activations and weights in precision/recipe.py and precision/int8.py, and
+#: torch's ``int8`` dtype name in models/loading.py's safetensors table). The issue's target is under 25.
+PRECISION_LITERALS_MAX = 9
+
+
+def _precision_literals() -> dict[str, int]:
+    """String constants (docstrings aside) equal to a name of the precision table (``fp32``, ``int8``, the deploy
+    artifacts ``int8-cpu``, ``int8-cpu-mixed``...), per file outside the table and deployinc/backends/ (whose
+    records declare which precisions each backend computes, from which artifact)."""
+    from deployinc.core.precisions import NAMES
+
+    return _literals(set(NAMES), ("backends", "core/precisions.py"))
+
+
+def test_precision_names_are_written_in_their_table():
+    """A precision's name and what it is are the precision table's: code elsewhere refers to its constants."""
+    found = _precision_literals()
+    assert sum(found.values()) <= PRECISION_LITERALS_MAX, f"{sum(found.values())} precision-name literals outside the table: {found}"
+
+
+def test_the_precision_literal_counter_counts_them(tmp_path, monkeypatch):
+    pkg = tmp_path / "deployinc"
+    (pkg / "backends").mkdir(parents=True)
+    (pkg / "core").mkdir()
+    (pkg / "a.py").write_text('"""fp32 in a docstring is prose."""\nX = ("fp32", "int8-cpu-mixed", "fp32-cpu", f"{Y}-fp16")\nZ = D["bf16"]\n')
+    (pkg / "backends" / "b.py").write_text('Y = "int8"\n')
+    (pkg / "core" / "precisions.py").write_text('FP32 = "fp32"\n')
+    (pkg / "core" / "other.py").write_text('FP16 = "fp16"\n')
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
+    assert _precision_literals() == {"deployinc/a.py": 3, "deployinc/core/other.py": 1}

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..core.env import environment
 from . import env_gpu
+from ..core.precisions import BF16, INT8
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "ORT_NUM_THREADS")
 
@@ -82,7 +83,7 @@ def bench_environment(threads: int | None) -> dict[str, Any]:
 
 def _features(cpu: dict[str, Any]) -> str:
     """``; int8: ..., bf16: ...`` from the shared record's CPU flags (empty when it has none of them)."""
-    parts = [f"{kind} {', '.join(cpu[key])}" for kind, key in (("int8", "int8_flags"), ("bf16", "bf16_flags")) if cpu.get(key)]
+    parts = [f"{kind} {', '.join(cpu[key])}" for kind, key in ((INT8, "int8_flags"), (BF16, "bf16_flags")) if cpu.get(key)]
     return f"; {'; '.join(parts)}" if parts else ""
 
 

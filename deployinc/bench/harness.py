@@ -53,6 +53,7 @@ from .environment import bench_environment
 from .report import BenchReport, BenchRow
 from .subject import PRECISIONS, BenchModel
 from .timing import check_counts, measure, stretch_p50s, summarize
+from ..core.precisions import BF16, FP32, INT8
 
 #: Backends whose shapes are fixed when they are built (one build per batch size).
 _PER_BATCH = B.ENGINE_BACKENDS
@@ -235,16 +236,16 @@ class _Builder:
         """The ONNX model to run for ``precision``: the file itself, or its fp16 conversion (bf16 is a compute
         precision: the fp32 file, which ort-openvino computes in bf16)."""
         fp = self.model.file_precision
-        if fp != "fp32":
+        if fp != FP32:
             if precision != fp:
                 raise BackendUnavailable(
                     f"{self.model.path.name} is already {fp}; it cannot be run at {precision}",
                     hint=f"bench it with --precision {fp}, and bench its fp32 export for fp32 numbers",
                 )
             return str(self.model.path)
-        if precision == "fp32" or precision in B.get(backend).from_fp32 or precision == "bf16":
+        if precision == FP32 or precision in B.get(backend).from_fp32 or precision == BF16:
             return str(self.model.path)  # TensorRT lowers precision itself, from builder flags; OpenVINO from a hint
-        if precision == "int8":
+        if precision == INT8:
             raise BackendUnavailable(
                 f"{backend} int8 needs a quantized model", hint="quantize it first (deployinc quantize) and bench that file"
             )
@@ -358,7 +359,7 @@ class _Cell:
     steps: Any
     device: str
     activate_s: float | None
-    precision: str = "fp32"
+    precision: str = FP32
     isolated: bool = False
     samples: dict[str, list[float]] = field(default_factory=dict)
     first: dict[str, float | None] = field(default_factory=dict)
@@ -381,7 +382,7 @@ def resolve_precisions(model: BenchModel, s: BenchSettings) -> tuple[list[str], 
     if s.precisions is None:
         return [fp], f"the file's ({fp}: {why})"
     wrong = [p for p in s.precisions if p != fp]
-    if fp != "fp32" and wrong and any(b not in TORCH_BACKENDS for b in s.backends):
+    if fp != FP32 and wrong and any(b not in TORCH_BACKENDS for b in s.backends):
         raise BadInputError(
             f"--precision {','.join(s.precisions)}, but {model.path.name} computes in {fp} ({why}): its ONNX backends "
             f"run it at {fp} only",
@@ -395,8 +396,8 @@ def torch_precision(precision: str, from_file: bool) -> str:
     """What the eager torch rows run at in the ``precision`` pass: fp32 where torch has no such path (int8, and
     bf16, a compute precision of ort-openvino) or where the precision is the file's own (an fp16 or int8 file is
     compared with the model as the user runs it)."""
-    if precision in ("int8", "bf16") or (from_file and precision != "fp32"):
-        return "fp32"
+    if precision in (INT8, BF16) or (from_file and precision != FP32):
+        return FP32
     return precision
 
 

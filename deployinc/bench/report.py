@@ -12,13 +12,15 @@ import csv
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..lazy import require
 from .cpu_link import link_change_line
 from .environment import environment_lines
 from .timing import UNSTEADY_LIMIT, Stats, unsteady_reasons
+from ..core.precisions import FP32
+from ..core.table import Table
 
 FORMAT = "deployinc-bench/1"
 MODES = ("compute", "e2e")
@@ -166,7 +168,7 @@ class BenchReport:
         """Fill ``speedup``: the eager baseline's p50 over each row's, same batch and mode, same precision when the
         baseline ran at it, else fp32."""
         for r in self.ok_rows():
-            base = self.find(baseline, r.precision, r.batch, r.mode) or self.find(baseline, "fp32", r.batch, r.mode)
+            base = self.find(baseline, r.precision, r.batch, r.mode) or self.find(baseline, FP32, r.batch, r.mode)
             if base is None or base.stats is None or r.stats is None or r.stats.p50 <= 0:
                 r.speedup, r.speedup_vs, r.speedup_min = None, None, None
                 continue
@@ -326,8 +328,7 @@ class BenchReport:
                     else ""
                 )
             )
-        lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
+        lines += ["", *Table(head, body).markdown_lines()]
         skipped = self.not_run_lines()
         if skipped:
             lines += ["", "Not run:", ""] + [f"- {s}" for s in skipped]
@@ -346,12 +347,11 @@ class BenchReport:
         the JSON, CSV and Markdown reports keep them all) and named under the table, and long backend names wrap.
         """
         head, body = self.table_rows()
-        text = _plain_table(head, body)
+        table = Table.numeric_from(head, body, 4)
+        text = table.text(rule=True)
         legend = self.unsteady_legend()
         extra = self.not_run_lines() + ([legend] if legend else []) + [f"unsteady: {s}" for s in self.unsteady_lines()] + self.link_lines()
         if console is not None:
-            from rich.table import Table
-
             width = int(getattr(console, "width", 0) or 80)
             fit = fit_columns(head, body, width)
             title = f"deployinc bench: {self.model.get('name')}  (threads {self.config.get('threads')})"
@@ -360,12 +360,7 @@ class BenchReport:
                 console.print(text, markup=False, highlight=False, soft_wrap=True)
             else:
                 keep, widths = fit
-                t = Table(title=title)
-                for i, w in zip(keep, widths):
-                    t.add_column(head[i], justify="left" if i < 4 else "right", width=w, overflow="fold")
-                for row in body:
-                    t.add_row(*(row[i] for i in keep))
-                console.print(t)
+                console.print(replace(table.select(keep), title=title).rich(widths))
                 left_out = [head[i] for i in range(len(head)) if i not in keep]
                 if left_out and body:
                     extra = [f"not shown at {width} columns: {', '.join(left_out)} (widen the terminal, or see --json, --csv, --md)"] + extra
@@ -461,8 +456,3 @@ def fit_columns(head: list[str], body: list[list[str]], width: int) -> tuple[lis
             return None
         keep.remove(drops.pop(0))
 
-
-def _plain_table(head: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
-    fmt = lambda row: "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *(fmt(r) for r in body)])

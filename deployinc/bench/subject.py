@@ -24,8 +24,9 @@ from ..precision._common import input_spec
 from ..prepare import prepare
 from ..verify.reference import from_spec
 from ..verify.tensors import load_inputs
+from ..core.precisions import PRECISIONS as _PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = _PRECISIONS
 
 
 @dataclass

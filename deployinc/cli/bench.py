@@ -16,6 +16,7 @@ from ..lazy import require
 from .options import (
     batch_list_callback, check_onnx_input_memory, float_in, force_option, int_in, json_option, parse_batches, threads_option,
 )  # fmt: skip
+from ..core.precisions import BF16
 
 _ALL = B.BENCH_DEFAULT
 
@@ -24,7 +25,7 @@ _ALL = B.BENCH_DEFAULT
 @click.argument("model")
 @click.option("--backends", default=_ALL, show_default=True, help="Comma-separated backends (unavailable ones are skipped with the reason).")
 @click.option("--batch", "batch_text", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes to sweep, e.g. 1,8,32.")
-@click.option("--precision", "--precisions", "precision_text", default=None, help="Precisions: fp32, fp16, bf16, int8 (comma-separated; bf16: what " + B.compute_text("bf16") + " computes in, other backends skip it). Default: what the file computes in (an fp16 or int8 file at its own precision; eager torch at fp32).")
+@click.option("--precision", "--precisions", "precision_text", default=None, help="Precisions: fp32, fp16, bf16, int8 (comma-separated; bf16: what " + B.compute_text(BF16) + " computes in, other backends skip it). Default: what the file computes in (an fp16 or int8 file at its own precision; eager torch at fp32).")
 @click.option("--warmup", type=int, default=10, show_default=True, callback=int_in(1, limits.WARMUP_MAX, "10"), help="Warm-up runs before timing (the first is reported as first-run cost).")
 @click.option("--iters", type=int, default=100, show_default=True, callback=int_in(1, limits.ITERS_MAX, "100"), help=f"Timed iterations per measurement, 1..{limits.ITERS_MAX}.")
 @click.option("--rounds", type=int, default=1, show_default=True, callback=int_in(1, limits.ITERS_MAX, "3"), help="Interleave backends over this many rounds (fairer ratios on a busy machine).")

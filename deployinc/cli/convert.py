@@ -15,6 +15,7 @@ from ..core import limits
 from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx
 from .options import force_option, int_in, mean_callback, parse_floats, std_callback, threads_option
+from ..core.precisions import FP16
 
 
 def default_out(model: str, suffix: str) -> Path:
@@ -25,7 +26,7 @@ def default_out(model: str, suffix: str) -> Path:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--precision", type=click.Choice(["fp16"]), default="fp16", show_default=True, help="Target precision.")
+@click.option("--precision", type=click.Choice([FP16]), default=FP16, show_default=True, help="Target precision.")
 @click.option("--out", "-o", default=None, help="Output .onnx (default: <model>.fp16.onnx beside the input).")
 @click.option("--fp16-io", is_flag=True, help="Make the model's inputs and outputs fp16 too (default: kept fp32).")
 @click.option("--keep-fp32-op", "keep_ops", multiple=True, help="Operator type to keep in fp32 (repeatable).")
@@ -143,7 +144,7 @@ def _convert_with_fallback(src, target, samples, data, mean, std, threads, force
     images = _common.sample_images(spec, samples, data)
     click.echo(f"fp16 layer fallback: judged by the fp16 preset against the fp32 model on ORT CPU, {len(images)} sample image(s) "
                f"({'from ' + data if data else 'natural-image statistics'})")  # fmt: skip
-    oracle = fb.onnx_oracle(src, images, spec.name, "fp16", threads=threads)
+    oracle = fb.onnx_oracle(src, images, spec.name, FP16, threads=threads)
     model, found = fb.fp16_with_fallback(src, oracle, say=click.echo, threads=threads)
     click.echo(found.summary())
     if not found.passed:

@@ -16,6 +16,7 @@ from ..core import limits
 from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx
 from .options import float_in, force_option, int_in, mean_callback, parse_floats, std_callback
+from ..core.precisions import INT8
 
 
 @click.command()
@@ -75,12 +76,12 @@ def quantize(
     if limit is not None:
         limits.check_int("--limit", limit, 1, None, example="--limit 500")
     limits.check_float("--percentile", percentile, 0, 100, lo_open=True, example="--percentile 99.999")
-    target_path = Path(out) if out else default_out(model, "int8")
+    target_path = Path(out) if out else default_out(model, INT8)
     check_output_path(target_path, force)
     check_output_path(int8_mod.report_path_for(target_path), force)
     fallback, recipe = fallback.strip().lower(), recipe.strip().lower()
     src_model = load_onnx(model, load_external=False).model
-    fb.check_fallback(fallback, "int8", src_model)
+    fb.check_fallback(fallback, INT8, src_model)
     chosen_recipe = None if recipe == "auto" else recipes.recipe_named(recipe)
     spec = _common.input_spec(src_model, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
     images, info = core_images.load_image_folder_with_report(data, spec.chw, spec.mean, spec.std, limit=limit)
@@ -152,7 +153,7 @@ def _quantize_with_fallback(model, src_model, images, spec, method, target, reci
     val = _common.sample_images(spec, samples, None, seed=0)
     click.echo(f"layer fallback: judged by the int8 preset against the fp32 model on ORT CPU, {len(val)} generated image(s)")
     full = load_onnx(model).model
-    oracle = fb.onnx_oracle(full, val, spec.name, "int8")
+    oracle = fb.onnx_oracle(full, val, spec.name, INT8)
     result, found = fb.int8_with_fallback(model, images, oracle, method=method, target=target, recipe=recipe, spec=spec, data_source=source, say=click.echo)
     click.echo(found.summary())
     if not found.passed:

@@ -21,6 +21,7 @@ from .options import (
     parse_batches, parse_floats, parse_shape, seed_callback, shape_callback, std_callback, threads_option, tolerance_callback,
     write_json_report,
 )  # fmt: skip
+from ..core.precisions import BF16, PRECISIONS
 
 
 @click.command()
@@ -29,7 +30,7 @@ from .options import (
 @click.option("--weights", default=None, help="Checkpoint for --reference (or the new path of the recorded checkpoint).")
 @click.option("--against", type=click.Path(), default=None, help="Compare with another ONNX file (run on ORT CPU; no torch needed).")
 @click.option("--providers", default="cpu", show_default=True, help="Comma-separated backends, the same names as bench --backends: " + B.names_help() + ".")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None, help="Tolerance preset (and TensorRT build precision; bf16: what " + B.compute_text("bf16") + " computes in); default: what the file holds.")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None, help="Tolerance preset (and TensorRT build precision; bf16: what " + B.compute_text(BF16) + " computes in); default: what the file holds.")
 @click.option("--batch", "batch", default=None, callback=batch_list_callback, help="Batch sizes, comma-separated (default 1,8; a static batch runs at its size).")
 @click.option("--samples", type=int, default=8, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "16"), help="Number of input samples (bounded by memory).")
 @click.option("--data", type=click.Path(), default=None, help="Folder of images, resized and normalised as the metadata says.")

@@ -30,6 +30,7 @@ import numpy as np
 
 from .metrics import Tolerance
 from .outputs import first_output
+from .precisions import FP32, TABLE
 
 #: An fp32 backend may differ from torch fp32 by this multiple of torch fp32's own distance from float64: two
 #: independent float32 computations of the same function each carry about one floor of error. Where it is over
@@ -39,15 +40,7 @@ FLOOR_MULTIPLE = 2.0
 FLOOR_BUDGET_S = 60.0
 
 #: What each precision's preset is relative to, for the report.
-RELATIVE_TO = {
-    "fp32": (
-        "torch fp32 on the same inputs; max_rel budget max(preset, {k:g} x torch fp32's own error vs float64), "
-        "and where a backend is over it against torch fp32, its own error against the float64 answer, same budget"
-    ),
-    "fp16": "torch fp32 on the same inputs (fp16's 11-bit mantissa: ~1e-3 per op); the fp32 floor does not apply",
-    "bf16": "torch fp32 on the same inputs (bf16's 8-bit mantissa); the fp32 floor does not apply",
-    "int8": "torch fp32 on the same inputs, by agreement (cosine, top-1/top-5); no element budget",
-}
+RELATIVE_TO = {p.name: p.relative_to for p in TABLE.values()}
 
 
 @dataclass
@@ -161,7 +154,7 @@ def measure(
 
 def widen(tol: Tolerance, precision: str, floor: NoiseFloor | None) -> Tolerance:
     """The fp32 budget ``max(preset, multiple x floor)``; other precisions and a missing floor keep ``tol``."""
-    if precision != "fp32" or floor is None or floor.status != "measured" or tol.max_rel is None:
+    if precision != FP32 or floor is None or floor.status != "measured" or tol.max_rel is None:
         return tol
     worst = floor.worst_rel
     if worst is None or not np.isfinite(worst):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
+from .precisions import DETECTED_PRECISIONS, FP16, FP32, INT8
 
 #: The names deployinc gives an exported classifier's input and output.
 INPUT_NAME = "input"
@@ -165,16 +166,16 @@ def detect_precision(model: Any) -> tuple[str, str]:
     ``deployinc.precision`` metadata entry wins."""
     meta = {p.key: p.value for p in model.metadata_props}
     rec = meta.get("deployinc.precision", "").strip().strip('"')
-    if rec in ("fp32", "fp16", "int8"):
+    if rec in DETECTED_PRECISIONS:
         return rec, "recorded in the file's metadata"
     ops = {n.op_type for n in model.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}:
-        return "int8", "the graph has quantize/dequantize nodes"
+        return INT8, "the graph has quantize/dequantize nodes"
     n16 = sum(1 for t in model.graph.initializer if t.data_type == 10)
     n32 = sum(1 for t in model.graph.initializer if t.data_type == 1)
     if n16 and n16 >= n32:
-        return "fp16", f"{n16} of its {n16 + n32} float weights are float16"
-    return "fp32", "float32 weights"
+        return FP16, f"{n16} of its {n16 + n32} float weights are float16"
+    return FP32, "float32 weights"
 
 
 def value_types(model: Any) -> dict[str, tuple[int, list[int | str]]]:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
+from . import precisions as P
+from .precisions import BF16, FP16, FP32, INT8
 
 
 @dataclass(frozen=True)
@@ -73,30 +75,30 @@ def _sci(v: float) -> str:
 
 #: (precision, backend family) -> preset. Backend family: cpu, cuda, tensorrt.
 PRESETS: dict[tuple[str, str], Tolerance] = {
-    ("fp32", "cpu"): Tolerance(max_rel=1e-4, min_cosine=0.99999, min_top1=1.0, min_top5=1.0, name="fp32-cpu"),
+    (FP32, "cpu"): Tolerance(max_rel=1e-4, min_cosine=0.99999, min_top1=1.0, min_top5=1.0, name="fp32-cpu"),
     # cuDNN may pick TF32 or Winograd kernels: allow a little more.
-    ("fp32", "cuda"): Tolerance(max_rel=1e-3, min_cosine=0.9999, min_top1=1.0, min_top5=1.0, name="fp32-cuda"),
-    ("fp32", "tensorrt"): Tolerance(max_rel=5e-3, min_cosine=0.9999, min_top1=0.99, min_top5=1.0, name="fp32-tensorrt"),
+    (FP32, "cuda"): Tolerance(max_rel=1e-3, min_cosine=0.9999, min_top1=1.0, min_top5=1.0, name="fp32-cuda"),
+    (FP32, "tensorrt"): Tolerance(max_rel=5e-3, min_cosine=0.9999, min_top1=0.99, min_top5=1.0, name="fp32-tensorrt"),
     # fp16 has an 11-bit mantissa: ~1e-3 per op, accumulating through depth.
-    ("fp16", "cpu"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
-    ("fp16", "cuda"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
-    ("fp16", "tensorrt"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name="fp16"),
+    (FP16, "cpu"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name=FP16),
+    (FP16, "cuda"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name=FP16),
+    (FP16, "tensorrt"): Tolerance(max_rel=5e-2, min_cosine=0.999, min_top1=0.99, min_top5=0.99, name=FP16),
     # bf16 has an 8-bit mantissa (~4e-3 relative per op): judged on agreement, with a loose element budget (it also
     # sizes the top-1 ties). Measured with ort-openvino at bf16 against torch fp32 on seeded random-weight models
     # (64-256 natural-statistics images): max_rel 7e-3 (resnet18) to 9e-2 (mobilenet_v2, mobilenet_v3_large),
     # cosine >= 0.989 (inception_v3; torch's own bf16 autocast there: 0.987), top-5 >= 0.984, tie-aware top-1 1.0.
     # One conv's weights x1.1 in the first layer: max_rel 0.20-0.41, cosine 0.86-0.982 (fails); deeper down the
     # same fault departs by 6-14%, inside bf16's own error on mobilenet_v2: no fixed budget tells them apart.
-    ("bf16", "cpu"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name="bf16"),
-    ("bf16", "cuda"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name="bf16"),
-    ("bf16", "tensorrt"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name="bf16"),
+    (BF16, "cpu"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name=BF16),
+    (BF16, "cuda"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name=BF16),
+    (BF16, "tensorrt"): Tolerance(max_rel=0.2, min_cosine=0.98, min_top1=0.95, min_top5=0.8, name=BF16),
     # int8 is judged on agreement, not on element error.
-    ("int8", "cpu"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
-    ("int8", "cuda"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
-    ("int8", "tensorrt"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name="int8"),
+    (INT8, "cpu"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name=INT8),
+    (INT8, "cuda"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name=INT8),
+    (INT8, "tensorrt"): Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.95, min_top5=0.99, name=INT8),
 }
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = P.PRECISIONS
 #: The largest reference gap (relative to the output's scale) that counts as a tie when the budget has no max_rel.
 TIE_REL_INT8 = 0.01
 

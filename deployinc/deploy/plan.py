@@ -30,6 +30,7 @@ from typing import Any
 from .. import backends as B
 from ..errors import BadInputError
 from .request import DEPLOY_PRECISIONS, DeployRequest
+from ..core.precisions import BF16, FP32, INT8, INT8_CPU, INT8_CPU_MIXED, MIXED
 
 #: Candidates whose objective is within this fraction of the best are tied.
 TIE = 0.03
@@ -111,23 +112,23 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
             art = artifact_for(p, b)
             if art is None:
                 continue
-            if p == "bf16" and not bf16_native:
+            if p == BF16 and not bf16_native:
                 left_out.append({"backend": b, "reason": "bf16: this CPU has no native bf16 (AMX or AVX512-BF16); it would be emulated"})
                 continue
             out.append(Candidate(p, b, art))
-            if req.search and p == "int8":  # calibration: percentile (the default) and minmax
+            if req.search and p == INT8:  # calibration: percentile (the default) and minmax
                 out.append(Candidate(p, b, f"{art}-minmax", {"calibration": "minmax"}))
-            if req.search and "threads" in B.get(b).search and p in ("fp32", "int8") and cpus > 1 and req.threads is None:
+            if req.search and "threads" in B.get(b).search and p in (FP32, INT8) and cpus > 1 and req.threads is None:
                 out.append(Candidate(p, b, art, {"threads": 1}))
             if req.search and "cuda_graph" in B.get(b).search:
                 out.append(Candidate(p, b, art, {"cuda_graph": True}))
     if req.fallback == "auto":  # last: made only where the whole-model candidate fails (the search judges it first)
-        for c in [c for c in out if c.precision == "int8" and c.artifact == "int8-cpu"]:
-            out.append(Candidate(c.precision, c.backend, "int8-cpu-mixed", {**c.options, "fallback": "mixed"}))
+        for c in [c for c in out if c.precision == INT8 and c.artifact == INT8_CPU]:
+            out.append(Candidate(c.precision, c.backend, INT8_CPU_MIXED, {**c.options, "fallback": MIXED}))
     if not out:
         raise BadInputError(
             f"no candidate: none of the precisions {', '.join(precisions)} runs on {', '.join(usable)}",
-            hint=f"bf16 needs {' or '.join(B.COMPUTE_PRECISION_BACKENDS['bf16'])} (pip install 'deployinc[openvino]') on a CPU with AMX or AVX512-BF16; add fp32 to --precisions",
+            hint=f"bf16 needs {' or '.join(B.COMPUTE_PRECISION_BACKENDS[BF16])} (pip install 'deployinc[openvino]') on a CPU with AMX or AVX512-BF16; add fp32 to --precisions",
         )
     return out, left_out, target, why
 
@@ -188,7 +189,7 @@ def choose(results: list[dict[str, Any]], req: DeployRequest) -> tuple[dict[str,
     scored = steady or scored
     best = max(s for s, _ in scored)
     tied = [(s, r) for s, r in scored if s >= best * (1 - TIE)]
-    tied.sort(key=lambda sr: (sr[1]["precision"] != "fp32", DEPENDENCY_RANK.get(sr[1]["backend"], 9), -sr[0]))
+    tied.sort(key=lambda sr: (sr[1]["precision"] != FP32, DEPENDENCY_RANK.get(sr[1]["backend"], 9), -sr[0]))
     s, pick = tied[0]
     what = f"p50 at batch {req.batches[0]}" if req.objective == "latency" else "images/s"
     if len(tied) > 1:

@@ -12,6 +12,8 @@ from ..io import load_onnx
 from ..metadata import read_provenance
 from ..models.loading import weights_text
 from .plan import eligible
+from ..core.precisions import FP32, INT8_ARTIFACTS, INT8_CPU
+from ..core.table import Table
 
 #: After a figure that rests on an unsteady timing (bench's mark).
 MARK = "!"
@@ -35,11 +37,11 @@ def speedup_flags(result: Any, r: dict[str, Any], key: str) -> dict[str, list[st
     (``{"p50": [...], "vs_torch": [...], "vs_ort_fp32": [...]}``: the names of the unsteady ones, with the reasons)."""
     own = _row_flags((r.get("timing") or {}).get(key))
     torch_row = ((result.baseline.get("rows") or {}).get("torch") or {}).get("timing", {}).get(key)
-    plain = next((x for x in result.results if x["id"] == "fp32-ort-cpu"), None)
+    plain = next((x for x in result.results if x["id"] == f"{FP32}-{B.REFERENCE}"), None)
     plain_row = ((plain or {}).get("timing") or {}).get(key)
     mine = [f"{r['id']}: {'; '.join(own)}"] if own else []
     torch_flags = [f"eager torch: {'; '.join(_row_flags(torch_row))}"] if _row_flags(torch_row) else []
-    plain_flags = [f"fp32-ort-cpu: {'; '.join(_row_flags(plain_row))}"] if _row_flags(plain_row) and plain is not r else []
+    plain_flags = [f"{FP32}-{B.REFERENCE}: {'; '.join(_row_flags(plain_row))}"] if _row_flags(plain_row) and plain is not r else []
     return {"p50": mine, "vs_torch": mine + torch_flags, "vs_ort_fp32": mine + plain_flags}
 
 
@@ -93,20 +95,16 @@ HEADER = ["candidate", "verdict", "max_rel", "cosine", "top-1 agr. (raw)", "top-
 
 
 def markdown_table(result: Any) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for row in table_rows(result):
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
-    return "\n".join(lines)
+    return Table(HEADER, table_rows(result)).markdown()
 
 
 def text_table(result: Any) -> str:
     """The table for a terminal: the same columns, aligned, notes on their own line."""
     rows = table_rows(result, mark=" *")
-    head = HEADER[:-1]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    for r in rows:
-        out.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)))
+    lines = Table(HEADER[:-1], [r[:-1] for r in rows]).text_lines()
+    out = lines[:1]
+    for line, r in zip(lines[1:], rows):
+        out.append(line)
         if r[-1]:
             out.append(f"    {r[-1]}")
     if result.chosen is not None:
@@ -143,7 +141,7 @@ def provenance_lines(result: Any) -> list[str]:
             weights += f" (sha256 {prov.weights_sha256[:12]})"
     inputs = f"the labelled images of {req.accuracy_data} (top-1 accuracy against their folder labels)" if req.accuracy_data else f"{req.samples} generated natural-statistics images (seed 0), at batch 1 and 8"
     out = [f"- Weights: {weights}.", f"- Verification inputs: {inputs}; reference: eager PyTorch fp32 of the same model."]
-    for name in ("int8-cpu", "int8-cpu-minmax", "int8-trt", "int8-trt-minmax"):
+    for name in INT8_ARTIFACTS:
         cal = (result.artifacts.get(name) or {}).get("calibration")
         if cal:
             out.append(f"- {name} calibration: {cal}.")
@@ -173,7 +171,7 @@ def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
                    f"evaluations, {fbk.get('seconds', '?')} s); every other layer runs in int8:")  # fmt: skip
         out += [f"- `{x['module']}` (ONNX node `{x['node']}`): alone in float it lowers the mean error by {_num(x.get('gain'), '.2e')}"
                 + (f"; {100 * x['share']:.1f}% of the multiply-adds" if isinstance(x.get("share"), (int, float)) else "") for x in layers]  # fmt: skip
-        whole = next((r for r in result.results if r.get("artifact") == "int8-cpu" and r.get("backend") == cand.get("backend")
+        whole = next((r for r in result.results if r.get("artifact") == INT8_CPU and r.get("backend") == cand.get("backend")
                       and (r.get("options") or {}).get("threads") == (cand.get("options") or {}).get("threads")), None)  # fmt: skip
         key = str(result.request.batches[0])
         mine = ((cand.get("timing") or {}).get(key) or {}).get("p50_ms")

@@ -26,9 +26,10 @@ from ..errors import BadInputError, DeployincError
 from ..io import load_onnx, sha256_file
 from ..models.registry import get_model_info
 from ..precision.recipe import cpu_int8_path
+from ..core.precisions import PRECISIONS
 
 #: Precisions a candidate can compute in. bf16 is a compute precision of a backend (OpenVINO on AMX), not a file.
-DEPLOY_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+DEPLOY_PRECISIONS = PRECISIONS
 OBJECTIVES = ("latency", "throughput")
 TARGETS = ("auto", "cpu", "cuda", "tensorrt")
 #: Backends deploy can ship: the ONNX ones (a torch row is the baseline, not an artifact).

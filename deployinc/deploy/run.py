@@ -44,6 +44,7 @@ from ..verify.request import VerifyRequest
 from .package import write_package
 from .plan import Candidate, choose, plan
 from .request import DeployRequest, model_digest
+from ..core.precisions import FP16, FP32, INT8, INT8_CPU
 
 #: Results this format writes; an older cached result is recomputed.
 RESULT_FORMAT = 1
@@ -170,7 +171,7 @@ def evaluate(req: DeployRequest) -> DeployResult:
     req.say(f"target {target} ({why}); {len(candidates)} candidate(s)" + (f"; left out: {', '.join(d['backend'] + ' (' + d['reason'] + ')' for d in left_out)}" if left_out else ""))
     fp32 = _fp32_model(req, state)
     _check_against(req, fp32, chw)
-    artifacts: dict[str, dict[str, Any]] = {"fp32": {"path": str(fp32), "made": "export" if fp32.parent == state else "given"}}
+    artifacts: dict[str, dict[str, Any]] = {FP32: {"path": str(fp32), "made": "export" if fp32.parent == state else "given"}}
     reused: list[str] = []
     baseline = _baseline(req, state, fp32, target, reused)
     progress = _Progress(req, len(candidates))
@@ -200,7 +201,7 @@ def _fp32_model(req: DeployRequest, state: Path) -> Path:
         path = Path(req.model)
         model = load_onnx(path, load_external=False).model
         precision, _ = detect_precision(model)
-        if precision != "fp32":
+        if precision != FP32:
             raise BadInputError(f"{path} is already {precision}", hint="give deploy the fp32 export; it makes the fp16 and int8 variants itself")
         prov = read_provenance(model)
         if prov is None:
@@ -278,7 +279,7 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     Raises:
         DeployincError: It cannot be made (the reason goes to every candidate that needs it).
     """
-    if name == "fp32":
+    if name == FP32:
         return fp32
     known = artifacts.get(name)
     if known is not None and known.get("error"):
@@ -296,13 +297,13 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     try:
         if name.endswith("-mixed"):
             info = _mixed(req, state, fp32, name, path, spec)
-        elif name == "fp16":
+        elif name == FP16:
             res = convert_to_fp16(src, keep_io_types=True, images=sample_images(spec, 8, req.data, seed=1), keep_overflow_fp32=True, threads=req.threads)
             save_onnx(res.model, path, force=True)
             info = {"made": "convert --precision fp16 (I/O kept fp32)", "kept_fp32_nodes": len(res.kept_fp32_nodes)}
         else:
             images, source = _calibration(req, spec)
-            target = "cpu" if name.startswith("int8-cpu") else "tensorrt"
+            target = "cpu" if name.startswith(INT8_CPU) else "tensorrt"
             method = "minmax" if name.endswith("-minmax") else "percentile"
             recipe = recipe_for(target)
             res8 = quantize_int8(fp32, images, target=target, method=method, spec=spec, data_source={"calibration": source}, recipe=recipe)
@@ -344,7 +345,7 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str) -> fb.
         np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue(), force=True)
     goal = fb.TaskGoal(np.asarray(labels), max_drop=req.max_accuracy_drop) if labels is not None else None
-    return fb.Oracle(x, input_name, ref, preset("int8", B.REFERENCE), goal=goal, threads=req.threads)
+    return fb.Oracle(x, input_name, ref, preset(INT8, B.REFERENCE), goal=goal, threads=req.threads)
 
 
 def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any) -> dict[str, Any]:
@@ -402,7 +403,7 @@ def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: 
     names = B.eager_baseline(req.torch_compile)
     device = "cuda" if target in ("cuda", "tensorrt") else "cpu"
     req.say(f"timing the eager baseline: {', '.join(names)} on {device}" + (" (torch.compile takes a while the first time)" if req.torch_compile else ""))
-    s = BenchSettings(backends=names, batches=list(req.batches), precisions=["fp32"], warmup=req.warmup, iters=req.iters, threads=req.threads, device=device)
+    s = BenchSettings(backends=names, batches=list(req.batches), precisions=[FP32], warmup=req.warmup, iters=req.iters, threads=req.threads, device=device)
     s.validate()
     rep = benchmark_steady(open_onnx(fp32, trust_code=req.trust_model_code), s, log=lambda _m: None)  # an unsteady row: measured again once
     data: dict[str, Any] = {"rows": {}, "environment": rep.environment, "finished": time.time()}
@@ -468,7 +469,7 @@ def _judge_rule(req: DeployRequest, cand: Candidate, out: dict[str, Any]) -> Non
     its preset's cosine and max_rel reported beside it; fp32 candidates, and every candidate without labels, by
     their precision's preset."""
     m = out["metrics"]
-    if not req.accuracy_data or cand.precision == "fp32":
+    if not req.accuracy_data or cand.precision == FP32:
         out["rule"] = f"preset {m.get('preset', cand.precision)}"
         return
     fails = task_failures(m.get("nonfinite", 0), m.get("top1_reference"), m.get("top1_accuracy"), m.get("top1_agreement"), req.max_accuracy_drop)
@@ -552,7 +553,7 @@ def _line(res: dict[str, Any], req: DeployRequest) -> str:
 def _speedups(results: list[dict[str, Any]], baseline: dict[str, Any], req: DeployRequest) -> None:
     """Each candidate's p50 speedup over eager torch and over plain ORT CPU fp32, per batch size (same run)."""
     torch_rows = (baseline.get("rows") or {}).get(B.BASELINE, {}).get("timing", {})
-    plain = next((r for r in results if r["id"] == "fp32-ort-cpu"), None)
+    plain = next((r for r in results if r["id"] == f"{FP32}-{B.REFERENCE}"), None)
     plain_rows = (plain or {}).get("timing") or {}
     for r in results:
         sp: dict[str, dict[str, float | None]] = {}

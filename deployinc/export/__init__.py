@@ -44,6 +44,7 @@ EXPORTERS = ("dynamo", "torchscript")
 #: Opsets deployinc exports, per exporter (both checked by tests; dynamo below 18 via downgrade).
 SUPPORTED_OPSETS = {"dynamo": tuple(range(13, 22)), "torchscript": tuple(range(13, 22))}
 from ..core.graph import INPUT_NAME, OUTPUT_NAME, guard_pad_before_maxpool, node_counts, reinfer_shapes  # noqa: F401 - re-exported
+from ..core.precisions import FP32
 
 
 def check_opset(exporter: str, opset: int) -> None:
@@ -658,13 +659,13 @@ def quick_parity(
             feed = {INPUT_NAME: np.ascontiguousarray(x[start : start + b])}
             start += b
             pairs.append((t_r.infer(feed), ort_r.infer(feed)))
-    base = preset("fp32", "cpu")
+    base = preset(FP32, "cpu")
     results = [c for ref, got in pairs for c in compare_outputs(ref, got, base)]
     if all(c.passed for c in results):
         return results, one_line(results)
     ref_all = {k: np.concatenate([ref[k] for ref, _ in pairs]) for k in pairs[0][0]}
     floor = measure(module, x, ref_all, batch=max(batches))
-    tol = widen(base, "fp32", floor)
+    tol = widen(base, FP32, floor)
     if tol is not base:
         results = [c for ref, got in pairs for c in compare_outputs(ref, got, tol)]
         return results, f"{one_line(results)} (torch fp32 vs fp64: {floor.worst_rel:.1e}; {budget_text(tol, base, floor)})"

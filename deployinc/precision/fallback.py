@@ -45,6 +45,7 @@ from ..io import atomic_write_text, load_onnx
 from ._common import batches, cpu_session
 from .fp16 import convert_to_fp16
 from .int8 import quantize_int8
+from ..core.precisions import FP16, FP32, INT8
 
 #: Operator types a layer fallback can keep in float (the ones that carry weights and most of the time).
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -560,7 +561,7 @@ def check_fallback(value: str, precision: str, model: Any) -> None:
     if value not in FALLBACK_CHOICES:
         raise BadInputError(f"unknown --fallback value {value!r}", hint=f"use one of {', '.join(FALLBACK_CHOICES)}")
     found, _ = detect_precision(model)
-    if value == "auto" and found != "fp32":
+    if value == "auto" and found != FP32:
         raise BadInputError(f"--fallback auto keeps layers of an fp32 model in float, and this file is already {found}",
                             hint=f"give the fp32 export; {precision} and the layers kept in float are made from it")  # fmt: skip
 
@@ -596,7 +597,7 @@ def int8_with_fallback(
         res.model = found.model
         del res.model.metadata_props[:]
         res.model.metadata_props.extend(meta)
-        stamp(res.model, "int8", found)
+        stamp(res.model, INT8, found)
         res.report["fallback"] = found.record()
     return res, found
 
@@ -614,5 +615,5 @@ def fp16_with_fallback(
     whole = build([])
     found = search(whole, oracle, build=build, candidates=cands, state=state, state_key=state_key, say=say)
     if found.float_nodes and found.passed:
-        stamp(found.model, "fp16", found)
+        stamp(found.model, FP16, found)
     return found.model, found

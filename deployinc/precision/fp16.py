@@ -27,6 +27,7 @@ import numpy as np
 from ..core.graph import toposort_nodes
 from ..errors import BadInputError, CheckFailed
 from ._common import batches, cpu_session, input_spec
+from ..core.precisions import FP16
 
 FP16_MAX = 65504.0
 
@@ -345,7 +346,7 @@ def convert_to_fp16(
     toposort_nodes(m16.graph)  # ORT's converter appends the input Casts after their users
     kept = {p.key: p.value for p in m16.metadata_props}
     # deployinc's metadata convention: keys deployinc.<field>, JSON values.
-    kept["deployinc.precision"] = json.dumps("fp16")
+    kept["deployinc.precision"] = json.dumps(FP16)
     kept["deployinc.fp16"] = json.dumps({"keep_io_types": bool(keep_io_types), "kept_fp32_ops": list(keep_fp32_ops),
                                          "kept_fp32_nodes": nodes})
     del m16.metadata_props[:]

@@ -41,6 +41,7 @@ from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx, scratch_dir, sha256_file
 from ._common import InputSpec, batches, cpu_session, input_spec
 from .recipe import Int8Recipe, recipe_for
+from ..core.precisions import INT8
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "cpu")
@@ -206,7 +207,7 @@ def quantize_int8(
 
     timings: dict[str, float] = {}
 
-    with scratch_dir("int8") as tmpdir:  # a killed run's folder is removed by the next run
+    with scratch_dir(INT8) as tmpdir:  # a killed run's folder is removed by the next run
         work = tmpdir / "model.onnx"
         if src.has_external_data:
             onnx.save_model(src.model, str(work), save_as_external_data=True, location="model.onnx.data")
@@ -401,7 +402,7 @@ def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, re
     meta = {p.key: p.value for p in source.metadata_props}
     meta.update({p.key: p.value for p in qmodel.metadata_props})
     # deployinc's metadata convention: keys deployinc.<field>, JSON values.
-    meta["deployinc.precision"] = json.dumps("int8")
+    meta["deployinc.precision"] = json.dumps(INT8)
     meta["deployinc.int8"] = json.dumps(
         {"method": method, "target": target, "calibration_images": int(n_images), "per_channel": bool(recipe.per_channel),
          "excluded_nodes": len(exclude), "float_nodes": list(exclude)[:500], "recipe": recipe.to_dict()}
@@ -510,7 +511,7 @@ def compare_with_fp32(
                 got[k].append(np.asarray(v))
         outs.append(got)
     ref, test = ({k: np.concatenate(v) for k, v in o.items()} for o in outs)
-    tol = preset("int8", "cpu")
+    tol = preset(INT8, "cpu")
     comps = compare_outputs(ref, test, tol)
     worst_cos = min(c.cosine for c in comps)
     worst_rel = max(c.max_rel for c in comps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from ..core.table import Table
 from ..lazy import available
 
 
@@ -124,15 +125,7 @@ def summary_lines(report: Any) -> list[str]:
 
 
 def _plain_table(headers: list[str], rows: list[list[str]], out: TextIO, numeric_from: int = 2) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    out.write(fmt(headers).rstrip() + "\n")
-    out.write("  ".join("-" * w for w in widths) + "\n")
-    for r in rows:
-        out.write(fmt(r).rstrip() + "\n")
+    out.write(Table.numeric_from(headers, rows, numeric_from).text(rule=True, strip=True) + "\n")
 
 
 def render(report: Any, depth: int = 1, out: TextIO | None = None, use_rich: bool | None = None) -> None:
@@ -151,16 +144,10 @@ def render(report: Any, depth: int = 1, out: TextIO | None = None, use_rich: boo
         tables.append(("without 1x1 reductions (convolutions only)", NAIVE_HEADERS, naive_rows(report), 1))
     if rich_ok:
         from rich.console import Console
-        from rich.table import Table
 
         console = Console(file=out, width=max(140, getattr(out, "columns", 0) or 0), highlight=False, soft_wrap=False)
         for title, headers, rows, numeric_from in tables:
-            table = Table(title=title or None, show_lines=False)
-            for i, h in enumerate(headers):
-                table.add_column(h, justify="right" if i >= numeric_from else "left", no_wrap=True)
-            for r in rows:
-                table.add_row(*r)
-            console.print(table)
+            console.print(Table.numeric_from(headers, rows, numeric_from, title=title or None).rich(no_wrap=True, show_lines=False))
         for line in summary_lines(report):
             console.print(line, markup=False)
         return

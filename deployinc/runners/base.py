@@ -16,6 +16,8 @@ import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
+from ..core.precisions import FP32
+
 if TYPE_CHECKING:  # numpy only in annotations: a backend's record can name its runner class without importing it
     import numpy as np
 
@@ -31,7 +33,7 @@ class BaseRunner(ABC):
 
     name: str = "base"
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = FP32
 
     def __init__(self) -> None:
         self.is_active = False

@@ -19,12 +19,13 @@ import threading
 from typing import Any
 
 from ..errors import BackendUnavailable
+from ..core.precisions import BF16, FP16, FP32, INT8
 
 EP_NAME = "OpenVINOExecutionProvider"
 DISTRIBUTION = "onnxruntime-ep-openvino"
 INSTALL_HINT = "pip install 'deployinc[openvino-ep]'"
 #: The runner's precision -> OpenVINO's INFERENCE_PRECISION_HINT.
-PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f32", "int8": "f32"}
+PRECISION_HINTS = {FP32: "f32", BF16: BF16, FP16: "f32", INT8: "f32"}
 #: The name deployinc registers the library under (any name does; a second registration under it raises).
 REGISTRATION_NAME = "openvino"
 
@@ -140,7 +141,7 @@ def add_to(so: Any, ort: Any, precision: str, threads: int | None, options: dict
     """
     device = cpu_device(ort)
     caps = capabilities(device)
-    if precision == "bf16" and "BF16" not in caps:
+    if precision == BF16 and "BF16" not in caps:
         raise BackendUnavailable(
             f"this CPU has no native bf16 (OpenVINO's capabilities: {' '.join(caps) or 'none'}): "
             "OpenVINO would compute in f32",

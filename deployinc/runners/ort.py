@@ -25,6 +25,7 @@ from ..lazy import require
 from . import openvino
 from .base import BaseRunner
 from .steps import TimedSteps
+from ..core.precisions import FP32
 
 #: short name -> ORT execution provider.
 PROVIDERS = {
@@ -112,7 +113,7 @@ class OrtRunner(BaseRunner):
         model: str | os.PathLike[str] | bytes,
         provider: str = "cpu",
         threads: int | None = None,
-        precision: str = "fp32",
+        precision: str = FP32,
         provider_options: dict[str, Any] | None = None,
         optimization: str = "all",
         name: str | None = None,

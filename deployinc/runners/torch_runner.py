@@ -11,6 +11,7 @@ from ..core.outputs import first_output
 from ..errors import BackendUnavailable
 from .base import BaseRunner
 from .steps import TimedSteps
+from ..core.precisions import FP16, FP32, INT8
 
 
 #: The process-wide TF32 flags as they were before the first active CUDA runner set them, and how many CUDA runners
@@ -73,7 +74,7 @@ class TorchRunner(BaseRunner):
         self,
         module: Any,
         device: str = "cpu",
-        precision: str = "fp32",
+        precision: str = FP32,
         threads: int | None = None,
         compile: bool = False,
         name: str = "torch",
@@ -99,7 +100,7 @@ class TorchRunner(BaseRunner):
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable("torch sees no CUDA device here", hint="run on a machine with an NVIDIA GPU")
-        if self.precision == "int8":
+        if self.precision == INT8:
             raise BackendUnavailable("eager torch has no int8 path in deployinc", hint="use ort-cpu with a quantized model")
         if self.threads:
             torch.set_num_threads(int(self.threads))
@@ -120,13 +121,13 @@ class TorchRunner(BaseRunner):
     def _build(self, torch: Any) -> Any:
         """The callable to time: the module in eval mode on the device and precision, compiled on request."""
         module = self.module.eval()
-        if self.device != "cpu" or self.precision == "fp16":
+        if self.device != "cpu" or self.precision == FP16:
             # .to() and .half() change a module in place: work on a copy, so that the caller's CPU fp32 module (shared
             # with other backends, prepare's CPU self-check) stays as it was.
             module = copy.deepcopy(module).to(self.device)
-        if self.precision == "fp16":
+        if self.precision == FP16:
             module = module.half()
-        self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self._dtype = torch.float16 if self.precision == FP16 else torch.float32
         run = module
         if self.compile:
             try:

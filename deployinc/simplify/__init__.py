@@ -18,6 +18,7 @@ from ..core.metrics import compare_outputs, one_line, preset
 from ..errors import BackendUnavailable, BadInputError
 from ..lazy import require
 from ..runners.ort import OrtRunner
+from ..core.precisions import FP32
 
 SIMPLIFIERS = ("onnxsim", "onnxslim")
 
@@ -125,7 +126,7 @@ def simplify(
             for n in batches:
                 feed = {INPUT_NAME: np.ascontiguousarray(x[start : start + n])}
                 start += n
-                comparisons += compare_outputs(a.infer(feed), b.infer(feed), preset("fp32", "cpu"))
+                comparisons += compare_outputs(a.infer(feed), b.infer(feed), preset(FP32, "cpu"))
     except Exception as exc:  # noqa: BLE001 - a simplified graph ORT cannot run is a simplifier failure
         report.notes.append(f"the simplified graph does not run on ONNX Runtime: {str(exc).splitlines()[0][:200]}")
         return model, report

@@ -37,8 +37,9 @@ from ..precision import fp16
 from .cache import EngineCache, EngineKey, ensure_private_dir, onnx_fingerprint
 from . import ort_options
 from .profiles import BatchRange, ShapeProfile, model_input_dims, parse_batch_range, profiles_for_inputs, profiles_key
+from ..core.precisions import FP16, FP32, INT8, TRT_PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = TRT_PRECISIONS
 
 
 class TensorRTParseError(CheckFailed):
@@ -123,30 +124,30 @@ def plan_precision(
         raise BadInputError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
     weak = has_weak_precision_flags and trt_major(trt_version) < 11
     notes: list[str] = []
-    if precision == "int8" and not model_has_qdq:
+    if precision == INT8 and not model_has_qdq:
         raise BadInputError(
             "int8 needs an explicitly quantized (QDQ) model; TensorRT's implicit calibrators are deprecated (10.1) "
             "and removed (11)",
             hint="run deployinc quantize model.onnx --data DIR --target tensorrt, and build from its output",
         )
-    clear = () if (allow_tf32 or precision != "fp32") else ("TF32",)
-    if precision == "fp32":
-        return PrecisionPlan("fp32", strongly_typed=not weak, set_flags=(), clear_flags=clear, convert_to_fp16=False,
+    clear = () if (allow_tf32 or precision != FP32) else ("TF32",)
+    if precision == FP32:
+        return PrecisionPlan(FP32, strongly_typed=not weak, set_flags=(), clear_flags=clear, convert_to_fp16=False,
                              notes=("fp32: TF32 cleared" if clear else "fp32 with TF32 allowed",))
-    if precision == "fp16":
+    if precision == FP16:
         if weak:
-            return PrecisionPlan("fp16", False, ("FP16",), (), False, ("weakly typed network with BuilderFlag.FP16",))
+            return PrecisionPlan(FP16, False, ("FP16",), (), False, ("weakly typed network with BuilderFlag.FP16",))
         notes.append("strongly typed network: precision comes from the model's types")
         if not model_is_fp16:
             notes.append("the ONNX model is converted to fp16 first (fp32 inputs/outputs kept)")
-        return PrecisionPlan("fp16", True, (), (), not model_is_fp16, tuple(notes))
+        return PrecisionPlan(FP16, True, (), (), not model_is_fp16, tuple(notes))
     # int8 (QDQ)
     if weak:
         flags = ("INT8", "FP16") if fp16_fallback else ("INT8",)
-        return PrecisionPlan("int8", False, flags, (), False,
+        return PrecisionPlan(INT8, False, flags, (), False,
                              (f"QDQ model, weakly typed network with BuilderFlag {' + '.join(flags)}",))
     notes.append("QDQ model in a strongly typed network: int8 where the Q/DQ pairs say, the rest in the model's types")
-    return PrecisionPlan("int8", True, (), (), False, tuple(notes))
+    return PrecisionPlan(INT8, True, (), (), False, tuple(notes))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def _logger(trt: Any) -> Any:
 def build_or_load(
     onnx_path: str | os.PathLike[str],
     *,
-    precision: str = "fp32",
+    precision: str = FP32,
     batch: str | int | BatchRange | None = None,
     builder_optimization_level: int = 3,
     workspace_bytes: int | None = None,

@@ -40,8 +40,9 @@ from ..errors import BadInputError
 from ..io import atomic_write_bytes, load_onnx
 from .cache import EngineKey, default_cache_dir, ensure_private_dir, onnx_fingerprint, subdir_for_key
 from .profiles import BatchRange, ShapeProfile, ort_shape_strings, parse_batch_range, profiles_for_model, profiles_key
+from ..core.precisions import FP16, FP32, INT8, TRT_PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = TRT_PRECISIONS
 #: TensorRT builder optimisation levels (TensorRT 8.6+): 0 fastest build ... 5 most tactics; 3 is TensorRT's default.
 OPT_LEVELS = range(0, 6)
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -161,7 +162,7 @@ def _safe_component(text: str) -> str:
 def tensorrt_provider_config(
     onnx_path: str | os.PathLike[str],
     *,
-    precision: str = "fp32",
+    precision: str = FP32,
     batch: str | int | BatchRange | None = None,
     calibration_table: str | os.PathLike[str] | None = None,
     fp16_fallback: bool = True,
@@ -222,8 +223,8 @@ def tensorrt_provider_config(
     flags: dict[str, Any] = {
         "provider": "onnxruntime-TensorrtExecutionProvider",
         "precision": precision,
-        "fp16": precision == "fp16" or (precision == "int8" and fp16_fallback),
-        "int8": precision == "int8",
+        FP16: precision == FP16 or (precision == INT8 and fp16_fallback),
+        INT8: precision == INT8,
         "qdq_model": qdq,
         "calibration_table_sha256": table_sha,
         "calibration_table_native": table_native,
@@ -243,8 +244,8 @@ def tensorrt_provider_config(
 
     opts: dict[str, str] = {
         "device_id": str(int(device_id)),
-        "trt_fp16_enable": _b(flags["fp16"]),
-        "trt_int8_enable": _b(flags["int8"]),
+        "trt_fp16_enable": _b(flags[FP16]),
+        "trt_int8_enable": _b(flags[INT8]),
         "trt_engine_cache_enable": _b(engine_cache),
         "trt_engine_cache_path": str(engine_dir),
         "trt_timing_cache_enable": _b(timing_cache),
@@ -286,7 +287,7 @@ def _calibration_table(calibration_table: Any, precision: str, qdq: bool, onnx_p
     table_sha = None
     table_native = None
     if calibration_table is not None:
-        if precision != "int8":
+        if precision != INT8:
             raise BadInputError(
                 f"a calibration table was given with precision {precision}", hint="it is used only with int8"
             )
@@ -301,7 +302,7 @@ def _calibration_table(calibration_table: Any, precision: str, qdq: bool, onnx_p
         table_bytes = table.read_bytes()
         table_sha = hashlib.sha256(table_bytes).hexdigest()
         table_native = calibration_table_is_native(table)
-    elif precision == "int8" and not qdq:
+    elif precision == INT8 and not qdq:
         raise BadInputError(
             f"int8 needs a quantized (QDQ) model or a calibration table, and {onnx_path} has no Q/DQ nodes",
             hint="run deployinc quantize on it first, or pass a calibration table",

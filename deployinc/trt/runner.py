@@ -24,6 +24,7 @@ from ..errors import BackendUnavailable, BadInputError
 from ..lazy import require
 from ..runners.base import BaseRunner
 from .engine import build_or_load, deserialize, io_tensors
+from ..core.precisions import FP32
 
 
 def _torch_dtype(trt: Any, torch: Any, dt: Any) -> Any:
@@ -56,7 +57,7 @@ class TensorRTRunner(BaseRunner):
     def __init__(
         self,
         model: str | os.PathLike[str],
-        precision: str = "fp32",
+        precision: str = FP32,
         batch: str | int | None = None,
         builder_optimization_level: int = 3,
         workspace_bytes: int | None = None,

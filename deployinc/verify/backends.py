@@ -20,6 +20,7 @@ from ..errors import BackendUnavailable
 from ..prepare import prepare
 from ..factory import onnx_runner
 from ..runners.torch_runner import TorchRunner
+from ..core.precisions import FP16, FP32
 
 
 def available_names() -> str:
@@ -116,7 +117,7 @@ def open_backend(
             if reference is None or reference.module is None:
                 raise BackendUnavailable(f"{name} needs a torch reference", hint=f"drop --against, or drop {name}")
 
-            runner = TorchRunner(reference.module, device="cuda", precision="fp16" if precision == "fp16" else "fp32", name=name)
+            runner = TorchRunner(reference.module, device="cuda", precision=FP16 if precision == FP16 else FP32, name=name)
             # The reference module stays on the CPU: the CUDA runner gets its own copy.
             runner.module = copy.deepcopy(reference.module)
         elif not rec.options.get("prepared"):

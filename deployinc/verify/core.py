@@ -50,6 +50,7 @@ ISOLATED_TIMEOUT_OTHERS = 300.0
 ENGINE_BUILDERS = B.ENGINE_BACKENDS
 
 from ..core.metrics import Tolerance, compare_outputs, preset
+from ..core.precisions import FP16, FP32, INT8
 
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_SAMPLES = 8
@@ -267,7 +268,7 @@ def _file_budgets(precision: str, fam: str, config: dict[str, Any]) -> dict[str,
     per = config.get(precision)
     if isinstance(per, dict):
         over.update(per)
-    elif precision == "fp32" and fam == "cpu":
+    elif precision == FP32 and fam == "cpu":
         over.update({k: v for k, v in config.items() if not isinstance(v, dict)})
     return {k: v for k, v in over.items() if k in _BUDGET_KEYS}
 
@@ -518,7 +519,7 @@ def run(req: Any) -> VerifyReport:
     if ref.module is not None and any(not r.passed for r in results if r.status in ("ran", "crashed")):
         check_batch_independent(ref.module, x, ref_out, max(subj.batches), subj.threads)
     floor = None
-    if subj.precision == "fp32" and ref.module is not None and req.fp64_floor and _over_max_rel(results):
+    if subj.precision == FP32 and ref.module is not None and req.fp64_floor and _over_max_rel(results):
         # Only a backend over the preset's max_rel needs torch's own float32 error: measure it, and judge again
         # against max(preset, 2 x floor) on the outputs already computed.
         t = time.perf_counter()
@@ -586,7 +587,7 @@ def open_subject(req: Any, notes: list[str]) -> _Subject:
 
 #: Backends that build at a precision of their own (an fp32 file runs as fp16 there when asked).
 _BUILDING_BACKENDS = B.ENGINE_BACKENDS
-_LOOSENESS = {"fp32": 0, "fp16": 1, "int8": 2}
+_LOOSENESS = {FP32: 0, FP16: 1, INT8: 2}
 
 
 def _check_precision_request(asked: str | None, detected: str, backends: list[str], path: Path) -> None:
@@ -726,7 +727,7 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
         _, outs = load_run(req.load_outputs)
         return outs
     if ref.kind == "onnx":
-        rrunner = make_onnx_runner(B.REFERENCE, ref.onnx_path, precision="fp32", threads=subj.threads, batches=subj.batches, static_batch=bool(subj.static))
+        rrunner = make_onnx_runner(B.REFERENCE, ref.onnx_path, precision=FP32, threads=subj.threads, batches=subj.batches, static_batch=bool(subj.static))
         rgi = G.image_input(ref_model)
         rrunner.activate()
         try:
@@ -735,7 +736,7 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
             rrunner.deactivate()
 
     out_name = subj.model.graph.output[0].name
-    with TorchRunner(ref.module, device="cpu", precision="fp32", threads=subj.threads, output_name=out_name) as tr:
+    with TorchRunner(ref.module, device="cpu", precision=FP32, threads=subj.threads, output_name=out_name) as tr:
         try:
             return _run_chunks(tr, "input", x, ref_batch)
         except RuntimeError as exc:
@@ -764,7 +765,7 @@ def check_batch_independent(module: Any, x: np.ndarray, ref_out: dict[str, np.nd
     if len(x) < 2 or n > len(x) or (ref_batch == 1 and n < 2):
         return
     name = next(iter(ref_out))
-    with TorchRunner(module, device="cpu", precision="fp32", threads=threads, output_name=name) as tr:
+    with TorchRunner(module, device="cpu", precision=FP32, threads=threads, output_name=name) as tr:
         got = tr.infer({"input": np.ascontiguousarray(x[:n])})[name]
     want = np.asarray(ref_out[name][:n])
     scale = float(np.abs(want).max()) or 1.0
@@ -854,7 +855,7 @@ def _judge_fp64(r: BackendResult, br: BatchResult, ref_n: dict[str, np.ndarray],
     rel_fails = [f for f in c.failures if f.startswith("max_rel")]
     if not rel_fails:
         return
-    base = preset("fp32", family(r.name)).max_rel
+    base = preset(FP32, family(r.name)).max_rel
     where = f"{r.name} batch {br.batch} {c.name}"
     if check.passed:
         c.failures = [f for f in c.failures if not f.startswith("max_rel")]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.precisions import FP32
+
 
 def _f(v: Any, fmt: str) -> str:
     """``v`` in ``fmt``; a missing value is a ``-`` padded to the field's width, so the columns stay aligned."""
@@ -47,7 +49,7 @@ def render(report: Any) -> str:
     floor = getattr(report, "floor", None)
     if floor is not None:
         lines.append(f"  float32 noise floor: {floor.line()}" + (f"; {floor.reason}" if floor.status == "measured" and floor.reason else ""))
-    elif report.precision == "fp32" and report.reference is not None and getattr(report.reference, "module", None) is not None:
+    elif report.precision == FP32 and report.reference is not None and getattr(report.reference, "module", None) is not None:
         lines.append("  float32 noise floor: not needed (every fp32 backend is within the preset's max_rel)")
     lines.append("")
     header = f"  {'backend':<12}{'batch':>5}  {'output':<10}{'max_abs':>10}{'max_rel':>10}{'cosine':>11}{'top1':>6}{'top5':>6}{'nan/inf':>9}  verdict"
