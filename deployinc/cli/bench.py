@@ -10,49 +10,49 @@ import click
 from .. import backends as B
 from ..backends import parse_backends
 from ..core import limits
+from ..core.precisions import BF16
 from ..errors import BackendUnavailable, BadInputError, CheckFailed
 from ..io import atomic_write_bytes, atomic_write_text, check_output_path
 from ..lazy import require
-from .options import (
-    batch_list_callback, check_onnx_input_memory, float_in, force_option, int_in, json_option, parse_batches, threads_option,
-)  # fmt: skip
-from ..core.precisions import BF16
+from . import groups as G
+from .options import check_onnx_input_memory, float_in, parse_batches
 
 _ALL = B.BENCH_DEFAULT
 
 
 @click.command()
 @click.argument("model")
-@click.option("--backends", default=_ALL, show_default=True, help="Comma-separated backends (unavailable ones are skipped with the reason).")
-@click.option("--batch", "batch_text", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes to sweep, e.g. 1,8,32.")
-@click.option("--precision", "--precisions", "precision_text", default=None, help="Precisions: fp32, fp16, bf16, int8 (comma-separated; bf16: what " + B.compute_text(BF16) + " computes in, other backends skip it). Default: what the file computes in (an fp16 or int8 file at its own precision; eager torch at fp32).")
-@click.option("--warmup", type=int, default=10, show_default=True, callback=int_in(1, limits.WARMUP_MAX, "10"), help="Warm-up runs before timing (the first is reported as first-run cost).")
-@click.option("--iters", type=int, default=100, show_default=True, callback=int_in(1, limits.ITERS_MAX, "100"), help=f"Timed iterations per measurement, 1..{limits.ITERS_MAX}.")
-@click.option("--rounds", type=int, default=1, show_default=True, callback=int_in(1, limits.ITERS_MAX, "3"), help="Interleave backends over this many rounds (fairer ratios on a busy machine).")
-@click.option("--max-time", "max_time", type=float, default=None, callback=float_in(0, limits.MAX_TIME_S_MAX, lo_open=True, example="30"), help="Stop a measurement after this many seconds of samples (at least 5 samples). One call can outlast it: without --timeout, each ONNX backend measurement is then stopped after max(10 x max-time, 60 s) (in its own process, as with --timeout).")
-@click.option("--timeout", "timeout", type=float, default=None, callback=float_in(0, limits.MAX_TIME_S_MAX, lo_open=True, example="600"), help="Seconds one ONNX backend measurement (session, warm-up, every round at one batch size) may take; it runs in its own process, is stopped past this and reported as failed. Eager torch rows run in this process, unbounded. Default: none (all in process).")
-@threads_option
+@G.backends("Comma-separated backends (unavailable ones are skipped with the reason).", default=_ALL)
+@G.batch("Batch sizes to sweep, e.g. 1,8,32.", default="1")
+@G.precisions("Precisions: fp32, fp16, bf16, int8 (comma-separated; bf16: what " + B.compute_text(BF16) + " computes in, other backends skip it). Default: what the file computes in (an fp16 or int8 file at its own precision; eager torch at fp32).")
+@G.warmup(10, "Warm-up runs before timing (the first is reported as first-run cost).")
+@G.iters(100, f"Timed iterations per measurement, 1..{limits.ITERS_MAX}.")
+@G.rounds()
+@G.max_time()
+@G.timeout("Seconds one ONNX backend measurement (session, warm-up, every round at one batch size) may take; it runs in its own process, is stopped past this and reported as failed. Eager torch rows run in this process, unbounded. Default: none (all in process).",
+           callback=float_in(0, limits.MAX_TIME_S_MAX, lo_open=True, example="600"))
+@G.threads()
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where eager torch runs.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs (ORT CUDA/TensorRT providers, eager torch on CUDA).")
 @click.option("--tf32", is_flag=True, help="Allow TF32 for fp32 convolutions and matmuls on GPUs, in torch and ORT alike (off: fp32 is fp32).")
-@json_option
+@G.json_report()
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write one CSV line per result.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), default=None, help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of latency vs batch size (needs matplotlib).")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="Earlier --json report to compare with; exit 1 on a regression.")
 @click.option("--max-slowdown", type=float, default=None, callback=float_in(1.0, 1000.0, example="1.10"), help="Largest allowed p50 ratio to the baseline (default 1.10).")
-@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None, help="Bench on these inputs: an .npz from deployinc verify --save-inputs (its 'input' array), or an .npy of normalised N x C x H x W floats (default: seeded natural-image statistics).")
-@click.option("--reference", default=None, help="The PyTorch model of the torch rows for a file without deployinc metadata: package.module:function or a model name (as verify --reference).")
-@click.option("--weights", default=None, help="Checkpoint for --reference (or the new path of the checkpoint the file records).")
+@G.inputs("Bench on these inputs: an .npz from deployinc verify --save-inputs (its 'input' array), or an .npy of normalised N x C x H x W floats (default: seeded natural-image statistics).", type=click.Path(dir_okay=False))
+@G.reference("The PyTorch model of the torch rows for a file without deployinc metadata: package.module:function or a model name (as verify --reference).")
+@G.weights("Checkpoint for --reference (or the new path of the checkpoint the file records).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (on a terminal) or progress lines (elsewhere).")
 @click.option("--machine-probes", is_flag=True, help="Also record how busy the machine is (a 0.2 s sample) and how far apart its CPUs are (a forked cache-line round trip, before and after): for studying a VM.")
-@click.option("--trust-model-code", is_flag=True, help="Rebuild a package.module:function model recorded in the file for the torch baselines (imports and runs that code).")
-@force_option
+@G.trust_model_code("Rebuild a package.module:function model recorded in the file for the torch baselines (imports and runs that code).")
+@G.force()
 def bench(
     model: str,
     backends: str,
-    batch_text: str,
-    precision_text: str,
+    batch: str,
+    precisions: str | None,
     warmup: int,
     iters: int,
     rounds: int,
@@ -68,7 +68,7 @@ def bench(
     plot_path: str | None,
     baseline: str | None,
     max_slowdown: float | None,
-    inputs_path: str | None,
+    inputs: str | None,
     reference: str | None,
     weights: str | None,
     no_progress: bool,
@@ -98,11 +98,11 @@ def bench(
 
     # Everything the user typed is checked before a model is loaded or a minute is spent.
     names = parse_bench_backends(backends)
-    batches = parse_batches(batch_text)
-    precisions = harness.check_precisions(precision_text.split(",")) if precision_text is not None else None
+    batches = parse_batches(batch)
+    precision_list = harness.check_precisions(precisions.split(",")) if precisions is not None else None
     timing.check_counts(warmup, iters)
     settings = harness.BenchSettings(
-        backends=names, batches=batches, precisions=precisions, warmup=warmup, iters=iters, threads=threads,
+        backends=names, batches=batches, precisions=precision_list, warmup=warmup, iters=iters, threads=threads,
         device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time, tf32=tf32, timeout_s=timeout,
         machine_probes=machine_probes,
     )  # fmt: skip
@@ -129,23 +129,23 @@ def bench(
     is_file = bench_subject.looks_like_onnx_path(model)
     if reference is not None and not is_file:
         raise BadInputError(f"--reference goes with an .onnx file; {model} is a model name, exported and benched as it is", hint=f"drop --reference, or bench an .onnx file: deployinc bench FILE.onnx --reference {reference}")
-    if inputs_path is not None:
+    if inputs is not None:
         from pathlib import Path
 
-        if not inputs_path.endswith((".npz", ".npy")):
-            raise BadInputError(f"--inputs {inputs_path} is not an .npz or .npy file", hint="give the .npz that deployinc verify --save-inputs wrote")
-        if not Path(inputs_path).exists():  # what else is wrong with it, the reader says
-            raise BadInputError(f"--inputs file {inputs_path} does not exist", hint="write one with deployinc verify MODEL --save-inputs FILE.npz")
+        if not inputs.endswith((".npz", ".npy")):
+            raise BadInputError(f"--inputs {inputs} is not an .npz or .npy file", hint="give the .npz that deployinc verify --save-inputs wrote")
+        if not Path(inputs).exists():  # what else is wrong with it, the reader says
+            raise BadInputError(f"--inputs file {inputs} does not exist", hint="write one with deployinc verify MODEL --save-inputs FILE.npz")
     if is_file:
-        check_onnx_input_memory(model, [("--batch", batch_text, sum(batches))])
+        check_onnx_input_memory(model, [("--batch", batch, sum(batches))])
     with bench_subject.resolve_model(model, threads=threads, log=log, trust_code=trust_model_code) as subject:
-        limits.check_input_memory("--batch", batch_text, sum(batches), subject.chw)  # a model exported on the fly
+        limits.check_input_memory("--batch", batch, sum(batches), subject.chw)  # a model exported on the fly
         if weights is not None and reference is None:
             if subject.provenance is None:
                 raise BadInputError("--weights goes with --reference for a file without deployinc metadata", hint="deployinc bench FILE.onnx --reference package.module:function --weights ckpt.pt")
             subject.weights = weights  # the recorded checkpoint moved
-        if inputs_path is not None:
-            subject.use_inputs(inputs_path)
+        if inputs is not None:
+            subject.use_inputs(inputs)
         if reference is not None and any(b.startswith("torch") for b in names):
             subject.use_reference(reference, weights, log=log)
         if base_report is not None:

@@ -10,15 +10,16 @@ import click
 
 from .. import backends as B
 from ..errors import CheckFailed
-from .options import force_option, write_json_report
+from . import groups as G
+from .options import write_json_report
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", default="tensorrt", show_default=True, help="tensorrt, or a backend name of verify --providers / bench --backends, judged with its support table: " + B.check_targets_text() + ".")
 @click.option("--strict", is_flag=True, help="Also fail on fallbacks and warnings (nodes leaving the target, unverified ops).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
-@force_option
+@G.json_report("Write the report as JSON.")
+@G.force()
 def check(model: str, target: str, strict: bool, json_path: str | None, force: bool) -> None:
     """Check MODEL's operators and attributes against the documented support of a deployment target.
 

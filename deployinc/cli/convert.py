@@ -12,10 +12,11 @@ from pathlib import Path
 import click
 
 from ..core import limits
+from ..core.precisions import FP16
 from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx
-from .options import force_option, int_in, mean_callback, parse_floats, std_callback, threads_option
-from ..core.precisions import FP16
+from . import groups as G
+from .options import parse_floats
 
 
 def default_out(model: str, suffix: str) -> Path:
@@ -26,20 +27,20 @@ def default_out(model: str, suffix: str) -> Path:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--precision", type=click.Choice([FP16]), default=FP16, show_default=True, help="Target precision.")
-@click.option("--out", "-o", default=None, help="Output .onnx (default: <model>.fp16.onnx beside the input).")
+@G.precision("Target precision.", [FP16], default=FP16)
+@G.out("Output .onnx (default: <model>.fp16.onnx beside the input).")
 @click.option("--fp16-io", is_flag=True, help="Make the model's inputs and outputs fp16 too (default: kept fp32).")
 @click.option("--keep-fp32-op", "keep_ops", multiple=True, help="Operator type to keep in fp32 (repeatable).")
 @click.option("--keep-fp32-node", "keep_nodes", multiple=True, help="Node name to keep in fp32 (repeatable).")
 @click.option("--keep-overflow-fp32", is_flag=True, help="Keep layers that overflow fp16 (and their consumers) in fp32 instead of failing.")
-@click.option("--data", type=click.Path(), default=None, help="Folder of sample images for the overflow check (default: generated natural-image statistics).")
-@click.option("--samples", type=int, default=8, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "8"), help="Number of sample images (bounded by memory).")
-@click.option("--no-check", is_flag=True, help="Skip the overflow check and the fp32-vs-fp16 comparison.")
-@click.option("--fallback", default="none", show_default=True, help="auto: keep in fp32 the fewest layers (Conv, Gemm, MatMul) that make the fp16 model pass the fp16 preset against the fp32 model on the sample images (a bounded search); none: convert every layer.")
-@click.option("--mean", default=None, callback=mean_callback, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
-@click.option("--std", default=None, callback=std_callback, help="Normalisation std, comma-separated (each > 0).")
-@threads_option
-@force_option
+@G.image_data("Folder of sample images for the overflow check (default: generated natural-image statistics).")
+@G.samples(8, "Number of sample images (bounded by memory).", example="8")
+@G.no_check("Skip the overflow check and the fp32-vs-fp16 comparison.")
+@G.fallback("none", "auto: keep in fp32 the fewest layers (Conv, Gemm, MatMul) that make the fp16 model pass the fp16 preset against the fp32 model on the sample images (a bounded search); none: convert every layer.")
+@G.mean("Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
+@G.std("Normalisation std, comma-separated (each > 0).")
+@G.threads()
+@G.force()
 def convert(
     model: str,
     precision: str,

@@ -13,7 +13,8 @@ import click
 from .. import backends as B
 from ..core import limits
 from ..errors import CheckFailed
-from .options import batch_list_callback, check_with, num_classes_callback, parse_batches, parse_shape, shape_callback, threads_option
+from . import groups as G
+from .options import check_with, parse_batches, parse_shape
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -22,31 +23,31 @@ def _csv(text: str | None) -> list[str] | None:
 
 @click.command()
 @click.argument("model")
-@click.option("--weights", default=None, help="Checkpoint (.pth / .safetensors) of MODEL; loaded with weights_only.")
-@click.option("--num-classes", type=int, default=None, callback=num_classes_callback, help="Number of classes of MODEL (default: the model's; a checkpoint's head must match).")
-@click.option("--input-shape", default=None, callback=shape_callback, help="N,C,H,W of the export's example input (default: the model's), e.g. 1,3,128,128 for a model trained at 128 px.")
-@click.option("--out", default=None, type=click.Path(), help="Package folder (default: <model>.deploy).")
-@click.option("--data", default=None, type=click.Path(), help="Folder of images for int8 calibration (default: generated natural-statistics images).")
+@G.weights("Checkpoint (.pth / .safetensors) of MODEL; loaded with weights_only.")
+@G.num_classes("Number of classes of MODEL (default: the model's; a checkpoint's head must match).")
+@G.input_shape("N,C,H,W of the export's example input (default: the model's), e.g. 1,3,128,128 for a model trained at 128 px.")
+@G.out("Package folder (default: <model>.deploy).")
+@G.calibration_data("Folder of images for int8 calibration (default: generated natural-statistics images).")
 @click.option("--accuracy-data", default=None, type=click.Path(), help="Labelled image folder (one sub-folder per class): verification inputs, and top-1 accuracy per candidate.")
 @click.option("--target", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt: which backends to try (auto: cuda where ORT CUDA runs, else cpu).")
-@click.option("--precisions", default=None, help="Comma-separated, from fp32, fp16, bf16, int8 (default: all that a backend of the target runs).")
-@click.option("--backends", default=None, help="Comma-separated ONNX backends to try instead of the target's (" + B.names_help(lambda r: r.onnx) + ").")
-@click.option("--batch", "batch", default="1", show_default=True, callback=batch_list_callback, help="Batch sizes, comma-separated (at most 16); latency is judged at the first.")
+@G.precisions("Comma-separated, from fp32, fp16, bf16, int8 (default: all that a backend of the target runs).")
+@G.backends("Comma-separated ONNX backends to try instead of the target's (" + B.names_help(lambda r: r.onnx) + ").")
+@G.batch("Batch sizes, comma-separated (at most 16); latency is judged at the first.", default="1")
 @click.option("--objective", default="latency", show_default=True, help="latency (p50 at the first batch size) or throughput (best images/s).")
 @click.option("--min-top1-agreement", type=float, default=None, help="Only ship a candidate whose top-1 agreement with eager torch fp32 is at least this (0..1).")
 @click.option("--require-backend", default=None, help="Only ship a candidate on this backend.")
 @click.option("--require-precision", default=None, help="Only ship a candidate at this precision.")
 @click.option("--keep-variants", is_flag=True, help="Also put the other passing artifacts in the package (variants/).")
-@click.option("--iters", type=int, default=50, show_default=True, callback=check_with(lambda n, v: limits.check_int(n, v, 1, 100_000, example="50")), help="Timed iterations per candidate and batch size.")
-@click.option("--warmup", type=int, default=5, show_default=True, callback=check_with(lambda n, v: limits.check_int(n, v, 0, 100_000, example="5")), help="Untimed iterations first.")
-@click.option("--samples", type=int, default=16, show_default=True, callback=check_with(lambda n, v: limits.check_int(n, v, 1, limits.SAMPLES_MAX, example="16")), help="Generated verification images (without --accuracy-data).")
+@G.iters(50, "Timed iterations per candidate and batch size.", callback=check_with(lambda n, v: limits.check_int(n, v, 1, 100_000, example="50")))
+@G.warmup(5, "Untimed iterations first.", callback=check_with(lambda n, v: limits.check_int(n, v, 0, 100_000, example="5")))
+@G.samples(16, "Generated verification images (without --accuracy-data).", example="16")
 @click.option("--no-compile", is_flag=True, help="Leave torch.compile out of the eager baseline (it takes a while the first time).")
 @click.option("--no-search", is_flag=True, help="No session-option variants (threads, CUDA graphs): one candidate per precision and backend.")
-@click.option("--fallback", default="auto", show_default=True, help="auto: where whole-model int8 fails, also try it with the fewest layers kept in float that pass (a bounded search, judged like every candidate); none: whole-model only.")
+@G.fallback("auto", "auto: where whole-model int8 fails, also try it with the fewest layers kept in float that pass (a bounded search, judged like every candidate); none: whole-model only.")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, help="With --accuracy-data: the most top-1 accuracy points a lower-precision candidate may lose against fp32 (with top-1 agreement >= 0.99); cosine and max_rel are then reported, not judged.")
-@click.option("--trust-model-code", is_flag=True, help="Let a module:function recorded in an ONNX file's metadata be imported to rebuild its reference.")
-@threads_option
-@click.option("--force", is_flag=True, help="Replace an existing package (only once the new one is complete). Only a folder deploy wrote (its manifest.json lists every file) or an empty one is replaced; never the current folder or one above it.")
+@G.trust_model_code("Let a module:function recorded in an ONNX file's metadata be imported to rebuild its reference.")
+@G.threads()
+@G.force("Replace an existing package (only once the new one is complete). Only a folder deploy wrote (its manifest.json lists every file) or an empty one is replaced; never the current folder or one above it.")
 def deploy(model: str, batch: str, precisions: str | None, backends: str | None, no_compile: bool, no_search: bool, input_shape: str | None, **kw: Any) -> None:
     """Make, verify and time every candidate of MODEL, and package the fastest that passes.
 

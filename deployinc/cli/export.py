@@ -10,13 +10,14 @@ from pathlib import Path
 from ..config import bundled_config_path, bundled_configs
 from ..core import limits
 from ..errors import BadInputError, CheckFailed, ConfigError
-from .options import force_option, model_options, parse_floats, parse_shape, threads_option
+from . import groups as G
+from .options import parse_floats, parse_shape
 
 
 @click.command()
 @click.argument("model", required=False)
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Export config: a .toml file, or the name of a bundled one (mobilenet_v2; see deployinc models); flags override it.")
-@click.option("--out", "-o", default=None, help="Output .onnx file, or a folder for <model>.onnx: an existing one, or DIR/ (trailing slash), created like mkdir when its parent exists (default: ./<model>.onnx).")
+@G.out("Output .onnx file, or a folder for <model>.onnx: an existing one, or DIR/ (trailing slash), created like mkdir when its parent exists (default: ./<model>.onnx).")
 @click.option("--opset", type=int, default=None, help="ai.onnx opset, 13..21 (default 17; a default may rise when no exporter reaches it, a given --opset never does).")
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=None, help="torch.export-based (default) or TorchScript exporter; the other is tried when it fails.")
 @click.option("--no-fallback", is_flag=True, help="Fail instead of trying the other exporter or a higher opset.")
@@ -25,10 +26,10 @@ from .options import force_option, model_options, parse_floats, parse_shape, thr
 @click.option("--no-simplify", is_flag=True, help="Skip the simplifier.")
 @click.option("--skip-pass", "skip_passes", multiple=True, help="Skip a prepare pass (eval, remove_aux_heads, remove_dropout, fold_conv_bn).")
 @click.option("--aux-head", "aux_heads", multiple=True, help="Submodule path of an auxiliary head to drop (known ones are found).")
-@click.option("--no-check", is_flag=True, help="Skip the quick ORT-vs-torch parity check.")
-@model_options
-@threads_option
-@force_option
+@G.no_check("Skip the quick ORT-vs-torch parity check.")
+@G.MODEL
+@G.threads()
+@G.force()
 def export(
     model: str | None,
     config: str | None,

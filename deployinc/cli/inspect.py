@@ -12,13 +12,14 @@ import click
 
 from ..errors import BadInputError, OutputExistsError
 from ..io import check_output_path
-from .options import force_option, json_option, write_json_report
+from . import groups as G
+from .options import write_json_report
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@json_option
-@force_option
+@G.json_report()
+@G.force()
 def inspect(model: str, json_path: str | None, force: bool) -> None:
     """Show what MODEL (an ONNX file) holds and where it came from: inputs and outputs, opsets, producer,
     operators, weights, external data, precision, and deployinc's provenance (model, weights, seed, passes,

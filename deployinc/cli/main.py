@@ -174,7 +174,7 @@ def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
 
 def provider_names() -> list[str]:
-    """``verify --providers`` names (deployinc.backends.ALIASES: short names first, then the long ones)."""
+    """``verify --backends`` (``--providers``) names (deployinc.backends.ALIASES: short names first, then the long ones)."""
     return list(dict.fromkeys([*ALIASES, *BACKENDS]))
 
 
@@ -203,8 +203,9 @@ COMPLETIONS: dict[tuple[str, str], Callable[[click.Context, click.Parameter, str
     ("bench", "model"): complete_model,
     ("profile", "model"): complete_model,
     ("train", "arch"): complete_model,
-    ("verify", "providers"): complete_list(provider_names),
+    ("verify", "backends"): complete_list(provider_names),  # --backends, or its older spelling --providers
     ("bench", "backends"): complete_list(backend_names),
+    ("deploy", "backends"): complete_list(backend_names),
 }
 
 

@@ -1,4 +1,4 @@
-"""Options shared by several commands, as decorators, and small parsers for their values.
+"""Parsers and checks of option values shared by several commands (the flags themselves are declared in :mod:`.groups`).
 
 Nothing here imports torch: command modules are imported to build ``deployinc --help``.
 """
@@ -165,37 +165,6 @@ def check_onnx_input_memory(
     if chw is None:
         return
     limits.check_input_memory(flag, value, n, chw, factor=factor)
-
-
-def force_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--force", is_flag=True, help="Overwrite existing output files.")(f)
-
-
-def threads_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--threads", type=int, default=None, callback=check_with(limits.check_threads),
-        help=f"Intra-op threads for torch and ONNX Runtime alike (recorded); 1..{limits.THREADS_MAX}.",
-    )(f)
-
-
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full report as JSON.")(f)
-
-
-def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--weights, --num-classes, --input-shape, --mean, --std, --seed."""
-    for opt in reversed(
-        [
-            click.option("--weights", default=None, help="none (seeded random init), DEFAULT / IMAGENET1K_V1 (torchvision), or a .pt/.pth/.safetensors file."),
-            click.option("--num-classes", type=int, default=None, callback=num_classes_callback, help=f"Number of classes, 1..{limits.NUM_CLASSES_MAX} (default: the model's)."),
-            click.option("--input-shape", default=None, callback=shape_callback, help=f"N,C,H,W of the example input, all four (default: the model's); H and W up to {limits.IMAGE_SIDE_MAX}."),
-            click.option("--mean", default=None, callback=mean_callback, help="Input normalisation mean, comma-separated."),
-            click.option("--std", default=None, callback=std_callback, help="Input normalisation std, comma-separated (each > 0)."),
-            click.option("--seed", type=int, default=None, callback=seed_callback, help=f"Seed of random initialisation and BN recalibration, 0..{limits.SEED_MAX}."),
-        ]
-    ):
-        f = opt(f)
-    return f
 
 
 def write_json_report(path: str, data: Any, force: bool) -> None:

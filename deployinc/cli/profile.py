@@ -6,7 +6,8 @@ import click
 
 from ..core import limits
 from ..io import check_output_path
-from .options import force_option, json_option, model_options, parse_floats, parse_shape, threads_option, write_json_report
+from . import groups as G
+from .options import parse_floats, parse_shape, write_json_report
 
 
 @click.command()
@@ -20,10 +21,10 @@ from .options import force_option, json_option, model_options, parse_floats, par
     is_flag=True,
     help="Profile the training-time model (auxiliary heads kept) instead of the deploy-time one (heads removed, as export prepares it).",
 )
-@model_options
-@threads_option
-@json_option
-@force_option
+@G.MODEL
+@G.threads()
+@G.json_report()
+@G.force()
 def profile(
     model: str,
     compare_naive: bool,

@@ -13,31 +13,32 @@ import click
 
 from .convert import default_out
 from ..core import limits
+from ..core.precisions import INT8
 from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx
-from .options import float_in, force_option, int_in, mean_callback, parse_floats, std_callback
-from ..core.precisions import INT8
+from . import groups as G
+from .options import float_in, int_in, parse_floats
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, type=click.Path(), help="Folder of calibration images (searched recursively).")
+@G.calibration_data("Folder of calibration images (searched recursively).", required=True)
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"], case_sensitive=False), default="minmax", show_default=True, help="Calibration method.")
 @click.option("--target", type=click.Choice(["auto", "tensorrt", "cpu"]), default="auto", show_default=True, help="auto: tensorrt when an NVIDIA GPU and TensorRT are usable here, else cpu (the choice and why are printed). tensorrt: symmetric int8 activations (TensorRT needs them; ORT CPU runs them, slower than fp32). cpu: uint8 activations, fastest on ORT CPU, refused by TensorRT.")
-@click.option("--out", "-o", default=None, help="Output .onnx (default: <model>.int8.onnx beside the input).")
+@G.out("Output .onnx (default: <model>.int8.onnx beside the input).")
 @click.option("--limit", type=int, default=None, callback=int_in(1, None, "500"), help="Use at most this many images (>= 1).")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
 @click.option("--no-preprocess", is_flag=True, help="Skip ONNX Runtime's quant_pre_process.")
 @click.option("--exclude-node", "exclude_nodes", multiple=True, help="Node name to leave in float (repeatable).")
 @click.option("--keep-fp32-before", default=None, help="Leave every node before this node (graph order) in float: e.g. a network's stem.")
 @click.option("--percentile", type=float, default=99.999, show_default=True, callback=float_in(0, 100, lo_open=True, example="99.999"), help="Percentile for --method percentile.")
-@click.option("--mean", default=None, callback=mean_callback, help="Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
-@click.option("--std", default=None, callback=std_callback, help="Normalisation std, comma-separated (each > 0).")
-@click.option("--no-check", is_flag=True, help="Skip the int8-vs-fp32 comparison on ORT CPU.")
+@G.mean("Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
+@G.std("Normalisation std, comma-separated (each > 0).")
+@G.no_check("Skip the int8-vs-fp32 comparison on ORT CPU.")
 @click.option("--recipe", default="auto", show_default=True, help="auto: the QDQ types for this CPU's int8 path (u8s8 where it multiplies without saturation: VNNI, AMX, ARM dot product; u8s8 with 7-bit weights, reduce_range, on AVX2/AVX-512 without VNNI); or u8s8, u8s8-reduce-range, s8s8 to measure the alternatives. --target tensorrt is always s8s8.")
-@click.option("--fallback", default="none", show_default=True, help="auto: keep in float the fewest layers that make the int8 model pass the int8 preset against the fp32 model on ORT CPU over --samples generated images (a bounded search); none: every layer int8.")
-@click.option("--samples", type=int, default=32, show_default=True, callback=int_in(1, limits.SAMPLES_MAX, "32"), help="With --fallback auto: the generated verification images the search judges on (not the calibration images).")
-@force_option
+@G.fallback("none", "auto: keep in float the fewest layers that make the int8 model pass the int8 preset against the fp32 model on ORT CPU over --samples generated images (a bounded search); none: every layer int8.")
+@G.samples(32, example="32", help="With --fallback auto: the generated verification images the search judges on (not the calibration images).")
+@G.force()
 def quantize(
     model: str,
     data: str,

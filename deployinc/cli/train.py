@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from ..core import limits
-from .options import float_in, force_option, int_in, num_classes_callback, seed_callback, threads_option
+from . import groups as G
+from .options import float_in, int_in
 
 
 @click.command()
 @click.argument("arch")
-@click.option("--data", required=True, help="ImageFolder dir (DIR/<class>/<img>), cifar-10-batches-py dir, or synthetic:shapes.")
-@click.option("--out", "-o", default=None, help="Checkpoint file (default: ./<arch>.pt; with --resume, that file).")
+@G.training_data()
+@G.out("Checkpoint file (default: ./<arch>.pt; with --resume, that file).")
 @click.option("--epochs", type=int, default=None, callback=int_in(1, limits.EPOCHS_MAX, "5"), help="Total epochs (default 5; a resumed run goes on to this number).")
 @click.option("--batch-size", type=int, default=None, callback=int_in(1, limits.BATCH_MAX, "32"), help="Batch size (default 32).")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Adam (default) or SGD with Nesterov momentum.")
@@ -20,18 +21,18 @@ from .options import float_in, force_option, int_in, num_classes_callback, seed_
 @click.option("--weight-decay", type=float, default=None, callback=float_in(0, None, example="5e-4"), help="Weight decay (default 0 Adam, 5e-4 SGD).")
 @click.option("--aux-weight", type=float, default=None, callback=float_in(0, None, example="0.3"), help="Weight of each auxiliary classifier's loss (default 0.3).")
 @click.option("--label-smoothing", type=float, default=None, callback=float_in(0, 1, hi_open=True, example="0.1"), help="Label smoothing (default 0).")
-@click.option("--num-classes", type=int, default=None, callback=num_classes_callback, help="Expected number of classes (checked against the data).")
+@G.num_classes("Expected number of classes (checked against the data).")
 @click.option("--image-size", type=int, default=None, callback=int_in(limits.TRAIN_IMAGE_SIDE_MIN, limits.IMAGE_SIDE_MAX, "32"), help=f"Training image size, {limits.TRAIN_IMAGE_SIDE_MIN}..{limits.IMAGE_SIDE_MAX} (default: the model's input size).")
-@click.option("--weights", default=None, help="Initial weights (.pt/.pth/.safetensors); a classifier of another size is re-initialised.")
+@G.weights("Initial weights (.pt/.pth/.safetensors); a classifier of another size is re-initialised.")
 @click.option("--resume", default=None, help="Resume from a checkpoint of deployinc train (weights, optimizer, epoch).")
-@click.option("--seed", type=int, default=0, show_default=True, callback=seed_callback, help="Seed of data generation, splits, shuffling, augmentation, init.")
+@G.seed("Seed of data generation, splits, shuffling, augmentation, init.", default=0)
 @click.option("--val-split", type=float, default=0.2, show_default=True, callback=float_in(0, 1, lo_open=True, hi_open=True, example="0.2"), help="Held-out share of an ImageFolder without val/.")
 @click.option("--limit-train", type=click.IntRange(min=1), default=None, help="Use at most this many training images.")
 @click.option("--limit-heldout", type=click.IntRange(min=1), default=None, help="Use at most this many held-out images.")
 @click.option("--export-heldout", default=None, type=click.Path(file_okay=False), help="Write the held-out images here (PNG, one folder per class).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; epoch lines only.")
-@threads_option
-@force_option
+@G.threads()
+@G.force()
 def train(
     arch: str,
     data: str,
