@@ -41,6 +41,7 @@ from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx, scratch_dir, sha256_file
 from ._common import InputSpec, batches, cpu_session, input_spec
 from .recipe import Int8Recipe, recipe_for
+from .rounding import apply_gptq, check_rounding
 from ..core.precisions import INT8
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -146,6 +147,7 @@ def quantize_int8(
     spec: InputSpec | None = None,
     data_source: dict[str, Any] | None = None,
     recipe: Int8Recipe | None = None,
+    weight_rounding: str = "gptq",
 ) -> Int8Result:
     """Quantize the float32 model at ``model_path`` to a QDQ int8 model calibrated on ``images``.
 
@@ -167,6 +169,9 @@ def quantize_int8(
         data_source: What the images are (folder, count, skipped files), recorded in the report.
         recipe: The QDQ types and options (default: :func:`~deployinc.precision.recipe.recipe_for` the target on
             this CPU: u8s8 where the CPU multiplies without saturation, ``reduce_range`` where it does not).
+        weight_rounding: ``gptq``: each layer's int8 weights re-rounded on the quantizer's own grid to move its
+            output least on the calibration images (:mod:`deployinc.precision.rounding`); ``nearest``: the
+            quantizer's round-to-nearest.
 
     Returns:
         The quantized ``ModelProto`` (not yet written), the report, warnings (image count, preprocessing).
@@ -181,6 +186,7 @@ def quantize_int8(
 
     if target not in TARGETS:
         raise BadInputError(f"unknown quantization target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+    check_rounding(weight_rounding)
     warnings = check_image_count(int(len(images)), method)
     model_path = Path(model_path)
     src = load_onnx(model_path)
@@ -231,6 +237,11 @@ def quantize_int8(
         _quantize(calib_input, out, cache, recipe, act_type, method, exclude, op_types)
         timings["quantize_s"] = time.perf_counter() - t0
         qmodel = onnx.load_model(str(out))  # loads any external data the quantizer wrote into memory
+        rounding = {"weight_rounding": "nearest"}
+        if weight_rounding == "gptq":
+            t0 = time.perf_counter()
+            rounding = apply_gptq(qmodel, onnx.load_model(str(calib_input)), images, spec.name, batch)
+            timings["weight_rounding_s"] = time.perf_counter() - t0
         kept_float = float_outputs(qmodel)
 
     try:
@@ -241,13 +252,14 @@ def quantize_int8(
             hint="try --no-preprocess, or exclude the failing node with --exclude-node",
         ) from exc
 
-    _stamp(qmodel, src.model, method, target, len(images), recipe, exclude)
+    _stamp(qmodel, src.model, method, target, len(images), recipe, exclude, rounding["weight_rounding"])
 
     report = _report(
         qmodel, ranges, model_path, method, percentile, calib_options, target, recipe,
         calib_input.name == "pre.onnx", len(images), data_source, exclude, keep_fp32_before, op_types, timings, warnings,
     )  # fmt: skip
     report["float_outputs"] = kept_float
+    report["weight_rounding"] = rounding
     return Int8Result(model=qmodel, report=report, warnings=warnings)
 
 
@@ -396,7 +408,7 @@ def _preprocessed(work: Path, tmpdir: Path, warnings: list[str], timings: dict[s
         timings["preprocess_s"] = time.perf_counter() - t0
 
 
-def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, recipe: Int8Recipe, exclude: list[str]) -> None:
+def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, recipe: Int8Recipe, exclude: list[str], rounding: str) -> None:
     """The source's provenance, then what the quantizer added, then deployinc's int8 record, in ``qmodel``."""
     # Pre-processing may drop metadata; keep the source's provenance, then what the quantizer added, then ours.
     meta = {p.key: p.value for p in source.metadata_props}
@@ -405,7 +417,7 @@ def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, re
     meta["deployinc.precision"] = json.dumps(INT8)
     meta["deployinc.int8"] = json.dumps(
         {"method": method, "target": target, "calibration_images": int(n_images), "per_channel": bool(recipe.per_channel),
-         "excluded_nodes": len(exclude), "float_nodes": list(exclude)[:500], "recipe": recipe.to_dict()}
+         "excluded_nodes": len(exclude), "float_nodes": list(exclude)[:500], "recipe": recipe.to_dict(), "weight_rounding": rounding}
     )
     del qmodel.metadata_props[:]
     for k, v in meta.items():
