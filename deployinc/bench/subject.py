@@ -1,10 +1,10 @@
-"""What a benchmark runs: an ONNX file (exported on the fly from a model name when needed), its image input, and
-the PyTorch modules it came from (rebuilt from the provenance in the file) for the eager baselines.
+"""What a benchmark runs: an ONNX file, its image input, and the PyTorch modules it came from (rebuilt from the
+provenance in the file) for the eager baselines. A model name is exported first, above the stages
+(:func:`deployinc.api.resolve_model`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,18 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from .. import export
 from ..core.graph import detect_precision
 from ..core.images import natural_images
 from ..errors import BackendUnavailable, BadInputError, DeployincError
-from ..io import load_onnx, scratch_dir, sha256_file
+from ..io import load_onnx, sha256_file
 from ..io.arrays import read_npy
 from ..metadata import read_provenance
 from ..models.loading import load_from_provenance
-from ..precision._common import input_spec
 from ..prepare import prepare
-from ..verify.reference import from_spec
-from ..verify.tensors import load_inputs
+from ..subject.inputs import input_spec, load_inputs
+from ..subject.reference import from_spec
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -147,7 +145,7 @@ class BenchModel:
 
     def use_reference(self, spec: str, weights: str | None, log: Any = None) -> None:
         """Run the torch rows on ``spec`` (``package.module:function`` or a registry name) with ``weights``, as
-        ``verify --reference SPEC --weights CKPT`` builds its reference (:func:`deployinc.verify.reference.from_spec`).
+        ``verify --reference SPEC --weights CKPT`` builds its reference (:func:`deployinc.subject.reference.from_spec`).
         The spec the file records, named again, rebuilds exactly what was exported (confirming its code).
 
         Raises:
@@ -273,19 +271,3 @@ def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None, tr
 def looks_like_onnx_path(text: str) -> bool:
     """Whether the MODEL argument names a file rather than a model to export."""
     return text.endswith(".onnx") or os.sep in text or Path(text).is_file()
-
-
-@contextlib.contextmanager
-def resolve_model(model: str, threads: int | None = None, log: Any = None, trust_code: bool = False) -> Any:
-    """Yield a :class:`BenchModel` for an ``.onnx`` path, or for a model name exported into a temporary folder
-    through :func:`deployinc.export.export_pipeline` (its bundled export config applies) and removed afterwards."""
-    if looks_like_onnx_path(model):
-        yield open_onnx(model, trust_code=trust_code)
-        return
-
-    with scratch_dir("bench") as tmp:  # a killed run's folder is removed by the next run
-        if log:
-            log(f"exporting {model} (deployinc export {model}) into a temporary folder")
-        result = export.export_pipeline(model, out=Path(tmp) / "model.onnx", threads=threads, quick_check=False, log=log)
-        assert result.path is not None
-        yield open_onnx(result.path, exported_from=model, trust_code=True)  # the user named this model

@@ -30,7 +30,6 @@ from ..export import export_pipeline
 from ..io import atomic_write_bytes, atomic_write_text, load_onnx, save_onnx, sha256_file
 from ..io.arrays import read_npz
 from ..metadata import read_provenance
-from ..precision._common import input_spec, sample_images
 from ..precision.fp16 import convert_to_fp16
 from ..core.metrics import preset, task_failures
 from ..precision import fallback as fb
@@ -41,6 +40,7 @@ from ..backends import backend_problem, bf16_native
 from ..verify.accuracy import check_class_count, class_count
 from ..verify.core import reference_run, run as verify_run
 from ..verify.request import VerifyRequest
+from ..subject.inputs import input_spec, sample_images
 from .package import write_package
 from .plan import Candidate, choose, plan
 from .request import DeployRequest, model_digest

@@ -39,7 +39,8 @@ from ..core.env import tensorrt_problem  # noqa: F401 - here too, where choose_t
 from ..core.metrics import compare_outputs, preset
 from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx, scratch_dir, sha256_file
-from ._common import InputSpec, batches, cpu_session, input_spec
+from ..subject.inputs import InputSpec, input_spec
+from ._common import batches, cpu_session
 from .recipe import Int8Recipe, recipe_for
 
 METHODS = ("minmax", "entropy", "percentile")
