@@ -20,6 +20,7 @@ from ..io.arrays import read_npy
 from ..metadata import read_provenance
 from ..models.loading import load_from_provenance
 from ..prepare import prepare
+from ..subject import Subject
 from ..subject.inputs import input_spec, load_inputs
 from ..subject.reference import from_spec
 
@@ -76,6 +77,7 @@ class BenchModel:
     inputs_desc: str = "seeded natural-image statistics (deployinc.core.images.natural_images, seed 0)"
     _inputs: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _loaded: Any = field(default=None, repr=False)
+    _subject: Subject | None = field(default=None, repr=False)
     _torch_error: BackendUnavailable | None = field(default=None, repr=False)
 
     # inputs -------------------------------------------------------------------------------------------------------
@@ -164,6 +166,12 @@ class BenchModel:
         self.modules = {"torch": ref.module}
         self.reference = {"kind": "spec", "spec": spec, "weights": ref.weights, "description": ref.description}
 
+    def use_subject(self, subject: Subject) -> None:
+        """Take the torch rows' model from ``subject``'s torch reference (built once, shared with the stages that judge
+        against it) instead of rebuilding it here, when it stands for this file's provenance."""
+        if subject.stands_for(self.provenance, self.weights):
+            self._subject = subject
+
     def num_classes(self) -> int | None:
         """The class count of the first output (N x K), when the file says."""
         outs = list(self.onnx.graph.output)
@@ -204,7 +212,10 @@ class BenchModel:
             )
             raise self._torch_error
         try:
-            self._loaded = load_from_provenance(self.provenance, weights=self.weights, trust_code=self.trust_code)
+            if self._subject is not None:
+                self._loaded = self._subject.reference()  # eval mode, auxiliary heads removed
+            else:
+                self._loaded = load_from_provenance(self.provenance, weights=self.weights, trust_code=self.trust_code)
         except DeployincError as exc:
             self._torch_error = BackendUnavailable(f"cannot rebuild the PyTorch model: {exc.message}", hint=exc.hint)
             raise self._torch_error from exc
