@@ -1,5 +1,5 @@
-"""deploy's pipeline pieces (``deployinc.deploy.run``) without a whole deploy: the fp16 artifact, and the judging of
-lower-precision candidates (the task rule with labelled images)."""
+"""deploy's pipeline pieces (``deployinc.deploy.run``): the fp16 artifact, the judging of lower-precision candidates
+(the task rule with labelled images), and one small deploy counting its torch reference builds."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import pytest
 from onnx import TensorProto
 
 from deployinc.deploy.plan import Candidate, choose
@@ -102,10 +103,12 @@ def test_the_fp16_candidate_keeps_fp32_inputs_and_outputs(tmp_path: Path) -> Non
     assert "I/O kept fp32" in artifacts["fp16"]["made"]
 
 
+@pytest.mark.slow
 def test_deploy_builds_the_torch_reference_once(tmp_path: Path, monkeypatch, zoo_onnx) -> None:
-    """The eager baseline and every candidate's verify use one torch reference, built on first use (every torch
-    model deployinc builds goes through ``load_model``, so its calls count the builds); a deploy run again with
-    every result cached builds none."""
+    """The eager baseline, every candidate's verify and the mixed int8's layer search use one torch reference, built
+    on first use (every torch model deployinc builds goes through ``load_model``, so its calls count the builds; the
+    code before this counted one per verified candidate and one for the baseline); a deploy run again with every
+    result cached builds none."""
     from deployinc.deploy.run import evaluate
     from deployinc.models import loading
 
@@ -119,10 +122,11 @@ def test_deploy_builds_the_torch_reference_once(tmp_path: Path, monkeypatch, zoo
         return real(spec, *a, **kw)
 
     monkeypatch.setattr(loading, "load_model", counted)
-    options = dict(precisions=["fp32", "fp16"], backends=["ort-cpu"], torch_compile=False, search=False, iters=5, warmup=1, samples=4, threads=2)
+    options = dict(precisions=["fp32", "fp16", "int8"], backends=["ort-cpu"], torch_compile=False, iters=5, warmup=1, samples=4, threads=2)
     result = evaluate(DeployRequest(model=str(fp32), **options))
     verified = [r for r in result.results if r.get("metrics", {}).get("cosine") is not None]
-    assert len(verified) >= 2, result.results  # fp32 and fp16 on ORT CPU, each verified against the reference
+    assert len(verified) >= 3, result.results  # fp32, fp16 and int8 on ORT CPU, each verified against the reference
+    assert any("mixed" in r["id"] for r in result.results)  # its layer search judged on the reference's outputs too
     assert {"torch", "torch-fused"} <= set(result.baseline["rows"]) and all(r["timing"] for r in result.baseline["rows"].values())
     assert builds == ["inception_cifar"], f"the torch reference was built {len(builds)} times"
 
