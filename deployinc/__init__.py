@@ -45,6 +45,7 @@ _LAZY = {
     "export_onnx": "deployinc.export",
     "export_pipeline": "deployinc.export",
     "simplify": "deployinc.simplify",
+    "benchmark_model": "deployinc.api",
     # config, metadata, files
     "ExportConfig": "deployinc.config",
     "load_config": "deployinc.config",

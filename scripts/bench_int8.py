@@ -286,7 +286,7 @@ def layer2_boundary(model: Any) -> str:
 def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from deployinc.export import export_pipeline
     from deployinc.io import load_onnx
-    from deployinc.precision._common import input_spec, sample_images
+    from deployinc.subject.inputs import input_spec, sample_images
 
     path = work / "resnet50.onnx"
     if args.force or not path.exists():
@@ -298,7 +298,7 @@ def bench_resnet50(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     fp32 = load_onnx(path, load_external=False).model
     spec = input_spec(fp32)
     cal = sample_images(spec, args.calib, None, seed=101)
-    calibration = f"{args.calib} seeded natural-statistics images (deployinc.precision._common.sample_images, seed 101)"
+    calibration = f"{args.calib} seeded natural-statistics images (deployinc.subject.inputs.sample_images, seed 101)"
     boundary = layer2_boundary(fp32)
     res: dict[str, Any] = {
         "model": "resnet50", "onnx": str(path), "calibration": calibration, "test_images": args.test, "test_seed": 404,
@@ -379,7 +379,7 @@ def bench_inception(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from deployinc.core.images import normalize
     from deployinc.export import export_pipeline
     from deployinc.io import load_checkpoint, load_onnx
-    from deployinc.precision._common import input_spec
+    from deployinc.subject.inputs import input_spec
     from deployinc.train.synthetic import shapes
 
     got = inception_checkpoint(args, work)

@@ -35,7 +35,7 @@ def measure_model(name: str, work: Path, args: argparse.Namespace) -> dict[str, 
     from deployinc.core.images import natural_images
     from deployinc.export import export_pipeline
     from deployinc.io import load_onnx
-    from deployinc.precision._common import input_spec
+    from deployinc.subject.inputs import input_spec
     from deployinc.precision.int8 import quantize_int8, write_int8
     from deployinc.precision.recipe import recipe_named
 

@@ -27,11 +27,11 @@ HEAVY = [
     "deployinc.models.load_model",
     "deployinc.models.loading.load_model",
     "deployinc.verify.core.verify",
-    "deployinc.bench.subject.resolve_model",
+    "deployinc.api.resolve_model",
     "deployinc.bench.harness.benchmark",
     "deployinc.train.train",
     "deployinc.precision.fp16.convert_to_fp16",
-    "deployinc.precision._common.sample_images",
+    "deployinc.subject.inputs.sample_images",
     "deployinc.precision.int8.quantize_int8",
     "deployinc.core.images.load_image_folder_with_report",
 ]

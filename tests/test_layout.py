@@ -1,6 +1,8 @@
 """The layout's rules, checked on the code itself: the package-level import graph (every import, function-level
-ones included) has no cycle, the bottom layer (``deployinc/core``) imports no stage above it, and few imports of
-deployinc's own modules are left inside functions, each with a ``# lazy: <why>`` comment."""
+ones included) has no cycle and points only downward through the layers (:data:`LAYERS`: no backend imports a stage
+or the subject, the bottom layer imports nothing above it), bench imports neither verify nor export, no module imports
+another package's private (``_``-prefixed) module, and few imports of deployinc's own modules are left inside
+functions, each with a ``# lazy: <why>`` comment."""
 
 from __future__ import annotations
 
@@ -85,16 +87,104 @@ def test_the_package_import_graph_has_no_cycle():
     assert _cycle(_graph()) is None, " -> ".join(_cycle(_graph()) or [])
 
 
-def test_the_bottom_layer_imports_nothing_above_it():
-    allowed = {"deployinc.core", "deployinc.errors", "deployinc._version", "deployinc.lazy"}
-    for p in (ROOT / "core").rglob("*.py"):
-        above = {_package(t) for t in _imports(p)} - allowed - {"deployinc"}
-        assert not above, f"{p.relative_to(ROOT)} imports {sorted(above)}"
-
-
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+# The layers, top to bottom ---------------------------------------------------------------------------------------
+
+#: The stages: side by side, each may use the ones it orchestrates (deploy uses export, verify, bench, precision), except
+#: as :data:`STAGE_BANS` says.
+STAGES = ("export", "simplify", "verify", "bench", "deploy", "precision", "train", "profile", "inspect")
+#: The backends: one record per backend, the runners, TensorRT, the one runner factory, the subprocess isolation.
+BACKEND_PACKAGES = ("backends", "runners", "trt", "factory", "isolate")
+#: Top-level packages and modules by layer, top first; a package imports only its own layer and those below it.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "commands": ("cli", "__main__", "api"),
+    "stages": STAGES,
+    "subject": ("subject", "models", "prepare", "metadata", "config"),  # the model, its file, its reference
+    "backends": BACKEND_PACKAGES,
+    "bottom": ("core", "io", "errors", "lazy", "_version"),
+}
+#: Stages a stage must not import: bench times what it is given, and is itself used by deploy; what it shares with
+#: verify and export (the image input, saved inputs, the torch reference) is the subject's, below both.
+STAGE_BANS = {"bench": ("verify", "export")}
+
+
+def _layer_of(package: str) -> int | None:
+    name = package.split(".", 1)[1] if "." in package else ""
+    return next((i for i, members in enumerate(LAYERS.values()) if name in members), None)
+
+
+def _upward(edges: dict[str, set[str]]) -> list[str]:
+    """Edges that point to a layer above their source, and packages that belong to no layer."""
+    bad = []
+    for src, dsts in sorted(edges.items()):
+        if src == "deployinc":  # the package's own __init__: the public API, names imported lazily by their path
+            continue
+        for dst in sorted(dsts - {"deployinc"}):  # ``from .. import x`` names the package itself as well
+            ls, ld = _layer_of(src), _layer_of(dst)
+            if ls is None or ld is None:
+                bad.append(f"{src if ls is None else dst} is in no layer of LAYERS")
+            elif ld < ls:
+                bad.append(f"{src} ({list(LAYERS)[ls]}) imports {dst} ({list(LAYERS)[ld]})")
+    return bad
+
+
+def test_every_package_is_in_a_layer():
+    names = [m for members in LAYERS.values() for m in members]
+    assert len(names) == len(set(names)), "a package is in two layers"
+    packages = {p.name.removesuffix(".py") for p in ROOT.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert packages - {"__init__"} == set(names), f"LAYERS misses {sorted(packages - {'__init__'} - set(names))} or names {sorted(set(names) - packages)}"
+
+
+def test_imports_point_down_the_layers():
+    """No backend imports a stage or the subject; the subject imports no stage; the bottom imports nothing above it."""
+    assert not _upward(_graph()), _upward(_graph())
+
+
+def _banned_and_private() -> list[str]:
+    """Imports of a stage that :data:`STAGE_BANS` forbids, and of another package's private (``_``-prefixed) module,
+    by module: ``file: target``."""
+    files = sorted(ROOT.rglob("*.py"))
+    modules = {_module(p) for p in files}
+    bad: set[str] = set()
+    for p in files:
+        src = _package(_module(p))
+        banned = {f"deployinc.{b}" for b in STAGE_BANS.get(src.split(".")[-1], ())}
+        for target in _imports(p):
+            dst = _package(target)
+            private = target in modules and len(target.split(".")) > 2 and target.split(".")[-1].startswith("_")
+            if dst in banned:
+                bad.add(f"{p.relative_to(ROOT.parent)}: {dst}")
+            if private and dst != src:
+                bad.add(f"{p.relative_to(ROOT.parent)}: {target}")
+    return sorted(bad)
+
+
+def test_bench_imports_neither_verify_nor_export_nor_another_stages_private_module():
+    assert not _banned_and_private(), _banned_and_private()
+
+
+def test_the_layer_checks_find_planted_violations(tmp_path, monkeypatch):
+    pkg = tmp_path / "deployinc"
+    for name in ("bench", "verify", "precision", "trt", "core"):
+        (pkg / name).mkdir(parents=True)
+        (pkg / name / "__init__.py").write_text("")
+    (pkg / "precision" / "_common.py").write_text("X = 1\n")
+    (pkg / "precision" / "fp16.py").write_text("from ._common import X\n")  # its own private module: allowed
+    (pkg / "bench" / "subject.py").write_text("def f():\n    from ..verify import core  # lazy: planted\n")
+    (pkg / "bench" / "harness.py").write_text("from ..precision._common import X\n")
+    (pkg / "trt" / "engine.py").write_text("from ..precision import fp16\n")
+    (pkg / "core" / "graph.py").write_text("from ..trt import engine\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
+    assert _banned_and_private() == ["deployinc/bench/harness.py: deployinc.precision._common", "deployinc/bench/subject.py: deployinc.verify"]
+    assert _upward(_graph()) == [
+        "deployinc.core (bottom) imports deployinc.trt (backends)",
+        "deployinc.trt (backends) imports deployinc.precision (stages)",
+    ]
+    assert _upward({"deployinc.bench": {"deployinc.nowhere"}}) == ["deployinc.nowhere is in no layer of LAYERS"]
 
 
 #: Function-level imports of deployinc's own modules must stay fewer than this, each with its reason.

@@ -8,15 +8,16 @@ regression gate.
 
 Modules: :mod:`.timing` (the method and the statistics), :mod:`.harness` (the matrix), :mod:`.subject` (the model
 and its inputs), :mod:`.report` (rows and writers), :mod:`.regression` (``--baseline``), :mod:`.environment` and
-:mod:`.env_gpu` (the environment record).
+:mod:`.env_gpu` (the environment record). A model name is exported, then benchmarked, by
+:func:`deployinc.api.benchmark_model` (bench itself does not export).
 """
 
 from __future__ import annotations
 
-from .harness import BenchSettings, benchmark, benchmark_model, default_threads
+from .harness import BenchSettings, benchmark, default_threads
 from .regression import RegressionResult, compare, load_baseline
 from .report import BenchReport, BenchRow
-from .subject import BenchModel, open_onnx, resolve_model
+from .subject import BenchModel, open_onnx
 from .timing import Measurement, Stats, measure, summarize
 
 __all__ = [
@@ -28,12 +29,10 @@ __all__ = [
     "RegressionResult",
     "Stats",
     "benchmark",
-    "benchmark_model",
     "compare",
     "default_threads",
     "load_baseline",
     "measure",
     "open_onnx",
-    "resolve_model",
     "summarize",
 ]

@@ -412,7 +412,7 @@ def benchmark(
     """Run the matrix and return the report (speedups filled in; environment recorded).
 
     Args:
-        model: The model under test (:func:`~deployinc.bench.subject.open_onnx` / ``resolve_model``).
+        model: The model under test (:func:`~deployinc.bench.subject.open_onnx` / :func:`deployinc.api.resolve_model`).
         settings: Backends, batch sizes, precisions, counts, threads.
         progress: ``callable(description, advance)`` called as cells complete.
         log: ``callable(str)`` for notes (conversions). Skipped and failed backends are not logged: they are
@@ -760,34 +760,3 @@ def measure_in_subprocess(path: str, backend: str, precision: str, batch: int, x
         return {"samples": c.samples, "first": c.first, "activate_s": c.activate_s, "device": c.device, "notes": list(steps.notes) + logged}
     finally:
         runner.deactivate()
-
-
-def benchmark_model(
-    model: str | os.PathLike[str],
-    backends: list[str] | str = "torch,torch-fused,ort-cpu",
-    batches: list[int] | int = 1,
-    *,
-    log: Callable[[str], None] | None = None,
-    **settings: Any,
-) -> BenchReport:
-    """Benchmark an ``.onnx`` file or a model name (exported into a temporary folder): the library form of
-    ``deployinc bench``.
-
-    Args:
-        model: Path of an ONNX file, or a model name (``googlenet``, ``timm/<name>``, ``package.module:function``).
-        backends: Backend names (list or comma-separated).
-        batches: Batch sizes.
-        log: ``callable(str)`` for notes.
-        **settings: Other :class:`BenchSettings` fields (precisions, warmup, iters, threads, device, cuda_graph,
-            rounds, max_time_s).
-
-    Example::
-
-        report = benchmark_model("googlenet.onnx", "torch,ort-cpu", [1, 8], iters=50, threads=2)
-        print(report.render())
-    """
-    names = backends.split(",") if isinstance(backends, str) else list(backends)
-    s = BenchSettings(backends=[n.strip() for n in names if n.strip()], batches=[batches] if isinstance(batches, int) else list(batches), **settings)
-    s.validate()
-    with bench_subject.resolve_model(str(model), threads=s.threads, log=log) as subject:
-        return benchmark(subject, s, log=log)

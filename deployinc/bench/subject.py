@@ -1,10 +1,10 @@
-"""What a benchmark runs: an ONNX file (exported on the fly from a model name when needed), its image input, and
-the PyTorch modules it came from (rebuilt from the provenance in the file) for the eager baselines.
+"""What a benchmark runs: an ONNX file, its image input, and the PyTorch modules it came from (rebuilt from the
+provenance in the file) for the eager baselines. A model name is exported first, above the stages
+(:func:`deployinc.api.resolve_model`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,18 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from .. import export
 from ..core.graph import detect_precision
 from ..core.images import natural_images
 from ..errors import BackendUnavailable, BadInputError, DeployincError
-from ..io import load_onnx, scratch_dir, sha256_file
+from ..io import load_onnx, sha256_file
 from ..io.arrays import read_npy
 from ..metadata import read_provenance
 from ..models.loading import load_from_provenance
-from ..precision._common import input_spec
 from ..prepare import prepare
-from ..verify.reference import from_spec
-from ..verify.tensors import load_inputs
+from ..subject import Subject
+from ..subject.inputs import input_spec, load_inputs
+from ..subject.reference import from_spec
 from ..core.precisions import PRECISIONS as _PRECISIONS
 
 PRECISIONS = _PRECISIONS
@@ -79,6 +78,7 @@ class BenchModel:
     inputs_desc: str = "seeded natural-image statistics (deployinc.core.images.natural_images, seed 0)"
     _inputs: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _loaded: Any = field(default=None, repr=False)
+    _subject: Subject | None = field(default=None, repr=False)
     _torch_error: BackendUnavailable | None = field(default=None, repr=False)
 
     # inputs -------------------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class BenchModel:
 
     def use_reference(self, spec: str, weights: str | None, log: Any = None) -> None:
         """Run the torch rows on ``spec`` (``package.module:function`` or a registry name) with ``weights``, as
-        ``verify --reference SPEC --weights CKPT`` builds its reference (:func:`deployinc.verify.reference.from_spec`).
+        ``verify --reference SPEC --weights CKPT`` builds its reference (:func:`deployinc.subject.reference.from_spec`).
         The spec the file records, named again, rebuilds exactly what was exported (confirming its code).
 
         Raises:
@@ -166,6 +166,12 @@ class BenchModel:
                 log(note)
         self.modules = {"torch": ref.module}
         self.reference = {"kind": "spec", "spec": spec, "weights": ref.weights, "description": ref.description}
+
+    def use_subject(self, subject: Subject) -> None:
+        """Take the torch rows' model from ``subject``'s torch reference (built once, shared with the stages that judge
+        against it) instead of rebuilding it here, when it stands for this file's provenance."""
+        if subject.stands_for(self.provenance, self.weights):
+            self._subject = subject
 
     def num_classes(self) -> int | None:
         """The class count of the first output (N x K), when the file says."""
@@ -207,7 +213,10 @@ class BenchModel:
             )
             raise self._torch_error
         try:
-            self._loaded = load_from_provenance(self.provenance, weights=self.weights, trust_code=self.trust_code)
+            if self._subject is not None:
+                self._loaded = self._subject.reference()  # eval mode, auxiliary heads removed
+            else:
+                self._loaded = load_from_provenance(self.provenance, weights=self.weights, trust_code=self.trust_code)
         except DeployincError as exc:
             self._torch_error = BackendUnavailable(f"cannot rebuild the PyTorch model: {exc.message}", hint=exc.hint)
             raise self._torch_error from exc
@@ -274,19 +283,3 @@ def open_onnx(path: str | os.PathLike[str], exported_from: str | None = None, tr
 def looks_like_onnx_path(text: str) -> bool:
     """Whether the MODEL argument names a file rather than a model to export."""
     return text.endswith(".onnx") or os.sep in text or Path(text).is_file()
-
-
-@contextlib.contextmanager
-def resolve_model(model: str, threads: int | None = None, log: Any = None, trust_code: bool = False) -> Any:
-    """Yield a :class:`BenchModel` for an ``.onnx`` path, or for a model name exported into a temporary folder
-    through :func:`deployinc.export.export_pipeline` (its bundled export config applies) and removed afterwards."""
-    if looks_like_onnx_path(model):
-        yield open_onnx(model, trust_code=trust_code)
-        return
-
-    with scratch_dir("bench") as tmp:  # a killed run's folder is removed by the next run
-        if log:
-            log(f"exporting {model} (deployinc export {model}) into a temporary folder")
-        result = export.export_pipeline(model, out=Path(tmp) / "model.onnx", threads=threads, quick_check=False, log=log)
-        assert result.path is not None
-        yield open_onnx(result.path, exported_from=model, trust_code=True)  # the user named this model

@@ -95,6 +95,7 @@ def bench(
     """
     # lazy: bench imports numpy and the runners; keeps them out of deployinc --help
     from ..bench import harness, regression, report as bench_report, subject as bench_subject, timing
+    from .. import api  # lazy: api imports bench and export (numpy, torch); keeps them out of deployinc --help
 
     # Everything the user typed is checked before a model is loaded or a minute is spent.
     names = parse_bench_backends(backends)
@@ -138,7 +139,7 @@ def bench(
             raise BadInputError(f"--inputs file {inputs} does not exist", hint="write one with deployinc verify MODEL --save-inputs FILE.npz")
     if is_file:
         check_onnx_input_memory(model, [("--batch", batch, sum(batches))])
-    with bench_subject.resolve_model(model, threads=threads, log=log, trust_code=trust_model_code) as subject:
+    with api.resolve_model(model, threads=threads, log=log, trust_code=trust_model_code) as subject:
         limits.check_input_memory("--batch", batch, sum(batches), subject.chw)  # a model exported on the fly
         if weights is not None and reference is None:
             if subject.provenance is None:

@@ -65,7 +65,8 @@ def convert(
       deployinc convert model.onnx --keep-fp32-op Softmax --keep-overflow-fp32
       deployinc convert model.onnx --precision fp16 --fallback auto
     """
-    from ..precision import _common, fallback as fb, fp16  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..precision import fallback as fb, fp16  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..subject import inputs  # lazy: the image input imports numpy; keeps it out of deployinc --help
 
     limits.check_int("--samples", samples, 1, limits.SAMPLES_MAX, example="--samples 8")
     target = Path(out) if out else default_out(model, precision)
@@ -77,11 +78,11 @@ def convert(
         return
     images = None
     if not no_check:
-        spec = _common.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
+        spec = inputs.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
         limits.check_input_memory("--samples", samples, samples, spec.chw, unit="sample images")  # before generating them
         if spec.static_batch and samples % spec.static_batch:
             samples = spec.static_batch * max(1, samples // spec.static_batch)
-        images = _common.sample_images(spec, samples, data)
+        images = inputs.sample_images(spec, samples, data)
         click.echo(f"overflow check: {len(images)} sample image(s) ({'from ' + data if data else 'natural-image statistics'}) on ONNX Runtime CPU, fp32")
     result = fp16.convert_to_fp16(
         src,
@@ -135,14 +136,15 @@ def io_types_text(model: object, fp16_io: bool) -> str:
 def _convert_with_fallback(src, target, samples, data, mean, std, threads, force, fp16_io, keep_ops, keep_nodes) -> None:  # noqa: ANN001
     """``convert --fallback auto``: fp16 (I/O kept fp32) with the fewest layers kept in fp32 that pass the fp16
     preset against the fp32 model itself on ORT CPU, over the sample images."""
-    from ..precision import _common, fallback as fb  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..precision import fallback as fb  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..subject import inputs  # lazy: the image input imports numpy; keeps it out of deployinc --help
 
     if fp16_io or keep_ops or keep_nodes:
         raise BadInputError("--fallback auto decides which layers stay fp32 itself (and keeps the I/O fp32)",
                             hint="drop --fp16-io / --keep-fp32-op / --keep-fp32-node, or use --fallback none")  # fmt: skip
-    spec = _common.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
+    spec = inputs.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
     limits.check_input_memory("--samples", samples, samples, spec.chw, unit="sample images")
-    images = _common.sample_images(spec, samples, data)
+    images = inputs.sample_images(spec, samples, data)
     click.echo(f"fp16 layer fallback: judged by the fp16 preset against the fp32 model on ORT CPU, {len(images)} sample image(s) "
                f"({'from ' + data if data else 'natural-image statistics'})")  # fmt: skip
     oracle = fb.onnx_oracle(src, images, spec.name, FP16, threads=threads)

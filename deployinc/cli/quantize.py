@@ -71,7 +71,8 @@ def quantize(
       deployinc quantize resnet50.onnx --data calib/ --fallback auto
     """
     from ..core import images as core_images  # lazy: core.images imports numpy; keeps it out of deployinc --help
-    from ..precision import _common, fallback as fb, int8 as int8_mod, recipe as recipes  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..precision import fallback as fb, int8 as int8_mod, recipe as recipes  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..subject import inputs  # lazy: the image input imports numpy; keeps it out of deployinc --help
 
     method = method.lower()
     if limit is not None:
@@ -84,7 +85,7 @@ def quantize(
     src_model = load_onnx(model, load_external=False).model
     fb.check_fallback(fallback, INT8, src_model)
     chosen_recipe = None if recipe == "auto" else recipes.recipe_named(recipe)
-    spec = _common.input_spec(src_model, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
+    spec = inputs.input_spec(src_model, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
     images, info = core_images.load_image_folder_with_report(data, spec.chw, spec.mean, spec.std, limit=limit)
     skipped = info.get("skipped") or []
     if skipped:
@@ -149,9 +150,10 @@ def quantize(
 def _quantize_with_fallback(model, src_model, images, spec, method, target, recipe, samples, target_path, force, source) -> None:  # noqa: ANN001
     """``quantize --fallback auto``: int8 with the fewest layers kept in float that pass the int8 preset against the
     fp32 model on ORT CPU (over ``samples`` generated images, not the calibration ones)."""
-    from ..precision import _common, fallback as fb, int8 as int8_mod  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..precision import fallback as fb, int8 as int8_mod  # lazy: precision imports numpy; keeps it out of deployinc --help
+    from ..subject import inputs  # lazy: the image input imports numpy; keeps it out of deployinc --help
 
-    val = _common.sample_images(spec, samples, None, seed=0)
+    val = inputs.sample_images(spec, samples, None, seed=0)
     click.echo(f"layer fallback: judged by the int8 preset against the fp32 model on ORT CPU, {len(val)} generated image(s)")
     full = load_onnx(model).model
     oracle = fb.onnx_oracle(full, val, spec.name, INT8)

@@ -30,7 +30,6 @@ from ..export import export_pipeline
 from ..io import atomic_write_bytes, atomic_write_text, load_onnx, save_onnx, sha256_file
 from ..io.arrays import read_npz
 from ..metadata import read_provenance
-from ..precision._common import input_spec, sample_images
 from ..precision.fp16 import convert_to_fp16
 from ..core.metrics import preset, task_failures
 from ..precision import fallback as fb
@@ -41,6 +40,8 @@ from ..backends import backend_problem, bf16_native
 from ..verify.accuracy import check_class_count, class_count
 from ..verify.core import reference_run, run as verify_run
 from ..verify.request import VerifyRequest
+from ..subject import Subject
+from ..subject.inputs import input_spec, sample_images
 from .package import write_package
 from .plan import Candidate, choose, plan
 from .request import DeployRequest, model_digest
@@ -173,18 +174,19 @@ def evaluate(req: DeployRequest) -> DeployResult:
     _check_against(req, fp32, chw)
     artifacts: dict[str, dict[str, Any]] = {FP32: {"path": str(fp32), "made": "export" if fp32.parent == state else "given"}}
     reused: list[str] = []
-    baseline = _baseline(req, state, fp32, target, reused)
+    subject = Subject.open(fp32, trust_code=req.trust_model_code)  # its torch reference: built once, on first use
+    baseline = _baseline(req, state, fp32, target, reused, subject)
     progress = _Progress(req, len(candidates))
     results = []
     try:
         for i, cand in enumerate(candidates, 1):
-            results.append(_candidate(req, state, fp32, cand, artifacts, progress, i, reused))
+            results.append(_candidate(req, state, fp32, cand, artifacts, progress, i, reused, subject))
     finally:
         progress.close()
     for r in results:  # a reused candidate's artifact: registered (read back, not remade) for the package
         if r.get("verdict") == "pass" and r["artifact"] not in artifacts:
             try:
-                _artifact(req, state, fp32, r["artifact"], artifacts)
+                _artifact(req, state, fp32, r["artifact"], artifacts, subject)
             except DeployincError as exc:
                 r["verdict"], r["reason"] = "error", exc.message
     _speedups(results, baseline, req)
@@ -273,8 +275,9 @@ def _calibration(req: DeployRequest, spec: Any) -> tuple[np.ndarray, str]:
     return sample_images(spec, req.calibration_images, None, seed=1), f"{req.calibration_images} generated natural-statistics image(s) (seed 1)"
 
 
-def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts: dict[str, dict[str, Any]]) -> Path:
-    """The file of artifact ``name`` (fp16, int8-cpu, int8-trt), made once per key.
+def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts: dict[str, dict[str, Any]], subject: Subject | None = None) -> Path:
+    """The file of artifact ``name`` (fp16, int8-cpu, int8-trt), made once per key (a mixed one judged against
+    ``subject``'s reference).
 
     Raises:
         DeployincError: It cannot be made (the reason goes to every candidate that needs it).
@@ -296,7 +299,7 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     info: dict[str, Any]
     try:
         if name.endswith("-mixed"):
-            info = _mixed(req, state, fp32, name, path, spec)
+            info = _mixed(req, state, fp32, name, path, spec, subject)
         elif name == FP16:
             res = convert_to_fp16(src, keep_io_types=True, images=sample_images(spec, 8, req.data, seed=1), keep_overflow_fp32=True, threads=req.threads)
             save_onnx(res.model, path, force=True)
@@ -323,7 +326,7 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     return path
 
 
-def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str) -> fb.Oracle:
+def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str, subject: Subject | None = None) -> fb.Oracle:
     """The judge of a layer-fallback search: verify's own inputs and eager-torch reference outputs for this deploy
     (its --samples, or the --accuracy-data images and their labels), computed once and kept with the state (read
     back through the one checked array reader)."""
@@ -337,7 +340,7 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str) -> fb.
     except (BadInputError, KeyError):
         vreq = VerifyRequest(model=fp32, providers=B.REFERENCE, samples=req.samples, data=req.accuracy_data, labels=bool(req.accuracy_data),
                              threads=req.threads, trust_model_code=req.trust_model_code)  # fmt: skip
-        x, ref, labels, input_name = reference_run(vreq)
+        x, ref, labels, input_name = reference_run(vreq, subject)
         arrays = {"input": x, **{f"ref/{k}": v for k, v in ref.items()}}
         if labels is not None:
             arrays["labels"] = np.asarray(labels)
@@ -348,14 +351,14 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str) -> fb.
     return fb.Oracle(x, input_name, ref, preset(INT8, B.REFERENCE), goal=goal, threads=req.threads)
 
 
-def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any) -> dict[str, Any]:
+def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any, subject: Subject | None = None) -> dict[str, Any]:
     """The int8 model with the fewest layers kept in float that pass (see :mod:`deployinc.precision.fallback`).
 
     Raises:
         NoArtifact: The whole-model int8 passes (not needed), or no set of float layers passes.
     """
     images, source = _calibration(req, spec)
-    oracle = _oracle(req, state, fp32, spec.name)
+    oracle = _oracle(req, state, fp32, spec.name, subject)
     req.say(f"{name}: searching the layers to keep in float (judged by {'the task rule' if oracle.goal else 'the int8 preset'} "
             f"on {len(oracle.inputs)} verification images against eager torch fp32)")  # fmt: skip
     recipe = recipe_for("cpu")
@@ -392,8 +395,9 @@ def _timing(rows: list[Any], batches: list[int], backend: str | None = None) -> 
     return out, problem
 
 
-def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: list[str]) -> dict[str, Any]:
-    """Eager torch (plain, fused, torch.compile) on the target's device, timed like every candidate."""
+def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: list[str], subject: Subject | None = None) -> dict[str, Any]:
+    """Eager torch (plain, fused, torch.compile) on the target's device, timed like every candidate (the model:
+    ``subject``'s torch reference)."""
     path = state / "results" / "baseline.json"
     cached = _read_json(path)
     if cached is not None:
@@ -405,7 +409,10 @@ def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: 
     req.say(f"timing the eager baseline: {', '.join(names)} on {device}" + (" (torch.compile takes a while the first time)" if req.torch_compile else ""))
     s = BenchSettings(backends=names, batches=list(req.batches), precisions=[FP32], warmup=req.warmup, iters=req.iters, threads=req.threads, device=device)
     s.validate()
-    rep = benchmark_steady(open_onnx(fp32, trust_code=req.trust_model_code), s, log=lambda _m: None)  # an unsteady row: measured again once
+    model = open_onnx(fp32, trust_code=req.trust_model_code)
+    if subject is not None:
+        model.use_subject(subject)
+    rep = benchmark_steady(model, s, log=lambda _m: None)  # an unsteady row: measured again once
     data: dict[str, Any] = {"rows": {}, "environment": rep.environment, "finished": time.time()}
     for name in names:
         timing, problem = _timing(rep.rows, list(req.batches), name)
@@ -438,13 +445,13 @@ def _metrics(vr: Any, backend: str) -> dict[str, Any]:
     return m
 
 
-def _verify(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
+def _verify(req: DeployRequest, path: Path, cand: Candidate, subject: Subject | None = None) -> dict[str, Any]:
     threads = cand.options.get("threads", req.threads)
     vreq = VerifyRequest(
         model=path, providers=cand.backend, precision=cand.precision, samples=req.samples, threads=threads,
         data=req.accuracy_data, labels=bool(req.accuracy_data), trust_model_code=req.trust_model_code,
     )  # fmt: skip
-    vr = verify_run(vreq)
+    vr = verify_run(vreq, subject)
     out: dict[str, Any] = {"metrics": _metrics(vr, cand.backend), "failures": vr.failures()[:8], "verify_seconds": round(sum(vr.timings.values()), 2)}
     skipped = [b for b in vr.backends if b.status == "skipped"]
     if skipped:
@@ -499,8 +506,12 @@ def _bench(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
     return out
 
 
-def _candidate(req: DeployRequest, state: Path, fp32: Path, cand: Candidate, artifacts: dict[str, dict[str, Any]], progress: _Progress, i: int, reused: list[str]) -> dict[str, Any]:
-    """One candidate's result: made, verified, timed; read back when a previous run finished it."""
+def _candidate(
+    req: DeployRequest, state: Path, fp32: Path, cand: Candidate, artifacts: dict[str, dict[str, Any]], progress: _Progress, i: int, reused: list[str],
+    subject: Subject | None = None,
+) -> dict[str, Any]:
+    """One candidate's result: made, verified (against ``subject``'s reference), timed; read back when a previous run
+    finished it."""
     path = state / "results" / f"{cand.id}.json"
     cached = _read_json(path)
     progress.start(i, cand, 3)
@@ -512,9 +523,9 @@ def _candidate(req: DeployRequest, state: Path, fp32: Path, cand: Candidate, art
     t = time.perf_counter()
     try:
         progress.step("making the artifact")
-        art = _artifact(req, state, fp32, cand.artifact, artifacts)
+        art = _artifact(req, state, fp32, cand.artifact, artifacts, subject)
         progress.step("verifying")
-        res.update(_verify(req, art, cand))
+        res.update(_verify(req, art, cand, subject))
         if res["verdict"] in ("pass", "fail", "inconclusive"):  # each row of the table has its time
             progress.step("timing")
             res.update(_bench(req, art, cand))

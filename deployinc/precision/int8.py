@@ -39,7 +39,8 @@ from ..core.env import tensorrt_problem  # noqa: F401 - here too, where choose_t
 from ..core.metrics import compare_outputs, preset
 from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx, scratch_dir, sha256_file
-from ._common import InputSpec, batches, cpu_session, input_spec
+from ..subject.inputs import InputSpec, input_spec
+from ._common import batches, cpu_session
 from .recipe import Int8Recipe, recipe_for
 from .rounding import apply_gptq, check_rounding
 from ..core.precisions import INT8
@@ -237,21 +238,10 @@ def quantize_int8(
         _quantize(calib_input, out, cache, recipe, act_type, method, exclude, op_types)
         timings["quantize_s"] = time.perf_counter() - t0
         qmodel = onnx.load_model(str(out))  # loads any external data the quantizer wrote into memory
-        rounding = {"weight_rounding": "nearest"}
-        if weight_rounding == "gptq":
-            t0 = time.perf_counter()
-            rounding = apply_gptq(qmodel, onnx.load_model(str(calib_input)), images, spec.name, batch)
-            timings["weight_rounding_s"] = time.perf_counter() - t0
+        rounding = _round_weights(qmodel, calib_input, images, spec.name, batch, weight_rounding, timings)
         kept_float = float_outputs(qmodel)
 
-    try:
-        cpu_session(qmodel, threads=1)
-    except Exception as exc:  # noqa: BLE001 - any failure to load is a failed check
-        raise CheckFailed(
-            f"the quantized model does not load in ONNX Runtime: {str(exc).splitlines()[0][:200]}",
-            hint="try --no-preprocess, or exclude the failing node with --exclude-node",
-        ) from exc
-
+    _check_loads(qmodel)
     _stamp(qmodel, src.model, method, target, len(images), recipe, exclude, rounding["weight_rounding"])
 
     report = _report(
@@ -261,6 +251,28 @@ def quantize_int8(
     report["float_outputs"] = kept_float
     report["weight_rounding"] = rounding
     return Int8Result(model=qmodel, report=report, warnings=warnings)
+
+
+def _round_weights(qmodel: Any, fp32_path: Path, images: np.ndarray, input_name: str, batch: int, how: str, timings: dict[str, float]) -> dict[str, Any]:
+    """``qmodel``'s int8 weights re-rounded by GPTQ (in place) when ``how`` is ``gptq``; what was done."""
+    import onnx
+
+    if how != "gptq":
+        return {"weight_rounding": "nearest"}
+    t0 = time.perf_counter()
+    done = apply_gptq(qmodel, onnx.load_model(str(fp32_path)), images, input_name, batch)
+    timings["weight_rounding_s"] = time.perf_counter() - t0
+    return done
+
+
+def _check_loads(qmodel: Any) -> None:
+    try:
+        cpu_session(qmodel, threads=1)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is a failed check
+        raise CheckFailed(
+            f"the quantized model does not load in ONNX Runtime: {str(exc).splitlines()[0][:200]}",
+            hint="try --no-preprocess, or exclude the failing node with --exclude-node",
+        ) from exc
 
 
 def float_outputs(model: Any) -> list[str]:

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.fp16 import float16_graph
 from ..errors import BackendUnavailable, BadInputError, CheckFailed
 from ..io import atomic_write_bytes, load_onnx, save_onnx, scratch_dir
 from ..lazy import require
-from ..precision import fp16
 from .cache import EngineCache, EngineKey, ensure_private_dir, onnx_fingerprint
 from . import ort_options
 from .profiles import BatchRange, ShapeProfile, model_input_dims, parse_batch_range, profiles_for_inputs, profiles_key
@@ -331,7 +331,7 @@ def _build(
         parsed_model = model
         if plan.convert_to_fp16:
             full = load_onnx(onnx_path).model
-            parsed_model = fp16.convert_to_fp16(full, keep_io_types=True).model
+            parsed_model = float16_graph(full, keep_io_types=True)
             parse_path = Path(tmp) / "model.fp16.onnx"
             save_onnx(parsed_model, parse_path)
         ok = parser.parse_from_file(str(parse_path))  # from a file, so external data is found beside it

@@ -32,6 +32,8 @@ from ..metadata import read_provenance
 from ..models.loading import require_trusted_spec, seeded_init
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..runners.torch_runner import TorchRunner
+from ..subject import Subject
+from ..subject.inputs import load_inputs
 from . import reference as R
 from .accuracy import accuracy, class_count, load_labelled_folder
 from .backends import FUSING_BACKENDS, ONNX_BACKENDS, family, make_onnx_runner, open_backend
@@ -39,7 +41,7 @@ from .checks import preprocessing
 from .localize import Localization, localize
 from .reference import no_reference_error
 from .request import VerifyRequest
-from .tensors import check_finite, load_inputs, load_run, save_run
+from .tensors import check_finite, load_run, save_run
 
 #: Backends run in a subprocess by default (native GPU code that can crash or hang).
 ISOLATED_BACKENDS = B.ISOLATED_BACKENDS
@@ -492,8 +494,12 @@ class _Subject:
     isolate: bool | None
 
 
-def run(req: Any) -> VerifyReport:
-    """The stages of verify, in order, for a :class:`~deployinc.verify.request.VerifyRequest`."""
+def run(req: Any, subject: Subject | None = None) -> VerifyReport:
+    """The stages of verify, in order, for a :class:`~deployinc.verify.request.VerifyRequest`.
+
+    ``subject``: a :class:`~deployinc.subject.Subject` whose torch reference (built on first use, and its outputs)
+    stands in for the one the file's provenance would rebuild, when it is the same (deploy verifies every candidate
+    against one reference)."""
     say = req.log or (lambda _m: None)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -508,11 +514,11 @@ def run(req: Any) -> VerifyReport:
     timings["inputs"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ref, ref_model = build_reference(req, subj, say)
+    ref, ref_model = build_reference(req, subj, say, subject)
     timings["reference"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ref_out = reference_outputs(req, subj, ref, ref_model, x)
+    ref_out = reference_outputs(req, subj, ref, ref_model, x, subject)
     timings["reference_run"] = time.perf_counter() - t
     outputs: dict[str, Any] = {}
     results = run_backends(req, subj, ref, x, ref_out, None, notes, timings, say, outputs)
@@ -542,15 +548,16 @@ def run(req: Any) -> VerifyReport:
     return report
 
 
-def reference_run(req: Any) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None, str]:
+def reference_run(req: Any, subject: Subject | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None, str]:
     """verify's inputs and reference outputs for ``req``, without running a backend: (inputs, reference outputs by
     name, labels of the inputs or None, the input's name). What a layer-fallback search judges its models against,
-    with the same inputs, reference and labels as the verify run that judges the result."""
+    with the same inputs, reference and labels as the verify run that judges the result (``subject`` as in
+    :func:`run`)."""
     notes: list[str] = []
     subj = open_subject(req, notes)
     x, _raw, _desc, labels = build_inputs(req, subj, notes)
-    ref, ref_model = build_reference(req, subj, req.log or (lambda _m: None))
-    ref_out = reference_outputs(req, subj, ref, ref_model, x)
+    ref, ref_model = build_reference(req, subj, req.log or (lambda _m: None), subject)
+    ref_out = reference_outputs(req, subj, ref, ref_model, x, subject)
     if labels is not None:  # only the labelled images, not the repeats that fill a batch
         n = len(labels)
         x, ref_out = x[:n], {k: v[:n] for k, v in ref_out.items()}
@@ -687,8 +694,9 @@ def build_inputs(req: Any, subj: _Subject, notes: list[str]) -> tuple[np.ndarray
     return x, raw, in_desc, labels
 
 
-def build_reference(req: Any, subj: _Subject, say: Callable[[str], None]) -> tuple[Any, Any]:
-    """The reference: saved outputs, another ONNX file, a torch model from ``--reference``, or the provenance."""
+def build_reference(req: Any, subj: _Subject, say: Callable[[str], None], shared: Subject | None = None) -> tuple[Any, Any]:
+    """The reference: saved outputs, another ONNX file, a torch model from ``--reference``, or the provenance (the
+    ``shared`` subject's, built once, when it stands for this file's)."""
     prov = subj.prov
     if req.against is None and req.load_outputs is None:  # an ONNX or saved reference needs no torch at all
         import torch
@@ -716,12 +724,15 @@ def build_reference(req: Any, subj: _Subject, say: Callable[[str], None]) -> tup
             ncls = int(od[0][1])
         seed = prov.seed if prov else 0
         return R.from_spec(req.reference, req.weights, subj.chw, ncls, subj.mean, subj.std, seed=seed), None
+    if shared is not None and shared.stands_for(prov, req.weights, req.use_cache):
+        return shared.reference(say), None
     say(f"rebuilding the reference {prov.model_spec} from the file's metadata")
     return R.from_provenance(prov, weights=req.weights, use_cache=req.use_cache, trust_code=req.trust_model_code), None
 
 
-def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The reference's outputs over every sample, once, at the largest batch."""
+def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.ndarray, shared: Subject | None = None) -> dict[str, np.ndarray]:
+    """The reference's outputs over every sample, once, at the largest batch (once per ``shared`` subject, when the
+    reference is its own)."""
     ref_batch = max(subj.batches)
     if ref.kind == "saved":
         _, outs = load_run(req.load_outputs)
@@ -736,6 +747,12 @@ def reference_outputs(req: Any, subj: _Subject, ref: Any, ref_model: Any, x: np.
             rrunner.deactivate()
 
     out_name = subj.model.graph.output[0].name
+    if shared is not None and shared.reference_built and ref is shared.reference():
+        return shared.reference_outputs(x, ref_batch, subj.threads, out_name, lambda: _torch_outputs(subj, ref, x, ref_batch, out_name))
+    return _torch_outputs(subj, ref, x, ref_batch, out_name)
+
+
+def _torch_outputs(subj: _Subject, ref: Any, x: np.ndarray, ref_batch: int, out_name: str) -> dict[str, np.ndarray]:
     with TorchRunner(ref.module, device="cpu", precision=FP32, threads=subj.threads, output_name=out_name) as tr:
         try:
             return _run_chunks(tr, "input", x, ref_batch)

@@ -42,17 +42,6 @@ def save_run(req: Any, x: np.ndarray, ref_out: dict[str, np.ndarray], outputs: d
     atomic_write_many(files, force=req.force)
 
 
-_SAVED_HINT = "give the .npz that verify --save-outputs / --save-inputs wrote"
-
-
-def load_inputs(path: str | os.PathLike[str]) -> np.ndarray:
-    """The ``input`` array of a saved run or saved inputs (read by :func:`deployinc.io.arrays.read_npz`)."""
-    arrays = read_npz(path, "--inputs", _SAVED_HINT, select=lambda name: name == "input")
-    if "input" not in arrays:
-        raise BadInputError(f"{path} holds no 'input' array", hint="write it with verify --save-inputs")
-    return arrays["input"]
-
-
 def load_run(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(inputs, reference outputs by name) of a file written by ``--save-outputs``.
 

@@ -1,5 +1,5 @@
-"""deploy's pipeline pieces (``deployinc.deploy.run``) without a whole deploy: the fp16 artifact, and the judging of
-lower-precision candidates (the task rule with labelled images)."""
+"""deploy's pipeline pieces (``deployinc.deploy.run``): the fp16 artifact, the judging of lower-precision candidates
+(the task rule with labelled images), and one small deploy counting its torch reference builds."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import pytest
 from onnx import TensorProto
 
 from deployinc.deploy.plan import Candidate, choose
@@ -100,3 +101,36 @@ def test_the_fp16_candidate_keeps_fp32_inputs_and_outputs(tmp_path: Path) -> Non
     assert [o.type.tensor_type.elem_type for o in model.graph.output] == [TensorProto.FLOAT]
     assert any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)  # and it is fp16 inside
     assert "I/O kept fp32" in artifacts["fp16"]["made"]
+
+
+@pytest.mark.slow
+def test_deploy_builds_the_torch_reference_once(tmp_path: Path, monkeypatch, zoo_onnx) -> None:
+    """The eager baseline, every candidate's verify and the mixed int8's layer search use one torch reference, built
+    on first use (every torch model deployinc builds goes through ``load_model``, so its calls count the builds; the
+    code before this counted one per verified candidate and one for the baseline); a deploy run again with every
+    result cached builds none."""
+    from deployinc.deploy.run import evaluate
+    from deployinc.models import loading
+
+    fp32 = zoo_onnx("inception_cifar")  # exported before the count starts
+    monkeypatch.setenv("DEPLOYINC_CACHE_DIR", str(tmp_path / "cache"))
+    builds: list[str] = []
+    real = loading.load_model
+
+    def counted(spec: str, *a: Any, **kw: Any) -> Any:
+        builds.append(spec)
+        return real(spec, *a, **kw)
+
+    monkeypatch.setattr(loading, "load_model", counted)
+    options = dict(precisions=["fp32", "fp16", "int8"], backends=["ort-cpu"], torch_compile=False, iters=5, warmup=1, samples=4, threads=2)
+    result = evaluate(DeployRequest(model=str(fp32), **options))
+    verified = [r for r in result.results if r.get("metrics", {}).get("cosine") is not None]
+    assert len(verified) >= 3, result.results  # fp32, fp16 and int8 on ORT CPU, each verified against the reference
+    assert any("mixed" in r["id"] for r in result.results)  # its layer search judged on the reference's outputs too
+    assert {"torch", "torch-fused"} <= set(result.baseline["rows"]) and all(r["timing"] for r in result.baseline["rows"].values())
+    assert builds == ["inception_cifar"], f"the torch reference was built {len(builds)} times"
+
+    builds.clear()
+    again = evaluate(DeployRequest(model=str(fp32), **options))
+    assert set(again.reused) >= {"baseline", *(r["id"] for r in result.results)}
+    assert builds == [], "a deploy with every result cached builds no reference"
