@@ -36,6 +36,7 @@ from .options import float_in, int_in, parse_floats
 @G.std("Normalisation std, comma-separated (each > 0).")
 @G.no_check("Skip the int8-vs-fp32 comparison on ORT CPU.")
 @click.option("--recipe", default="auto", show_default=True, help="auto: the QDQ types for this CPU's int8 path (u8s8 where it multiplies without saturation: VNNI, AMX, ARM dot product; u8s8 with 7-bit weights, reduce_range, on AVX2/AVX-512 without VNNI); or u8s8, u8s8-reduce-range, s8s8 to measure the alternatives. --target tensorrt is always s8s8.")
+@click.option("--weight-rounding", default="gptq", show_default=True, help="gptq: each layer's int8 weights rounded, on the quantizer's own scales, to move its output least on the calibration images (GPTQ; what makes int8 pass where nearest rounding does not); nearest: ONNX Runtime's round-to-nearest.")
 @G.fallback("none", "auto: keep in float the fewest layers that make the int8 model pass the int8 preset against the fp32 model on ORT CPU over --samples generated images (a bounded search); none: every layer int8.")
 @G.samples(32, example="32", help="With --fallback auto: the generated verification images the search judges on (not the calibration images).")
 @G.force()
@@ -55,6 +56,7 @@ def quantize(
     std: str | None,
     no_check: bool,
     recipe: str,
+    weight_rounding: str,
     fallback: str,
     samples: int,
     force: bool,
@@ -81,7 +83,8 @@ def quantize(
     target_path = Path(out) if out else default_out(model, INT8)
     check_output_path(target_path, force)
     check_output_path(int8_mod.report_path_for(target_path), force)
-    fallback, recipe = fallback.strip().lower(), recipe.strip().lower()
+    fallback, recipe, weight_rounding = fallback.strip().lower(), recipe.strip().lower(), weight_rounding.strip().lower()
+    int8_mod.check_rounding(weight_rounding)
     src_model = load_onnx(model, load_external=False).model
     fb.check_fallback(fallback, INT8, src_model)
     chosen_recipe = None if recipe == "auto" else recipes.recipe_named(recipe)
@@ -103,7 +106,7 @@ def quantize(
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"calibrating {method} on {len(images)} image(s) from {data} ({'x'.join(map(str, spec.chw))}, target {target})")
     if fallback == "auto":
-        _quantize_with_fallback(model, src_model, images, spec, method, target, chosen_recipe, samples, target_path, force,
+        _quantize_with_fallback(model, src_model, images, spec, method, target, chosen_recipe, weight_rounding, samples, target_path, force,
                                 {"folder": str(data), "images": int(info.get("used", len(images))), "skipped": len(skipped)})  # fmt: skip
         return
     result = int8_mod.quantize_int8(
@@ -117,6 +120,7 @@ def quantize(
         exclude_nodes=exclude_nodes,
         keep_fp32_before=keep_fp32_before,
         percentile=percentile,
+        weight_rounding=weight_rounding,
         spec=spec,
         data_source={"folder": str(data), "images": int(info.get("used", len(images))), "skipped": len(skipped)},
     )
@@ -147,7 +151,7 @@ def quantize(
     click.echo(f"wrote {report_path} (per-tensor ranges)")
 
 
-def _quantize_with_fallback(model, src_model, images, spec, method, target, recipe, samples, target_path, force, source) -> None:  # noqa: ANN001
+def _quantize_with_fallback(model, src_model, images, spec, method, target, recipe, weight_rounding, samples, target_path, force, source) -> None:  # noqa: ANN001
     """``quantize --fallback auto``: int8 with the fewest layers kept in float that pass the int8 preset against the
     fp32 model on ORT CPU (over ``samples`` generated images, not the calibration ones)."""
     from ..precision import fallback as fb, int8 as int8_mod  # lazy: precision imports numpy; keeps it out of deployinc --help
@@ -157,7 +161,8 @@ def _quantize_with_fallback(model, src_model, images, spec, method, target, reci
     click.echo(f"layer fallback: judged by the int8 preset against the fp32 model on ORT CPU, {len(val)} generated image(s)")
     full = load_onnx(model).model
     oracle = fb.onnx_oracle(full, val, spec.name, INT8)
-    result, found = fb.int8_with_fallback(model, images, oracle, method=method, target=target, recipe=recipe, spec=spec, data_source=source, say=click.echo)
+    result, found = fb.int8_with_fallback(model, images, oracle, method=method, target=target, recipe=recipe, spec=spec, data_source=source,
+                                          weight_rounding=weight_rounding, say=click.echo)  # fmt: skip
     click.echo(found.summary())
     if not found.passed:
         raise CheckFailed(f"no set of float layers makes the int8 model pass: {found.judgement.line}", hint="try --method percentile or entropy, more calibration images, or keep the fp32 model")

@@ -585,11 +585,12 @@ def stamp(model: Any, key: str, result: FallbackResult) -> None:
 def int8_with_fallback(
     fp32_path: str | Path, images: np.ndarray, oracle: Oracle, *, method: str = "percentile", target: str = "cpu",
     recipe: Any = None, spec: Any = None, data_source: dict[str, Any] | None = None, state: Path | None = None,
-    state_key: str = "", say: Callable[[str], None] | None = None,
+    state_key: str = "", say: Callable[[str], None] | None = None, weight_rounding: str = "gptq",
 ) -> tuple[Any, FallbackResult]:  # fmt: skip
     """Quantize ``fp32_path`` (:func:`deployinc.precision.int8.quantize_int8`), then keep in float the fewest layers
     the oracle needs (:func:`search`). Returns the int8 result (its model the mixed one, stamped) and the search."""
-    res = quantize_int8(fp32_path, images, method=method, target=target, recipe=recipe, spec=spec, data_source=data_source)
+    res = quantize_int8(fp32_path, images, method=method, target=target, recipe=recipe, spec=spec, data_source=data_source,
+                        weight_rounding=weight_rounding)  # fmt: skip
     fp32 = load_onnx(fp32_path).model
     found = search(res.model, oracle, fp32=fp32, state=state, state_key=state_key, say=say)
     if found.float_nodes and found.passed:

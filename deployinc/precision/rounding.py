@@ -40,7 +40,7 @@ MAX_WIDTH = 8192
 
 def check_rounding(value: str) -> None:
     if value not in ROUNDINGS:
-        raise BadInputError(f"unknown weight rounding {value!r}", hint=f"use one of {', '.join(ROUNDINGS)}")
+        raise BadInputError(f"unknown --weight-rounding value {value!r}", hint=f"use one of {', '.join(ROUNDINGS)}")
 
 
 def _attrs(node: Any) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def test_quantize_names_the_recipe_and_takes_another(cli_runner, planted_files, 
     [
         (["--fallback", "bogus"], "unknown --fallback value 'bogus'"),
         (["--recipe", "u9s9"], "unknown int8 recipe 'u9s9'"),
+        (["--weight-rounding", "best"], "unknown --weight-rounding value 'best'"),
         (["--recipe", "u8s8", "--target", "tensorrt"], "TensorRT refuses"),
     ],
 )
