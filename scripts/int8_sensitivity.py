@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from deployinc.core.table import Table  # noqa: E402
 import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (log, machine name)
 
 
@@ -108,10 +109,9 @@ def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: s
                 f"- only the weights in int8 (per channel), activations float: {e['weights_only_line']}",
                 f"- each of the {len(e['layers'])} layers alone in float: min cosine from {min(cos):.4f} to {max(cos):.4f}"
                 + (f" (best: `{best['module']}`, {100 * best['share']:.2f}% of the multiply-adds)" if best else "")
-                + f"; {sum(bool(x['passed']) for x in e['layers'])} of them alone pass", "",
-                "| layer (torch module) | ONNX node | min cosine, this layer alone in float | share of multiply-adds |",
-                "|---|---|---|---|"]  # fmt: skip
-        out += [f"| {x['module']} | {x['node']} | {x['cosine']:.4f} | {100 * x['share']:.2f}% |" for x in e["layers"]]
+                + f"; {sum(bool(x['passed']) for x in e['layers'])} of them alone pass", ""]  # fmt: skip
+        out += Table(["layer (torch module)", "ONNX node", "min cosine, this layer alone in float", "share of multiply-adds"],
+                     [[x["module"], x["node"], f"{x['cosine']:.4f}", f"{100 * x['share']:.2f}%"] for x in e["layers"]]).markdown_lines()  # fmt: skip
         out.append("")
     return "\n".join(out) + "\n"
 

@@ -24,11 +24,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deployinc.core.table import Table  # noqa: E402
+
 
 def timed(cmd: list[str], cwd: str) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def table(rows: list[tuple[str, float, float, list[float]]]) -> Table:
+    """The page's table: each command, its median and every run, its target and whether the median met it."""
+    cells = [[f"`{cmd}`", f"{t:.2f}", ", ".join(f"{v:.2f}" for v in runs), f"{target:g}", "yes" if t <= target else "NO"] for cmd, t, target, runs in rows]
+    return Table.aligned(["command", "median s", "every run s", "target s", "met"], cells, "lrlrc")
 
 
 def main() -> None:
@@ -62,12 +70,9 @@ def main() -> None:
         f"{load_before}, after {load_after}. Every export recalibrates googlenet's BatchNorm statistics (random "
         "weights): deployinc reads no cache of its own during an export.",
         "",
-        "| command | median s | every run s | target s | met |",
-        "|---|---:|---|---:|:---:|",
+        *table(rows).markdown_lines(),
     ]
-    for cmd, t, target, runs in rows:
-        every = ", ".join(f"{v:.2f}" for v in runs)
-        lines.append(f"| `{cmd}` | {t:.2f} | {every} | {target:g} | {'yes' if t <= target else 'NO'} |")
+    for cmd, t, target, _runs in rows:
         print(f"{cmd}: {t:.2f} s (target {target:g} s) {'ok' if t <= target else 'MISSED'}")
     from deployinc.io import atomic_write_text
 

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import deployinc
+    from deployinc.core.table import Table
     from deployinc.io import atomic_write_text, check_output_path, load_checkpoint
 
     check_output_path(args.out, force=args.force)
@@ -97,14 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         f"- training: {rec['optimizer']} lr {rec['lr']:g} ({rec['schedule']}), batch {rec['batch_size']}, "
         f"{rec['epochs']} epochs, augmentation pad-4 random crop + horizontal flip",
         "",
-        "| epoch | train loss | train acc | held-out acc | seconds |",
-        "|---:|---:|---:|---:|---:|",
+        *Table.aligned(["epoch", "train loss", "train acc", "held-out acc", "seconds"],
+                       [[str(h["epoch"]), f"{h['train_loss']:.4f}", f"{100 * h['train_acc']:.1f}%", f"{100 * h['heldout_acc']:.2f}%", f"{h['seconds']:.1f}"]
+                        for h in history], "rrrrr").markdown_lines(),  # fmt: skip
     ]
-    for h in history:
-        lines.append(
-            f"| {h['epoch']} | {h['train_loss']:.4f} | {100 * h['train_acc']:.1f}% | {100 * h['heldout_acc']:.2f}% | "
-            f"{h['seconds']:.1f} |"
-        )
     lines += [
         "",
         f"- final held-out accuracy: **{100 * rec['accuracy']:.2f}%** after {rec['epoch']} epochs",

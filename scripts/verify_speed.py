@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deployinc.core.table import Table  # noqa: E402
+
 FAULT_TENSOR = "inception4c.branch2.1.conv.weight"
 FAULT_MODULE = "inception4c.branch2.1"
 
@@ -75,6 +77,12 @@ def plant_fault(src: Path, dst: Path) -> None:
     a += np.random.default_rng(0).standard_normal(a.shape).astype(a.dtype) * float(a.std()) * 0.5
     t.CopyFrom(numpy_helper.from_array(a, t.name))
     save_onnx(m, dst, force=True)
+
+
+def table(rows: list[tuple[str, float, float, float, str]]) -> Table:
+    """The page's table: each command, its median wall and CPU time, its target, whether it met it, and its output."""
+    cells = [[what, f"{t:.2f}", f"{cpu_s:.2f}", f"{target:.0f}", "yes" if t <= target else "no", note] for what, t, cpu_s, target, note in rows]
+    return Table.aligned(["command", "wall, median (s)", "CPU (s)", "target (s)", "met", "output"], cells, "lrrrcl")
 
 
 def main() -> None:
@@ -162,13 +170,8 @@ def main() -> None:
         f"Produced by `python scripts/verify_speed.py --runs {args.runs}{flags}`; each figure is the median of "
         "a fresh `deployinc` process, imports included: wall time, and the CPU time (user + system) it used.",
         "",
-        "| command | wall, median (s) | CPU (s) | target (s) | met | output |",
-        "|---|---:|---:|---:|:---:|---|",
+        *table(rows).markdown_lines(),
     ]
-    for what, t, cpu_s, target, note in rows:
-        lines.append(
-            f"| {what} | {t:.2f} | {cpu_s:.2f} | {target:.0f} | {'yes' if t <= target else 'no'} | {note.replace('|', '/')} |"
-        )
     text = "\n".join(lines) + "\n"
     print(text)
     from deployinc.io import atomic_write_text
