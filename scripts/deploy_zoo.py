@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import shlex
 import sys
 import time
@@ -26,23 +24,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ["googlenet", "resnet50", "mobilenet_v2", "inception_v3"]
-
-
-def machine_name() -> str:
-    """``intel-xeon-2cpu``: the CPU model (from /proc/cpuinfo) and the usable CPUs, as a file-name part."""
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1]
-                break
-    except OSError:
-        pass
-    import os
-
-    words = re.sub(r"\(R\)|\(TM\)|CPU|Processor|@.*", " ", model).lower().split()[:2]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return "-".join(words + [f"{cpus}cpu"])
 
 
 def _parse_trained(spec: str) -> dict[str, Any]:
@@ -208,15 +189,17 @@ def evidence_lines(records: list[dict[str, Any]]) -> list[str]:
 
 
 def render(records: list[dict[str, Any]], machine: str, started: str, wall: float, command: str = "python scripts/deploy_zoo.py", threads: int | None = None) -> str:
-    from deployinc.core.env import cpu_model, speed_flags
+    from deployinc.core.env import machine
     from deployinc.core.table import Table
     from deployinc.deploy.report import markdown_table, provenance_lines
+
+    m = machine(gpu=False)
 
     lines = [
         f"# deploy on {machine}",
         "",
         f"`{command}`, one run started {started}, {wall / 60:.1f} min, {'intra-op threads ' + str(threads) if threads else 'default threads'}. "
-        f"CPU: {cpu_model() or 'unknown'}; int8/bf16 features: {', '.join(speed_flags()) or 'none'}.",
+        f"CPU: {m.cpu_model or 'unknown'}; int8/bf16 features: {', '.join(m.speed_flags) or 'none'}.",
         "Every number below comes from that run: each model's candidates and its eager-torch baseline were timed in",
         "the same process, one after the other (batch 1, p50 of the timed iterations). Random-weight models carry",
         "seeded weights with recalibrated BatchNorm statistics; their int8 verdicts say how quantization treats those",
@@ -258,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     entries = [{"model": m} for m in args.models.split(",") if m.strip()] + [_parse_trained(s) for s in args.trained]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    machine = machine_name()
+    from deployinc.core.env import machine_slug
+
+    machine = machine_slug()
     out = Path(args.out) if args.out else ROOT / "docs" / "benchmarks" / f"deploy-{machine}.md"
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.perf_counter()

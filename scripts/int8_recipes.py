@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from deployinc.core.env import machine_slug  # noqa: E402
 from deployinc.core.table import Table  # noqa: E402
 import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (verify_file, bench_files, round_ratio)
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                             "cpu_path": cpu_int8_path(), "chosen": recipe_for("cpu").name, "samples": args.samples, "rounds": args.rounds,
                             "models": [measure_model(m, work, args) for m in args.models.split(",") if m]}  # fmt: skip
     data["seconds"] = time.perf_counter() - t0
-    machine = "-".join(str((data["models"][0]["environment"].get("cpu") or {}).get("model", "cpu")).lower().split()[:2]) if data["models"] else "cpu"
+    machine = machine_slug(cpus=False)
     out = Path(args.out_md or ROOT / "docs" / "benchmarks" / f"int8-recipes-{machine}.md")
     from deployinc.io import atomic_write_text
 

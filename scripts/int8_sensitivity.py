@@ -30,15 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from deployinc.core.env import machine_slug  # noqa: E402
 from deployinc.core.table import Table  # noqa: E402
 import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (log, machine name)
-
-
-def machine_name() -> str:
-    """``amd-epyc``, ``intel-xeon``: the first two words of the CPU model, as the other benchmark pages are named."""
-    from deployinc.core.env import cpu_model
-
-    return "-".join(cpu_model().lower().split()[:2]) or "cpu"
 
 
 def weights_only(fp32: Any) -> Any:
@@ -90,12 +84,13 @@ def measure_model(name: str, work: Path, args: argparse.Namespace) -> dict[str, 
 
 
 def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: str, seconds: float) -> str:
-    from deployinc.core.env import cpu_flags, cpu_model
+    from deployinc.core.env import machine
     from deployinc.precision.recipe import cpu_int8_path
 
-    flags = ", ".join(sorted(f for f in cpu_flags() if "vnni" in f or "amx" in f or "bf16" in f)) or "none"
-    out = [f"# Where int8's error comes from, on {machine_name()}", "",
-           f"Made by `python scripts/int8_sensitivity.py --models {args.models}` on {started} ({seconds:.0f} s). CPU: {cpu_model()}; "
+    m = machine(gpu=False)
+    flags = ", ".join(m.speed_flags) or "none"
+    out = [f"# Where int8's error comes from, on {m.slug(cpus=False)}", "",
+           f"Made by `python scripts/int8_sensitivity.py --models {args.models}` on {started} ({seconds:.0f} s). CPU: {m.cpu_model}; "
            f"int8/bf16 flags: {flags}; ONNX Runtime's int8 path here: {cpu_int8_path()}.", "",
            f"Each model: {'the weights in ' + args.weights if args.weights else 'seeded random weights, BatchNorm recalibrated'}; "
            f"int8 by this CPU's recipe, percentile calibration on {args.calibration} seeded natural-statistics images; judged "
@@ -133,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
     entries = [measure_model(m.strip(), work, args) for m in args.models.split(",") if m.strip()]
-    out = Path(args.out_md or ROOT / "docs" / "benchmarks" / f"int8-sensitivity-{machine_name()}.md")
+    out = Path(args.out_md or ROOT / "docs" / "benchmarks" / f"int8-sensitivity-{machine_slug(cpus=False)}.md")
     atomic_write_text(out, markdown(entries, args, started, time.perf_counter() - t0), force=True)
     B.log(f"wrote {out}")
     return 0

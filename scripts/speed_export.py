@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deployinc.core.env import machine  # noqa: E402
 from deployinc.core.table import Table  # noqa: E402
 
 
@@ -56,16 +56,12 @@ def main() -> None:
                 times.append(timed([exe, "export", "googlenet", "--exporter", exporter, "--force"], tmp))
             rows.append((f"deployinc export googlenet --exporter {exporter}", statistics.median(times), 15.0, times))
     load_after = [round(v, 2) for v in os.getloadavg()]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    m = machine(gpu=False)
     lines = [
         "# Export speed (issue 2 targets)",
         "",
-        f"Produced by `python scripts/speed_export.py --runs {args.runs}` on {cpu}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}. Each command is a fresh process (wall time from start to exit, imports "
+        f"Produced by `python scripts/speed_export.py --runs {args.runs}` on {m.cpu_model}, {m.logical_cpus} cores, "
+        f"Python {m.python}. Each command is a fresh process (wall time from start to exit, imports "
         "included); the median of the runs is judged. Load average (1, 5, 15 min) before "
         f"{load_before}, after {load_after}. Every export recalibrates googlenet's BatchNorm statistics (random "
         "weights): deployinc reads no cache of its own during an export.",

@@ -38,7 +38,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -608,10 +607,11 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    """The machine, from deployinc's environment record (core/env.py)."""
+    """The machine, from deployinc's machine record (core/env.py), under this page's JSON keys."""
+    m = env.machine(gpu=False)
     return {
-        "cpu": env.cpu_model(), "cores": os.cpu_count(), "usable_cores": env.usable_cpus(),
-        "python": platform.python_version(), "platform": platform.platform(), "versions": env.versions(),
+        "cpu": m.cpu_model, "cores": m.logical_cpus, "usable_cores": m.usable_cpus,
+        "python": m.python, "platform": m.platform, "versions": m.versions,
         "date": _now(),
     }  # fmt: skip
 

@@ -7,8 +7,8 @@ regression gate.
     >>> print(report.render())
 
 Modules: :mod:`.timing` (the method and the statistics), :mod:`.harness` (the matrix), :mod:`.subject` (the model
-and its inputs), :mod:`.report` (rows and writers), :mod:`.regression` (``--baseline``), :mod:`.environment` and
-:mod:`.env_gpu` (the environment record).
+and its inputs), :mod:`.report` (rows and writers), :mod:`.regression` (``--baseline``), :mod:`.environment`
+(the environment record, extending :mod:`deployinc.core.env`).
 """
 
 from __future__ import annotations
