@@ -57,6 +57,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from deployinc.core.table import Table  # noqa: E402
+
 FORMAT = "deployinc-bench-int8/2"
 DEFAULT_MD = ROOT / "docs" / "benchmarks" / "int8-cpu.md"
 
@@ -509,9 +511,7 @@ def markdown(data: dict[str, Any]) -> str:
     L.append(f"- Latency: deployinc.bench, batch 1, ort-cpu; {a['rounds']} round(s), each benching every file of a model in turn, "
              f"{a['iters']} timed runs per file per round after {a['warmup']} warm-up run(s); p50/p90 pool every round's samples, "
              "speed-ups are medians of per-round p50 ratios")
-    L += ["", "## Gates", "", "| gate | measured | result |", "|---|---|---|"]
-    for x in data["gates"]:
-        L.append(f"| {x['gate']} | {x['value']} | {_verdict(x)} |")
+    L += ["", "## Gates", "", *Table(["gate", "measured", "result"], [[str(x["gate"]), str(x["value"]), _verdict(x)] for x in data["gates"]]).markdown_lines()]
     if res:
         L += resnet_section(res)
     L += inception_section(inc, a)
@@ -519,10 +519,11 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
-def _lat_cells(lat: dict[str, Any], digits: int) -> str:
+def _lat_cells(lat: dict[str, Any], digits: int) -> list[str]:
+    """The p50 and p90 cells (the problem and an empty cell when not measured)."""
     if not lat or "p50_ms" not in lat:
-        return f"{lat.get('problem', 'not measured') if lat else 'not measured'} | |"
-    return f"{lat['p50_ms']:.{digits}f} | {lat['p90_ms']:.{digits}f}"
+        return [str(lat.get("problem", "not measured") if lat else "not measured"), ""]
+    return [f"{lat['p50_ms']:.{digits}f}", f"{lat['p90_ms']:.{digits}f}"]
 
 
 def unsteady_lines(section: dict[str, Any]) -> list[str]:
@@ -545,21 +546,22 @@ def resnet_section(res: dict[str, Any]) -> list[str]:
     fv = f32.get("verify", {})
     if "min_cosine" in fv:
         L.append(f"fp32 ONNX Runtime vs eager torch: {fv['verdict']} [{fv['preset']}], min cosine {fv['min_cosine']:.6f}, max |diff| {fv['max_abs']:.3g}.")
-    L += ["", "| model | fp32 nodes kept | verify verdict | min cosine | top-1 agreement | top-5 | batch-1 p50 (ms) | p90 (ms) | speed-up vs fp32 ORT | vs eager torch |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+    head = ["model", "fp32 nodes kept", "verify verdict", "min cosine", "top-1 agreement", "top-5", "batch-1 p50 (ms)", "p90 (ms)", "speed-up vs fp32 ORT", "vs eager torch"]
+    rows: list[list[str]] = []
     tl = (res.get("torch") or {}).get("latency")
     if tl:
-        L.append(f"| {TORCH} | all | (reference) | | | | {_lat_cells(tl, 1)} | {_f(res['torch'].get('speedup_vs_fp32'), '.2f', 'x')} | 1.00x |")
-    L.append(f"| {FP32} | all | {fv.get('verdict', '')} | {_f(fv.get('min_cosine'), '.6f')} | {_pct(fv.get('top1_agreement'))} | {_pct(fv.get('top5'))} | "
-             f"{_lat_cells(f32.get('latency', {}), 1)} | 1.00x | {_f(f32.get('speedup_vs_torch'), '.2f', 'x')} |")
+        rows.append([TORCH, "all", "(reference)", "", "", "", *_lat_cells(tl, 1), _f(res["torch"].get("speedup_vs_fp32"), ".2f", "x"), "1.00x"])
+    rows.append([FP32, "all", fv.get("verdict", ""), _f(fv.get("min_cosine"), ".6f"), _pct(fv.get("top1_agreement")), _pct(fv.get("top5")),
+                 *_lat_cells(f32.get("latency", {}), 1), "1.00x", _f(f32.get("speedup_vs_torch"), ".2f", "x")])  # fmt: skip
     for label, v in res["variants"].items():
         if "error" in v:
-            L.append(f"| {label} | | error: {v['error']} | | | | | | | |")
+            rows.append([label, "", f"error: {v['error']}", *[""] * 7])
             continue
         s = v.get("verify", {})
-        L.append(f"| {label} | {v['quantize']['fp32_nodes_kept']} | {s.get('verdict', '')} | {_f(s.get('min_cosine'), '.4f')} | "
-                 f"{_pct(s.get('top1_agreement'))} ({_pct(s.get('top1_tie_aware'))}) | {_pct(s.get('top5'))} | {_lat_cells(v.get('latency', {}), 1)} | "
-                 f"{_f(v.get('speedup_vs_fp32'), '.2f', 'x')} | {_f(v.get('speedup_vs_torch'), '.2f', 'x')} |")
+        rows.append([label, str(v["quantize"]["fp32_nodes_kept"]), s.get("verdict", ""), _f(s.get("min_cosine"), ".4f"),
+                     f"{_pct(s.get('top1_agreement'))} ({_pct(s.get('top1_tie_aware'))})", _pct(s.get("top5")), *_lat_cells(v.get("latency", {}), 1),
+                     _f(v.get("speedup_vs_fp32"), ".2f", "x"), _f(v.get("speedup_vs_torch"), ".2f", "x")])  # fmt: skip
+    L += ["", *Table(head, rows).markdown_lines()]
     L += unsteady_lines(res)
     budget = next((v["verify"]["tolerance"] for v in res["variants"].values() if v.get("verify", {}).get("tolerance")), None)
     if budget:
@@ -572,9 +574,9 @@ def resnet_section(res: dict[str, Any]) -> list[str]:
         n = res["sensitivity"][0]["verify"].get("samples", "?")
         L += ["", "### Where the int8 error comes from", "",
               f"One convolution quantized at a time (activations and weights), everything else fp32; each file verified against eager torch on {n} test images:",
-              "", "| only this conv in int8 | min cosine | top-1 agreement |", "|---|---|---|"]
-        for r in res["sensitivity"]:
-            L.append(f"| `{r['conv']}` | {_f(r['verify'].get('min_cosine'), '.5f')} | {_pct(r['verify'].get('top1_agreement'))} |")
+              "", *Table(["only this conv in int8", "min cosine", "top-1 agreement"],
+                         [[f"`{r['conv']}`", _f(r["verify"].get("min_cosine"), ".5f"), _pct(r["verify"].get("top1_agreement"))]
+                          for r in res["sensitivity"]]).markdown_lines()]  # fmt: skip
         L += ["", "A random-weight ResNet amplifies a perturbation at its input side through every later block, so the error of the first layers "
               "dominates; keeping the stem and the first stage in fp32 removes most of it, at the cost in speed the table shows. Trained networks "
               "are far less sensitive (see inception_cifar below)."]
@@ -594,22 +596,22 @@ def inception_section(inc: dict[str, Any], a: dict[str, Any]) -> list[str]:
     acc = fv.get("accuracy") or {}
     L.append(f"Eager torch fp32 held-out accuracy: {_pct(acc.get('reference_top1'))}; fp32 ONNX Runtime: {fv.get('verdict', '')}, top-1 agreement with torch "
              f"{_pct(fv.get('top1_agreement'))}, min cosine {_f(fv.get('min_cosine'), '.6f')}.")
-    L += ["", "| model | verify verdict | top-1 agreement with torch fp32 | held-out accuracy | min cosine | batch-1 p50 (ms) | p90 (ms) | speed-up vs fp32 ORT | vs eager torch |",
-          "|---|---|---|---|---|---|---|---|---|"]
+    head = ["model", "verify verdict", "top-1 agreement with torch fp32", "held-out accuracy", "min cosine", "batch-1 p50 (ms)", "p90 (ms)", "speed-up vs fp32 ORT", "vs eager torch"]
+    rows: list[list[str]] = []
     tl = (inc.get("torch") or {}).get("latency")
     f32 = inc.get("fp32") or {}
     if tl:
-        L.append(f"| {TORCH} | (reference) | | {_pct(acc.get('reference_top1'))} | | {_lat_cells(tl, 2)} | {_f(inc['torch'].get('speedup_vs_fp32'), '.2f', 'x')} | 1.00x |")
-    L.append(f"| {FP32} | {fv.get('verdict', '')} | {_pct(fv.get('top1_agreement'))} | {_pct(acc.get('top1'))} | {_f(fv.get('min_cosine'), '.6f')} | "
-             f"{_lat_cells(f32.get('latency', {}), 2)} | 1.00x | {_f(f32.get('speedup_vs_torch'), '.2f', 'x')} |")
+        rows.append([TORCH, "(reference)", "", _pct(acc.get("reference_top1")), "", *_lat_cells(tl, 2), _f(inc["torch"].get("speedup_vs_fp32"), ".2f", "x"), "1.00x"])
+    rows.append([FP32, fv.get("verdict", ""), _pct(fv.get("top1_agreement")), _pct(acc.get("top1")), _f(fv.get("min_cosine"), ".6f"),
+                 *_lat_cells(f32.get("latency", {}), 2), "1.00x", _f(f32.get("speedup_vs_torch"), ".2f", "x")])  # fmt: skip
     for label, v in inc["variants"].items():
         if "error" in v:
-            L.append(f"| {label} | error: {v['error']} | | | | | | | |")
+            rows.append([label, f"error: {v['error']}", *[""] * 7])
             continue
         s = v.get("verify", {})
-        L.append(f"| {label} | {s.get('verdict', '')} | {_pct(s.get('top1_agreement'))} ({_pct(s.get('top1_tie_aware'))}) | {_pct((s.get('accuracy') or {}).get('top1'))} | "
-                 f"{_f(s.get('min_cosine'), '.4f')} | {_lat_cells(v.get('latency', {}), 2)} | {_f(v.get('speedup_vs_fp32'), '.2f', 'x')} | {_f(v.get('speedup_vs_torch'), '.2f', 'x')} |")
-    return L + unsteady_lines(inc)
+        rows.append([label, s.get("verdict", ""), f"{_pct(s.get('top1_agreement'))} ({_pct(s.get('top1_tie_aware'))})", _pct((s.get("accuracy") or {}).get("top1")),
+                     _f(s.get("min_cosine"), ".4f"), *_lat_cells(v.get("latency", {}), 2), _f(v.get("speedup_vs_fp32"), ".2f", "x"), _f(v.get("speedup_vs_torch"), ".2f", "x")])  # fmt: skip
+    return L + ["", *Table(head, rows).markdown_lines()] + unsteady_lines(inc)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -30,22 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deployinc.core.env import machine_slug  # noqa: E402
 from deployinc.core.table import Table  # noqa: E402
 from deployinc.errors import DeployincError  # noqa: E402
 
 TARGETS = {"googlenet": 3.0, "mobilenet_v2": 3.0, "resnet50": 1.5, "inception_v3": 1.5}
-
-
-def machine_name() -> str:
-    """``<gpu or cpu>-<n>cpu-<cpu model>``, lower-case, file-name safe (e.g. ``cpu-2cpu-amd-epyc``)."""
-    from deployinc.bench.env_gpu import cpu_details, jetson, nvidia_gpus
-
-    cpu = cpu_details()
-    j = jetson()
-    gpus = nvidia_gpus() or []
-    head = (j or {}).get("model") or (gpus[0].get("name") if gpus else "cpu")
-    name = f"{head}-{cpu.get('usable_cpus')}cpu-{cpu.get('model', '')}"
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:80]
 
 
 def zoo_models(selected: str | None) -> list[str]:
@@ -165,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="default: the CPUs this process may use")
     ap.add_argument("--cuda-graph", action="store_true")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--machine", default=None, help="report name (default: derived from the GPU/CPU)")
+    ap.add_argument("--machine", default=None, help="report name (default: the GPU, CPU family and usable CPUs, e.g. cpu-amd-epyc-2cpu)")
     ap.add_argument("--out-dir", default=str(ROOT / "docs" / "benchmarks"))
     ap.add_argument("--workdir", default=None, help="where exported ONNX files go (default: a temporary folder)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing report")
@@ -191,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         batches = parse_int_list(args.batch, "--batch")
         precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
         models = zoo_models(None if args.models == "all" else args.models)
-        machine = args.machine or machine_name()
+        machine = args.machine or machine_slug(accelerator=True)
         out_dir = Path(args.out_dir)
         md_path, json_path = out_dir / f"{machine}.md", out_dir / f"{machine}.json"
         for p in (md_path, json_path):

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import shlex
 import sys
 import time
@@ -26,23 +24,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ["googlenet", "resnet50", "mobilenet_v2", "inception_v3"]
-
-
-def machine_name() -> str:
-    """``intel-xeon-2cpu``: the CPU model (from /proc/cpuinfo) and the usable CPUs, as a file-name part."""
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1]
-                break
-    except OSError:
-        pass
-    import os
-
-    words = re.sub(r"\(R\)|\(TM\)|CPU|Processor|@.*", " ", model).lower().split()[:2]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return "-".join(words + [f"{cpus}cpu"])
 
 
 def _parse_trained(spec: str) -> dict[str, Any]:
@@ -70,22 +51,28 @@ def _fmt(v: Any, f: str) -> str:
     return "-" if v is None else format(v, f)
 
 
-def _row(entry: dict[str, Any]) -> str:
+#: The summary table's columns (one row per model: :func:`_row`).
+SUMMARY_HEAD = ["model", "chosen", "latency", "x eager torch", "x ORT fp32", "top-1 agreement (raw)", "top-1 accuracy", "deploy s"]
+#: The trained-model table's columns (one row per model: :func:`evidence_row`).
+EVIDENCE_HEAD = ["model", "shipped", "rule that accepted it", "fp32 top-1", "shipped top-1", "top-1 agreement", "x ORT CPU fp32", "int8 recipe",
+                 "layers kept in float", "CPU"]  # fmt: skip
+
+
+def _row(entry: dict[str, Any]) -> list[str]:
+    """One model's cells of the summary table."""
     res = entry.get("result")
     if res is None:
-        return f"| {entry['label']} | - | {entry.get('error', 'failed')} | - | - | - | - | {entry['seconds']:.0f} |"
+        return [entry["label"], "-", str(entry.get("error", "failed")), "-", "-", "-", "-", f"{entry['seconds']:.0f}"]
     c = res.chosen
     if c is None:
-        return f"| {entry['label']} | none passed | {res.why} | - | - | - | - | {entry['seconds']:.0f} |"
+        return [entry["label"], "none passed", str(res.why), "-", "-", "-", "-", f"{entry['seconds']:.0f}"]
     t = (c.get("timing") or {}).get("1") or {}
     sp = (c.get("speedup") or {}).get("1") or {}
     m = c.get("metrics") or {}
     agree = _fmt(m.get("top1_agreement"), ".4f")
     acc = _fmt(m.get("top1_accuracy"), ".4f")
-    return (
-        f"| {entry['label']} | {c['id']} | p50 {_fmt(t.get('p50_ms'), '.2f')} ms | {_fmt(sp.get('vs_torch'), '.2f')}x | "
-        f"{_fmt(sp.get('vs_ort_fp32'), '.2f')}x | {agree} | {acc} | {entry['seconds']:.0f} |"
-    )
+    return [entry["label"], c["id"], f"p50 {_fmt(t.get('p50_ms'), '.2f')} ms", f"{_fmt(sp.get('vs_torch'), '.2f')}x",
+            f"{_fmt(sp.get('vs_ort_fp32'), '.2f')}x", agree, acc, f"{entry['seconds']:.0f}"]  # fmt: skip
 
 
 def run(entries: list[dict[str, Any]], work: Path, iters: int, log: Any, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -164,22 +151,22 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def evidence_row(label: str, ev: dict[str, Any]) -> str:
-    """One row of the trained-model table."""
+def evidence_row(label: str, ev: dict[str, Any]) -> list[str]:
+    """One row's cells of the trained-model table."""
     c = ev.get("chosen")
     if c is None:
-        return f"| {label} | none passed | - | {_pct(ev.get('fp32_top1_accuracy'))} | - | - | - | - | - | {ev['cpu']} |"
+        return [label, "none passed", "-", _pct(ev.get("fp32_top1_accuracy")), "-", "-", "-", "-", "-", ev["cpu"]]
     layers = ", ".join(f"`{x['module']}` ({x['node']})" for x in c["float_layers"]) or ("none" if c["precision"] == "int8" else "-")
-    return (
-        f"| {label} | {c['id']} | {c.get('rule') or '-'} | {_pct(ev.get('fp32_top1_accuracy'))} | {_pct(c.get('top1_accuracy'))} | "
-        f"{_fmt(c.get('top1_agreement'), '.4f')} | {_fmt(c.get('vs_ort_fp32'), '.2f')}x (p50 {_fmt(c.get('p50_ms'), '.2f')} vs "
-        f"{_fmt(ev.get('fp32_ort_p50_ms'), '.2f')} ms) | {c.get('recipe') or '-'} | {layers} | {ev['cpu']} |"
-    )
+    return [label, c["id"], c.get("rule") or "-", _pct(ev.get("fp32_top1_accuracy")), _pct(c.get("top1_accuracy")), _fmt(c.get("top1_agreement"), ".4f"),
+            f"{_fmt(c.get('vs_ort_fp32'), '.2f')}x (p50 {_fmt(c.get('p50_ms'), '.2f')} vs {_fmt(ev.get('fp32_ort_p50_ms'), '.2f')} ms)",
+            c.get("recipe") or "-", layers, ev["cpu"]]  # fmt: skip
 
 
 def evidence_lines(records: list[dict[str, Any]]) -> list[str]:
     """The trained-model table (models deployed with --accuracy-data) and, per model, what each lower-precision
     candidate got; empty when no record has held-out images."""
+    from deployinc.core.table import Table
+
     rows = [(r, evidence(r["result"])) for r in records if r.get("result") is not None and r.get("accuracy_data")]
     if not rows:
         return []
@@ -190,9 +177,7 @@ def evidence_lines(records: list[dict[str, Any]]) -> list[str]:
         "the same images; agreement: the share whose arg-max equals eager fp32's; speedup: ORT CPU fp32's p50 over the",
         "chosen candidate's, batch 1, same run.",
         "",
-        "| model | shipped | rule that accepted it | fp32 top-1 | shipped top-1 | top-1 agreement | x ORT CPU fp32 | int8 recipe | layers kept in float | CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *[evidence_row(r["label"], ev) for r, ev in rows],
+        *Table(EVIDENCE_HEAD, [evidence_row(r["label"], ev) for r, ev in rows]).markdown_lines(),
         "",
     ]  # fmt: skip
     for r, ev in rows:
@@ -204,14 +189,17 @@ def evidence_lines(records: list[dict[str, Any]]) -> list[str]:
 
 
 def render(records: list[dict[str, Any]], machine: str, started: str, wall: float, command: str = "python scripts/deploy_zoo.py", threads: int | None = None) -> str:
-    from deployinc.core.env import cpu_model, speed_flags
+    from deployinc.core.env import machine
+    from deployinc.core.table import Table
     from deployinc.deploy.report import markdown_table, provenance_lines
+
+    m = machine(gpu=False)
 
     lines = [
         f"# deploy on {machine}",
         "",
         f"`{command}`, one run started {started}, {wall / 60:.1f} min, {'intra-op threads ' + str(threads) if threads else 'default threads'}. "
-        f"CPU: {cpu_model() or 'unknown'}; int8/bf16 features: {', '.join(speed_flags()) or 'none'}.",
+        f"CPU: {m.cpu_model or 'unknown'}; int8/bf16 features: {', '.join(m.speed_flags) or 'none'}.",
         "Every number below comes from that run: each model's candidates and its eager-torch baseline were timed in",
         "the same process, one after the other (batch 1, p50 of the timed iterations). Random-weight models carry",
         "seeded weights with recalibrated BatchNorm statistics; their int8 verdicts say how quantization treats those",
@@ -219,9 +207,7 @@ def render(records: list[dict[str, Any]], machine: str, started: str, wall: floa
         "precision is low while the tie-aware check of its preset passes. The trained rows name their checkpoint and",
         "held-out images: there top-1 agreement and accuracy mean what they say.",
         "",
-        "| model | chosen | latency | x eager torch | x ORT fp32 | top-1 agreement (raw) | top-1 accuracy | deploy s |",
-        "|---|---|---|---|---|---|---|---|",
-        *[_row(r) for r in records],
+        *Table(SUMMARY_HEAD, [_row(r) for r in records]).markdown_lines(),
         "",
         *evidence_lines(records),
     ]  # fmt: skip
@@ -255,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     entries = [{"model": m} for m in args.models.split(",") if m.strip()] + [_parse_trained(s) for s in args.trained]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    machine = machine_name()
+    from deployinc.core.env import machine_slug
+
+    machine = machine_slug()
     out = Path(args.out) if args.out else ROOT / "docs" / "benchmarks" / f"deploy-{machine}.md"
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.perf_counter()

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from deployinc.core.env import machine_slug  # noqa: E402
+from deployinc.core.table import Table  # noqa: E402
 import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (verify_file, bench_files, round_ratio)
 
 RECIPES = ("u8s8", "u8s8-reduce-range", "s8s8")
@@ -82,16 +84,17 @@ def markdown(data: dict[str, Any]) -> str:
         "speed-up = median over rounds of fp32 p50 / recipe p50 (same run). Random weights with BatchNorm recalibrated "
         "(logits are nearly flat, so raw top-1 agreement is low for every recipe; the verdict's top-1 is tie-aware).",
         "",
-        "| model | recipe | verdict | min cosine | top-1 agr. (raw) | top-1 (tie-aware) | p50 ms | x fp32 ORT |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows: list[list[str]] = []
     for m in data["models"]:
         fp = m["latency"].get("fp32", {})
-        lines.append(f"| {m['model']} | fp32 | - | - | - | - | {B._f(fp.get('p50_ms'), '.2f')} | 1.00 |")
+        rows.append([m["model"], "fp32", "-", "-", "-", "-", B._f(fp.get("p50_ms"), ".2f"), "1.00"])
         for r, e in m["recipes"].items():
             v = e["verify"]
-            lines.append(f"| {m['model']} | {r} | {v['verdict'].upper()} | {B._f(v.get('min_cosine'), '.4f')} | {B._f(v.get('top1_agreement'), '.3f')} | "
-                         f"{B._f(v.get('top1_tie_aware'), '.3f')} | {B._f(m['latency'].get(r, {}).get('p50_ms'), '.2f')} | {B._f(e.get('speedup_vs_fp32'), '.2f')} |")  # fmt: skip
+            rows.append([m["model"], r, v["verdict"].upper(), B._f(v.get("min_cosine"), ".4f"), B._f(v.get("top1_agreement"), ".3f"),
+                         B._f(v.get("top1_tie_aware"), ".3f"), B._f(m["latency"].get(r, {}).get("p50_ms"), ".2f"), B._f(e.get("speedup_vs_fp32"), ".2f")])  # fmt: skip
+    head = ["model", "recipe", "verdict", "min cosine", "top-1 agr. (raw)", "top-1 (tie-aware)", "p50 ms", "x fp32 ORT"]
+    lines += Table(head, rows).markdown_lines()
     flagged = [f"{m['model']} {k}: {'; '.join(v['unsteady'])}" for m in data["models"] for k, v in m["latency"].items() if v.get("unsteady")]
     if flagged:
         lines += ["", "Timings bench flagged unsteady (compare within a round, not across runs):", *[f"- {x}" for x in flagged]]
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                             "cpu_path": cpu_int8_path(), "chosen": recipe_for("cpu").name, "samples": args.samples, "rounds": args.rounds,
                             "models": [measure_model(m, work, args) for m in args.models.split(",") if m]}  # fmt: skip
     data["seconds"] = time.perf_counter() - t0
-    machine = "-".join(str((data["models"][0]["environment"].get("cpu") or {}).get("model", "cpu")).lower().split()[:2]) if data["models"] else "cpu"
+    machine = machine_slug(cpus=False)
     out = Path(args.out_md or ROOT / "docs" / "benchmarks" / f"int8-recipes-{machine}.md")
     from deployinc.io import atomic_write_text
 

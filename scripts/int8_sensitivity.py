@@ -30,14 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from deployinc.core.env import machine_slug  # noqa: E402
+from deployinc.core.table import Table  # noqa: E402
 import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (log, machine name)
-
-
-def machine_name() -> str:
-    """``amd-epyc``, ``intel-xeon``: the first two words of the CPU model, as the other benchmark pages are named."""
-    from deployinc.core.env import cpu_model
-
-    return "-".join(cpu_model().lower().split()[:2]) or "cpu"
 
 
 def weights_only(fp32: Any) -> Any:
@@ -62,7 +57,7 @@ def measure_model(name: str, work: Path, args: argparse.Namespace) -> dict[str, 
     from deployinc.export import export_pipeline
     from deployinc.io import load_onnx
     from deployinc.precision import fallback as F
-    from deployinc.precision._common import input_spec
+    from deployinc.subject.inputs import input_spec
     from deployinc.precision.int8 import quantize_int8
 
     path = work / f"{name}.onnx"
@@ -89,12 +84,13 @@ def measure_model(name: str, work: Path, args: argparse.Namespace) -> dict[str, 
 
 
 def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: str, seconds: float) -> str:
-    from deployinc.core.env import cpu_flags, cpu_model
+    from deployinc.core.env import machine
     from deployinc.precision.recipe import cpu_int8_path
 
-    flags = ", ".join(sorted(f for f in cpu_flags() if "vnni" in f or "amx" in f or "bf16" in f)) or "none"
-    out = [f"# Where int8's error comes from, on {machine_name()}", "",
-           f"Made by `python scripts/int8_sensitivity.py --models {args.models}` on {started} ({seconds:.0f} s). CPU: {cpu_model()}; "
+    m = machine(gpu=False)
+    flags = ", ".join(m.speed_flags) or "none"
+    out = [f"# Where int8's error comes from, on {m.slug(cpus=False)}", "",
+           f"Made by `python scripts/int8_sensitivity.py --models {args.models}` on {started} ({seconds:.0f} s). CPU: {m.cpu_model}; "
            f"int8/bf16 flags: {flags}; ONNX Runtime's int8 path here: {cpu_int8_path()}.", "",
            f"Each model: {'the weights in ' + args.weights if args.weights else 'seeded random weights, BatchNorm recalibrated'}; "
            f"int8 by this CPU's recipe, percentile calibration on {args.calibration} seeded natural-statistics images; judged "
@@ -108,10 +104,9 @@ def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: s
                 f"- only the weights in int8 (per channel), activations float: {e['weights_only_line']}",
                 f"- each of the {len(e['layers'])} layers alone in float: min cosine from {min(cos):.4f} to {max(cos):.4f}"
                 + (f" (best: `{best['module']}`, {100 * best['share']:.2f}% of the multiply-adds)" if best else "")
-                + f"; {sum(bool(x['passed']) for x in e['layers'])} of them alone pass", "",
-                "| layer (torch module) | ONNX node | min cosine, this layer alone in float | share of multiply-adds |",
-                "|---|---|---|---|"]  # fmt: skip
-        out += [f"| {x['module']} | {x['node']} | {x['cosine']:.4f} | {100 * x['share']:.2f}% |" for x in e["layers"]]
+                + f"; {sum(bool(x['passed']) for x in e['layers'])} of them alone pass", ""]  # fmt: skip
+        out += Table(["layer (torch module)", "ONNX node", "min cosine, this layer alone in float", "share of multiply-adds"],
+                     [[x["module"], x["node"], f"{x['cosine']:.4f}", f"{100 * x['share']:.2f}%"] for x in e["layers"]]).markdown_lines()  # fmt: skip
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -133,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
     entries = [measure_model(m.strip(), work, args) for m in args.models.split(",") if m.strip()]
-    out = Path(args.out_md or ROOT / "docs" / "benchmarks" / f"int8-sensitivity-{machine_name()}.md")
+    out = Path(args.out_md or ROOT / "docs" / "benchmarks" / f"int8-sensitivity-{machine_slug(cpus=False)}.md")
     atomic_write_text(out, markdown(entries, args, started, time.perf_counter() - t0), force=True)
     B.log(f"wrote {out}")
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -24,11 +23,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deployinc.core.env import machine  # noqa: E402
+from deployinc.core.table import Table  # noqa: E402
+
 
 def timed(cmd: list[str], cwd: str) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def table(rows: list[tuple[str, float, float, list[float]]]) -> Table:
+    """The page's table: each command, its median and every run, its target and whether the median met it."""
+    cells = [[f"`{cmd}`", f"{t:.2f}", ", ".join(f"{v:.2f}" for v in runs), f"{target:g}", "yes" if t <= target else "NO"] for cmd, t, target, runs in rows]
+    return Table.aligned(["command", "median s", "every run s", "target s", "met"], cells, "lrlrc")
 
 
 def main() -> None:
@@ -48,26 +56,19 @@ def main() -> None:
                 times.append(timed([exe, "export", "googlenet", "--exporter", exporter, "--force"], tmp))
             rows.append((f"deployinc export googlenet --exporter {exporter}", statistics.median(times), 15.0, times))
     load_after = [round(v, 2) for v in os.getloadavg()]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    m = machine(gpu=False)
     lines = [
         "# Export speed (issue 2 targets)",
         "",
-        f"Produced by `python scripts/speed_export.py --runs {args.runs}` on {cpu}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}. Each command is a fresh process (wall time from start to exit, imports "
+        f"Produced by `python scripts/speed_export.py --runs {args.runs}` on {m.cpu_model}, {m.logical_cpus} cores, "
+        f"Python {m.python}. Each command is a fresh process (wall time from start to exit, imports "
         "included); the median of the runs is judged. Load average (1, 5, 15 min) before "
         f"{load_before}, after {load_after}. Every export recalibrates googlenet's BatchNorm statistics (random "
         "weights): deployinc reads no cache of its own during an export.",
         "",
-        "| command | median s | every run s | target s | met |",
-        "|---|---:|---|---:|:---:|",
+        *table(rows).markdown_lines(),
     ]
-    for cmd, t, target, runs in rows:
-        every = ", ".join(f"{v:.2f}" for v in runs)
-        lines.append(f"| `{cmd}` | {t:.2f} | {every} | {target:g} | {'yes' if t <= target else 'NO'} |")
+    for cmd, t, target, _runs in rows:
         print(f"{cmd}: {t:.2f} s (target {target:g} s) {'ok' if t <= target else 'MISSED'}")
     from deployinc.io import atomic_write_text
 

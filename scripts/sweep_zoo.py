@@ -38,7 +38,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deployinc.core import env
+from deployinc.core import progress as core_progress
 from deployinc.core.table import Table
 from deployinc.io.atomic import atomic_write_text
 
@@ -608,10 +608,11 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    """The machine, from deployinc's environment record (core/env.py)."""
+    """The machine, from deployinc's machine record (core/env.py), under this page's JSON keys."""
+    m = env.machine(gpu=False)
     return {
-        "cpu": env.cpu_model(), "cores": os.cpu_count(), "usable_cores": env.usable_cpus(),
-        "python": platform.python_version(), "platform": platform.platform(), "versions": env.versions(),
+        "cpu": m.cpu_model, "cores": m.logical_cpus, "usable_cores": m.usable_cpus,
+        "python": m.python, "platform": m.platform, "versions": m.versions,
         "date": _now(),
     }  # fmt: skip
 
@@ -732,32 +733,23 @@ def plant_text(p: dict[str, Any]) -> str:
 
 
 class Progress:
-    """A rich progress bar on a terminal, plain lines otherwise (both on stderr)."""
+    """The sweep's progress through deployinc's one progress (core/progress.py): a line per model; on a terminal with
+    rich, a bar with the model count and the running model's stage below the lines (all on stderr)."""
 
     def __init__(self, total: int, done: int) -> None:
-        self.total, self.t0, self.bar = total, time.perf_counter(), None
-        self.label = ""
-        if sys.stderr.isatty():
-            with contextlib.suppress(ImportError):
-                from rich import progress as rp
-
-                cols = (rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                        rp.TimeElapsedColumn())
-                # auto_refresh off: no refresh thread while children are forked; run_step ticks it.
-                self.bar = rp.Progress(*cols, console=rp.Console(stderr=True, highlight=False), auto_refresh=False)
-                self.task = self.bar.add_task("", total=total, completed=done)
-                self.bar.start()
+        self.total, self.label, self.m0 = total, "", time.perf_counter()
+        # auto_refresh off: no refresh thread while children are forked; tick() refreshes it.
+        self.lines = core_progress.Progress.for_stream(lambda msg: print(msg, file=sys.stderr, flush=True), auto_refresh=False)
+        self.lines.count("", total, done)
 
     def start(self, i: int, spec: str) -> None:
         self.label, self.m0 = f"model {i}/{self.total} {spec}", time.perf_counter()
-        if self.bar is None:
-            print(f"[{i}/{self.total}] {spec} ...", file=sys.stderr, flush=True)
+        if not self.lines.live:
+            self.lines.say(f"[{i}/{self.total}] {spec} ...")
         self.tick("export")
 
     def tick(self, stage: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=f"{self.label}: {stage} {time.perf_counter() - self.m0:.0f} s")
-            self.bar.refresh()
+        self.lines.update(description=f"{self.label}: {stage} {time.perf_counter() - self.m0:.0f} s")
 
     def done(self, row: dict[str, Any]) -> None:
         p = row.get("plant") or {}
@@ -765,17 +757,11 @@ class Progress:
                 f"{_fmt(row.get('export_s'), '.1f') or '-'} s, verify {_fmt(row.get('verify_s'), '.1f') or '-'} s"
                 + (f", {plant_text(p)}" if p else "") + ")"
                 + (f": {row['error']}" if row.get("error") else "")
-                + f"; sweep {(time.perf_counter() - self.t0) / 60:.1f} min")
-        if self.bar is not None:
-            self.bar.console.print(line)
-            self.bar.advance(self.task)
-            self.bar.refresh()
-        else:
-            print(line, file=sys.stderr, flush=True)
+                + f"; sweep {self.lines.elapsed() / 60:.1f} min")
+        self.lines.advance(line)
 
     def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.lines.close()
 
 
 # main -------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,16 +24,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_ACCURACY = 0.90
 TARGET_SECONDS = 300.0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _loadavg() -> str:
@@ -56,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import deployinc
+    from deployinc.core.env import machine
+    from deployinc.core.table import Table
     from deployinc.io import atomic_write_text, check_output_path, load_checkpoint
 
     check_output_path(args.out, force=args.force)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    m = machine(gpu=False)
     load_before = _loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "ckpt.pt"
@@ -89,22 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         f"Produced by `python scripts/train_shapes.py`; the command measured is "
         f"`deployinc train {args.arch} --data {args.data}` with its defaults.",
         "",
-        f"- machine: {platform.node()}, {_cpu_model()}, {cpus} CPUs available to the process",
-        f"- software: deployinc {deployinc.__version__}, torch {torch.__version__}, Python {platform.python_version()}",
+        f"- machine: {m.host}, {m.cpu_model}, {m.usable_cpus} CPUs available to the process",
+        f"- software: deployinc {deployinc.__version__}, torch {torch.__version__}, Python {m.python}",
         f"- torch threads: {rec['threads']}; load average (1, 5, 15 min) before {load_before}, after {load_after}",
         f"- data: {rec['train_images']} training / {rec['heldout_images']} held-out images, {rec['num_classes']} classes, "
         f"{rec['image_size']}x{rec['image_size']}, seed {rec['seed']} (generated in {rec.get('data_seconds', 0):.1f} s)",
         f"- training: {rec['optimizer']} lr {rec['lr']:g} ({rec['schedule']}), batch {rec['batch_size']}, "
         f"{rec['epochs']} epochs, augmentation pad-4 random crop + horizontal flip",
         "",
-        "| epoch | train loss | train acc | held-out acc | seconds |",
-        "|---:|---:|---:|---:|---:|",
+        *Table.aligned(["epoch", "train loss", "train acc", "held-out acc", "seconds"],
+                       [[str(h["epoch"]), f"{h['train_loss']:.4f}", f"{100 * h['train_acc']:.1f}%", f"{100 * h['heldout_acc']:.2f}%", f"{h['seconds']:.1f}"]
+                        for h in history], "rrrrr").markdown_lines(),  # fmt: skip
     ]
-    for h in history:
-        lines.append(
-            f"| {h['epoch']} | {h['train_loss']:.4f} | {100 * h['train_acc']:.1f}% | {100 * h['heldout_acc']:.2f}% | "
-            f"{h['seconds']:.1f} |"
-        )
     lines += [
         "",
         f"- final held-out accuracy: **{100 * rec['accuracy']:.2f}%** after {rec['epoch']} epochs",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -28,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from deployinc.core.env import machine  # noqa: E402
+from deployinc.core.table import Table  # noqa: E402
 
 FAULT_TENSOR = "inception4c.branch2.1.conv.weight"
 FAULT_MODULE = "inception4c.branch2.1"
@@ -75,6 +77,12 @@ def plant_fault(src: Path, dst: Path) -> None:
     a += np.random.default_rng(0).standard_normal(a.shape).astype(a.dtype) * float(a.std()) * 0.5
     t.CopyFrom(numpy_helper.from_array(a, t.name))
     save_onnx(m, dst, force=True)
+
+
+def table(rows: list[tuple[str, float, float, float, str]]) -> Table:
+    """The page's table: each command, its median wall and CPU time, its target, whether it met it, and its output."""
+    cells = [[what, f"{t:.2f}", f"{cpu_s:.2f}", f"{target:.0f}", "yes" if t <= target else "no", note] for what, t, cpu_s, target, note in rows]
+    return Table.aligned(["command", "wall, median (s)", "CPU (s)", "target (s)", "met", "output"], cells, "lrrrcl")
 
 
 def main() -> None:
@@ -147,28 +155,18 @@ def main() -> None:
         print(f"verify + localisation by bisection (truncated graphs, as for TensorRT): {[round(v, 2) for v in bis]}", flush=True)
         rows.append(("same, localised by bisection over truncated graphs (TensorRT's method, here on ORT CPU)", statistics.median(bis), statistics.median(CPU_TIMES[c0:]), 60.0, runs[:160]))
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    m = machine(gpu=False)
     flags = f" --quiet-load {args.quiet_load:g}" if args.quiet_load is not None else ""
     lines = [
         "# deployinc verify: speed",
         "",
-        f"Machine: {cpu}, {os.cpu_count()} logical CPUs (shared with other work: 1-minute load average "
-        f"{min(LOADS):.2f} to {max(LOADS):.2f} when the commands started). Python {platform.python_version()}. "
+        f"Machine: {m.cpu_model}, {m.logical_cpus} logical CPUs (shared with other work: 1-minute load average "
+        f"{min(LOADS):.2f} to {max(LOADS):.2f} when the commands started). Python {m.python}. "
         f"Produced by `python scripts/verify_speed.py --runs {args.runs}{flags}`; each figure is the median of "
         "a fresh `deployinc` process, imports included: wall time, and the CPU time (user + system) it used.",
         "",
-        "| command | wall, median (s) | CPU (s) | target (s) | met | output |",
-        "|---|---:|---:|---:|:---:|---|",
+        *table(rows).markdown_lines(),
     ]
-    for what, t, cpu_s, target, note in rows:
-        lines.append(
-            f"| {what} | {t:.2f} | {cpu_s:.2f} | {target:.0f} | {'yes' if t <= target else 'no'} | {note.replace('|', '/')} |"
-        )
     text = "\n".join(lines) + "\n"
     print(text)
     from deployinc.io import atomic_write_text

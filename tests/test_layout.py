@@ -7,6 +7,7 @@ functions, each with a ``# lazy: <why>`` comment."""
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -372,3 +373,40 @@ def test_the_precision_literal_counter_counts_them(tmp_path, monkeypatch):
     (pkg / "core" / "other.py").write_text('FP16 = "fp16"\n')
     monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
     assert _precision_literals() == {"deployinc/a.py": 3, "deployinc/core/other.py": 1}
+
+
+# Markdown tables are built by deployinc/core/table.py -----------------------------------------------------------
+
+#: Hand-built Markdown rule lines (``|---|---:|``) allowed outside core/table.py, in deployinc/ and scripts/.
+MARKDOWN_RULES_MAX = 0
+_RULE_CELL = re.compile(r"\|\s*:?-{3,}:?\s*\|")
+
+
+def _markdown_rules(roots: tuple[Path, ...]) -> dict[str, int]:
+    """String constants (f-string parts included) holding a Markdown table's rule cell, per file under ``roots``,
+    ``deployinc/core/table.py`` (the one place that writes them) left out."""
+    out: dict[str, int] = {}
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if path.parts[-3:] == ("deployinc", "core", "table.py"):
+                continue
+            tree = ast.parse(path.read_text())
+            found = sum(1 for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and _RULE_CELL.search(n.value))
+            if found:
+                out[str(path.relative_to(root.parent))] = found
+    return out
+
+
+def test_markdown_tables_are_built_by_the_table_type():
+    """One table type (deployinc/core/table.py) writes every Markdown table, so alignment and escaping are the same
+    in every report and script: no hand-built ``|---|`` rule lines elsewhere."""
+    found = _markdown_rules((ROOT, ROOT.parent / "scripts"))
+    assert sum(found.values()) <= MARKDOWN_RULES_MAX, f"hand-built Markdown rule lines: {found}"
+
+
+def test_the_markdown_rule_counter_counts_them(tmp_path):
+    (tmp_path / "deployinc" / "core").mkdir(parents=True)
+    (tmp_path / "deployinc" / "core" / "table.py").write_text('R = "|---|"\n')
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "a.py").write_text('L = ["| a | b |", "|---|---:|", f"|:---:|{1}"]\nY = "a | b"\nZ = "----"\n')
+    assert _markdown_rules((tmp_path / "deployinc", tmp_path / "scripts")) == {"scripts/a.py": 2}

@@ -7,8 +7,8 @@ regression gate.
     >>> print(report.render())
 
 Modules: :mod:`.timing` (the method and the statistics), :mod:`.harness` (the matrix), :mod:`.subject` (the model
-and its inputs), :mod:`.report` (rows and writers), :mod:`.regression` (``--baseline``), :mod:`.environment` and
-:mod:`.env_gpu` (the environment record). A model name is exported, then benchmarked, by
+and its inputs), :mod:`.report` (rows and writers), :mod:`.regression` (``--baseline``), :mod:`.environment`
+(the environment record, extending :mod:`deployinc.core.env`). A model name is exported, then benchmarked, by
 :func:`deployinc.api.benchmark_model` (bench itself does not export).
 """
 

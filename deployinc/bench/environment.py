@@ -1,35 +1,21 @@
 """The environment record every benchmark report carries.
 
-It starts from :func:`deployinc.core.env.environment` (versions, providers, CPU), and adds what
-a benchmark needs besides: the CPU details of :func:`~deployinc.bench.env_gpu.cpu_details` (usable CPUs, cgroup
-quota, governor), the GPUs as ``nvidia-smi`` reports them (clocks, driver, power limit), the CUDA/cuDNN/TensorRT
-versions, a Jetson's power mode, and the thread settings in force for torch and ONNX Runtime.
+It is :func:`deployinc.core.env.environment` (the machine: versions, CPU and its int8/bf16 features, GPU, host;
+providers and threads) extended with what a benchmark needs besides: the CPU details of
+:func:`deployinc.core.hardware.cpu_details` (cgroup quota, governor), the GPUs as ``nvidia-smi`` reports them
+(clocks, driver, power limit), the CUDA/cuDNN/TensorRT versions, a Jetson's power mode, and the thread settings in
+force for torch and ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
-import os
-import platform
-import socket
 import sys
 from typing import Any
 
+from ..core import hardware
 from ..core.env import environment
-from . import env_gpu
 from ..core.precisions import BF16, INT8
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "ORT_NUM_THREADS")
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("deployinc", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-ep-openvino", "numpy", "tensorrt"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
 
 
 def _base(threads: int | None) -> dict[str, Any]:
@@ -42,7 +28,7 @@ def _base(threads: int | None) -> dict[str, Any]:
 
 
 def thread_settings(threads: int | None) -> dict[str, Any]:
-    """Threads given to each runtime, and the environment variables that change threading."""
+    """Threads given to each runtime (the environment variables that change threading are the shared record's)."""
     out: dict[str, Any] = {
         "requested": threads,
         "ort_intra_op": threads,
@@ -59,25 +45,42 @@ def thread_settings(threads: int | None) -> dict[str, Any]:
             )
         except Exception:  # noqa: BLE001 - torch's parallel_info is informative only
             pass
-    out["env"] = {k: os.environ[k] for k in _THREAD_VARS if k in os.environ}
+    return out
+
+
+def cuda_versions() -> dict[str, Any]:
+    """CUDA and cuDNN versions torch was built with and sees, and the TensorRT version if installed.
+
+    Imports torch (a benchmark imports it anyway) but does not initialise CUDA beyond ``is_available``.
+    """
+
+    out: dict[str, Any] = {}
+    try:
+        import torch
+
+        out["torch_cuda"] = torch.version.cuda
+        out["cuda_available"] = bool(torch.cuda.is_available())
+        if out["cuda_available"]:
+            out["cudnn"] = torch.backends.cudnn.version()
+            out["gpu_torch"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - a broken torch install must not break the report
+        pass
+    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs", "onnxruntime-gpu", "onnxruntime"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
     return out
 
 
 def bench_environment(threads: int | None) -> dict[str, Any]:
     """The full record for a report (see the module docstring)."""
     env = _base(threads)
-    env["host"] = socket.gethostname()
-    env["platform"] = platform.platform()
-    env["python"] = platform.python_version()
-    env.setdefault("versions", {})
-    if isinstance(env["versions"], dict):
-        for k, v in _versions().items():
-            env["versions"].setdefault(k, v)
-    env["cpu_bench"] = env_gpu.cpu_details()
+    env["cpu_bench"] = hardware.cpu_details()
     env["threads"] = {**(env.get("threads") or {}), **thread_settings(threads)}
-    env["gpus"] = env_gpu.nvidia_gpus()
-    env["cuda"] = env_gpu.cuda_versions()
-    env["jetson"] = env_gpu.jetson()
+    env["gpus"] = hardware.nvidia_gpus()
+    env["cuda"] = cuda_versions()
+    env["jetson"] = hardware.jetson()
     return env
 
 

@@ -1,9 +1,12 @@
 """The environment a result was measured in: library versions, execution providers, thread counts, CPU and host.
 
-Every report that carries numbers (``deployinc verify --json``, benchmark reports) embeds :func:`environment`, so a
-result can be traced to the versions and threads that produced it. Nothing here raises: what cannot be read is
-left out or recorded as ``None``. Nothing here imports torch or initialises CUDA; torch's thread counts are read only
-when torch is already imported (the process that ran a torch backend has it).
+:func:`machine` is the one typed record of the machine (CPU model, usable CPUs, its int8/bf16 features, the GPU,
+host, platform, versions) with :meth:`Machine.slug`, the file-name part of every ``docs/benchmarks/<kind>-<machine>``
+page. Every report that carries numbers (``deployinc verify --json``, benchmark reports) embeds :func:`environment`
+(the machine as JSON, plus providers and threads), so a result can be traced to the versions and threads that
+produced it; bench's record (:mod:`deployinc.bench.environment`) extends it. Nothing here raises: what cannot be read
+is left out or recorded as ``None``. Nothing here imports torch or initialises CUDA; torch's thread counts are read
+only when torch is already imported (the process that ran a torch backend has it).
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import platform
+import re
 import socket
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
+from . import hardware
 
 #: Distributions whose versions shape a result.
 DISTRIBUTIONS = (
@@ -168,6 +174,75 @@ def thread_counts(ort_threads: int | None = None) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Machine:
+    """The machine a result was measured on.
+
+    Attributes:
+        cpu_model: ``/proc/cpuinfo``'s model name (or what :mod:`platform` knows).
+        logical_cpus: CPUs the machine has; ``usable_cpus``: those this process may run on (affinity).
+        int8_flags, bf16_flags: The CPU's fast-int8 and native-bf16 features (:data:`INT8_FLAGS`, :data:`BF16_FLAGS`).
+        gpu: The first NVIDIA GPU's name (``nvidia-smi``) or a Jetson's board; None without one.
+        host, platform, arch, python: Host name, :func:`platform.platform`, :func:`platform.machine`, Python version.
+        versions: :func:`versions`.
+    """
+
+    cpu_model: str
+    logical_cpus: int | None
+    usable_cpus: int | None
+    int8_flags: tuple[str, ...] = ()
+    bf16_flags: tuple[str, ...] = ()
+    gpu: str | None = None
+    host: str = ""
+    platform: str = ""
+    arch: str = ""
+    python: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def speed_flags(self) -> list[str]:
+        """The int8 then the bf16 features."""
+        return [*self.int8_flags, *self.bf16_flags]
+
+    def cpu_record(self) -> dict[str, Any]:
+        """The ``cpu`` block of :func:`environment` (JSON readers rely on these keys)."""
+        return {"model": self.cpu_model, "logical_cpus": self.logical_cpus, "usable_cpus": self.usable_cpus,
+                "bf16_flags": sorted(self.bf16_flags), "int8_flags": sorted(self.int8_flags)}  # fmt: skip
+
+    def slug(self, cpus: bool = True, accelerator: bool = False) -> str:
+        """The machine as a file-name part, lower case: the CPU's maker and family (``amd-epyc``, ``intel-xeon``),
+        then the usable CPUs (``amd-epyc-2cpu``) unless ``cpus`` is false; ``accelerator`` puts the GPU's name
+        first, or ``cpu`` without one (``nvidia-h100-80gb-hbm3-amd-epyc-16cpu``, ``cpu-amd-epyc-2cpu``)."""
+        words = re.sub(r"\(R\)|\(TM\)|\bCPU\b|\bProcessor\b|@.*", " ", self.cpu_model).lower().split()[:2] or ["cpu"]
+        parts = ([self.gpu or "cpu"] if accelerator else []) + words + ([f"{self.usable_cpus or 1}cpu"] if cpus else [])
+        return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:80]
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name as ``nvidia-smi`` gives it, or a Jetson's board; None without either."""
+    board = (hardware.jetson() or {}).get("model")
+    if board:
+        return str(board)
+    gpus = hardware.nvidia_gpus() or []
+    return str(gpus[0].get("name")) if gpus and gpus[0].get("name") else None
+
+
+def machine(gpu: bool = True) -> Machine:
+    """This machine's record; ``gpu=False`` skips asking ``nvidia-smi`` (``gpu`` is then None)."""
+    flags = cpu_flags()
+    return Machine(
+        cpu_model=cpu_model(), logical_cpus=os.cpu_count(), usable_cpus=usable_cpus(),
+        int8_flags=tuple(f for f in INT8_FLAGS if f in flags), bf16_flags=tuple(f for f in BF16_FLAGS if f in flags),
+        gpu=gpu_name() if gpu else None, host=socket.gethostname(), platform=platform.platform(), arch=platform.machine(),
+        python=platform.python_version(), versions=versions(),
+    )  # fmt: skip
+
+
+def machine_slug(cpus: bool = True, accelerator: bool = False) -> str:
+    """:meth:`Machine.slug` of this machine (asks ``nvidia-smi`` only for ``accelerator``)."""
+    return machine(gpu=accelerator).slug(cpus, accelerator)
+
+
 def environment(ort_threads: int | None = None) -> dict[str, Any]:
     """The environment record: versions, providers, thread counts, CPU, host, platform and Python.
 
@@ -175,22 +250,20 @@ def environment(ort_threads: int | None = None) -> dict[str, Any]:
         ort_threads: The intra-op thread count given to ONNX Runtime sessions, to record with the rest.
 
     Returns:
-        A JSON-serialisable dict with the keys ``versions``, ``python``, ``platform``, ``machine``, ``host``,
-        ``cpu`` (model, logical and usable CPUs, native bf16 and int8 flags), ``ort_providers`` (the listed providers, the
-        ORT build, and the plugin providers: installed, registered),
-        ``gpu`` (``None`` when usable, else why not), and ``threads``.
+        A JSON-serialisable dict: :func:`machine` as the keys ``versions``, ``python``, ``platform``, ``machine``
+        (the architecture), ``host``, ``cpu`` (model, logical and usable CPUs, native bf16 and int8 flags) and ``gpu``
+        (its name, or None); ``ort_providers`` (the listed providers, the ORT build, and the plugin providers:
+        installed, registered), ``gpu_problem`` (``None`` when a CUDA device is usable, else why not), and ``threads``.
     """
-    flags = cpu_flags()
+    m = machine()
     env: dict[str, Any] = {
-        "versions": versions(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "host": socket.gethostname(),
-        "cpu": {
-            "model": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
-            "bf16_flags": sorted(flags & set(BF16_FLAGS)), "int8_flags": sorted(flags & set(INT8_FLAGS)),
-        },
+        "versions": m.versions,
+        "python": m.python,
+        "platform": m.platform,
+        "machine": m.arch,
+        "host": m.host,
+        "cpu": m.cpu_record(),
+        "gpu": m.gpu,
         "ort_providers": ort_providers(),
         "gpu_problem": gpu_problem(),
         "threads": thread_counts(ort_threads),

@@ -16,6 +16,9 @@ from ..lazy import require
 
 LEFT = "left"
 RIGHT = "right"
+CENTER = "center"
+#: Each alignment's Markdown rule cell.
+_RULE = {LEFT: "---", RIGHT: "---:", CENTER: ":---:"}
 
 
 @dataclass
@@ -25,7 +28,8 @@ class Table:
     Attributes:
         head: Column names.
         rows: Cells, one list per row, as long as ``head``.
-        align: ``left`` or ``right`` per column (default: all left).
+        align: ``left``, ``right`` or ``center`` per column (default: all left); Markdown's rule line says it too
+            (``---``, ``---:``, ``:---:``).
         title: Shown above the rich table (text and Markdown leave it to the caller).
     """
 
@@ -36,8 +40,8 @@ class Table:
 
     def __post_init__(self) -> None:
         self.align = list(self.align) or [LEFT] * len(self.head)
-        if len(self.align) != len(self.head) or any(a not in (LEFT, RIGHT) for a in self.align):
-            raise ValueError(f"align must be {LEFT!r} or {RIGHT!r} for each of the {len(self.head)} columns: {self.align}")
+        if len(self.align) != len(self.head) or any(a not in _RULE for a in self.align):
+            raise ValueError(f"align must be {LEFT!r}, {RIGHT!r} or {CENTER!r} for each of the {len(self.head)} columns: {self.align}")
         for row in self.rows:
             if len(row) != len(self.head):
                 raise ValueError(f"a row has {len(row)} cells for {len(self.head)} columns: {row}")
@@ -46,6 +50,14 @@ class Table:
     def numeric_from(cls, head: Sequence[str], rows: Sequence[Sequence[str]], first: int, title: str | None = None) -> Table:
         """Columns before ``first`` left-aligned (names), the rest right-aligned (numbers)."""
         return cls(list(head), [list(r) for r in rows], [LEFT if i < first else RIGHT for i in range(len(head))], title)
+
+    @classmethod
+    def aligned(cls, head: Sequence[str], rows: Sequence[Sequence[str]], spec: str, title: str | None = None) -> Table:
+        """Columns aligned by ``spec``, one letter per column: ``l`` left, ``r`` right, ``c`` center."""
+        codes = {"l": LEFT, "r": RIGHT, "c": CENTER}
+        if len(spec) != len(head) or any(ch not in codes for ch in spec):
+            raise ValueError(f"spec must give l, r or c for each of the {len(head)} columns: {spec!r}")
+        return cls(list(head), [list(r) for r in rows], [codes[ch] for ch in spec], title)
 
     def widths(self) -> list[int]:
         """Each column's widest cell, the header included."""
@@ -61,7 +73,7 @@ class Table:
         widths = self.widths()
 
         def line(cells: Sequence[str]) -> str:
-            text = "  ".join(c.rjust(w) if a == RIGHT else c.ljust(w) for c, w, a in zip(cells, widths, self.align))
+            text = "  ".join(_pad(c, w, a) for c, w, a in zip(cells, widths, self.align))
             return text.rstrip() if strip else text
 
         out = [line(self.head)]
@@ -74,8 +86,9 @@ class Table:
         return "\n".join(self.text_lines(rule, strip))
 
     def markdown_lines(self, escape: str = "/") -> list[str]:
-        """A Markdown table; a ``|`` inside a body cell becomes ``escape`` (it would end the cell)."""
-        out = ["| " + " | ".join(self.head) + " |", "|" + "|".join("---" for _ in self.head) + "|"]
+        """A Markdown table, its rule line giving each column's alignment (``---`` left, ``---:`` right, ``:---:``
+        center); a ``|`` inside a body cell becomes ``escape`` (it would end the cell)."""
+        out = ["| " + " | ".join(self.head) + " |", "|" + "|".join(_RULE[a] for a in self.align) + "|"]
         return out + ["| " + " | ".join(c.replace("|", escape) for c in r) + " |" for r in self.rows]
 
     def markdown(self, escape: str = "/") -> str:
@@ -96,3 +109,9 @@ class Table:
         for r in self.rows:
             out.add_row(*r)
         return out
+
+
+def _pad(cell: str, width: int, align: str) -> str:
+    if align == RIGHT:
+        return cell.rjust(width)
+    return cell.center(width) if align == CENTER else cell.ljust(width)

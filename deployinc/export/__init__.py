@@ -28,8 +28,8 @@ from ..config import ExportConfig, bundled_config_path, load_config, tomllib, va
 from ..core.floor import budget_text, measure, widen
 from ..core.images import natural_images
 from ..core.metrics import compare_outputs, one_line, preset
+from ..core.progress import Progress
 from ..errors import BadInputError, ExportError
-from ..lazy import available
 from ..metadata import Provenance, versions, write_provenance
 from ..models import loading
 from ..models.bn_cache import store_bn_stats
@@ -353,93 +353,8 @@ def opset_pinned(config: str | os.PathLike[str] | None, overrides: dict[str, Any
     return isinstance(section, dict) and "opset" in section
 
 
-class Stages:
-    """Progress of a long command: a line as each stage starts, and its elapsed seconds when it ends.
-
-    ``start(name, detail)`` ends the running stage (``<name> done in 1.2 s``) and prints ``<name> (<detail>) ...``;
-    :meth:`end` ends the last one; :meth:`abort` stops without a line (an error follows). Lines go to ``say``
-    (plain lines: piped output, tests). With ``spinner`` (a terminal, and rich installed: see :meth:`for_stream`)
-    a spinner with the elapsed time runs below the lines while a stage does.
-    """
-
-    def __init__(self, say: Any = None, spinner: bool = False, stream: Any = None):
-        self._say = say or (lambda _msg: None)
-        self._current: tuple[str, float] | None = None
-        self.durations: dict[str, float] = {}
-        self._progress: Any = None
-        self._task: Any = None
-        if spinner:
-            try:
-                import sys
-
-                from rich.console import Console
-                from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-                console = Console(file=stream if stream is not None else sys.stderr, highlight=False)
-                self._progress = Progress(
-                    SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                    transient=True, redirect_stdout=False, redirect_stderr=False,
-                )
-            except ImportError:
-                self._progress = None
-
-    @classmethod
-    def for_stream(cls, say: Any, stream: Any = None) -> Stages:
-        """Plain lines, or a spinner when ``stream`` (default stderr) is a terminal and rich is installed."""
-        import sys
-
-        stream = stream if stream is not None else sys.stderr
-        try:
-            tty = bool(stream.isatty())
-        except (AttributeError, ValueError):
-            tty = False
-        return cls(say, spinner=tty and available("rich"), stream=stream)
-
-    def say(self, msg: str) -> None:
-        """A line, printed above the spinner when there is one."""
-        if self._progress is not None:
-            self._progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
-        else:
-            self._say(msg)
-
-    def start(self, name: str, detail: str = "") -> None:
-        """End the running stage, then announce ``name``."""
-        self.end()
-        text = f"{name} ({detail})" if detail else name
-        self.say(f"{text} ...")
-        self._current = (name, time.perf_counter())
-        if self._progress is not None:
-            if not self._progress.live.is_started:
-                self._progress.start()
-            self._task = self._progress.add_task(text, total=None)
-
-    def end(self) -> None:
-        """End the running stage with its elapsed seconds (nothing when none runs)."""
-        if self._current is None:
-            return
-        name, t0 = self._current
-        self._current = None
-        dt = time.perf_counter() - t0
-        self.durations[name] = self.durations.get(name, 0.0) + dt
-        self._drop_task()
-        self.say(f"{name} done in {dt:.1f} s")
-
-    def abort(self) -> None:
-        """Stop without a line: the running stage failed and its error follows."""
-        self._current = None
-        self._drop_task()
-        self.close()
-
-    def close(self) -> None:
-        """End the running stage and stop the spinner."""
-        self.end()
-        if self._progress is not None and self._progress.live.is_started:
-            self._progress.stop()
-
-    def _drop_task(self) -> None:
-        if self._progress is not None and self._task is not None:
-            self._progress.remove_task(self._task)
-            self._task = None
+#: export's stages (load, prepare, export, simplify, check, write) print through the one progress.
+Stages = Progress
 
 
 def export_pipeline(

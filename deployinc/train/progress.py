@@ -1,10 +1,12 @@
-"""Training progress on stderr: a rich progress bar when rich is importable, plain lines otherwise."""
+"""Training progress on stderr, through the one progress (:mod:`deployinc.core.progress`): a rich bar per epoch on
+a terminal with rich installed, plain lines otherwise."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any, TextIO
 
+from ..core.progress import Progress, is_terminal
 from ..lazy import available
 
 
@@ -35,73 +37,55 @@ def epoch_line(s: dict[str, Any]) -> str:
     )
 
 
-class PlainReporter(Reporter):
-    """Plain lines: one per epoch, and a progress line every ``every`` batches."""
+class ProgressReporter(Reporter):
+    """Training events through the one progress (:class:`deployinc.core.progress.Progress`): a line per epoch; on a
+    terminal with rich, a bar per epoch with the running loss and accuracy, else a line every ``every`` batches."""
 
-    def __init__(self, stream: TextIO | None = None, every: int = 20):
+    def __init__(self, stream: TextIO | None = None, every: int = 20, live: bool = False):
         self.stream = stream if stream is not None else sys.stderr
         self.every = every
+        self.progress = Progress(lambda msg: print(msg, file=self.stream, flush=True), live=live, stream=self.stream)
         self._epoch = (0, 0, 0)
 
     def start(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        self.progress.say(text)
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self._epoch = (epoch, epochs, steps)
+        self.progress.count(f"epoch {epoch}/{epochs}", steps)
 
     def step(self, done: int, loss: float, acc: float) -> None:
         epoch, epochs, steps = self._epoch
-        if done % self.every == 0 and done < steps:
-            print(
-                f"  epoch {epoch}/{epochs} batch {done}/{steps}: loss {loss:.4f} acc {100 * acc:.1f}%",
-                file=self.stream,
-                flush=True,
-            )
+        if self.progress.live:
+            self.progress.update(done, f"loss {loss:.4f} acc {100 * acc:.1f}%")
+        elif done % self.every == 0 and done < steps:
+            self.progress.say(f"  epoch {epoch}/{epochs} batch {done}/{steps}: loss {loss:.4f} acc {100 * acc:.1f}%")
 
     def epoch_end(self, summary: dict[str, Any]) -> None:
-        print(epoch_line(summary), file=self.stream, flush=True)
-
-
-class RichReporter(Reporter):
-    """A rich progress bar per epoch with the running loss and accuracy."""
-
-    def __init__(self, stream: TextIO | None = None):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.console = Console(file=stream if stream is not None else sys.stderr, highlight=False)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.1f}%"),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self.task: Any = None
-        self.progress.start()
-
-    def start(self, text: str) -> None:
-        self.progress.console.print(text, markup=False, soft_wrap=True)
-
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss=0.0, acc=0.0)
-
-    def step(self, done: int, loss: float, acc: float) -> None:
-        self.progress.update(self.task, completed=done, loss=loss, acc=100 * acc)
-
-    def epoch_end(self, summary: dict[str, Any]) -> None:
-        self.progress.console.print(epoch_line(summary), markup=False, soft_wrap=True)
+        self.progress.say(epoch_line(summary))
 
     def close(self) -> None:
-        self.progress.stop()
+        self.progress.close()
+
+
+class PlainReporter(ProgressReporter):
+    """Plain lines: one per epoch, and a progress line every ``every`` batches."""
+
+    def __init__(self, stream: TextIO | None = None, every: int = 20):
+        super().__init__(stream, every, live=False)
+
+
+class RichReporter(ProgressReporter):
+    """A rich progress bar per epoch with the running loss and accuracy (needs rich)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        super().__init__(stream, live=True)
 
 
 def make_reporter(stream: TextIO | None = None) -> Reporter:
-    """A :class:`RichReporter` when rich is importable, else a :class:`PlainReporter`."""
-    if available("rich"):
+    """A :class:`RichReporter` when ``stream`` (default stderr) is a terminal and rich is importable, else a
+    :class:`PlainReporter`."""
+    stream = stream if stream is not None else sys.stderr
+    if is_terminal(stream) and available("rich"):
         return RichReporter(stream)
     return PlainReporter(stream)

@@ -1,4 +1,4 @@
-"""The environment record: GPU fields parsed from nvidia-smi, a Jetson's power mode, thread settings.
+"""bench's environment record: the GPU fields nvidia-smi gives in its lines, thread settings, the CPU line.
 
 nvidia-smi and nvpmodel are faked on PATH, so these run anywhere.
 """
@@ -10,8 +10,8 @@ import stat
 
 import pytest
 
-from deployinc.bench import env_gpu
 from deployinc.bench.environment import bench_environment, environment_lines
+from deployinc.core import hardware
 
 
 def _fake_tool(tmp_path, name: str, body: str) -> None:
@@ -23,7 +23,7 @@ def _fake_tool(tmp_path, name: str, body: str) -> None:
 def test_nvidia_smi_fields(tmp_path, monkeypatch):
     _fake_tool(tmp_path, "nvidia-smi", 'echo "NVIDIA H100 80GB HBM3, 570.86.15, 81559, 1980, 2619, 1980, 2619, [N/A], 700.00, Enabled, P0, 9.0"\n')
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    gpus = env_gpu.nvidia_gpus()
+    gpus = hardware.nvidia_gpus()
     assert gpus == [
         {
             "name": "NVIDIA H100 80GB HBM3", "driver_version": "570.86.15", "memory.total": "81559", "clocks.sm": "1980",
@@ -34,27 +34,6 @@ def test_nvidia_smi_fields(tmp_path, monkeypatch):
     env = bench_environment(2)
     text = "\n".join(environment_lines(env))
     assert "NVIDIA H100 80GB HBM3" in text and "driver 570.86.15" in text and "SM clock 1980/1980 MHz" in text
-
-
-def test_no_nvidia_smi_is_none(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert env_gpu.nvidia_gpus() is None
-
-
-def test_jetson_power_mode(tmp_path, monkeypatch):
-    _fake_tool(tmp_path, "nvpmodel", 'echo "NV Power Mode: MAXN"\necho 0\n')
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    files = {"/etc/nv_tegra_release": "# R36 (release), REVISION: 4.0", "/proc/device-tree/model": "NVIDIA Jetson AGX Orin Developer Kit\x00"}
-    monkeypatch.setattr(env_gpu, "_read", lambda p: files.get(str(p)))
-    j = env_gpu.jetson()
-    assert j is not None
-    assert j["model"] == "NVIDIA Jetson AGX Orin Developer Kit" and j["l4t"].startswith("# R36")
-    assert j["power_mode"] == "NV Power Mode: MAXN 0"
-
-
-def test_not_a_jetson(monkeypatch):
-    monkeypatch.setattr(env_gpu, "_read", lambda p: None)
-    assert env_gpu.jetson() is None
 
 
 def test_thread_record_and_cpu():

@@ -49,3 +49,39 @@ def test_speed_flags_keep_only_the_int8_and_bf16_features_in_a_fixed_order(monke
     monkeypatch.setattr(env, "cpu_flags", lambda: {"avx_vnni", "avx512_bf16"})
     rec = env.environment()
     assert rec["cpu"]["int8_flags"] == ["avx_vnni"] and rec["cpu"]["bf16_flags"] == ["avx512_bf16"]
+
+
+def test_the_machine_record_is_typed_and_is_the_environments_cpu_block(monkeypatch):
+    from deployinc.core import env
+
+    monkeypatch.setattr(env, "cpu_flags", lambda: {"avx2", "amx_bf16", "avx512_vnni"})
+    monkeypatch.setattr(env, "gpu_name", lambda: None)
+    m = env.machine()
+    assert m.int8_flags == ("avx512_vnni",) and m.bf16_flags == ("amx_bf16",) and m.speed_flags == ["avx512_vnni", "amx_bf16"]
+    assert m.usable_cpus and m.usable_cpus >= 1 and m.versions["deployinc"] and m.gpu is None
+    rec = env.environment()
+    assert rec["cpu"] == m.cpu_record() and rec["gpu"] is None and rec["host"] == m.host and rec["machine"] == m.arch
+
+
+def test_the_machine_slug_names_the_cpu_family_its_cpus_and_the_gpu():
+    from deployinc.core.env import Machine
+
+    amd = Machine("AMD EPYC 7B13", 4, 2)
+    assert (amd.slug(), amd.slug(cpus=False), amd.slug(accelerator=True)) == ("amd-epyc-2cpu", "amd-epyc", "cpu-amd-epyc-2cpu")
+    xeon = Machine("Intel(R) Xeon(R) CPU @ 2.20GHz", 2, 2)
+    assert xeon.slug() == "intel-xeon-2cpu"
+    h100 = Machine("AMD EPYC 9454 48-Core Processor", 96, 16, gpu="NVIDIA H100 80GB HBM3")
+    assert h100.slug(accelerator=True) == "nvidia-h100-80gb-hbm3-amd-epyc-16cpu" and h100.slug() == "amd-epyc-16cpu"
+    assert Machine("", None, None).slug() == "cpu-1cpu"
+
+
+def test_the_gpu_is_a_jetsons_board_or_nvidia_smis_first_gpu(monkeypatch):
+    from deployinc.core import env, hardware
+
+    monkeypatch.setattr(hardware, "jetson", lambda: None)
+    monkeypatch.setattr(hardware, "nvidia_gpus", lambda: [{"name": "NVIDIA L4"}, {"name": "NVIDIA A10"}])
+    assert env.gpu_name() == "NVIDIA L4"
+    monkeypatch.setattr(hardware, "nvidia_gpus", lambda: None)
+    assert env.gpu_name() is None
+    monkeypatch.setattr(hardware, "jetson", lambda: {"model": "NVIDIA Jetson AGX Orin"})
+    assert env.gpu_name() == "NVIDIA Jetson AGX Orin"

@@ -27,8 +27,17 @@ def test_text_can_drop_trailing_spaces_and_keeps_the_header_for_an_empty_table()
 
 
 def test_markdown_has_one_rule_and_no_pipe_inside_a_cell():
-    assert _table().markdown() == "| model | p50 ms | note |\n|---|---|---|\n| resnet18 | 1.25 | a/b |\n| googlenet | 10.5 |  |"
+    assert _table().markdown() == "| model | p50 ms | note |\n|---|---:|---:|\n| resnet18 | 1.25 | a/b |\n| googlenet | 10.5 |  |"
     assert _table().markdown_lines(escape="\\|")[2] == "| resnet18 | 1.25 | a\\|b |"
+
+
+def test_the_rule_line_and_the_text_say_each_columns_alignment():
+    t = Table.aligned(["command", "s", "met"], [["help", "0.12", "yes"], ["export", "12.50", "NO"]], "lrc")
+    assert t.markdown_lines()[:2] == ["| command | s | met |", "|---|---:|:---:|"]
+    assert t.text_lines() == ["command      s  met", "help      0.12  yes", "export   12.50   NO"]
+    assert Table(["a", "b"]).markdown_lines()[1] == "|---|---|"
+    with pytest.raises(ValueError, match="l, r or c"):
+        Table.aligned(["a", "b"], [], "lx")
 
 
 def test_rich_has_the_same_columns_alignment_and_cells():
@@ -54,3 +63,4 @@ def test_a_row_of_the_wrong_length_or_an_unknown_alignment_is_refused():
         Table(["a", "b", "c"], [["1", "2"]])
     with pytest.raises(ValueError, match="align"):
         Table(["a"], [], ["centre"])
+    assert Table(["a"], [], ["center"]).align == ["center"]

@@ -1,5 +1,6 @@
-"""The parts of a benchmark's environment record that concern GPUs and Jetsons, and the CPU details a benchmark
-needs beyond :func:`deployinc.core.env.environment` (cgroup CPU quota, frequency governor).
+"""The hardware a result ran on, beyond what :mod:`deployinc.core.env` reads from ``/proc/cpuinfo``: the NVIDIA GPUs
+as ``nvidia-smi`` reports them, a Jetson's board and power mode, and the CPU details a benchmark needs (cgroup CPU
+quota, frequency governor).
 
 Everything here reads what is there and returns ``None`` (or leaves a key out) for what is not: no exception
 leaves these functions, and nothing initialises CUDA. ``nvidia-smi`` and ``nvpmodel`` are run with a timeout.
@@ -63,32 +64,6 @@ def nvidia_gpus() -> list[dict[str, Any]] | None:
         values = [v.strip() for v in line.split(",")]
         gpus.append({k: v for k, v in zip(_SMI_FIELDS, values) if v and v not in ("[N/A]", "N/A")})
     return gpus
-
-
-def cuda_versions() -> dict[str, Any]:
-    """CUDA and cuDNN versions torch was built with and sees, and the TensorRT version if installed.
-
-    Imports torch (a benchmark imports it anyway) but does not initialise CUDA beyond ``is_available``.
-    """
-    import importlib.metadata as md
-
-    out: dict[str, Any] = {}
-    try:
-        import torch
-
-        out["torch_cuda"] = torch.version.cuda
-        out["cuda_available"] = bool(torch.cuda.is_available())
-        if out["cuda_available"]:
-            out["cudnn"] = torch.backends.cudnn.version()
-            out["gpu_torch"] = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001 - a broken torch install must not break the report
-        pass
-    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs", "onnxruntime-gpu", "onnxruntime"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
 
 
 def jetson() -> dict[str, Any] | None:
