@@ -32,6 +32,7 @@ from ..io.arrays import read_npz
 from ..metadata import read_provenance
 from ..precision.fp16 import convert_to_fp16
 from ..core.metrics import preset, task_failures
+from ..core.progress import Progress
 from ..precision import fallback as fb
 from ..precision.int8 import quantize_int8, write_int8
 from ..precision.recipe import recipe_for
@@ -82,41 +83,25 @@ class DeployResult:
 
 
 class _Progress:
-    """A bar per candidate on a terminal (rich), plain lines elsewhere."""
+    """deploy's per-candidate progress on :class:`deployinc.core.progress.Progress`: a line per candidate and its
+    verdict, and on a terminal with rich a live bar of the candidate's steps."""
 
     def __init__(self, req: DeployRequest, total: int):
-        self.req, self.total = req, total
-        self._bar: Any = None
-        if req.log is not None and os.isatty(2) and os.environ.get("TERM") != "dumb":
-            try:
-                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-                self._bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.fields[step]}"), TimeElapsedColumn(), transient=False)
-                self._bar.start()
-            except ImportError:
-                self._bar = None
-        self._task: Any = None
+        self.total = total
+        self._p = Progress.for_stream(req.say) if req.log is not None else Progress(None)
 
     def start(self, i: int, cand: Candidate, steps: int) -> None:
-        if self._bar is not None:
-            self._task = self._bar.add_task(f"[{i}/{self.total}] {cand.id}", total=steps, step="")
-        else:
-            self.req.say(f"[{i}/{self.total}] {cand.describe()}")
+        self._p.count(f"[{i}/{self.total}] {cand.id}", steps, line=f"[{i}/{self.total}] {cand.describe()}")
 
     def step(self, text: str) -> None:
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, advance=1, step=text)
+        self._p.advance()
+        self._p.update(note=text)
 
     def done(self, line: str) -> None:
-        if self._bar is not None and self._task is not None:
-            task = self._bar.tasks[-1]
-            self._bar.update(self._task, completed=task.total, step=line)
-        else:
-            self.req.say(f"      {line}")
+        self._p.say(f"      {line}")
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._p.close()
 
 
 def deploy(model: str, **options: Any) -> DeployResult:

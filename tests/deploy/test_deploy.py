@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -225,6 +226,9 @@ def test_deploy_writes_a_complete_package(cli_runner, tmp_path: Path, cache: Pat
     assert "chosen:" in r.output
     rep = json.loads((pkg / "report.json").read_text())
     ids = [c["id"] for c in rep["candidates"]]
+    n = len(ids)
+    assert f"[1/{n}] " in r.output and f"[{n}/{n}] " in r.output  # a progress line per candidate, then its verdict
+    assert re.search(r"\n {6}(PASS|FAIL)", r.output)
     assert {"fp32-ort-cpu", "fp16-ort-cpu", "int8-ort-cpu"} <= set(ids)
     assert all(c["verdict"] in ("pass", "fail", "skipped", "error") for c in rep["candidates"])
     passing = [c for c in rep["candidates"] if c["verdict"] == "pass"]
