@@ -36,6 +36,9 @@ DAMP = 0.01
 BLOCK = 128
 #: Layers whose unfolded input is wider than this keep nearest rounding (H would be too large to invert quickly).
 MAX_WIDTH = 8192
+#: A layer seen in fewer input columns than this many times its width keeps nearest rounding: H from too few
+#: columns is mostly damping (resnet50's last stage sees 49 positions per image for a width of 4,608).
+MIN_COLUMNS_PER_WIDTH = 1.0
 
 
 def check_rounding(value: str) -> None:
@@ -166,6 +169,7 @@ def apply_gptq(qmodel: Any, fp32: Any, images: np.ndarray, input_name: str, batc
     names = [o.name for o in sess.get_outputs()]
     rng = np.random.default_rng(seed)
     hs: dict[str, Any] = {}
+    seen: dict[str, int] = {}
     with torch.no_grad():
         for chunk in batches(images, batch):
             acts = dict(zip(names, sess.run(None, {input_name: chunk})))
@@ -173,10 +177,11 @@ def apply_gptq(qmodel: Any, fp32: Any, images: np.ndarray, input_name: str, batc
                 cols = _columns(acts[L["fp32_node"].input[0]], L["fp32_node"], tuple(L["w"].shape[2:]), rng)
                 if cols is not None and cols.shape[0] == _as_rows(L["w"], L["node"].op_type).shape[1]:
                     hs[L["node"].name] = hs.get(L["node"].name, 0) + cols @ cols.T
+                    seen[L["node"].name] = seen.get(L["node"].name, 0) + int(cols.shape[1])
     done = 0
     for L in todo:
         h = hs.get(L["node"].name)
-        if h is None:
+        if h is None or seen[L["node"].name] < MIN_COLUMNS_PER_WIDTH * h.shape[0]:
             continue
         q_old = numpy_helper.to_array(L["q"])
         rows = _as_rows(q_old, L["node"].op_type)
