@@ -189,11 +189,11 @@ def evidence_lines(records: list[dict[str, Any]]) -> list[str]:
 
 
 def render(records: list[dict[str, Any]], machine: str, started: str, wall: float, command: str = "python scripts/deploy_zoo.py", threads: int | None = None) -> str:
-    from deployinc.core.env import machine
+    from deployinc.core.env import machine as machine_record
     from deployinc.core.table import Table
     from deployinc.deploy.report import markdown_table, provenance_lines
 
-    m = machine(gpu=False)
+    m = machine_record(gpu=False)
 
     lines = [
         f"# deploy on {machine}",

@@ -7,9 +7,10 @@ every layer carries a little of it. This script says which case a model is, on t
 seeded natural-statistics images), and judges against the fp32 file on ORT CPU, by the int8 preset, on
 ``--samples`` other seeded images:
 
-- the whole int8 model;
 - the fp32 model with only its Conv/Gemm weights rounded to int8 per output channel (what the weights alone cost);
-- every candidate layer alone kept in float (the fallback's ranking), with its share of the layers' multiply-adds.
+- the whole int8 model with its weights rounded to nearest, and by GPTQ (deployinc's default);
+- every candidate layer of the GPTQ file alone kept in float (the fallback's ranking), with its share of the
+  layers' multiply-adds.
 
     python scripts/int8_sensitivity.py                       # googlenet, resnet50 -> docs/benchmarks/int8-sensitivity-<machine>.md
     python scripts/int8_sensitivity.py --models inception_cifar --out-md /tmp/s.md   # a smoke run
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from deployinc.core.env import machine_slug  # noqa: E402
+from deployinc.core.precisions import INT8  # noqa: E402
 from deployinc.core.table import Table  # noqa: E402
 import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (log, machine name)
 
@@ -66,10 +68,12 @@ def measure_model(name: str, work: Path, args: argparse.Namespace) -> dict[str, 
         export_pipeline(name, out=path, threads=args.threads, **({"weights": args.weights} if args.weights else {}))
     fp32 = load_onnx(path).model
     spec = input_spec(fp32)
-    q = quantize_int8(path, natural_images(args.calibration, spec.chw, spec.mean, spec.std, seed=1), method="percentile", target="cpu", spec=spec)
-    oracle = F.onnx_oracle(fp32, natural_images(args.samples, spec.chw, spec.mean, spec.std, seed=0), spec.name, "int8", threads=args.threads)
-    whole, wonly = oracle.judge(q.model), oracle.judge(weights_only(fp32))
-    B.log(f"{name}: whole int8 {whole.line}; weights alone in int8 {wonly.line}")
+    cal = natural_images(args.calibration, spec.chw, spec.mean, spec.std, seed=1)
+    nearest = quantize_int8(path, cal, method="percentile", target="cpu", spec=spec, weight_rounding="nearest")
+    q = quantize_int8(path, cal, method="percentile", target="cpu", spec=spec, weight_rounding="gptq")
+    oracle = F.onnx_oracle(fp32, natural_images(args.samples, spec.chw, spec.mean, spec.std, seed=0), spec.name, INT8, threads=args.threads)
+    whole_nearest, whole, wonly = oracle.judge(nearest.model), oracle.judge(q.model), oracle.judge(weights_only(fp32))
+    B.log(f"{name}: whole int8 {whole_nearest.line} (nearest), {whole.line} (gptq); weights alone in int8 {wonly.line}")
     costs = F.layer_costs(fp32)
     total = sum(costs.values()) or 1
     layers = []
@@ -80,6 +84,7 @@ def measure_model(name: str, work: Path, args: argparse.Namespace) -> dict[str, 
         if k % 10 == 0:
             B.log(f"{name}: {k} layers judged")
     return {"model": name, "recipe": q.report["recipe"]["name"], "whole": whole.metrics, "whole_line": whole.line,
+            "whole_nearest_line": whole_nearest.line, "gptq_layers": q.report["weight_rounding"].get("layers"),
             "weights_only": wonly.metrics, "weights_only_line": wonly.line, "layers": layers}  # fmt: skip
 
 
@@ -100,8 +105,9 @@ def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: s
         cos = [x["cosine"] for x in e["layers"] if x["cosine"] is not None]
         best = max(e["layers"], key=lambda x: x["cosine"] or 0.0) if e["layers"] else None
         out += [f"## {e['model']}", "",
-                f"- whole model int8 (recipe {e['recipe']}): {e['whole_line']}",
-                f"- only the weights in int8 (per channel), activations float: {e['weights_only_line']}",
+                f"- whole model int8 (recipe {e['recipe']}), weights rounded to nearest: {e['whole_nearest_line']}",
+                f"- whole model int8, weights rounded by GPTQ ({e['gptq_layers']} layers; deployinc's default): {e['whole_line']}",
+                f"- only the weights in int8 (per channel, nearest), activations float: {e['weights_only_line']}",
                 f"- each of the {len(e['layers'])} layers alone in float: min cosine from {min(cos):.4f} to {max(cos):.4f}"
                 + (f" (best: `{best['module']}`, {100 * best['share']:.2f}% of the multiply-adds)" if best else "")
                 + f"; {sum(bool(x['passed']) for x in e['layers'])} of them alone pass", ""]  # fmt: skip

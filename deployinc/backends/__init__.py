@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import BadInputError
 from ._probe import bf16_native
@@ -124,6 +126,12 @@ def check_target(name: str) -> str:
     backend = canonical(name)
     table = REGISTRY[backend].check_target if backend is not None else None
     return table or name
+
+
+def checker(name: str) -> Callable[[str], Any] | None:
+    """The backend's own check (its runtime asked, not a table) for ``check --target NAME``, where it has one."""
+    backend = canonical(name)
+    return REGISTRY[backend].checker if backend is not None else None
 
 
 #: Backend name -> the static support table ``deployinc check`` judges it with.

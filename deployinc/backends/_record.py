@@ -43,6 +43,8 @@ class Backend:
         bench_default: In ``bench --backends``'s default set.
         search: Session options deploy's search tries besides the default (``threads``, ``cuda_graph``).
         check_target: The static support table ``deployinc check`` judges it with (None: none).
+        checker: A check by the backend's own runtime instead of a table: the ONNX file's path -> a
+            :class:`deployinc.trt.check.CheckReport` (``check --target`` then asks it).
         triton: Precision -> its Triton execution-accelerator block (None: the plain provider).
         build: Builds an inactive runner of an ONNX model (see :func:`deployinc.factory.onnx_runner`).
         usage: Precision and thread count -> the Python lines that run the shipped ``model.onnx`` on it.
@@ -69,6 +71,7 @@ class Backend:
     bench_default: bool = False
     search: tuple[str, ...] = ()
     check_target: str | None = None
+    checker: Callable[[str], Any] | None = None
     triton: Callable[[str], dict[str, str] | None] | None = None
     build: Callable[..., Any] | None = None
     usage: Callable[[str, int | None], list[str]] | None = None

@@ -151,6 +151,57 @@ def _build(model: Any, *, file: Path | None, precision: str, threads: int | None
     return OpenVINORunner(model, precision=precision, threads=threads, name=name)
 
 
+def check(model: str) -> Any:
+    """``deployinc check --target openvino``: OpenVINO itself asked, not a table. The file is read by
+    ``Core.read_model`` (an operator it cannot convert is an error naming it) and each operation of the converted
+    model is looked up in ``Core.query_model(model, "CPU")`` (one the CPU plugin does not take is an error).
+
+    Raises:
+        BackendUnavailable: The runtime is not installed.
+        BadInputError: The file is not a readable ONNX file.
+    """
+    from collections import Counter
+
+    from ..io import load_onnx  # lazy: io imports onnx; the records load with deployinc --help
+    from ..trt.check import CheckReport, NodeIssue  # lazy: trt.check imports numpy; the records load with deployinc --help
+
+    proto = load_onnx(model, check_graph=False).model
+    ov_core = core()
+    opset = next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    report = CheckReport(NAME, str(model), opset, int(proto.ir_version), len(proto.graph.node),
+                         dict(sorted(Counter(n.op_type for n in proto.graph.node).items())),
+                         title=f"the OpenVINO runtime {_version()} on this machine's CPU (read_model, then query_model)")  # fmt: skip
+    try:
+        converted = ov_core.read_model(str(model))
+    except RuntimeError as exc:
+        report.issues.append(NodeIssue("", "<model>", "error", f"OpenVINO cannot read the file: {_first_line(exc)}"))
+        return report
+    supported = ov_core.query_model(converted, DEVICE)
+    for op in converted.get_ops():
+        kind = op.get_type_name()
+        if kind not in ("Parameter", "Result", "Constant") and op.get_friendly_name() not in supported:
+            report.issues.append(NodeIssue(op.get_friendly_name(), kind, "error", "the OpenVINO CPU plugin does not take it (query_model)"))
+    report.notes.append(f"{len(supported)} of {len(converted.get_ops())} OpenVINO operations taken by the CPU plugin")
+    return report
+
+
+def _version() -> str:
+    try:
+        import openvino as ov
+
+        return str(ov.__version__).split("-")[0]
+    except ImportError:
+        return "?"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The line of an OpenVINO error that says what is wrong (its first lines name C++ source files)."""
+    lines = [ln.strip(" -") for ln in str(exc).splitlines() if ln.strip(" -")]
+    noise = ("Exception from ", "Check '", "FrontEnd API failed", "Model wasn't fully converted", "Summary:")
+    useful = [ln for ln in lines if not ln.startswith(noise)] or lines or ["(no message)"]
+    return "; ".join(useful[:2])[:240]
+
+
 def _usage(precision: str, threads: int | None) -> list[str]:
     config = json.dumps(compile_config(precision, threads))
     return [
@@ -165,7 +216,7 @@ register(
     Backend(
         NAME, "the OpenVINO runtime on the CPU (reads the ONNX file; any x86-64 CPU)", "openvino", _problem,
         aliases=("ov", "openvino-runtime"), artifacts={"fp32": "fp32", "bf16": "fp32", "int8": "int8-cpu"},
-        from_fp32=("bf16",), rank=1, targets=("cpu",), check_target="ort-openvino",
+        from_fp32=("bf16",), rank=1, targets=("cpu",), check_target=NAME, checker=check,
         triton=lambda _p: {"name": "openvino"}, build=_build, usage=_usage,
     ),
 )  # fmt: skip

@@ -29,8 +29,13 @@ def check(model: str, target: str, strict: bool, json_path: str | None, force: b
     """
     from ..trt.check import check_model, resolve_target  # lazy: trt.check imports numpy; keeps it out of deployinc --help
 
-    target = resolve_target(B.check_target(target))  # unknown target: error listing the known ones, before reading the file
-    report = check_model(model, target)
+    own = B.checker(target)  # a backend that asks its own runtime (openvino), else a static table
+    if own is not None:
+        target = B.canonical(target) or target
+        report = own(model)
+    else:
+        target = resolve_target(B.check_target(target))  # unknown target: error listing the known ones, before reading the file
+        report = check_model(model, target)
     click.echo(report.format())
     if json_path:
         write_json_report(json_path, report.to_dict(), force)

@@ -32,6 +32,9 @@ ROUNDINGS = ("gptq", "nearest")
 MAX_COLUMNS = 4096
 #: Damping of H: this share of its mean diagonal is added to the diagonal (GPTQ's default).
 DAMP = 0.01
+#: Round the columns whose inputs carry the most energy first (GPTQ's "act-order"), so the error of the columns
+#: that matter most is spread over the most columns left.
+ACT_ORDER = True
 #: Columns rounded between two updates of the rest of the matrix (GPTQ's lazy batch).
 BLOCK = 128
 #: Layers whose unfolded input is wider than this keep nearest rounding (H would be too large to invert quickly).
@@ -86,6 +89,8 @@ def gptq_round(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zero: np.ndarray
     dead = torch.diag(H) <= 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
+    order = torch.argsort(torch.diag(H), descending=True) if ACT_ORDER else torch.arange(d)
+    W, H = W[:, order], H[order][:, order]  # the columns with the largest inputs first (GPTQ's act-order)
     H += DAMP * torch.mean(torch.diag(H)) * torch.eye(d, dtype=H.dtype)
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     s = torch.from_numpy(scale.astype(np.float64))
@@ -102,7 +107,7 @@ def gptq_round(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zero: np.ndarray
             W1[:, j:] -= err[:, None] * U1[j, j:][None, :]
             E1[:, j] = err
         W[:, i2:] -= E1 @ U[i1:i2, i2:]
-    return Q.numpy()
+    return Q[:, torch.argsort(order)].numpy()
 
 
 def _weight_layers(qmodel: Any) -> list[dict[str, Any]]:

@@ -82,6 +82,9 @@ class CheckReport:
     op_counts: dict[str, int]
     issues: list[NodeIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: What the target is, in words (default: its static table's title); a backend that checks with its own
+    #: runtime (``openvino``) names itself here.
+    title: str = ""
 
     @property
     def errors(self) -> list[NodeIssue]:
@@ -102,7 +105,7 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["compatible"] = self.compatible
-        d["target_title"] = TARGET_TITLES[self.target]
+        d["target_title"] = self.title or TARGET_TITLES[self.target]
         return d
 
     def format(self) -> str:
@@ -110,7 +113,7 @@ class CheckReport:
         lines = [
             f"model: {self.model} (opset {self.opset}, IR {self.ir_version}, {self.node_count} nodes, "
             f"{len(self.op_counts)} operator types)",
-            f"target: {TARGET_TITLES[self.target]}",
+            f"target: {self.title or TARGET_TITLES[self.target]}",
         ]
         for sev, title in (("error", "unsupported"), ("fallback", "falls back"), ("warning", "warnings")):
             found = [i for i in self.issues if i.severity == sev]

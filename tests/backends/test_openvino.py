@@ -78,7 +78,7 @@ def test_the_name_its_aliases_and_what_it_can_do():
     assert rec.onnx and rec.device == "cpu" and "openvino" not in B.GPU_BACKENDS and "openvino" in B.targets("cpu")
     assert {p: rec.artifact(p) for p in ("fp32", "fp16", "bf16", "int8")} == {"fp32": "fp32", "fp16": None, "bf16": "fp32", "int8": "int8-cpu"}
     assert "openvino" in B.COMPUTE_PRECISION_BACKENDS["bf16"] and B.precision_problem("bf16", ["openvino"]) is None
-    assert rec.accelerator("fp32") == {"name": "openvino"} and B.check_target("openvino") == "ort-openvino"
+    assert rec.accelerator("fp32") == {"name": "openvino"} and B.check_target("openvino") == "openvino" and B.checker("ov") is OV.check
     lines = rec.usage("bf16", 2)  # type: ignore[misc]
     assert any('"INFERENCE_PRECISION_HINT": "bf16"' in ln and '"INFERENCE_NUM_THREADS": 2' in ln for ln in lines)
 
@@ -209,3 +209,39 @@ def test_deploy_plans_openvino_candidates_where_the_runtime_runs():
     assert "fp16-openvino" not in ids and next(c for c in cands if c.id == "int8-openvino").artifact == "int8-cpu"
     cands, left, _, _ = plan(req, lambda b: None if b in ("ort-cpu", "openvino") else "no", bf16_native=False, cpus=1)
     assert "bf16-openvino" not in [c.id for c in cands] and any(d["backend"] == "openvino" and "bf16" in d["reason"] for d in left)
+
+
+# check: the runtime asked, not a table --------------------------------------------------------------------------------
+
+
+@needs_ov
+def test_check_asks_the_runtime_and_passes_a_file_it_runs(cli_runner, small_onnx, tmp_path):
+    out = tmp_path / "c.json"
+    r = invoke(cli_runner, ["check", str(small_onnx), "--target", "ov", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "target: the OpenVINO runtime" in r.output and "query_model" in r.output and "verdict: compatible with openvino" in r.output
+    rep = json.loads(out.read_text())
+    assert rep["target"] == "openvino" and rep["compatible"] is True and rep["target_title"].startswith("the OpenVINO runtime")
+
+
+@needs_ov
+def test_check_names_an_operator_openvino_cannot_convert(cli_runner, tmp_path):
+    path = tmp_path / "custom.onnx"
+    node = helper.make_node("Foo", ["x"], ["y"], domain="com.example", name="foo0")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]), str(path))
+    r = invoke(cli_runner, ["check", str(path), "--target", "openvino"])
+    assert r.exit_code == 1, r.output
+    assert "No conversion rule found for operations: com.example.Foo" in r.output and "Traceback" not in r.output
+
+
+def test_check_without_the_runtime_says_how_to_install_it(cli_runner, tmp_path, monkeypatch):
+    def missing() -> None:
+        raise BackendUnavailable("the OpenVINO runtime (openvino) is not installed", hint=OV.INSTALL_HINT)
+
+    path = tmp_path / "net.onnx"
+    _convnet(path)
+    monkeypatch.setattr(OV, "core", missing)
+    r = invoke(cli_runner, ["check", str(path), "--target", "openvino"])
+    assert r.exit_code != 0 and "is not installed" in r.output and "deployinc[openvino]" in r.output and "Traceback" not in r.output

@@ -82,3 +82,8 @@ def test_run_passes_threads_and_calibration_images_to_every_deploy(dz, tmp_path,
 def test_bad_trained_spec_is_refused(dz, spec):
     with pytest.raises(SystemExit):
         dz._parse_trained(spec)
+
+
+def test_the_page_is_titled_with_the_machine_it_ran_on(dz):
+    text = dz.render([], "amd-epyc-2cpu", "2026-12-07 04:22 UTC", 10.0)
+    assert text.startswith("# deploy on amd-epyc-2cpu\n")

@@ -19,7 +19,8 @@ def test_a_small_model_gets_every_layer_judged(tmp_path):
         text = out.read_text()
         fp32 = onnx.load(str(tmp_path / "w" / "inception_cifar.onnx"))
         layers = [n for n in fp32.graph.node if n.op_type in ("Conv", "Gemm")]
-        assert "- whole model int8 (recipe u8s8" in text and "- only the weights in int8 (per channel)" in text
+        assert "- whole model int8 (recipe u8s8), weights rounded to nearest: " in text and "- only the weights in int8 (per channel" in text
+        assert "- whole model int8, weights rounded by GPTQ (" in text
         assert f"- each of the {len(layers)} layers alone in float: min cosine from" in text
         rows = [r for r in text.splitlines() if r.startswith("| ") and "%" in r]
         assert len(rows) == len(layers) and abs(sum(float(r.split("|")[4].strip(" %")) for r in rows) - 100.0) < 0.5
