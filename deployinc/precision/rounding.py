@@ -75,7 +75,7 @@ def _columns(x: Any, node: Any, kernel: tuple[int, ...], rng: np.random.Generato
         cols = t.reshape(-1, t.shape[-1]).T
     if cols.shape[1] > MAX_COLUMNS:
         cols = cols[:, torch.from_numpy(rng.choice(cols.shape[1], MAX_COLUMNS, replace=False))]
-    return cols.double()
+    return cols.float()  # H is summed in float32 (half the memory of a model's Hessians) and solved in float64
 
 
 def gptq_round(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zero: np.ndarray, lo: int, hi: int) -> np.ndarray:
