@@ -15,6 +15,8 @@ presets (or the task rule when labels are given) against eager torch fp32 output
 4. **Prune**: drop from the set, the costliest first (by multiply-adds: a layer kept in float costs time in
    proportion to its work, and an early high-resolution convolution can cost twenty small ones), every layer the
    model still passes without (a few more evaluations), so a set is neither larger nor slower than it must be.
+   Then the passing set of least work among all those judged on the way wins (a layer that passed alone in the
+   ranking, say, over a larger pruned set).
 
 Every evaluation counts against a budget (``budget``; the ranking alone takes one per layer) and is recorded in a
 state file when one is given, so a search killed half-way resumes where it stopped. The result names each layer
@@ -489,6 +491,7 @@ def search(
     chosen = _grow_and_bisect(order, judge, say)
     costs = layer_costs(fp32 if fp32 is not None else qmodel)
     chosen = _prune(chosen, gains, costs, judge, say, lambda: memo.fresh < budget)
+    chosen = _cheapest_passing(memo, chosen, costs, set(cands), say)
     final = judge(chosen)
     total = sum(costs.get(n, 0) for n in cands) or 1
     layers = [{"node": n, "module": module_label(qmodel, n), "gain": gains.get(n), "alone": judge([n]).line if n in gains else None,
@@ -528,6 +531,22 @@ def _grow_and_bisect(order: list[str], judge: Callable[[Sequence[str]], Judgemen
             lo = mid
     say(f"fallback: the {hi} most sensitive layer(s) in float pass")
     return order[:hi]
+
+
+def _cheapest_passing(memo: _Memo, chosen: list[str], costs: dict[str, int], cands: set[str], say: Callable[[str], None]) -> list[str]:
+    """The passing set of least work among every set judged so far (the ranking judged each layer alone: one that
+    passes alone and costs less than the pruned set wins)."""
+    def work(nodes: Sequence[str]) -> tuple[int, int]:
+        return sum(costs.get(n, 0) for n in nodes), len(nodes)
+
+    best = list(chosen)
+    for key, d in memo.data.items():
+        nodes = [n for n in key.split("|") if n]
+        if nodes and set(nodes) <= cands and isinstance(d, dict) and d.get("passed") and work(nodes) < work(best):
+            best = nodes
+    if best != chosen:
+        say(f"fallback: a cheaper passing set was judged on the way: {len(best)} layer(s)")
+    return best
 
 
 def _prune(chosen: list[str], gains: dict[str, float], costs: dict[str, int], judge: Callable[[Sequence[str]], Judgement],

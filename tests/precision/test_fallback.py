@@ -218,3 +218,16 @@ def test_fp16_fallback_keeps_a_layer_fp16_cannot_hold_in_fp32(tmp_path):
     assert found.float_nodes == [gemm]
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["deployinc.fp16"])["fallback"]["float_nodes"] == [gemm]
+
+
+def test_the_cheapest_passing_set_judged_on_the_way_wins(tmp_path):
+    """Two layers each repair the model alone; the costly one gains more, so grow-and-bisect picks it, but the cheap
+    one passed alone in the ranking and wins."""
+    memo = F._Memo(None, "k")
+    ok = F.Judgement(True, 0.0, "pass", "preset")
+    memo.put(["costly"], ok)
+    memo.put(["cheap"], ok)
+    memo.put(["other"], F.Judgement(False, 1.0, "fail", "preset"))
+    costs = {"costly": 1000, "cheap": 10, "other": 1}
+    assert F._cheapest_passing(memo, ["costly"], costs, {"costly", "cheap", "other"}, lambda _s: None) == ["cheap"]
+    assert F._cheapest_passing(memo, ["costly"], costs, {"costly", "other"}, lambda _s: None) == ["costly"]  # not a candidate
