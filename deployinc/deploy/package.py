@@ -59,6 +59,9 @@ def precision_notes(chosen: dict[str, Any], artifact: dict[str, Any]) -> list[st
     layers = (artifact.get("fallback") or {}).get("layers") or []
     if layers:
         out.append(f"kept in float ({len(layers)} layers): " + ", ".join(str(x.get("module")) for x in layers))
+        also = (artifact.get("fallback") or {}).get("also_float") or []
+        if also:
+            out.append("computed in float with them: " + ", ".join(str(x.get("module")) for x in also))
     return out
 
 

@@ -171,6 +171,8 @@ def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
                    f"evaluations, {fbk.get('seconds', '?')} s); every other layer runs in int8:")  # fmt: skip
         out += [f"- `{x['module']}` (ONNX node `{x['node']}`): alone in float it lowers the mean error by {_num(x.get('gain'), '.2e')}"
                 + (f"; {100 * x['share']:.1f}% of the multiply-adds" if isinstance(x.get("share"), (int, float)) else "") for x in layers]  # fmt: skip
+        out += [f"- `{x['module']}` (ONNX node `{x['node']}`): computed in float with them (its output feeds only float layers now, so "
+                f"ONNX Runtime no longer runs it in int8); {100 * float(x.get('share') or 0):.1f}% of the multiply-adds" for x in fbk.get("also_float") or []]  # fmt: skip
         whole = next((r for r in result.results if r.get("artifact") == INT8_CPU and r.get("backend") == cand.get("backend")
                       and (r.get("options") or {}).get("threads") == (cand.get("options") or {}).get("threads")), None)  # fmt: skip
         key = str(result.request.batches[0])

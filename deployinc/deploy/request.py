@@ -44,8 +44,9 @@ MANIFEST = "manifest.json"
 NOT_IN_KEY = ("out", "force", "keep_variants", "log", "require_backend", "require_precision", "min_top1_agreement", "objective")
 #: Bumped whenever how an artifact is made or a candidate judged changes, so that finished work cached by an earlier
 #: deployinc is not reused for a different recipe. 3: the int8 recipe per CPU, float graph outputs, the task rule;
-#: 4: GPTQ weight rounding; 5: GPTQ act-order, the cheapest passing fallback set.
-RECIPE = 5
+#: 4: GPTQ weight rounding; 5: GPTQ act-order, the cheapest passing fallback set; 6: its cost counts the layers
+#: carried into float.
+RECIPE = 6
 #: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model
 #: lower precision fails; ``none`` does not.
 FALLBACKS = ("auto", "none")

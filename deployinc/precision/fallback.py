@@ -163,6 +163,28 @@ def layer_candidates(qmodel: Any) -> list[str]:
     return out
 
 
+def runs_in_float(model: Any) -> list[str]:
+    """The :data:`LAYER_OPS` nodes of a QDQ model that ONNX Runtime runs in float: a layer runs in int8 only when every
+    input comes from a DequantizeLinear and its output goes to one QuantizeLinear alone (or out of the graph). A
+    layer kept in float reads the float output of the layer before it, so that layer too may lose its int8 form."""
+    readers: dict[str, list[Any]] = {}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+    out = []
+    for n in model.graph.node:
+        if n.op_type not in LAYER_OPS or not n.name:
+            continue
+        ins_q = all(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input[:2] if i)
+        rs = readers.get(n.output[0], [])
+        out_q = (len(rs) == 1 and rs[0].op_type == "QuantizeLinear") or (not rs and n.output[0] in outputs)
+        if not (ins_q and out_q):
+            out.append(n.name)
+    return out
+
+
 def layer_costs(model: Any) -> dict[str, int]:
     """Multiply-adds per image of each :data:`LAYER_OPS` node of ``model`` (fp32 or QDQ): what keeping it in float
     costs, in proportion. A shape ONNX cannot infer counts the weights alone; a node without weights counts 0."""
@@ -380,8 +402,12 @@ class FallbackResult:
     seconds: float
     ranked: int
     candidates: int
-    #: The layers kept in float's share of the candidate layers' multiply-adds (what the fallback costs in work).
+    #: The share of the candidate layers' multiply-adds computed in float (what the fallback costs in work): the
+    #: layers kept in float and those computed in float with them (:attr:`also_float`).
     float_share: float = 0.0
+    #: Layers not chosen that run in float all the same: their output now feeds only float layers, so ONNX Runtime
+    #: no longer fuses them into an int8 kernel (node, module, share of the work).
+    also_float: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -391,8 +417,9 @@ class FallbackResult:
         if not self.float_nodes:
             return f"no layer needs float: {self.judgement.line}"
         names = ", ".join(f"{x['module']} ({x['node']})" for x in self.layers[:8]) + (" ..." if len(self.layers) > 8 else "")
+        also = f" (and {', '.join(x['module'] for x in self.also_float)} computed in float with them)" if self.also_float else ""
         return (f"{len(self.float_nodes)} of {self.candidates} layer(s) kept in float ({100 * self.float_share:.1f}% of the "
-                f"layers' multiply-adds): {names}; {self.judgement.line} "
+                f"layers' multiply-adds): {names}{also}; {self.judgement.line} "
                 f"[{self.evaluations} evaluations of a budget of {self.budget}, {self.seconds:.0f} s]")  # fmt: skip
 
     def record(self) -> dict[str, Any]:
@@ -400,7 +427,7 @@ class FallbackResult:
         return {"float_nodes": self.float_nodes, "layers": self.layers, "judgement": self.judgement.to_dict(),
                 "whole_model": self.whole.to_dict(), "evaluations": self.evaluations, "budget": self.budget,
                 "candidates": self.candidates, "ranked": self.ranked, "seconds": round(self.seconds, 1),
-                "float_share": round(self.float_share, 4)}  # fmt: skip
+                "float_share": round(self.float_share, 4), "also_float": self.also_float}  # fmt: skip
 
 
 class _Memo:
@@ -461,6 +488,7 @@ def search(
     """
     t0 = time.perf_counter()
     say = say or (lambda _line: None)
+    int8 = build is None
     build = build or (lambda nodes: keep_float(qmodel, nodes, fp32))
     cands = list(candidates) if candidates is not None else layer_candidates(qmodel)
     if not cands:
@@ -491,18 +519,21 @@ def search(
     chosen = _grow_and_bisect(order, judge, say)
     costs = layer_costs(fp32 if fp32 is not None else qmodel)
     chosen = _prune(chosen, gains, costs, judge, say, lambda: memo.fresh < budget)
-    chosen = _cheapest_passing(memo, chosen, costs, set(cands), say)
+
+    def in_float(nodes: Sequence[str]) -> list[str]:  # what runs in float: the set, and for int8 the layers it carries along
+        return sorted(set(nodes) | (set(runs_in_float(build(list(nodes)))) & set(cands) if int8 else set()))
+
+    chosen = _cheapest_passing(memo, chosen, lambda nodes: (sum(costs.get(n, 0) for n in in_float(nodes)), len(nodes)), set(cands), say)
     final = judge(chosen)
     total = sum(costs.get(n, 0) for n in cands) or 1
     layers = [{"node": n, "module": module_label(qmodel, n), "gain": gains.get(n), "alone": judge([n]).line if n in gains else None,
                "share": round(costs.get(n, 0) / total, 4)} for n in chosen]  # fmt: skip
-    say(f"fallback: {len(chosen)} layer(s) in float ({_share(chosen, costs, total)} of the layers' multiply-adds): {final.line}")
+    also = [{"node": n, "module": module_label(qmodel, n), "share": round(costs.get(n, 0) / total, 4)} for n in in_float(chosen) if n not in chosen]
+    share = sum(costs.get(n, 0) for n in in_float(chosen)) / total
+    with_them = f" and {len(also)} more computed in float with them ({', '.join(x['module'] for x in also)})" if also else ""
+    say(f"fallback: {len(chosen)} layer(s) in float{with_them} ({100 * share:.1f}% of the layers' multiply-adds): {final.line}")
     return FallbackResult(build(chosen), chosen, layers, final, whole, memo.fresh, budget, time.perf_counter() - t0, len(gains), len(cands),
-                          sum(costs.get(n, 0) for n in chosen) / total)  # fmt: skip
-
-
-def _share(nodes: Sequence[str], costs: dict[str, int], total: int) -> str:
-    return f"{100.0 * sum(costs.get(n, 0) for n in nodes) / total:.1f}%"
+                          share, also)  # fmt: skip
 
 
 def _rank(cands: list[str], judge: Callable[[Sequence[str]], Judgement], whole: Judgement, say: Callable[[str], None], budget: int) -> dict[str, float]:
@@ -533,12 +564,10 @@ def _grow_and_bisect(order: list[str], judge: Callable[[Sequence[str]], Judgemen
     return order[:hi]
 
 
-def _cheapest_passing(memo: _Memo, chosen: list[str], costs: dict[str, int], cands: set[str], say: Callable[[str], None]) -> list[str]:
-    """The passing set of least work among every set judged so far (the ranking judged each layer alone: one that
+def _cheapest_passing(memo: _Memo, chosen: list[str], work: Callable[[Sequence[str]], tuple[int, int]], cands: set[str],
+                      say: Callable[[str], None]) -> list[str]:  # fmt: skip
+    """The passing set of least ``work`` among every set judged so far (the ranking judged each layer alone: one that
     passes alone and costs less than the pruned set wins)."""
-    def work(nodes: Sequence[str]) -> tuple[int, int]:
-        return sum(costs.get(n, 0) for n in nodes), len(nodes)
-
     best = list(chosen)
     for key, d in memo.data.items():
         nodes = [n for n in key.split("|") if n]

@@ -69,8 +69,21 @@ def test_a_mixed_candidate_names_its_float_layers_their_share_of_the_work_and_th
              "timing": {"1": {"p50_ms": 45.0, "p99_ms": 50.0, "images_per_s": 22.2, "unsteady": []}}}  # fmt: skip
     res.results.append(mixed)
     layer = {"node": "/conv1/Conv", "module": "conv1", "gain": 1.5e-2, "share": 0.0788}
-    res.artifacts = {"int8-cpu-mixed": {"fallback": {"layers": [layer], "candidates": 58, "evaluations": 70, "seconds": 90.0, "float_share": 0.0788}}}
+    also = {"node": "/conv0/Conv", "module": "conv0", "share": 0.02}
+    res.artifacts = {"int8-cpu-mixed": {"fallback": {"layers": [layer], "candidates": 58, "evaluations": 70, "seconds": 90.0, "float_share": 0.0988,
+                                                     "also_float": [also]}}}  # fmt: skip
     text = "\n".join(R.precision_lines(res, mixed))
-    assert "1 of 58 layers kept in float, 7.9% of the layers' multiply-adds (the layer fallback, 70 evaluations" in text
+    assert "1 of 58 layers kept in float, 9.9% of the layers' multiply-adds (the layer fallback, 70 evaluations" in text
+    assert "- `conv0` (ONNX node `/conv0/Conv`): computed in float with them (its output feeds only float layers now" in text
     assert "- `conv1` (ONNX node `/conv1/Conv`): alone in float it lowers the mean error by 1.50e-02; 7.9% of the multiply-adds" in text
     assert "p50 45.00 ms against 30.00 ms for the whole-model int8 (1.50x), same run" in text
+
+
+def test_the_triton_notes_name_the_layers_in_float_and_those_carried_along() -> None:
+    from deployinc.deploy.package import precision_notes
+
+    art = {"recipe": {"name": "u8s8", "cpu_path": "avx512-vnni"},
+           "fallback": {"layers": [{"module": "conv2"}], "also_float": [{"module": "conv1"}]}}  # fmt: skip
+    notes = precision_notes({"precision": "int8", "backend": "ort-cpu"}, art)
+    assert notes == ["precision: int8 on ort-cpu (int8 recipe u8s8, for the CPU int8 path avx512-vnni)",
+                     "kept in float (1 layers): conv2", "computed in float with them: conv1"]  # fmt: skip

@@ -86,8 +86,12 @@ def test_the_search_finds_the_planted_layer_and_only_it(planted):
     assert found.evaluations <= found.budget
     assert "1 of 4 layer(s) kept in float" in found.summary()
     costs = F.layer_costs(onnx.load(str(path)))
-    assert found.float_share == pytest.approx(costs[conv3] / sum(costs.values()))
+    conv2 = _conv_names(onnx.load(str(path)))[1]
+    # conv3 in float reads conv2's float output, so conv2 (nothing int8 reads it now) is computed in float too
+    assert [x["node"] for x in found.also_float] == [conv2] and conv2 in F.runs_in_float(found.model)
+    assert found.float_share == pytest.approx((costs[conv2] + costs[conv3]) / sum(costs.values()))
     assert found.record()["float_share"] == round(found.float_share, 4) and found.layers[0]["share"] > 0
+    assert F.runs_in_float(q) == []  # the whole int8 model: every layer int8 (the head's float output included)
 
 
 def test_layer_costs_are_multiply_adds_of_the_fp32_and_the_int8_file(planted):
@@ -229,5 +233,9 @@ def test_the_cheapest_passing_set_judged_on_the_way_wins(tmp_path):
     memo.put(["cheap"], ok)
     memo.put(["other"], F.Judgement(False, 1.0, "fail", "preset"))
     costs = {"costly": 1000, "cheap": 10, "other": 1}
-    assert F._cheapest_passing(memo, ["costly"], costs, {"costly", "cheap", "other"}, lambda _s: None) == ["cheap"]
-    assert F._cheapest_passing(memo, ["costly"], costs, {"costly", "other"}, lambda _s: None) == ["costly"]  # not a candidate
+
+    def work(nodes):
+        return sum(costs[n] for n in nodes), len(nodes)
+
+    assert F._cheapest_passing(memo, ["costly"], work, {"costly", "cheap", "other"}, lambda _s: None) == ["cheap"]
+    assert F._cheapest_passing(memo, ["costly"], work, {"costly", "other"}, lambda _s: None) == ["costly"]  # not a candidate
