@@ -123,6 +123,9 @@ TABLE: dict[str, Run | Skip | XFail] = {
     "deployinc check model.onnx --target tensorrt|ort-cpu|ort-cuda": Run(
         files=(("model.onnx", "model.onnx"),), output=("verdict: compatible",)
     ),
+    "deployinc check model.onnx --target openvino": Run(
+        files=(("model.onnx", "model.onnx"),), output=("the OpenVINO runtime", "verdict: compatible with openvino")
+    ),
     "deployinc convert model.onnx --precision fp16": Run(files=(("model.onnx", "model.onnx"),), creates=("model.fp16.onnx",)),
     "deployinc quantize model.onnx --data calib/ --method minmax|entropy|percentile": Run(
         files=(("model.onnx", "model.onnx"), ("calib", "calib")), creates=("model.int8.onnx", "model.int8.calibration.json"),

@@ -61,7 +61,8 @@ def test_check_target_accepts_the_backend_names(cli_runner, tmp_path):
     from deployinc.backends import check_target
     from deployinc.trt.check import check_model, resolve_target
 
-    assert resolve_target(check_target("openvino")) == resolve_target(check_target("ort-openvino")) == "ort-openvino"
+    assert resolve_target(check_target("ort-ov")) == resolve_target(check_target("ort-openvino")) == "ort-openvino"
+    assert check_target("openvino") == "openvino"  # the runtime itself is asked (backends/openvino.check), not a table
     assert resolve_target(check_target("cpu")) == "ort-cpu"
     import onnx.helper as h
 
@@ -73,7 +74,7 @@ def test_check_target_accepts_the_backend_names(cli_runner, tmp_path):
     assert report.compatible and any("OpenVINO" in n for n in report.notes)
     p = tmp_path / "relu.onnx"
     onnx.save(model, p)
-    assert invoke(cli_runner, ["check", str(p), "--target", "openvino"]).exit_code == 0
+    assert invoke(cli_runner, ["check", str(p), "--target", "ort-openvino"]).exit_code == 0
 
 
 # the availability probe ---------------------------------------------------------------------------------------------
