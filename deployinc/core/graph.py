@@ -332,6 +332,13 @@ def topo_nodes(model: Any) -> list[Any]:
     return list(model.graph.node)
 
 
+def node_attrs(node: Any) -> dict[str, Any]:
+    """A node's attributes by name, as Python values (``onnx.helper.get_attribute_value``)."""
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
 def consumers(model: Any) -> dict[str, list[Any]]:
     """value name -> nodes reading it."""
     out: dict[str, list[Any]] = {}

@@ -42,7 +42,7 @@ import numpy as np
 from ..core.metrics import MAX_ACCURACY_DROP, MIN_TASK_AGREEMENT, Tolerance, compare_outputs, preset, task_failures
 from ..errors import BadInputError
 from ..core.cache import read_regular
-from ..core.graph import detect_precision, toposort_nodes
+from ..core.graph import consumers, detect_precision, toposort_nodes
 from ..io import atomic_write_text, load_onnx
 from ._common import batches, cpu_session
 from .fp16 import convert_to_fp16
@@ -167,11 +167,8 @@ def runs_in_float(model: Any) -> list[str]:
     """The :data:`LAYER_OPS` nodes of a QDQ model that ONNX Runtime runs in float: a layer runs in int8 only when every
     input comes from a DequantizeLinear and its output goes to one QuantizeLinear alone (or out of the graph). A
     layer kept in float reads the float output of the layer before it, so that layer too may lose its int8 form."""
-    readers: dict[str, list[Any]] = {}
+    readers = consumers(model)
     producer = {o: n for n in model.graph.node for o in n.output}
-    for n in model.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
     outputs = {o.name for o in model.graph.output}
     out = []
     for n in model.graph.node:
@@ -520,8 +517,13 @@ def search(
     costs = layer_costs(fp32 if fp32 is not None else qmodel)
     chosen = _prune(chosen, gains, costs, judge, say, lambda: memo.fresh < budget)
 
+    carried: dict[tuple[str, ...], list[str]] = {}
+
     def in_float(nodes: Sequence[str]) -> list[str]:  # what runs in float: the set, and for int8 the layers it carries along
-        return sorted(set(nodes) | (set(runs_in_float(build(list(nodes)))) & set(cands) if int8 else set()))
+        key = tuple(sorted(nodes))
+        if key not in carried:
+            carried[key] = sorted(set(key) | (set(runs_in_float(build(list(key)))) & set(cands) if int8 else set()))
+        return carried[key]
 
     chosen = _cheapest_passing(memo, chosen, lambda nodes: (sum(costs.get(n, 0) for n in in_float(nodes)), len(nodes)), set(cands), say)
     final = judge(chosen)
@@ -568,11 +570,11 @@ def _cheapest_passing(memo: _Memo, chosen: list[str], work: Callable[[Sequence[s
                       say: Callable[[str], None]) -> list[str]:  # fmt: skip
     """The passing set of least ``work`` among every set judged so far (the ranking judged each layer alone: one that
     passes alone and costs less than the pruned set wins)."""
-    best = list(chosen)
+    best, least = list(chosen), work(chosen)
     for key, d in memo.data.items():
         nodes = [n for n in key.split("|") if n]
-        if nodes and set(nodes) <= cands and isinstance(d, dict) and d.get("passed") and work(nodes) < work(best):
-            best = nodes
+        if nodes and set(nodes) <= cands and isinstance(d, dict) and d.get("passed") and (w := work(nodes)) < least:
+            best, least = nodes, w
     if best != chosen:
         say(f"fallback: a cheaper passing set was judged on the way: {len(best)} layer(s)")
     return best

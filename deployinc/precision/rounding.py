@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.graph import node_attrs
 from ..errors import BadInputError
 from ._common import batches, cpu_session
 
@@ -49,17 +50,11 @@ def check_rounding(value: str) -> None:
         raise BadInputError(f"unknown --weight-rounding value {value!r}", hint=f"use one of {', '.join(ROUNDINGS)}")
 
 
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _columns(x: Any, node: Any, kernel: tuple[int, ...], rng: np.random.Generator) -> Any:
     """The layer's input unfolded to ``[D, samples]`` columns (torch tensor), sampled to :data:`MAX_COLUMNS`."""
     import torch
 
-    a = _attrs(node)
+    a = node_attrs(node)
     if node.op_type == "Conv":
         t = torch.from_numpy(np.ascontiguousarray(x))
         if t.ndim != 4:
@@ -122,13 +117,20 @@ def _weight_layers(qmodel: Any) -> list[dict[str, Any]]:
         dq = producer.get(n.input[1])
         if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or dq.input[1] not in inits:
             continue
-        if n.op_type == "Conv" and int(_attrs(n).get("group", 1)) != 1:
+        if n.op_type == "Conv" and int(node_attrs(n).get("group", 1)) != 1:
             continue
-        if n.op_type == "Gemm" and (int(_attrs(n).get("transA", 0)) or not int(_attrs(n).get("transB", 0))):
+        if n.op_type == "Gemm" and (int(node_attrs(n).get("transA", 0)) or not int(node_attrs(n).get("transB", 0))):
             continue  # only y = x W^T: the weight's rows are the outputs
         out.append({"node": n, "dq": dq, "q": inits[dq.input[0]], "scale": inits[dq.input[1]],
-                    "zero": inits.get(dq.input[2]) if len(dq.input) > 2 else None, "axis": int(_attrs(dq).get("axis", 1))})  # fmt: skip
+                    "zero": inits.get(dq.input[2]) if len(dq.input) > 2 else None, "axis": int(node_attrs(dq).get("axis", 1))})  # fmt: skip
     return out
+
+
+def _per_output(layer: dict[str, Any], ndim: int) -> bool:
+    """Whether the weight's scales are one per tensor or one per output (the rows GPTQ rounds), not per another axis."""
+    size = int(np.prod(layer["scale"].dims)) if len(layer["scale"].dims) else 1
+    out_axis = 1 if layer["node"].op_type == "MatMul" else 0
+    return size == 1 or layer["axis"] % ndim == out_axis
 
 
 def _as_rows(q: np.ndarray, op_type: str) -> np.ndarray:
@@ -160,7 +162,7 @@ def apply_gptq(qmodel: Any, fp32: Any, images: np.ndarray, input_name: str, batc
         w = numpy_helper.to_array(f_inits[f.input[1]])
         if tuple(w.shape) != tuple(L["q"].dims) or (L["node"].op_type != "Conv" and w.ndim != 2):
             continue
-        if _as_rows(w, f.op_type).shape[1] > MAX_WIDTH:
+        if _as_rows(w, f.op_type).shape[1] > MAX_WIDTH or not _per_output(L, w.ndim):
             continue
         todo.append({**L, "fp32_node": f, "w": w})
     if not todo:
@@ -192,9 +194,6 @@ def apply_gptq(qmodel: Any, fp32: Any, images: np.ndarray, input_name: str, batc
         rows = _as_rows(q_old, L["node"].op_type)
         scale = numpy_helper.to_array(L["scale"]).astype(np.float64).reshape(-1)
         zero = numpy_helper.to_array(L["zero"]).astype(np.float64).reshape(-1) if L["zero"] is not None else np.zeros(1)
-        out_axis = 1 if L["node"].op_type == "MatMul" else 0
-        if scale.size not in (1, rows.shape[0]) or (scale.size > 1 and L["axis"] % q_old.ndim != out_axis):
-            continue  # a per-channel axis other than the output's
         bound = int(np.abs(q_old.astype(np.int64)).max())  # the quantizer's own range (127, or 64 with reduce_range)
         lo, hi = (-bound, bound) if q_old.dtype == np.int8 else (0, int(np.iinfo(q_old.dtype).max))
         new = gptq_round(_as_rows(L["w"], L["node"].op_type), h.numpy(), np.broadcast_to(scale, rows.shape[0]).copy(),

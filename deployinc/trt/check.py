@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.graph import graph_problem
+from ..core.graph import graph_problem, node_attrs
 from ..errors import BadInputError
 from ..io import load_onnx
 from . import optables
@@ -206,13 +206,8 @@ class _Graph:
 
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            v = helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
-    return default
+    v = node_attrs(node).get(name, default)
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _input(node: Any, i: int) -> str:
