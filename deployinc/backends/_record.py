@@ -42,6 +42,10 @@ class Backend:
         cuda_graph: Can capture a CUDA graph (bench ``--cuda-graph``).
         bench_default: In ``bench --backends``'s default set.
         search: Session options deploy's search tries besides the default (``threads``, ``cuda_graph``).
+        int8_float_output: Runs a layer in int8 whenever its input and weights come through DequantizeLinear, even
+            when its output stays float (OpenVINO's low-precision transformations); ONNX Runtime needs a
+            QuantizeLinear after it. Deploy's mixed int8 candidate then runs the artifact that keeps the int8
+            weights of the layers carried into float (``int8-cpu-mixed-qdq``).
         check_target: The static support table ``deployinc check`` judges it with (None: none).
         checker: A check by the backend's own runtime instead of a table: the ONNX file's path -> a
             :class:`deployinc.trt.check.CheckReport` (``check --target`` then asks it).
@@ -70,6 +74,7 @@ class Backend:
     cuda_graph: bool = False
     bench_default: bool = False
     search: tuple[str, ...] = ()
+    int8_float_output: bool = False
     check_target: str | None = None
     checker: Callable[[str], Any] | None = None
     triton: Callable[[str], dict[str, str] | None] | None = None

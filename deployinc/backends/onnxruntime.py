@@ -149,7 +149,7 @@ register(
     Backend(
         "ort-openvino", "ONNX Runtime, OpenVINO execution provider plugin (onnxruntime-ep-openvino)", "onnxruntime",
         _openvino_problem, aliases=("openvino-ep", "ort-ov"), artifacts={"fp32": "fp32", "bf16": "fp32", "int8": "int8-cpu"},
-        from_fp32=("bf16",), rank=1, targets=("cpu",), check_target="ort-openvino",
+        from_fp32=("bf16",), int8_float_output=True, rank=1, targets=("cpu",), check_target="ort-openvino",
         triton=lambda _p: {"name": "openvino"}, build=_runner("openvino"), usage=_openvino_usage,
     ),
 )  # fmt: skip

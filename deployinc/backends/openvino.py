@@ -216,7 +216,7 @@ register(
     Backend(
         NAME, "the OpenVINO runtime on the CPU (reads the ONNX file; any x86-64 CPU)", "openvino", _problem,
         aliases=("ov", "openvino-runtime"), artifacts={"fp32": "fp32", "bf16": "fp32", "int8": "int8-cpu"},
-        from_fp32=("bf16",), rank=1, targets=("cpu",), check_target=NAME, checker=check,
+        from_fp32=("bf16",), int8_float_output=True, rank=1, targets=("cpu",), check_target=NAME, checker=check,
         triton=lambda _p: {"name": "openvino"}, build=_build, usage=_usage,
     ),
 )  # fmt: skip

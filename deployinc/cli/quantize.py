@@ -23,7 +23,8 @@ from .options import float_in, int_in, parse_floats
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @G.calibration_data("Folder of calibration images (searched recursively).", required=True)
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"], case_sensitive=False), default="minmax", show_default=True, help="Calibration method.")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile", "mse"], case_sensitive=False), default="minmax", show_default=True,
+              help="Calibration method (mse: each tensor's range of least expected squared error on the images).")
 @click.option("--target", type=click.Choice(["auto", "tensorrt", "cpu"]), default="auto", show_default=True, help="auto: tensorrt when an NVIDIA GPU and TensorRT are usable here, else cpu (the choice and why are printed). tensorrt: symmetric int8 activations (TensorRT needs them; ORT CPU runs them, slower than fp32). cpu: uint8 activations, fastest on ORT CPU, refused by TensorRT.")
 @G.out("Output .onnx (default: <model>.int8.onnx beside the input).")
 @click.option("--limit", type=int, default=None, callback=int_in(1, None, "500"), help="Use at most this many images (>= 1).")

@@ -78,12 +78,15 @@ INT8_TRT = "int8-trt"
 INT8_CPU_MINMAX = f"{INT8_CPU}-{MINMAX}"
 INT8_TRT_MINMAX = f"{INT8_TRT}-{MINMAX}"
 INT8_CPU_MIXED = f"{INT8_CPU}-{MIXED}"
+#: The suffix of a mixed artifact whose carried-along layers keep their weights behind DequantizeLinear.
+QDQ = "qdq"
+INT8_CPU_MIXED_QDQ = f"{INT8_CPU_MIXED}-{QDQ}"
 #: The whole-model int8 artifacts, in the order deploy's report lists their calibration.
 INT8_ARTIFACTS: tuple[str, ...] = (INT8_CPU, INT8_CPU_MINMAX, INT8_TRT, INT8_TRT_MINMAX)
 
 
 #: Every name this table defines: what ``tests/test_layout.py`` counts when written elsewhere.
-NAMES: frozenset[str] = frozenset((*PRECISIONS, *INT8_ARTIFACTS, INT8_CPU_MIXED, MIXED))
+NAMES: frozenset[str] = frozenset((*PRECISIONS, *INT8_ARTIFACTS, INT8_CPU_MIXED, MIXED, INT8_CPU_MIXED_QDQ))
 
 
 def variant(artifact: str, suffix: str) -> str:

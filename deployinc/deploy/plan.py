@@ -30,7 +30,7 @@ from typing import Any
 from .. import backends as B
 from ..errors import BadInputError
 from .request import DEPLOY_PRECISIONS, DeployRequest
-from ..core.precisions import BF16, FP32, INT8, INT8_CPU, INT8_CPU_MIXED, MIXED
+from ..core.precisions import BF16, FP32, INT8, INT8_CPU, INT8_CPU_MIXED, INT8_CPU_MIXED_QDQ, MIXED
 
 #: Candidates whose objective is within this fraction of the best are tied.
 TIE = 0.03
@@ -124,7 +124,8 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
                 out.append(Candidate(p, b, art, {"cuda_graph": True}))
     if req.fallback == "auto":  # last: made only where the whole-model candidate fails (the search judges it first)
         for c in [c for c in out if c.precision == INT8 and c.artifact == INT8_CPU]:
-            out.append(Candidate(c.precision, c.backend, INT8_CPU_MIXED, {**c.options, "fallback": MIXED}))
+            art = INT8_CPU_MIXED_QDQ if B.get(c.backend).int8_float_output else INT8_CPU_MIXED
+            out.append(Candidate(c.precision, c.backend, art, {**c.options, "fallback": MIXED}))
     if not out:
         raise BadInputError(
             f"no candidate: none of the precisions {', '.join(precisions)} runs on {', '.join(usable)}",

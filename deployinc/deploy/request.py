@@ -45,8 +45,9 @@ NOT_IN_KEY = ("out", "force", "keep_variants", "log", "require_backend", "requir
 #: Bumped whenever how an artifact is made or a candidate judged changes, so that finished work cached by an earlier
 #: deployinc is not reused for a different recipe. 3: the int8 recipe per CPU, float graph outputs, the task rule;
 #: 4: GPTQ weight rounding; 5: GPTQ act-order, the cheapest passing fallback set; 6: its cost counts the layers
-#: carried into float.
-RECIPE = 6
+#: carried into float; 7: carried layers read constant float weights (ORT), the -qdq twin (OpenVINO). 8 and 9
+#: judged the search on other images (tried this session, not kept: docs/benchmarks/verdict-stability-amd-epyc.md).
+RECIPE = 10
 #: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model
 #: lower precision fails; ``none`` does not.
 FALLBACKS = ("auto", "none")

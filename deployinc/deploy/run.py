@@ -46,7 +46,7 @@ from ..subject.inputs import input_spec, sample_images
 from .package import write_package
 from .plan import Candidate, choose, plan
 from .request import DeployRequest, model_digest
-from ..core.precisions import FP16, FP32, INT8, INT8_CPU
+from ..core.precisions import FP16, FP32, INT8, INT8_CPU, QDQ
 
 #: Results this format writes; an older cached result is recomputed.
 RESULT_FORMAT = 1
@@ -283,7 +283,15 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     spec = input_spec(src)
     info: dict[str, Any]
     try:
-        if name.endswith("-mixed"):
+        if name.endswith(f"-{QDQ}"):  # written beside its mixed artifact, by the same search
+            base = name[: -len(QDQ) - 1]
+            _artifact(req, state, fp32, base, artifacts, subject)
+            if not path.is_file():  # a state from before the twin was written: remake the pair
+                (state / f"{base}.json").unlink(missing_ok=True)
+                artifacts.pop(base, None)
+                _artifact(req, state, fp32, base, artifacts, subject)
+            info = _qdq_info(artifacts[base])
+        elif name.endswith("-mixed"):
             info = _mixed(req, state, fp32, name, path, spec, subject)
         elif name == FP16:
             res = convert_to_fp16(src, keep_io_types=True, images=sample_images(spec, 8, req.data, seed=1), keep_overflow_fp32=True, threads=req.threads)
@@ -355,9 +363,25 @@ def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, s
     if not found.passed:
         raise NoArtifact(f"no set of float layers passes: {found.judgement.line}", "fail")
     write_int8(res, path, force=True)
+    if found.qdq_model is not None:  # before this artifact's record: a run killed in between remakes both
+        save_onnx(found.qdq_model, path.with_name(f"{name}-{QDQ}.onnx"), force=True)
     return {"made": f"quantize --target cpu --method percentile ({recipe.describe()}) + layer fallback: "
                     f"{len(found.float_nodes)} layer(s) in float", "calibration": source, "recipe": recipe.to_dict(),
             "fallback": found.record()}  # fmt: skip
+
+
+def _qdq_info(mixed: dict[str, Any]) -> dict[str, Any]:
+    """The record of a mixed artifact's ``-qdq`` twin: the same layers kept in float; the layers the ORT form carries
+    into float keep their int8 weights here, so a runtime that runs them in int8 (OpenVINO) computes only the chosen
+    ones in float."""
+    info = {k: v for k, v in mixed.items() if k not in ("path", "reused", "seconds")}
+    info["made"] = f"{mixed.get('made', '')}; carried-along layers' weights left int8 (behind DequantizeLinear)"
+    record = dict(info.get("fallback") or {})
+    if record:
+        record["also_float"] = []
+        record["float_share"] = round(sum(float(x.get("share") or 0.0) for x in record.get("layers", [])), 4)
+        info["fallback"] = record
+    return info
 
 
 def _timing(rows: list[Any], batches: list[int], backend: str | None = None) -> tuple[dict[str, dict[str, Any]], str | None]:

@@ -25,7 +25,11 @@ kept in float, with the torch module it came from and its measured effect.
 Keeping an int8 layer in float means: it reads its inputs as fp32 computes them from the outputs of the layers
 before it (no QuantizeLinear/DequantizeLinear pair on the way; the float pooling, Relu or Concat between them is
 copied from the fp32 model), and its weights and bias are the fp32 model's own (the quantized ones dequantized where
-the fp32 model is not at hand). Its output is quantized again wherever a quantized layer reads it.
+the fp32 model is not at hand). Its output is quantized again wherever a quantized layer reads it. A layer before it
+whose output now feeds float layers alone (it is "carried along": ONNX Runtime no longer fuses it into an int8
+kernel) reads its weights as float constants, the dequantized int8 values: the numbers it computes are the same as
+with the DequantizeLinear in front, but ONNX Runtime only gives a convolution of constant weights its blocked
+(NCHWc) float kernel, 1.5x faster than the plain one on googlenet's 7x7 stem.
 """
 
 from __future__ import annotations
@@ -228,12 +232,15 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis:
     return ((q.astype(np.float32) - z) * s).astype(np.float32)
 
 
-def keep_float(qmodel: Any, names: Sequence[str], fp32: Any = None) -> Any:
+def keep_float(qmodel: Any, names: Sequence[str], fp32: Any = None, constant_weights: bool = True) -> Any:
     """A copy of QDQ model ``qmodel`` with the layers ``names`` computing in float (see the module's docstring).
 
     ``fp32``: the float model ``qmodel`` was quantized from. A layer found there by name reads exactly the tensors
     it reads in fp32 (the quantizer may have folded a Relu into a QuantizeLinear: those nodes are put back) and its
     own fp32 weights. A layer not found there computes in float on its dequantized inputs and weights.
+    ``constant_weights``: the layers carried into float read their weights as float constants (ONNX Runtime's
+    form); False keeps them behind their DequantizeLinear (OpenVINO's: it runs such a layer in int8 with a float
+    output, where ONNX Runtime computes it in float).
     """
     import onnx
 
@@ -257,10 +264,24 @@ def keep_float(qmodel: Any, names: Sequence[str], fp32: Any = None) -> Any:
             for i in range(len(node.input)):
                 _dequantized_input(g, node, i, fp)
     g.node.extend(fp.new_nodes)
-    g.initializer.extend(fp.new_inits)
     toposort_nodes(g)
     _drop_dead(g)
+    if wanted and constant_weights:
+        _constant_float_weights(m, fp)
+    g.initializer.extend(fp.new_inits)
+    _drop_dead(g)
     return m
+
+
+def _constant_float_weights(m: Any, fp: _FloatSource) -> None:
+    """Every layer of ``m`` that runs in float (:func:`runs_in_float`) reads its weights and bias as dequantized
+    float constants rather than through a DequantizeLinear."""
+    float_layers = set(runs_in_float(m))
+    for node in m.graph.node:
+        if node.name in float_layers:
+            for i in range(1, len(node.input)):
+                if node.input[i]:
+                    _dequantized_input(m.graph, node, i, fp)
 
 
 class _FloatSource:
@@ -405,6 +426,9 @@ class FallbackResult:
     #: Layers not chosen that run in float all the same: their output now feeds only float layers, so ONNX Runtime
     #: no longer fuses them into an int8 kernel (node, module, share of the work).
     also_float: list[dict[str, Any]] = field(default_factory=list)
+    #: The same set kept in float with every int8 weight left behind its DequantizeLinear (``keep_float``'s
+    #: ``constant_weights=False``), for a runtime that runs those layers in int8 (OpenVINO); None when not made.
+    qdq_model: Any = None
 
     @property
     def passed(self) -> bool:
@@ -645,10 +669,12 @@ def int8_with_fallback(
     found = search(res.model, oracle, fp32=fp32, state=state, state_key=state_key, say=say)
     if found.float_nodes and found.passed:
         meta = list(res.model.metadata_props)
+        found.qdq_model = keep_float(res.model, found.float_nodes, fp32, constant_weights=False)
         res.model = found.model
-        del res.model.metadata_props[:]
-        res.model.metadata_props.extend(meta)
-        stamp(res.model, INT8, found)
+        for m in (res.model, found.qdq_model):
+            del m.metadata_props[:]
+            m.metadata_props.extend(meta)
+            stamp(m, INT8, found)
         res.report["fallback"] = found.record()
     return res, found
 

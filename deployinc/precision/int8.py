@@ -10,7 +10,8 @@ TensorRT builds a QDQ model as an explicitly quantized int8 engine, which is the
 - ``target="cpu"``: asymmetric uint8 activations, int8 weights (ORT's U8S8), for ORT CPU only; TensorRT refuses it.
 
 Steps: ``quant_pre_process`` (shape inference and ORT's basic graph optimisations, which fold what quantization
-should not see) unless disabled; calibration with ``create_calibrator`` (MinMax, Entropy or Percentile), fed in
+should not see) unless disabled; calibration with ``create_calibrator`` (MinMax, Entropy, Percentile, or ``mse``: Percentile's histograms with
+the range of least expected squared error picked from each, :mod:`.ranges`), fed in
 chunks of a few images so the activations of a large network are never all held at once; the ranges saved as ORT's
 calibration cache and handed to ``quantize_static`` (QDQ, per-channel); a smoke session on the CPU; the model and a
 JSON report (per-tensor ranges and the scales/zero points the model ended up with) written atomically.
@@ -42,19 +43,20 @@ from ..io import check_output_path, load_onnx, save_onnx, scratch_dir, sha256_fi
 from ..subject.inputs import InputSpec, input_spec
 from ._common import batches, cpu_session
 from .recipe import Int8Recipe, recipe_for
+from .ranges import mse_ranges
 from .rounding import apply_gptq, check_rounding
 from ..core.precisions import INT8
 
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = ("minmax", "entropy", "percentile", "mse")
 TARGETS = ("tensorrt", "cpu")
 #: What ``deployinc quantize --target`` takes: ``auto`` picks one of :data:`TARGETS` for this machine.
 TARGET_CHOICES = ("auto", *TARGETS)
 #: Images the int8-vs-fp32 comparison runs at most (the first of the calibration images).
 COMPARE_IMAGES = 64
 #: Fewer calibration images than this is an error.
-MIN_IMAGES = {"minmax": 1, "entropy": 16, "percentile": 16}
+MIN_IMAGES = {"minmax": 1, "entropy": 16, "percentile": 16, "mse": 1}
 #: Fewer than this is a warning (TensorRT's and ORT's examples calibrate on hundreds of images).
-RECOMMENDED_IMAGES = {"minmax": 32, "entropy": 100, "percentile": 100}
+RECOMMENDED_IMAGES = {"minmax": 32, "entropy": 100, "percentile": 100, "mse": 64}
 #: Images per collect_data call: bounds memory (every intermediate activation of the chunk is held at once).
 CHUNK_IMAGES = 4
 
@@ -104,8 +106,9 @@ class _ChunkReader:
 def _calibration_method(method: str) -> Any:
     from onnxruntime.quantization import CalibrationMethod
 
+    # mse collects Percentile's histograms and picks its own ranges from them (:mod:`.ranges`)
     return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[method]
+            "percentile": CalibrationMethod.Percentile, "mse": CalibrationMethod.Percentile}[method]
 
 
 def _scales_in(model: Any) -> dict[str, dict[str, Any]]:
@@ -155,7 +158,7 @@ def quantize_int8(
     Args:
         model_path: The float32 ONNX model.
         images: Calibration images, N x C x H x W float32, normalised as the model expects.
-        method: ``minmax``, ``entropy`` or ``percentile``.
+        method: ``minmax``, ``entropy``, ``percentile`` or ``mse`` (:mod:`.ranges`).
         target: ``tensorrt`` (symmetric int8 activations; runs on ORT CPU too) or ``cpu`` (uint8 activations).
         per_channel: Per-channel weight scales (per output channel of Conv/Gemm).
         preprocess: Run ORT's ``quant_pre_process`` first.
@@ -340,6 +343,11 @@ def _calibrate(calib_input: Path, tmpdir: Path, method: str, calib_options: dict
         for chunk in batches(images, max(CHUNK_IMAGES, batch)):
             calibrator.collect_data(_ChunkReader(input_name, chunk, batch))
         ranges = calibrator.compute_data()
+    if method == "mse":
+        from onnxruntime.quantization.calibrate import TensorsData
+
+        chosen = mse_ranges(calibrator.collector.get_histogram_dict(), bool(calib_options.get("symmetric")))
+        ranges = TensorsData(_calibration_method(method), chosen)
     del calibrator
     return ranges
 

@@ -112,6 +112,17 @@ def test_plan_cpu_without_openvino_leaves_it_out_with_the_reason() -> None:
     assert left == [{"backend": "ort-openvino", "reason": "ort-openvino is not here"}, {"backend": "openvino", "reason": "openvino is not here"}]
 
 
+def test_plan_the_openvino_mixed_candidate_runs_the_twin_that_keeps_int8_weights() -> None:
+    """OpenVINO runs a layer reading dequantized input and weights in int8 even when its output stays float; ORT
+    computes it in float. The mixed candidate of each runs the form its runtime is fastest on."""
+    req = DeployRequest(model="x")
+    req.check()
+    cands, _, _, _ = plan(req, _problem({"ort-cpu", "openvino"}), bf16_native=True, cpus=2)
+    mixed = {c.backend: c.artifact for c in cands if "mixed" in c.id}
+    assert mixed == {"ort-cpu": "int8-cpu-mixed", "openvino": "int8-cpu-mixed-qdq"}
+    assert [c.id for c in cands if c.backend == "openvino" and "mixed" in c.id] == ["int8-openvino-mixed"]  # ids unchanged
+
+
 def test_plan_bf16_only_where_the_cpu_has_it() -> None:
     req = DeployRequest(model="x", precisions=["fp32", "bf16"], search=False)
     req.check()

@@ -134,3 +134,15 @@ def test_deploy_builds_the_torch_reference_once(tmp_path: Path, monkeypatch, zoo
     again = evaluate(DeployRequest(model=str(fp32), **options))
     assert set(again.reused) >= {"baseline", *(r["id"] for r in result.results)}
     assert builds == [], "a deploy with every result cached builds no reference"
+
+
+def test_the_qdq_twin_of_a_mixed_artifact_names_only_the_chosen_layers_in_float() -> None:
+    from deployinc.deploy.run import _qdq_info
+
+    layers = [{"node": "c2", "module": "conv2", "share": 0.009}]
+    mixed = {"path": "/s/int8-cpu-mixed.onnx", "made": "quantize + layer fallback: 1 layer(s) in float", "reused": True, "seconds": 3.0,
+             "fallback": {"layers": layers, "also_float": [{"node": "c1", "module": "conv1", "share": 0.079}], "float_share": 0.088}}  # fmt: skip
+    info = _qdq_info(mixed)
+    assert info["fallback"]["also_float"] == [] and info["fallback"]["float_share"] == 0.009
+    assert "path" not in info and "reused" not in info and "int8 (behind DequantizeLinear)" in info["made"]
+    assert mixed["fallback"]["also_float"]  # the mixed artifact's own record is untouched

@@ -94,6 +94,63 @@ def test_the_search_finds_the_planted_layer_and_only_it(planted):
     assert F.runs_in_float(q) == []  # the whole int8 model: every layer int8 (the head's float output included)
 
 
+def test_a_carried_along_layer_reads_constant_float_weights_and_computes_the_same(planted):
+    """conv3 in float carries conv2 into float. conv2 then reads its weights as dequantized float constants (ORT
+    gives only a constant-weight convolution its fast NCHWc kernel), and computes what it computed through the
+    DequantizeLinear."""
+    _, path, q = planted
+    fp32 = onnx.load(str(path))
+    _, conv2, conv3 = _conv_names(fp32)
+    m = F.keep_float(q, [conv3], fp32)
+    producer = {o: n for n in m.graph.node for o in n.output}
+    inits = {t.name for t in m.graph.initializer}
+    node = next(n for n in m.graph.node if n.name == conv2)
+    assert node.input[1] in inits and node.input[2] in inits and node.input[1] not in producer
+    assert producer[node.input[0]].op_type == "DequantizeLinear"  # its input stays the quantized one
+    # the same surgery without the constants: every weight read through its DequantizeLinear
+    plain = onnx.ModelProto()
+    plain.CopyFrom(m)
+    dq = next(n for n in q.graph.node if n.name == conv2)
+    wanted = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in dq.input[1:]}
+    plain.graph.node.extend([n for n in q.graph.node if n.output[0] in wanted])
+    target = next(n for n in plain.graph.node if n.name == conv2)
+    for i in (1, 2):
+        target.input[i] = dq.input[i]
+    keep = {t.name for t in plain.graph.initializer}
+    plain.graph.initializer.extend([t for t in q.graph.initializer if t.name not in keep])
+    from deployinc.core.graph import toposort_nodes
+
+    toposort_nodes(plain.graph)
+    x = natural_images(4, (3, 32, 32), MEAN, STD, seed=3)
+    a = cpu_session(m, threads=1, optimization="basic").run(None, {"input": x})[0]
+    b = cpu_session(plain, threads=1, optimization="basic").run(None, {"input": x})[0]
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+    assert F.keep_float(q, [], fp32).graph.initializer[0].name == q.graph.initializer[0].name  # nothing in float: a copy
+
+
+def test_int8_with_fallback_also_makes_the_form_that_keeps_int8_weights(planted):
+    """Beside ORT's form (carried-along layers read float constants), the same set with every int8 weight behind
+    its DequantizeLinear, stamped alike: what OpenVINO runs in int8."""
+    net, path, _ = planted
+    cal = natural_images(32, (3, 32, 32), MEAN, STD, seed=1)
+    res, found = F.int8_with_fallback(path, cal, oracle_for(net), method="minmax", recipe=recipe_named("u8s8"), weight_rounding="nearest")
+    assert found.passed and found.qdq_model is not None
+    _, conv2, _ = _conv_names(onnx.load(str(path)))
+
+    def weight_from(model):
+        producer = {o: n for n in model.graph.node for o in n.output}
+        node = next(n for n in model.graph.node if n.name == conv2)
+        return producer[node.input[1]].op_type if node.input[1] in producer else "constant"
+
+    assert weight_from(res.model) == "constant" and weight_from(found.qdq_model) == "DequantizeLinear"
+    for m in (res.model, found.qdq_model):
+        meta = json.loads({p.key: p.value for p in m.metadata_props}["deployinc.int8"])
+        assert meta["fallback"]["float_nodes"] == found.float_nodes
+    x = natural_images(4, (3, 32, 32), MEAN, STD, seed=3)
+    a, b = (cpu_session(m, threads=1).run(None, {"input": x})[0] for m in (res.model, found.qdq_model))
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+
+
 def test_layer_costs_are_multiply_adds_of_the_fp32_and_the_int8_file(planted):
     _, path, q = planted
     fp32 = onnx.load(str(path))
