@@ -127,7 +127,7 @@ TABLE: dict[str, Run | Skip | XFail] = {
         files=(("model.onnx", "model.onnx"),), output=("the OpenVINO runtime", "verdict: compatible with openvino")
     ),
     "deployinc convert model.onnx --precision fp16": Run(files=(("model.onnx", "model.onnx"),), creates=("model.fp16.onnx",)),
-    "deployinc quantize model.onnx --data calib/ --method minmax|entropy|percentile": Run(
+    "deployinc quantize model.onnx --data calib/ --method minmax|entropy|percentile|mse": Run(
         files=(("model.onnx", "model.onnx"), ("calib", "calib")), creates=("model.int8.onnx", "model.int8.calibration.json"),
         slow=True,
     ),

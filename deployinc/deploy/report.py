@@ -206,7 +206,22 @@ def report_dict(result: Any, triton_checked: str | None) -> dict[str, Any]:
         "triton_config_check": triton_checked or "parsed with Triton's ModelConfig schema",
         "seconds": round(result.seconds, 1),
         "notes": result.notes,
+        "second_look": result.second_look,
     }
+
+
+def second_look_lines(result: Any) -> list[str]:
+    """What the chosen lower-precision file did on other images (:func:`deployinc.deploy.run._second_look`)."""
+    look = getattr(result, "second_look", None)
+    if not look:
+        return []
+    head = f"Judged again on {look['samples']} other generated images (seed {look['seed']}, which nothing in this deploy chose from): "
+    if look["verdict"] == "pass":
+        return [head + f"PASS (cosine {_num(look.get('cosine'), '.6f')}, top-1 agreement {_num(look.get('top1_agreement'), '.4f')}).", ""]
+    why = "; ".join(look.get("failures") or [])[:200] or look["verdict"]
+    return [head + f"**{look['verdict'].upper()}** ({why}). This file's error sits at its preset, so its verdict depends on "
+            "the images drawn (on random weights, whose logits are nearly flat, this is common); judge it on your own images "
+            "before you ship it: `deployinc verify model.onnx --data <images>`.", ""]  # fmt: skip
 
 
 def _run_snippet(chosen: dict[str, Any]) -> list[str]:
@@ -249,6 +264,7 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
             f"{_num(m.get('top1_agreement'), '.4f')}" + (f", top-1 accuracy {_num(m.get('top1_accuracy'), '.4f')} vs fp32 "
             f"{_num(m.get('top1_reference'), '.4f')}" if m.get("top1_accuracy") is not None else "") + ").",
             "",
+            *second_look_lines(result),
             *precision_lines(result, chosen),
         ]  # fmt: skip
     lines += [

@@ -80,6 +80,8 @@ class DeployResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     package: Path | None = None
+    #: The chosen lower-precision file judged again on other generated images (:func:`_second_look`), or None.
+    second_look: dict[str, Any] | None = None
 
 
 class _Progress:
@@ -176,10 +178,39 @@ def evaluate(req: DeployRequest) -> DeployResult:
                 r["verdict"], r["reason"] = "error", exc.message
     _speedups(results, baseline, req)
     chosen, reason = choose(results, req)
+    second = _second_look(req, state, chosen, artifacts, subject)
     return DeployResult(
         request=req, target=target, target_reason=why, fp32_path=fp32, state_dir=state, results=results, baseline=baseline,
         left_out=left_out, chosen=chosen, why=reason, artifacts=artifacts, reused=reused, seconds=time.perf_counter() - t0,
+        second_look=second,
     )  # fmt: skip
+
+
+#: Seed of the generated images the chosen lower-precision file is judged on again (verify's are seed 0, the
+#: calibration's 1): images nothing in the deploy chose from.
+SECOND_LOOK_SEED = 100
+
+
+def _second_look(req: DeployRequest, state: Path, chosen: dict[str, Any] | None, artifacts: dict[str, dict[str, Any]],
+                 subject: Subject | None) -> dict[str, Any] | None:  # fmt: skip
+    """The chosen lower-precision file judged again, by the same rule, on as many generated images of another seed.
+    Its candidates were judged, and a layer fallback searched, on verify's images; where the file's error sits at
+    its preset (int8 on random weights, whose logits are nearly flat) a verdict on 16 images depends on the 16 drawn,
+    and the report says so when this look disagrees. It does not change the choice. None for fp32, or with
+    --accuracy-data (the user's labelled images are the verdict)."""
+    if chosen is None or chosen["precision"] == FP32 or req.accuracy_data:
+        return None
+    path = state / f"{chosen['id']}.second-look.json"
+    known = _read_json(path)
+    if known is not None:
+        return {k: v for k, v in known.items() if k != "format"}
+    cand = Candidate(chosen["precision"], chosen["backend"], chosen["artifact"], dict(chosen.get("options") or {}))
+    out = _verify(req, Path(artifacts[chosen["artifact"]]["path"]), cand, subject, seed=SECOND_LOOK_SEED)
+    look = {"seed": SECOND_LOOK_SEED, "samples": req.samples, "verdict": out["verdict"], "failures": out.get("failures", [])[:4],
+            "cosine": (out.get("metrics") or {}).get("cosine"), "top1_agreement": (out.get("metrics") or {}).get("top1_agreement")}  # fmt: skip
+    _write_json(path, look)
+    req.say(f"{chosen['id']} judged again on {req.samples} other generated images (seed {SECOND_LOOK_SEED}): {look['verdict'].upper()}")
+    return look
 
 
 def _fp32_model(req: DeployRequest, state: Path) -> Path:
@@ -454,11 +485,11 @@ def _metrics(vr: Any, backend: str) -> dict[str, Any]:
     return m
 
 
-def _verify(req: DeployRequest, path: Path, cand: Candidate, subject: Subject | None = None) -> dict[str, Any]:
+def _verify(req: DeployRequest, path: Path, cand: Candidate, subject: Subject | None = None, seed: int = 0) -> dict[str, Any]:
     threads = cand.options.get("threads", req.threads)
     vreq = VerifyRequest(
         model=path, providers=cand.backend, precision=cand.precision, samples=req.samples, threads=threads,
-        data=req.accuracy_data, labels=bool(req.accuracy_data), trust_model_code=req.trust_model_code,
+        data=req.accuracy_data, labels=bool(req.accuracy_data), trust_model_code=req.trust_model_code, seed=seed,
     )  # fmt: skip
     vr = verify_run(vreq, subject)
     out: dict[str, Any] = {"metrics": _metrics(vr, cand.backend), "failures": vr.failures()[:8], "verify_seconds": round(sum(vr.timings.values()), 2)}

@@ -87,3 +87,14 @@ def test_the_triton_notes_name_the_layers_in_float_and_those_carried_along() -> 
     notes = precision_notes({"precision": "int8", "backend": "ort-cpu"}, art)
     assert notes == ["precision: int8 on ort-cpu (int8 recipe u8s8, for the CPU int8 path avx512-vnni)",
                      "kept in float (1 layers): conv2", "computed in float with them: conv1"]  # fmt: skip
+
+
+def test_the_second_look_is_reported_and_a_failing_one_says_to_verify_on_your_own_images() -> None:
+    res = _result([])
+    assert R.second_look_lines(res) == []  # none taken (fp32, or labelled images)
+    res.second_look = {"seed": 100, "samples": 16, "verdict": "pass", "failures": [], "cosine": 0.9931, "top1_agreement": 0.9375}
+    assert R.second_look_lines(res)[0].endswith("PASS (cosine 0.993100, top-1 agreement 0.9375).")
+    res.second_look = {"seed": 100, "samples": 16, "verdict": "fail", "failures": ["ort-cpu batch 1 logits: top1 0.938 < 0.95"]}
+    line = R.second_look_lines(res)[0]
+    assert "16 other generated images (seed 100" in line and "**FAIL** (ort-cpu batch 1 logits: top1 0.938 < 0.95)" in line
+    assert "deployinc verify model.onnx --data <images>" in line

@@ -146,3 +146,23 @@ def test_the_qdq_twin_of_a_mixed_artifact_names_only_the_chosen_layers_in_float(
     assert info["fallback"]["also_float"] == [] and info["fallback"]["float_share"] == 0.009
     assert "path" not in info and "reused" not in info and "int8 (behind DequantizeLinear)" in info["made"]
     assert mixed["fallback"]["also_float"]  # the mixed artifact's own record is untouched
+
+
+def test_the_chosen_lower_precision_file_is_judged_again_on_other_images_once(tmp_path: Path, monkeypatch) -> None:
+    from deployinc.deploy import run as D
+
+    seen: list[int] = []
+
+    def fake_verify(req, path, cand, subject=None, seed=0):  # noqa: ANN001, ANN202
+        seen.append(seed)
+        return {"verdict": "fail", "failures": ["top1 0.938 < 0.95"], "metrics": {"cosine": 0.991, "top1_agreement": 0.875}}
+
+    monkeypatch.setattr(D, "_verify", fake_verify)
+    req = DeployRequest(model="x", samples=16)
+    chosen = {"id": "int8-ort-cpu", "precision": "int8", "backend": "ort-cpu", "artifact": "int8-cpu", "options": {}}
+    arts = {"int8-cpu": {"path": str(tmp_path / "int8-cpu.onnx")}}
+    look = D._second_look(req, tmp_path, chosen, arts, None)
+    assert look is not None and look["verdict"] == "fail" and look["seed"] == D.SECOND_LOOK_SEED != 0 and seen == [D.SECOND_LOOK_SEED]
+    assert D._second_look(req, tmp_path, chosen, arts, None) == look and seen == [D.SECOND_LOOK_SEED]  # kept with the state
+    assert D._second_look(req, tmp_path, {**chosen, "precision": "fp32", "id": "fp32-ort-cpu"}, arts, None) is None
+    assert D._second_look(DeployRequest(model="x", accuracy_data=str(tmp_path)), tmp_path, chosen, arts, None) is None
