@@ -6,7 +6,8 @@ deploy and verify judge a file on 16 generated images (seed 0). Where a precisio
 drawn. This script exports the fp32 reference of ``--model`` (seeded random weights unless ``--weights``), then
 judges every file given against it on ORT CPU, by the preset of the file's own precision, on ``--sets`` fresh sets
 of ``--samples`` seeded natural-statistics images (seeds 100, 101, ...; none of them verify's, the calibration's or
-a layer search's), and writes how many sets each file passes.
+a layer search's), and writes how many sets each file passes. Every file runs on ORT CPU (a file deploy ships for
+OpenVINO is judged in its ORT form).
 
     python scripts/verdict_stability.py --model googlenet \\
         --file shipped=build/deploy-zoo/googlenet.deploy/model.onnx --file whole-int8=/tmp/gn.int8.onnx
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from deployinc.core.table import Table  # noqa: E402
 import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (log)
 
-#: Seed of the first fresh set (verify uses 0, deploy's calibration 1, a layer search 0, 2 and 3).
+#: Seed of the first fresh set (verify and deploy's layer search use 0, deploy's calibration 1).
 FIRST_SEED = 100
 
 

@@ -77,7 +77,8 @@ def deploy(model: str, batch: str, precisions: str | None, backends: str | None,
     c = result.chosen
     click.echo(f"chosen: {c['id']}: {result.why}")
     look = result.second_look
-    if look and look["verdict"] != "pass":
+    if look and look["verdict"] == "fail":
         click.echo(f"note: judged again on {look['samples']} other generated images (seed {look['seed']}) it does not pass "
-                   f"({'; '.join(look.get('failures') or [])[:160]}): its verdict depends on the images drawn; verify it on your own images")  # fmt: skip
+                   f"({'; '.join(look.get('failures') or [])[:160]}): its verdict depends on the images drawn; check it on your own "
+                   f"images: {deploy_report.verify_command(look)}")  # fmt: skip
     click.echo(f"wrote {result.package}/ (model.onnx, report.md, report.json, triton/, manifest.json) in {result.seconds:.0f} s")

@@ -12,7 +12,7 @@ from ..io import load_onnx
 from ..metadata import read_provenance
 from ..models.loading import weights_text
 from .plan import eligible
-from ..core.precisions import FP32, INT8_ARTIFACTS, INT8_CPU
+from ..core.precisions import FP32, INT8, INT8_ARTIFACTS, INT8_CPU
 from ..core.table import Table
 
 #: After a figure that rests on an unsteady timing (bench's mark).
@@ -216,12 +216,20 @@ def second_look_lines(result: Any) -> list[str]:
     if not look:
         return []
     head = f"Judged again on {look['samples']} other generated images (seed {look['seed']}, which nothing in this deploy chose from): "
+    why = "; ".join(x for x in look.get("failures") or [] if x)[:200]
     if look["verdict"] == "pass":
         return [head + f"PASS (cosine {_num(look.get('cosine'), '.6f')}, top-1 agreement {_num(look.get('top1_agreement'), '.4f')}).", ""]
-    why = "; ".join(look.get("failures") or [])[:200] or look["verdict"]
-    return [head + f"**{look['verdict'].upper()}** ({why}). This file's error sits at its preset, so its verdict depends on "
-            "the images drawn (on random weights, whose logits are nearly flat, this is common); judge it on your own images "
-            "before you ship it: `deployinc verify model.onnx --data <images>`.", ""]  # fmt: skip
+    if look["verdict"] != "fail":
+        return [head + f"{look['verdict']}" + (f" ({why})" if why else "") + "; nothing was judged.", ""]
+    return [head + f"**FAIL** ({why}). This file's error sits at its preset, so its verdict depends on the images drawn "
+            f"(on random weights, whose logits are nearly flat, this is common); judge it on your own images before you "
+            f"ship it: `{verify_command(look)}`.", ""]  # fmt: skip
+
+
+def verify_command(look: dict[str, Any]) -> str:
+    """The verify command that judges the shipped file as deploy ran it (backend, compute precision, threads)."""
+    threads = f" --threads {look['threads']}" if look.get("threads") else ""
+    return f"deployinc verify model.onnx --data <images> --providers {look.get('backend', B.REFERENCE)} --precision {look.get('precision', INT8)}{threads}"
 
 
 def _run_snippet(chosen: dict[str, Any]) -> list[str]:

@@ -200,14 +200,21 @@ def _second_look(req: DeployRequest, state: Path, chosen: dict[str, Any] | None,
     --accuracy-data (the user's labelled images are the verdict)."""
     if chosen is None or chosen["precision"] == FP32 or req.accuracy_data:
         return None
-    path = state / f"{chosen['id']}.second-look.json"
+    model = Path(artifacts[chosen["artifact"]]["path"])
+    path = state / f"{chosen['id']}.{sha256_file(model)[:16]}.second-look.json"  # a remade artifact is looked at again
     known = _read_json(path)
     if known is not None:
         return {k: v for k, v in known.items() if k != "format"}
     cand = Candidate(chosen["precision"], chosen["backend"], chosen["artifact"], dict(chosen.get("options") or {}))
-    out = _verify(req, Path(artifacts[chosen["artifact"]]["path"]), cand, subject, seed=SECOND_LOOK_SEED)
-    look = {"seed": SECOND_LOOK_SEED, "samples": req.samples, "verdict": out["verdict"], "failures": out.get("failures", [])[:4],
-            "cosine": (out.get("metrics") or {}).get("cosine"), "top1_agreement": (out.get("metrics") or {}).get("top1_agreement")}  # fmt: skip
+    look: dict[str, Any] = {"seed": SECOND_LOOK_SEED, "samples": req.samples, "backend": cand.backend, "precision": cand.precision,
+                            "threads": cand.options.get("threads", req.threads)}  # fmt: skip
+    try:
+        out = _verify(req, model, cand, subject, seed=SECOND_LOOK_SEED)
+    except DeployincError as exc:  # it informs, and never costs the package
+        look.update(verdict="error", failures=[exc.message])
+        return look
+    look.update(verdict=out["verdict"], failures=(out.get("failures") or [out.get("reason") or ""])[:4],
+                cosine=(out.get("metrics") or {}).get("cosine"), top1_agreement=(out.get("metrics") or {}).get("top1_agreement"))
     _write_json(path, look)
     req.say(f"{chosen['id']} judged again on {req.samples} other generated images (seed {SECOND_LOOK_SEED}): {look['verdict'].upper()}")
     return look
@@ -321,6 +328,8 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
                 (state / f"{base}.json").unlink(missing_ok=True)
                 artifacts.pop(base, None)
                 _artifact(req, state, fp32, base, artifacts, subject)
+            if not path.is_file():
+                raise DeployincError(f"{base} was made but not its OpenVINO form {path.name}")
             info = _qdq_info(artifacts[base])
         elif name.endswith("-mixed"):
             info = _mixed(req, state, fp32, name, path, spec, subject)
@@ -388,7 +397,7 @@ def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, s
     recipe = recipe_for("cpu")
     res, found = fb.int8_with_fallback(fp32, images, oracle, method="percentile", target="cpu", recipe=recipe, spec=spec,
                                        data_source={"calibration": source}, state=state / f"{name}.search.json",
-                                       state_key=sha256_file(fp32), say=req.say)  # fmt: skip
+                                       state_key=sha256_file(fp32), say=req.say, twin=True)  # fmt: skip
     if found.whole.passed:
         raise NoArtifact(f"not needed: the whole-model int8 passes ({found.whole.line})", "skipped")
     if not found.passed:

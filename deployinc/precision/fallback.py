@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -489,6 +489,7 @@ def search(
     state: Path | None = None,
     state_key: str = "",
     say: Callable[[str], None] | None = None,
+    constant_weights: bool = True,
 ) -> FallbackResult:
     """Find a small set of layers of ``qmodel`` to keep in float so that ``oracle`` passes it.
 
@@ -510,7 +511,7 @@ def search(
     t0 = time.perf_counter()
     say = say or (lambda _line: None)
     int8 = build is None
-    build = build or (lambda nodes: keep_float(qmodel, nodes, fp32))
+    build = build or (lambda nodes: keep_float(qmodel, nodes, fp32, constant_weights))
     cands = list(candidates) if candidates is not None else layer_candidates(qmodel)
     if not cands:
         raise BadInputError("the model has no lower-precision layer to keep in float", hint="give the int8 (QDQ) or fp16 file deploy or quantize made")
@@ -659,24 +660,41 @@ def stamp(model: Any, key: str, result: FallbackResult) -> None:
 def int8_with_fallback(
     fp32_path: str | Path, images: np.ndarray, oracle: Oracle, *, method: str = "percentile", target: str = "cpu",
     recipe: Any = None, spec: Any = None, data_source: dict[str, Any] | None = None, state: Path | None = None,
-    state_key: str = "", say: Callable[[str], None] | None = None, weight_rounding: str = "gptq",
+    state_key: str = "", say: Callable[[str], None] | None = None, weight_rounding: str = "gptq", twin: bool = False,
 ) -> tuple[Any, FallbackResult]:  # fmt: skip
     """Quantize ``fp32_path`` (:func:`deployinc.precision.int8.quantize_int8`), then keep in float the fewest layers
-    the oracle needs (:func:`search`). Returns the int8 result (its model the mixed one, stamped) and the search."""
+    the oracle needs (:func:`search`). Returns the int8 result (its model the mixed one, stamped) and the search.
+
+    For ``target="cpu"`` (ONNX Runtime's CPU provider) the layers carried into float read constant float weights
+    (:func:`keep_float`); for ``tensorrt``, which like OpenVINO runs such a layer in int8, they keep their
+    DequantizeLinear. ``twin``: also make :attr:`FallbackResult.qdq_model`, the ``cpu`` file's form for OpenVINO,
+    stamped with the chosen layers alone (nothing is carried into float there).
+    """
     res = quantize_int8(fp32_path, images, method=method, target=target, recipe=recipe, spec=spec, data_source=data_source,
                         weight_rounding=weight_rounding)  # fmt: skip
     fp32 = load_onnx(fp32_path).model
-    found = search(res.model, oracle, fp32=fp32, state=state, state_key=state_key, say=say)
+    constant = target == "cpu"
+    found = search(res.model, oracle, fp32=fp32, state=state, state_key=state_key, say=say, constant_weights=constant)
     if found.float_nodes and found.passed:
         meta = list(res.model.metadata_props)
-        found.qdq_model = keep_float(res.model, found.float_nodes, fp32, constant_weights=False)
+        if twin and constant:
+            found.qdq_model = keep_float(res.model, found.float_nodes, fp32, constant_weights=False)
+            _stamp_with(found.qdq_model, meta, chosen_only(found))
         res.model = found.model
-        for m in (res.model, found.qdq_model):
-            del m.metadata_props[:]
-            m.metadata_props.extend(meta)
-            stamp(m, INT8, found)
+        _stamp_with(res.model, meta, found)
         res.report["fallback"] = found.record()
     return res, found
+
+
+def chosen_only(found: FallbackResult) -> FallbackResult:
+    """``found`` as a runtime that runs the carried-along layers in int8 sees it: only the chosen layers in float."""
+    return replace(found, also_float=[], float_share=sum(float(x.get("share") or 0.0) for x in found.layers))
+
+
+def _stamp_with(model: Any, meta: list[Any], found: FallbackResult) -> None:
+    del model.metadata_props[:]
+    model.metadata_props.extend(meta)
+    stamp(model, INT8, found)
 
 
 def fp16_with_fallback(

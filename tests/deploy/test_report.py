@@ -97,4 +97,9 @@ def test_the_second_look_is_reported_and_a_failing_one_says_to_verify_on_your_ow
     res.second_look = {"seed": 100, "samples": 16, "verdict": "fail", "failures": ["ort-cpu batch 1 logits: top1 0.938 < 0.95"]}
     line = R.second_look_lines(res)[0]
     assert "16 other generated images (seed 100" in line and "**FAIL** (ort-cpu batch 1 logits: top1 0.938 < 0.95)" in line
-    assert "deployinc verify model.onnx --data <images>" in line
+    assert "`deployinc verify model.onnx --data <images> --providers ort-cpu --precision int8`" in line
+    res.second_look = {**res.second_look, "backend": "openvino", "precision": "bf16", "threads": 1}
+    assert "--providers openvino --precision bf16 --threads 1" in R.second_look_lines(res)[0]  # as deploy ran it
+    res.second_look = {"seed": 100, "samples": 16, "verdict": "error", "failures": ["openvino cannot run here"]}
+    line = R.second_look_lines(res)[0]
+    assert line.endswith("error (openvino cannot run here); nothing was judged.") and "FAIL" not in line and "preset" not in line

@@ -160,9 +160,24 @@ def test_the_chosen_lower_precision_file_is_judged_again_on_other_images_once(tm
     monkeypatch.setattr(D, "_verify", fake_verify)
     req = DeployRequest(model="x", samples=16)
     chosen = {"id": "int8-ort-cpu", "precision": "int8", "backend": "ort-cpu", "artifact": "int8-cpu", "options": {}}
-    arts = {"int8-cpu": {"path": str(tmp_path / "int8-cpu.onnx")}}
+    model = tmp_path / "int8-cpu.onnx"
+    model.write_bytes(b"one")
+    arts = {"int8-cpu": {"path": str(model)}}
     look = D._second_look(req, tmp_path, chosen, arts, None)
     assert look is not None and look["verdict"] == "fail" and look["seed"] == D.SECOND_LOOK_SEED != 0 and seen == [D.SECOND_LOOK_SEED]
+    assert look["backend"] == "ort-cpu" and look["precision"] == "int8"
     assert D._second_look(req, tmp_path, chosen, arts, None) == look and seen == [D.SECOND_LOOK_SEED]  # kept with the state
+    model.write_bytes(b"two")  # the artifact was remade: looked at again
+    D._second_look(req, tmp_path, chosen, arts, None)
+    assert len(seen) == 2
+
+    def broken(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        from deployinc.errors import DeployincError
+
+        raise DeployincError("ort-cpu cannot run here")
+
+    monkeypatch.setattr(D, "_verify", broken)
+    model.write_bytes(b"three")
+    assert D._second_look(req, tmp_path, chosen, arts, None)["verdict"] == "error"  # reported, never fatal
     assert D._second_look(req, tmp_path, {**chosen, "precision": "fp32", "id": "fp32-ort-cpu"}, arts, None) is None
     assert D._second_look(DeployRequest(model="x", accuracy_data=str(tmp_path)), tmp_path, chosen, arts, None) is None

@@ -133,7 +133,8 @@ def test_int8_with_fallback_also_makes_the_form_that_keeps_int8_weights(planted)
     its DequantizeLinear, stamped alike: what OpenVINO runs in int8."""
     net, path, _ = planted
     cal = natural_images(32, (3, 32, 32), MEAN, STD, seed=1)
-    res, found = F.int8_with_fallback(path, cal, oracle_for(net), method="minmax", recipe=recipe_named("u8s8"), weight_rounding="nearest")
+    res, found = F.int8_with_fallback(path, cal, oracle_for(net), method="minmax", recipe=recipe_named("u8s8"), weight_rounding="nearest",
+                                      twin=True)  # fmt: skip
     assert found.passed and found.qdq_model is not None
     _, conv2, _ = _conv_names(onnx.load(str(path)))
 
@@ -143,9 +144,15 @@ def test_int8_with_fallback_also_makes_the_form_that_keeps_int8_weights(planted)
         return producer[node.input[1]].op_type if node.input[1] in producer else "constant"
 
     assert weight_from(res.model) == "constant" and weight_from(found.qdq_model) == "DequantizeLinear"
-    for m in (res.model, found.qdq_model):
-        meta = json.loads({p.key: p.value for p in m.metadata_props}["deployinc.int8"])
-        assert meta["fallback"]["float_nodes"] == found.float_nodes
+    records = [json.loads({p.key: p.value for p in m.metadata_props}["deployinc.int8"])["fallback"] for m in (res.model, found.qdq_model)]
+    assert records[0]["float_nodes"] == records[1]["float_nodes"] == found.float_nodes
+    assert records[0]["also_float"] and records[1]["also_float"] == []  # OpenVINO runs conv2 in int8: only conv3 in float
+    assert records[1]["float_share"] < records[0]["float_share"]
+    # without twin=True none is made; for TensorRT the carried layers keep their DequantizeLinear (it runs them int8)
+    _, plain = F.int8_with_fallback(path, cal, oracle_for(net), method="minmax", recipe=recipe_named("u8s8"), weight_rounding="nearest")
+    assert plain.qdq_model is None
+    trt, tfound = F.int8_with_fallback(path, cal, oracle_for(net), method="minmax", target="tensorrt", weight_rounding="nearest")
+    assert tfound.passed and tfound.float_nodes and weight_from(trt.model) == "DequantizeLinear"
     x = natural_images(4, (3, 32, 32), MEAN, STD, seed=3)
     a, b = (cpu_session(m, threads=1).run(None, {"input": x})[0] for m in (res.model, found.qdq_model))
     assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
