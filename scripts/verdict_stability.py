@@ -6,11 +6,12 @@ deploy and verify judge a file on 16 generated images (seed 0). Where a precisio
 drawn. This script exports the fp32 reference of ``--model`` (seeded random weights unless ``--weights``), then
 judges every file given against it on ORT CPU, by the preset of the file's own precision, on ``--sets`` fresh sets
 of ``--samples`` seeded natural-statistics images (seeds 100, 101, ...; none of them verify's, the calibration's or
-a layer search's), and writes how many sets each file passes. Every file runs on ORT CPU (a file deploy ships for
-OpenVINO is judged in its ORT form).
+a layer search's), and writes how many sets each file passes. Files run on ORT CPU, or on the backend named after
+the path (``LABEL=PATH@openvino``: the file as deploy ships it for that backend, at the file's precision).
 
     python scripts/verdict_stability.py --model googlenet \\
         --file shipped=build/deploy-zoo/googlenet.deploy/model.onnx --file whole-int8=/tmp/gn.int8.onnx
+    python scripts/verdict_stability.py --model resnet50 --file shipped=build/deploy-zoo/resnet50.deploy/model.onnx@openvino
 """
 
 from __future__ import annotations
@@ -33,8 +34,32 @@ import bench_int8 as B  # noqa: E402 - the sibling driver's helpers (log)
 FIRST_SEED = 100
 
 
-def judge_files(model: str, files: dict[str, Path], args: argparse.Namespace) -> dict[str, list[Any]]:
-    """label -> one judgement per fresh set."""
+def _oracle_on(backend: str | None, base: Any) -> Any:
+    """``base`` (an ORT CPU oracle), its candidate run on ``backend`` instead (None: ORT CPU)."""
+    if backend is None:
+        return base
+    import numpy as np
+
+    from deployinc.factory import onnx_runner
+    from deployinc.precision import fallback as F
+
+    class OnBackend(F.Oracle):
+        def outputs(self, model: Any) -> dict[str, Any]:
+            from deployinc.core.graph import detect_precision
+
+            runner = onnx_runner(backend, model.SerializeToString(), precision=detect_precision(model)[0], threads=self.threads)
+            runner.activate()
+            try:
+                parts = [runner.infer({self.input_name: np.ascontiguousarray(self.inputs[i : i + self.batch])}) for i in range(0, len(self.inputs), self.batch)]
+            finally:
+                runner.deactivate()
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    return OnBackend(base.inputs, base.input_name, base.reference, base.tolerance, threads=base.threads)
+
+
+def judge_files(model: str, files: dict[str, Path], args: argparse.Namespace, backends: dict[str, str | None] | None = None) -> dict[str, list[Any]]:
+    """label -> one judgement per fresh set (on ``backends[label]``, ORT CPU when None)."""
     from deployinc.core.graph import detect_precision
     from deployinc.core.images import natural_images
     from deployinc.export import export_pipeline
@@ -54,33 +79,35 @@ def judge_files(model: str, files: dict[str, Path], args: argparse.Namespace) ->
         images = natural_images(args.samples, spec.chw, spec.mean, spec.std, seed=FIRST_SEED + k)
         for label, m in loaded.items():
             precision, _ = detect_precision(m)
-            out[label].append(F.onnx_oracle(fp32, images, spec.name, precision, threads=args.threads).judge(m))
+            oracle = _oracle_on((backends or {}).get(label), F.onnx_oracle(fp32, images, spec.name, precision, threads=args.threads))
+            out[label].append(oracle.judge(m))
         B.log(f"{model}: set {k + 1}/{args.sets} judged")
     return out
 
 
-def markdown(model: str, files: dict[str, Path], results: dict[str, list[Any]], args: argparse.Namespace, started: str, seconds: float) -> str:
+def markdown(model: str, files: dict[str, Path], results: dict[str, list[Any]], args: argparse.Namespace, started: str, seconds: float,
+             backends: dict[str, str | None] | None = None) -> str:  # fmt: skip
     from deployinc.core.env import machine
 
     m = machine(gpu=False)
     rows = []
     for label, js in results.items():
         cos = [j.metrics.get("cosine") for j in js if j.metrics.get("cosine") is not None]
-        rows.append([label, f"`{files[label]}`", f"{sum(j.passed for j in js)} of {len(js)}", "".join("P" if j.passed else "F" for j in js),
+        rows.append([label, f"`{files[label]}`", (backends or {}).get(label) or "ort-cpu", f"{sum(j.passed for j in js)} of {len(js)}", "".join("P" if j.passed else "F" for j in js),
                      f"{min(cos):.4f} to {max(cos):.4f}" if cos else "-"])  # fmt: skip
     lines = [f"# Verdict stability: {model}", "",
              f"Made by `python scripts/verdict_stability.py --model {model} ...` on {started} ({seconds:.0f} s), CPU: {m.cpu_model}. "
              f"Each file judged against the fp32 reference ({'weights ' + args.weights if args.weights else 'seeded random weights'}) "
-             f"on ORT CPU by its precision's preset, on {args.sets} fresh sets of {args.samples} seeded natural-statistics images "
+             f"by its precision's preset, on {args.sets} fresh sets of {args.samples} seeded natural-statistics images "
              f"(seeds {FIRST_SEED} to {FIRST_SEED + args.sets - 1}).", ""]  # fmt: skip
-    lines += Table(["file", "path", "sets passed", "per set", "worst-image cosine per set"], rows).markdown_lines()
+    lines += Table(["file", "path", "runs on", "sets passed", "per set", "worst-image cosine per set"], rows).markdown_lines()
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="the model the files were made from (its fp32 export is the reference)")
-    ap.add_argument("--file", action="append", default=[], metavar="LABEL=PATH", help="a file to judge, repeatable")
+    ap.add_argument("--file", action="append", default=[], metavar="LABEL=PATH[@BACKEND]", help="a file to judge (on ORT CPU, or BACKEND), repeatable")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--sets", type=int, default=8)
     ap.add_argument("--samples", type=int, default=16)
@@ -91,18 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     from deployinc.io import atomic_write_text
 
     files: dict[str, Path] = {}
+    backends: dict[str, str | None] = {}
     for item in args.file:
-        label, sep, path = item.partition("=")
+        label, sep, rest = item.partition("=")
+        path, at, backend = rest.rpartition("@") if "@" in rest else (rest, "", "")
         if not sep or not Path(path).is_file():
-            ap.error(f"--file {item!r}: give LABEL=PATH of an existing ONNX file")
-        files[label] = Path(path)
+            ap.error(f"--file {item!r}: give LABEL=PATH[@BACKEND] of an existing ONNX file")
+        files[label], backends[label] = Path(path), (backend or None)
     if not files or args.sets < 1 or args.samples < 1:
         ap.error("give at least one --file, and --sets / --samples of at least 1")
     Path(args.work).mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
-    results = judge_files(args.model, files, args)
-    text = markdown(args.model, files, results, args, started, time.perf_counter() - t0)
+    results = judge_files(args.model, files, args, backends)
+    text = markdown(args.model, files, results, args, started, time.perf_counter() - t0, backends)
     if args.out_md:
         atomic_write_text(Path(args.out_md), text, force=True)
         B.log(f"wrote {args.out_md}")

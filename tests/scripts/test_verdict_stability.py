@@ -28,11 +28,12 @@ def test_fp32_passes_every_set_and_a_broken_file_none(tmp_path):
         bad = tmp_path / "bad.onnx"
         onnx.save(broken, str(bad))
         out = tmp_path / "s.md"
-        assert mod.main(["--model", "inception_cifar", "--file", f"fp32={ref}", "--file", f"broken={bad}", "--sets", "3", "--samples", "4",
-                         "--threads", "1", "--work", str(work), "--out-md", str(out)]) == 0  # fmt: skip
-        rows = {r.split("|")[1].strip(): r for r in out.read_text().splitlines() if r.startswith("| fp32") or r.startswith("| broken")}
-        assert "3 of 3" in rows["fp32"] and "PPP" in rows["fp32"]
+        assert mod.main(["--model", "inception_cifar", "--file", f"fp32={ref}", "--file", f"broken={bad}", "--file", f"ov={ref}@openvino",
+                         "--sets", "3", "--samples", "4", "--threads", "1", "--work", str(work), "--out-md", str(out)]) == 0  # fmt: skip
+        rows = {r.split("|")[1].strip(): r for r in out.read_text().splitlines() if r.startswith(("| fp32", "| broken", "| ov"))}
+        assert "| ort-cpu | 3 of 3 | PPP" in rows["fp32"]
         assert "0 of 3" in rows["broken"] and "FFF" in rows["broken"]
+        assert "| openvino | 3 of 3 | PPP" in rows["ov"]  # the same file run by OpenVINO
         with pytest.raises(SystemExit):
             mod.main(["--model", "inception_cifar", "--file", "nolabel"])
     finally:
