@@ -416,11 +416,8 @@ def _qdq_info(mixed: dict[str, Any]) -> dict[str, Any]:
     ones in float."""
     info = {k: v for k, v in mixed.items() if k not in ("path", "reused", "seconds")}
     info["made"] = f"{mixed.get('made', '')}; carried-along layers' weights left int8 (behind DequantizeLinear)"
-    record = dict(info.get("fallback") or {})
-    if record:
-        record["also_float"] = []
-        record["float_share"] = round(sum(float(x.get("share") or 0.0) for x in record.get("layers", [])), 4)
-        info["fallback"] = record
+    if info.get("fallback"):
+        info["fallback"] = fb.chosen_only(info["fallback"])
     return info
 
 

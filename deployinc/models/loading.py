@@ -673,6 +673,13 @@ def zero_linears(module: Any) -> list[str]:
     return [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and sub.weight.numel() and not bool(sub.weight.detach().any())]
 
 
+def provenance_shape(prov: Any) -> dict[str, Any]:
+    """What a file's provenance says :func:`load_model` is to build besides the spec, the weights and BatchNorm
+    recalibration: classes, input shape, normalisation and seed."""
+    return {"num_classes": prov.num_classes, "input_shape": tuple(prov.input_shape), "mean": tuple(prov.mean),
+            "std": tuple(prov.std), "seed": prov.seed}  # fmt: skip
+
+
 def load_from_provenance(prov: Any, weights: str | None = None, trust_code: bool = False) -> LoadedModel:
     """Rebuild exactly the model an ONNX file was exported from, using its :class:`~deployinc.metadata.Provenance`.
 
@@ -699,16 +706,7 @@ def load_from_provenance(prov: Any, weights: str | None = None, trust_code: bool
             f"the weights this model was exported from, {w}, are not there any more",
             hint="pass --weights with the checkpoint's new path",
         )
-    loaded = load_model(
-        prov.model_spec,
-        weights=w,
-        num_classes=prov.num_classes,
-        input_shape=tuple(prov.input_shape),
-        mean=tuple(prov.mean),
-        std=tuple(prov.std),
-        seed=prov.seed,
-        calibrate_bn=prov.bn_recalibrated,
-    )
+    loaded = load_model(prov.model_spec, weights=w, calibrate_bn=prov.bn_recalibrated, **provenance_shape(prov))
     if prov.weights_sha256 and loaded.weights_sha256 and prov.weights_sha256 != loaded.weights_sha256:
         raise WeightsError(
             f"weights file {loaded.weights} changed since export (sha256 {loaded.weights_sha256[:12]}, exported from {prov.weights_sha256[:12]})",

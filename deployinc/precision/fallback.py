@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -641,15 +641,16 @@ def check_fallback(value: str, precision: str, model: Any) -> None:
                             hint=f"give the fp32 export; {precision} and the layers kept in float are made from it")  # fmt: skip
 
 
-def stamp(model: Any, key: str, result: FallbackResult) -> None:
-    """Record the fallback in the file's metadata: ``deployinc.<key>`` (``int8`` or ``fp16``) gains ``fallback``."""
+def stamp(model: Any, key: str, fallback: dict[str, Any]) -> None:
+    """Record the fallback (a :meth:`FallbackResult.record`) in the file's metadata: ``deployinc.<key>`` (``int8``
+    or ``fp16``) gains ``fallback``."""
     meta = {p.key: p.value for p in model.metadata_props}
     try:
         record = json.loads(meta.get(f"deployinc.{key}", "{}"))
     except ValueError:
         record = {}
     record = record if isinstance(record, dict) else {}
-    record["fallback"] = {k: v for k, v in result.record().items() if k != "whole_model"}
+    record["fallback"] = {k: v for k, v in fallback.items() if k != "whole_model"}
     meta[f"deployinc.{key}"] = json.dumps(record)
     del model.metadata_props[:]
     for k, v in meta.items():
@@ -679,22 +680,24 @@ def int8_with_fallback(
         meta = list(res.model.metadata_props)
         if twin and constant:
             found.qdq_model = keep_float(res.model, found.float_nodes, fp32, constant_weights=False)
-            _stamp_with(found.qdq_model, meta, chosen_only(found))
+            _stamp_with(found.qdq_model, meta, chosen_only(found.record()))
         res.model = found.model
-        _stamp_with(res.model, meta, found)
+        _stamp_with(res.model, meta, found.record())
         res.report["fallback"] = found.record()
     return res, found
 
 
-def chosen_only(found: FallbackResult) -> FallbackResult:
-    """``found`` as a runtime that runs the carried-along layers in int8 sees it: only the chosen layers in float."""
-    return replace(found, also_float=[], float_share=sum(float(x.get("share") or 0.0) for x in found.layers))
+def chosen_only(record: dict[str, Any]) -> dict[str, Any]:
+    """A fallback record (:meth:`FallbackResult.record`) as a runtime that runs the carried-along layers in int8
+    (OpenVINO) sees it: only the chosen layers in float, and their share of the work."""
+    share = sum(float(x.get("share") or 0.0) for x in record.get("layers") or [])
+    return {**record, "also_float": [], "float_share": round(share, 4)}
 
 
-def _stamp_with(model: Any, meta: list[Any], found: FallbackResult) -> None:
+def _stamp_with(model: Any, meta: list[Any], fallback: dict[str, Any]) -> None:
     del model.metadata_props[:]
     model.metadata_props.extend(meta)
-    stamp(model, INT8, found)
+    stamp(model, INT8, fallback)
 
 
 def fp16_with_fallback(
@@ -710,5 +713,5 @@ def fp16_with_fallback(
     whole = build([])
     found = search(whole, oracle, build=build, candidates=cands, state=state, state_key=state_key, say=say)
     if found.float_nodes and found.passed:
-        stamp(found.model, FP16, found)
+        stamp(found.model, FP16, found.record())
     return found.model, found

@@ -342,12 +342,13 @@ def _calibrate(calib_input: Path, tmpdir: Path, method: str, calib_options: dict
     with contextlib.redirect_stdout(io.StringIO()):
         for chunk in batches(images, max(CHUNK_IMAGES, batch)):
             calibrator.collect_data(_ChunkReader(input_name, chunk, batch))
-        ranges = calibrator.compute_data()
-    if method == "mse":
-        from onnxruntime.quantization.calibrate import TensorsData
+        if method == "mse":  # Percentile's histograms, our ranges (its own thresholds are not computed)
+            from onnxruntime.quantization.calibrate import TensorsData
 
-        chosen = mse_ranges(calibrator.collector.get_histogram_dict(), bool(calib_options.get("symmetric")))
-        ranges = TensorsData(_calibration_method(method), chosen)
+            chosen = mse_ranges(calibrator.collector.get_histogram_dict(), bool(calib_options.get("symmetric")))
+            ranges = TensorsData(_calibration_method(method), chosen)
+        else:
+            ranges = calibrator.compute_data()
     del calibrator
     return ranges
 

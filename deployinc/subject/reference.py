@@ -114,16 +114,7 @@ def from_provenance(prov: Any, weights: str | None = None, use_cache: bool = Tru
         cached = _load_bn_stats(prov)
         cache = "miss" if cached is None else "hit"
     if cached is not None:
-        loaded = loading.load_model(
-            prov.model_spec,
-            weights=None,
-            num_classes=prov.num_classes,
-            input_shape=tuple(prov.input_shape),
-            mean=tuple(prov.mean),
-            std=tuple(prov.std),
-            seed=prov.seed,
-            calibrate_bn=False,
-        )
+        loaded = loading.load_model(prov.model_spec, weights=None, calibrate_bn=False, **loading.provenance_shape(prov))
         if not loaded.matches_export(prov.state_sha256):
             raise WeightsError(
                 f"the rebuilt {prov.model_spec} weights differ from those exported "

@@ -6,18 +6,12 @@ nvidia-smi and nvpmodel are faked on PATH, so these run anywhere.
 from __future__ import annotations
 
 import os
-import stat
 
 import pytest
 
 from deployinc.bench.environment import bench_environment, environment_lines
 from deployinc.core import hardware
-
-
-def _fake_tool(tmp_path, name: str, body: str) -> None:
-    p = tmp_path / name
-    p.write_text("#!/bin/sh\n" + body)
-    p.chmod(p.stat().st_mode | stat.S_IEXEC)
+from tests.core.test_hardware import _fake_tool
 
 
 def test_nvidia_smi_fields(tmp_path, monkeypatch):
