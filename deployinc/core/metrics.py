@@ -9,8 +9,9 @@ through :func:`compare_arrays`. Metrics, per output:
 - ``cosine``: the smallest per-sample cosine similarity of the flattened outputs.
 - ``top1``: fraction of samples whose arg-max agrees. ``top1`` in the verdict is *tie-aware*: a sample whose
   reference top-1 and the test's choice are closer in the reference than twice that sample's error (capped at the
-  error the precision's budget allows, ``max_rel`` x scale, or 1% of the scale for int8) is a tie that no
-  implementation can be blamed for, and does not count as a disagreement. Raw agreement is reported too.
+  error the precision's budget allows one logit: ``max_rel`` x scale, or for int8 the RMS error its cosine budget
+  allows, :func:`tie_cap`) is a tie that no implementation can be blamed for, and does not count as a
+  disagreement. Raw agreement is reported too.
 - ``top5``: fraction of samples whose reference top-1 class is among the test's top 5.
 - ``nan`` / ``inf``: non-finite values in the test output (and the reference, reported apart).
 
@@ -99,8 +100,29 @@ PRESETS: dict[tuple[str, str], Tolerance] = {
 }
 
 PRECISIONS = P.PRECISIONS
-#: The largest reference gap (relative to the output's scale) that counts as a tie when the budget has no max_rel.
-TIE_REL_INT8 = 0.01
+#: The largest reference gap (relative to the output's scale) that counts as a tie when the budget has neither
+#: max_rel nor a cosine.
+TIE_REL_DEFAULT = 0.01
+
+
+def tie_cap(tolerance: Tolerance, scale: float, ref: np.ndarray) -> np.ndarray:
+    """Per sample of ``ref`` (N x K logits), the largest error the budget allows one logit: what a top-1 tie is
+    measured against.
+
+    With ``max_rel``, that share of the output's ``scale``. Without it (int8), the error the cosine budget allows:
+    a test ``r + e`` with ``e`` orthogonal to ``r`` has cosine ``1 / sqrt(1 + |e|^2 / |r|^2)``, so ``min_cosine``
+    allows ``|e| = sqrt(1 / min_cosine^2 - 1) |r|``, spread over K logits an RMS error of that factor times the
+    sample's RMS logit (0.1425x at cosine 0.99). Flat logits (random weights) have top-2 gaps of that order, and a
+    model well inside its cosine budget swaps such near-ties at random; a trained model's gaps are far wider.
+    """
+    n = len(ref)
+    if tolerance.max_rel is not None:
+        return np.full(n, tolerance.max_rel * scale)
+    c = tolerance.min_cosine
+    if c is None or not 0.0 < c < 1.0:
+        return np.full(n, TIE_REL_DEFAULT * scale)
+    rms = np.sqrt(np.mean(np.square(ref.reshape(n, -1)), axis=1))
+    return float(np.sqrt(1.0 / (c * c) - 1.0)) * rms
 
 
 def preset(precision: str, backend: str = "cpu") -> Tolerance:
@@ -188,9 +210,9 @@ def compare_arrays(name: str, ref: np.ndarray, test: np.ndarray, tolerance: Tole
         # whose errors are large, would turn every disagreement into a "tie").
         gap = r64[np.arange(len(ra)), ra] - r64[np.arange(len(ta)), ta]
         sample_err = np.where(finite, diff, 0.0).reshape(len(ra), -1).max(axis=1)
-        cap = (tolerance.max_rel if tolerance.max_rel is not None else TIE_REL_INT8) * scale
+        cap = tie_cap(tolerance, scale, np.where(np.isfinite(r64), r64, 0.0))
         if tolerance.max_abs is not None:
-            cap = min(cap, tolerance.max_abs)
+            cap = np.minimum(cap, tolerance.max_abs)
         ties = (~agree) & (gap <= 2 * np.minimum(sample_err, cap))
         top1 = float((agree | ties).mean())
         k = min(5, ref.shape[1])

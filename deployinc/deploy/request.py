@@ -46,8 +46,10 @@ NOT_IN_KEY = ("out", "force", "keep_variants", "log", "require_backend", "requir
 #: deployinc is not reused for a different recipe. 3: the int8 recipe per CPU, float graph outputs, the task rule;
 #: 4: GPTQ weight rounding; 5: GPTQ act-order, the cheapest passing fallback set; 6: its cost counts the layers
 #: carried into float; 7: carried layers read constant float weights (ORT), the -qdq twin (OpenVINO). 8 and 9
-#: judged the search on other images (tried this session, not kept: docs/benchmarks/verdict-stability-amd-epyc.md).
-RECIPE = 10
+#: judged the search on other images (tried, not kept: docs/benchmarks/verdict-stability-amd-epyc.md); 10: the
+#: second look. 11: int8 top-1 ties sized by the cosine budget (core.metrics.tie_cap); the search judges verify's
+#: images and more sets of as many (96 images at least), each on its own.
+RECIPE = 11
 #: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model
 #: lower precision fails; ``none`` does not.
 FALLBACKS = ("auto", "none")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deployinc.errors import BadInputError
-from deployinc.core.metrics import PRESETS, Tolerance, compare_arrays, compare_outputs, one_line, preset
+from deployinc.core.metrics import PRESETS, Tolerance, compare_arrays, compare_outputs, one_line, preset, tie_cap
 
 
 def test_identical_outputs_pass():
@@ -29,6 +29,30 @@ def test_tie_aware_top1():
     test = np.array([[1.0000002, 1.0, 0.0], [5.0, 0.0, 0.0]])
     c = compare_arrays("y", ref, test, preset("fp32"))
     assert c.top1_raw == 0.5 and c.top1 == 1.0  # the flip is within the error: a tie, not a disagreement
+
+
+def _flat_logits(n: int = 4, k: int = 1000) -> np.ndarray:
+    """Logits like a random-weight network's: K nearly equal classes, a clear winner (class 0) by 2 units."""
+    r = np.random.default_rng(0).standard_normal((n, k))
+    r[:, 0] = r.max(axis=1) + 2.0
+    return r
+
+
+def test_int8_ties_are_sized_by_the_cosine_budget():
+    ref = _flat_logits()
+    test = ref.copy()
+    ref[0, 1] = ref[0, 0] - 0.2  # a near-tie: 0.2 apart, ~0.2x the RMS logit
+    test[0, 1] = ref[0, 0] + 0.05  # swapped by an error of 0.25, far inside cosine 0.99
+    ref[1, 1] = ref[1, 0] - 0.6  # 0.6 apart: more than the cosine budget lets a logit move (0.14x RMS, twice)
+    test[1, 1] = ref[1, 0] + 0.05
+    tol = preset("int8")
+    c = compare_arrays("logits", ref, test, tol)
+    rms = np.sqrt((ref**2).mean(axis=1))
+    assert np.allclose(tie_cap(tol, float(np.abs(ref).max()), ref), np.sqrt(1 / 0.99**2 - 1) * rms)
+    assert c.cosine > 0.999 and c.top1_raw == 0.5
+    assert c.top1 == 0.75  # sample 0 is a tie; sample 1 a disagreement
+    # a budget with max_rel sizes ties by it, as before
+    assert np.allclose(tie_cap(preset("fp16"), 4.0, ref), 5e-2 * 4.0)
 
 
 def test_disagreement_beyond_error_counts():

@@ -181,3 +181,29 @@ def test_the_chosen_lower_precision_file_is_judged_again_on_other_images_once(tm
     assert D._second_look(req, tmp_path, chosen, arts, None)["verdict"] == "error"  # reported, never fatal
     assert D._second_look(req, tmp_path, {**chosen, "precision": "fp32", "id": "fp32-ort-cpu"}, arts, None) is None
     assert D._second_look(DeployRequest(model="x", accuracy_data=str(tmp_path)), tmp_path, chosen, arts, None) is None
+
+
+def test_the_layer_search_judges_verify_images_and_more_sets_each_on_its_own(tmp_path: Path, monkeypatch) -> None:
+    """The search's oracle: verify's --samples images first, then more of the same seed up to SEARCH_IMAGES, judged
+    in sets of --samples; kept with the state, and remade when the kept one holds another count."""
+    import numpy as np
+
+    from deployinc.deploy import run as D
+
+    asked: list[int] = []
+
+    def fake_reference(vreq, subject=None):  # noqa: ANN001, ANN202
+        asked.append(vreq.samples)
+        x = np.zeros((vreq.samples, 3, 8, 8), np.float32)
+        return x, {"logits": np.zeros((vreq.samples, 10), np.float32)}, None, "input"
+
+    monkeypatch.setattr(D, "reference_run", fake_reference)
+    fp32 = tmp_path / "m.onnx"
+    o = D._oracle(DeployRequest(model="x", samples=16), tmp_path, fp32, "input")
+    assert asked == [96] and len(o.inputs) == 96 and o.set_size == 16 and D.SEARCH_IMAGES == 96
+    assert "6 sets of 16, each judged on its own" in o.describe()
+    assert o.tolerance.min_cosine == 0.991 and o.tolerance.min_top1 == 0.95  # a tenth of the cosine budget in hand
+    D._oracle(DeployRequest(model="x", samples=16), tmp_path, fp32, "input")
+    assert asked == [96]  # kept with the state
+    o = D._oracle(DeployRequest(model="x", samples=100), tmp_path, fp32, "input")
+    assert asked == [96, 100] and len(o.inputs) == 100 and "sets" not in o.describe()  # remade: one set of 100

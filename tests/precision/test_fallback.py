@@ -211,6 +211,32 @@ def test_a_model_that_passes_keeps_nothing_in_float(planted, tmp_path):
     assert found.passed and found.float_nodes == [] and found.evaluations == 1
 
 
+def _identity_model(k: int) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "id",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", k])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])])  # fmt: skip
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_the_oracle_judges_each_set_on_its_own():
+    # 32 flat-logit samples; one of them (in the second set of 16) changes class beyond a tie: 31 of 32 agree
+    # (passes 0.95 over all), but that set alone has 15 of 16 (fails it), as verify would judge it
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 1000)).astype(np.float32)
+    x[:, 0] = x.max(axis=1) + 2.0
+    ref = x.astype(np.float64).copy()
+    x[20, 1] = x[20, 0] + 0.05
+    ref[20, 1] = ref[20, 0] - 0.6
+    model = _identity_model(1000)
+    whole = F.Oracle(x, "input", {"logits": ref}, preset("int8", "cpu"), threads=1).judge(model)
+    sets = F.Oracle(x, "input", {"logits": ref}, preset("int8", "cpu"), threads=1, set_size=16)
+    j = sets.judge(model)
+    assert whole.passed and not j.passed and "set 2: top1 0.938 < 0.95" in j.line
+    assert sets.describe() == "32 verification images (2 sets of 16, each judged on its own)"
+
+
 def test_the_task_rule_judges_accuracy_not_cosine():
     # accurate but off in cosine: passes; close in cosine but 2 points less accurate: fails
     assert task_failures(0, 0.90, 0.905, 0.995) == []
