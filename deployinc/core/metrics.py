@@ -10,8 +10,8 @@ through :func:`compare_arrays`. Metrics, per output:
 - ``top1``: fraction of samples whose arg-max agrees. ``top1`` in the verdict is *tie-aware*: a sample whose
   reference top-1 and the test's choice are closer in the reference than twice that sample's error (capped at the
   error the precision's budget allows one logit: ``max_rel`` x scale, or for int8 the RMS error its cosine budget
-  allows, :func:`tie_cap`) is a tie that no implementation can be blamed for, and does not count as a
-  disagreement. Raw agreement is reported too.
+  allows, relative to the logits' spread, :func:`tie_cap`) is a tie that no implementation can be blamed for, and
+  does not count as a disagreement. Raw agreement is reported too.
 - ``top5``: fraction of samples whose reference top-1 class is among the test's top 5.
 - ``nan`` / ``inf``: non-finite values in the test output (and the reference, reported apart).
 
@@ -103,6 +103,9 @@ PRECISIONS = P.PRECISIONS
 #: The largest reference gap (relative to the output's scale) that counts as a tie when the budget has neither
 #: max_rel nor a cosine.
 TIE_REL_DEFAULT = 0.01
+#: A cosine budget looser than this sizes ties as this one does (int8's preset): ``--min-cosine 0.9`` loosens the
+#: cosine check, not what counts as a tie.
+TIE_MIN_COSINE = 0.99
 
 
 def tie_cap(tolerance: Tolerance, scale: float, ref: np.ndarray) -> np.ndarray:
@@ -112,17 +115,21 @@ def tie_cap(tolerance: Tolerance, scale: float, ref: np.ndarray) -> np.ndarray:
     With ``max_rel``, that share of the output's ``scale``. Without it (int8), the error the cosine budget allows:
     a test ``r + e`` with ``e`` orthogonal to ``r`` has cosine ``1 / sqrt(1 + |e|^2 / |r|^2)``, so ``min_cosine``
     allows ``|e| = sqrt(1 / min_cosine^2 - 1) |r|``, spread over K logits an RMS error of that factor times the
-    sample's RMS logit (0.1425x at cosine 0.99). Flat logits (random weights) have top-2 gaps of that order, and a
-    model well inside its cosine budget swaps such near-ties at random; a trained model's gaps are far wider.
+    sample's logit spread (0.1425x its standard deviation at cosine 0.99; the spread, not the RMS, so that an offset
+    shared by every logit, which changes no class, widens no tie; never wider than at :data:`TIE_MIN_COSINE`).
+    Flat logits (random weights) have top-2 gaps of that order, and a model well inside its cosine budget swaps
+    such near-ties at random; a trained model's gaps are far wider.
     """
     n = len(ref)
     if tolerance.max_rel is not None:
         return np.full(n, tolerance.max_rel * scale)
     c = tolerance.min_cosine
-    if c is None or not 0.0 < c < 1.0:
+    if c is None or c <= 0.0:
         return np.full(n, TIE_REL_DEFAULT * scale)
-    rms = np.sqrt(np.mean(np.square(ref.reshape(n, -1)), axis=1))
-    return float(np.sqrt(1.0 / (c * c) - 1.0)) * rms
+    c = min(max(c, TIE_MIN_COSINE), 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.nan_to_num(ref.reshape(n, -1).std(axis=1), nan=0.0, posinf=0.0)
+    return float(np.sqrt(1.0 / (c * c) - 1.0)) * spread
 
 
 def preset(precision: str, backend: str = "cpu") -> Tolerance:

@@ -388,6 +388,8 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str, subjec
         vreq = VerifyRequest(model=fp32, providers=B.REFERENCE, samples=samples, data=req.accuracy_data, labels=bool(req.accuracy_data),
                              threads=req.threads, trust_model_code=req.trust_model_code)  # fmt: skip
         x, ref, labels, input_name = reference_run(vreq, subject)
+        if labels is None:  # a static batch larger than the images makes verify repeat them: the images alone
+            x, ref = x[:samples], {k: v[:samples] for k, v in ref.items()}
         arrays = {"input": x, **{f"ref/{k}": v for k, v in ref.items()}}
         if labels is not None:
             arrays["labels"] = np.asarray(labels)
@@ -415,12 +417,15 @@ def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, s
     """
     images, source = _calibration(req, spec)
     oracle = _oracle(req, state, fp32, spec.name, subject)
-    req.say(f"{name}: searching the layers to keep in float (judged by {'the task rule' if oracle.goal else 'the int8 preset'} "
+    req.say(f"{name}: searching the layers to keep in float (judged by {'the task rule' if oracle.goal else oracle.tolerance.name} "
             f"on {oracle.describe()} against eager torch fp32)")  # fmt: skip
+    # the verdict's own judge, verify's images by the preset: a whole model it passes needs no search
+    plain = None if oracle.goal else dataclasses.replace(oracle, inputs=oracle.inputs[: req.samples], set_size=None, tolerance=preset(INT8, B.REFERENCE),
+                                                         reference={k: v[: req.samples] for k, v in oracle.reference.items()})  # fmt: skip
     recipe = recipe_for("cpu")
     res, found = fb.int8_with_fallback(fp32, images, oracle, method="percentile", target="cpu", recipe=recipe, spec=spec,
                                        data_source={"calibration": source}, state=state / f"{name}.search.json",
-                                       state_key=sha256_file(fp32), say=req.say, twin=True)  # fmt: skip
+                                       state_key=sha256_file(fp32), say=req.say, twin=True, whole_enough=plain)  # fmt: skip
     if found.whole.passed:
         raise NoArtifact(f"not needed: the whole-model int8 passes ({found.whole.line})", "skipped")
     if not found.passed:

@@ -121,7 +121,7 @@ class Oracle:
     def describe(self) -> str:
         """``48 verification images (3 sets of 16, each judged on its own)``."""
         n, k = len(self.inputs), self.set_size
-        sets = f" ({n // k} sets of {k}, each judged on its own)" if self.goal is None and k and n > k else ""
+        sets = f" ({-(-n // k)} sets of {k}, each judged on its own)" if self.goal is None and k and n > k else ""
         return f"{n} verification images{sets}"
 
     def outputs(self, model: Any) -> dict[str, np.ndarray]:
@@ -510,6 +510,7 @@ def search(
     state_key: str = "",
     say: Callable[[str], None] | None = None,
     constant_weights: bool = True,
+    whole_enough: Oracle | None = None,
 ) -> FallbackResult:
     """Find a small set of layers of ``qmodel`` to keep in float so that ``oracle`` passes it.
 
@@ -524,6 +525,8 @@ def search(
         state_key: What the judgements belong to (a digest of the model and the oracle's inputs): a state file of
             another key is ignored.
         say: Progress lines.
+        whole_enough: Where ``oracle`` is stricter than the verdict the model will get (deploy's search keeps part
+            of the budget in hand), the verdict's own judge: a whole model it passes needs no layer in float.
 
     Raises:
         BadInputError: The model has no layer to keep in float.
@@ -550,6 +553,11 @@ def search(
 
     whole = judge([])
     say(f"fallback: the whole model: {whole.line}")
+    if not whole.passed and whole_enough is not None:
+        plain = whole_enough.judge(qmodel)
+        if plain.passed:
+            say(f"fallback: the whole model passes the verdict's own judge ({plain.line}): no layer kept in float")
+            whole = plain
     if whole.passed:
         return FallbackResult(qmodel, [], [], whole, whole, memo.fresh, budget, time.perf_counter() - t0, 0, len(cands))
     everything = judge(list(cands))
@@ -682,6 +690,7 @@ def int8_with_fallback(
     fp32_path: str | Path, images: np.ndarray, oracle: Oracle, *, method: str = "percentile", target: str = "cpu",
     recipe: Any = None, spec: Any = None, data_source: dict[str, Any] | None = None, state: Path | None = None,
     state_key: str = "", say: Callable[[str], None] | None = None, weight_rounding: str = "gptq", twin: bool = False,
+    whole_enough: Oracle | None = None,
 ) -> tuple[Any, FallbackResult]:  # fmt: skip
     """Quantize ``fp32_path`` (:func:`deployinc.precision.int8.quantize_int8`), then keep in float the fewest layers
     the oracle needs (:func:`search`). Returns the int8 result (its model the mixed one, stamped) and the search.
@@ -695,7 +704,8 @@ def int8_with_fallback(
                         weight_rounding=weight_rounding)  # fmt: skip
     fp32 = load_onnx(fp32_path).model
     constant = target == "cpu"
-    found = search(res.model, oracle, fp32=fp32, state=state, state_key=state_key, say=say, constant_weights=constant)
+    found = search(res.model, oracle, fp32=fp32, state=state, state_key=state_key, say=say, constant_weights=constant,
+                   whole_enough=whole_enough)  # fmt: skip
     if found.float_nodes and found.passed:
         meta = list(res.model.metadata_props)
         if twin and constant:

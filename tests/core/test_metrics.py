@@ -47,10 +47,17 @@ def test_int8_ties_are_sized_by_the_cosine_budget():
     test[1, 1] = ref[1, 0] + 0.05
     tol = preset("int8")
     c = compare_arrays("logits", ref, test, tol)
-    rms = np.sqrt((ref**2).mean(axis=1))
-    assert np.allclose(tie_cap(tol, float(np.abs(ref).max()), ref), np.sqrt(1 / 0.99**2 - 1) * rms)
     assert c.cosine > 0.999 and c.top1_raw == 0.5
     assert c.top1 == 0.75  # sample 0 is a tie; sample 1 a disagreement
+    # an offset every logit shares changes no class, and widens no tie (log-softmax outputs carry one)
+    shifted = compare_arrays("logits", ref + 50.0, test + 50.0, tol)
+    assert shifted.top1 == 0.75
+    # the spread sizes the tie: 0.1425x each sample's standard deviation at cosine 0.99 ...
+    scale = float(np.abs(ref).max())
+    assert np.allclose(tie_cap(tol, scale, ref), 0.1425 * ref.std(axis=1), rtol=1e-3)
+    # ... a looser cosine loosens the cosine check, not the ties; a cosine of 1 leaves only exact ties
+    assert np.allclose(tie_cap(tol.with_overrides(min_cosine=0.9), scale, ref), tie_cap(tol, scale, ref))
+    assert not tie_cap(tol.with_overrides(min_cosine=1.0), scale, ref).any()
     # a budget with max_rel sizes ties by it, as before
     assert np.allclose(tie_cap(preset("fp16"), 4.0, ref), 5e-2 * 4.0)
 

@@ -188,6 +188,7 @@ def test_the_layer_search_judges_verify_images_and_more_sets_each_on_its_own(tmp
     in sets of --samples; kept with the state, and remade when the kept one holds another count."""
     import numpy as np
 
+    from deployinc.core.images import natural_images
     from deployinc.deploy import run as D
 
     asked: list[int] = []
@@ -200,7 +201,9 @@ def test_the_layer_search_judges_verify_images_and_more_sets_each_on_its_own(tmp
     monkeypatch.setattr(D, "reference_run", fake_reference)
     fp32 = tmp_path / "m.onnx"
     o = D._oracle(DeployRequest(model="x", samples=16), tmp_path, fp32, "input")
-    assert asked == [96] and len(o.inputs) == 96 and o.set_size == 16 and D.SEARCH_IMAGES == 96
+    assert asked == [96] and len(o.inputs) == 96 and o.set_size == 16
+    # verify's own 16 images are the first set: the generator's prefix
+    assert np.array_equal(natural_images(16, (3, 8, 8), seed=0), natural_images(96, (3, 8, 8), seed=0)[:16])
     assert "6 sets of 16, each judged on its own" in o.describe()
     assert o.tolerance.min_cosine == 0.991 and o.tolerance.min_top1 == 0.95  # a tenth of the cosine budget in hand
     D._oracle(DeployRequest(model="x", samples=16), tmp_path, fp32, "input")

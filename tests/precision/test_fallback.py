@@ -237,6 +237,18 @@ def test_the_oracle_judges_each_set_on_its_own():
     assert sets.describe() == "32 verification images (2 sets of 16, each judged on its own)"
 
 
+def test_a_whole_model_the_verdicts_own_judge_passes_needs_no_search(tmp_path):
+    # deploy's search keeps part of the budget in hand; a whole model that the preset itself passes is not searched
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    path = export(net, tmp_path / "easy.onnx")
+    q = quantize_int8(path, natural_images(32, (3, 32, 32), MEAN, STD, seed=1), target="cpu").model
+    plain = oracle_for(net)
+    strict = F.Oracle(plain.inputs, "input", plain.reference, preset("int8", "cpu").with_overrides(min_cosine=0.99999999), threads=1)
+    assert plain.judge(q).passed and not strict.judge(q).passed
+    found = F.search(q, strict, fp32=onnx.load(str(path)), whole_enough=plain)
+    assert found.passed and found.float_nodes == [] and found.whole.passed and found.evaluations == 1
+
+
 def test_the_task_rule_judges_accuracy_not_cosine():
     # accurate but off in cosine: passes; close in cosine but 2 points less accurate: fails
     assert task_failures(0, 0.90, 0.905, 0.995) == []
