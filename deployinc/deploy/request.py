@@ -48,8 +48,9 @@ NOT_IN_KEY = ("out", "force", "keep_variants", "log", "require_backend", "requir
 #: carried into float; 7: carried layers read constant float weights (ORT), the -qdq twin (OpenVINO). 8 and 9
 #: judged the search on other images (tried, not kept: docs/benchmarks/verdict-stability-amd-epyc.md); 10: the
 #: second look. 11: int8 top-1 ties sized by the cosine budget (core.metrics.tie_cap); the search judges verify's
-#: images and more sets of as many (96 images at least), each on its own.
-RECIPE = 11
+#: images and more sets of as many (96 images at least), each on its own. 12: ties by the logits' spread, never
+#: wider than at cosine 0.99; a whole model verify's own judge passes is not searched.
+RECIPE = 12
 #: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model
 #: lower precision fails; ``none`` does not.
 FALLBACKS = ("auto", "none")
