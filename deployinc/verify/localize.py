@@ -12,7 +12,12 @@ module's scope is that module's output. Each comparison point must pair the *sam
 - hooks copy what they see at once, so an in-place op later in the forward (``ReLU(inplace=True)`` on a BN's
   output, ``out += identity``) cannot change it;
 - one module call takes its last ONNX output value of the right shape; a module called ``k`` times pairs with
-  ``k`` values in order (a shared ReLU), otherwise it is not compared.
+  ``k`` values in order (a shared ReLU), otherwise it is not compared;
+- in an int8 (QDQ) graph a point is the value after its QuantizeLinear -> DequantizeLinear pair. Where that
+  QuantizeLinear's range starts at 0 (uint8 zero point 0), ONNX Runtime's quantizer has removed the Relu before it
+  (the clamp is the ReLU), so the convolution's value is the ReLU's: both sides are compared after a ReLU
+  (:data:`RELU_FOLDED` in the label), not a pre- with a post-activation tensor. The same holds by name against an
+  ONNX reference whose Relu output carries the name.
 
 The pairs are compared in torch's execution order with :func:`~deployinc.core.metrics.compare_arrays` under a
 per-layer budget, whose ``max_rel`` for fp32 is at least twice torch's own float32 error at that point (a
@@ -53,6 +58,8 @@ FP16_MAX = 65504.0
 #: Layer budgets up to this max_rel (fp32's) are widened to the float32 noise floor; fp16's and int8's are far
 #: above it.
 FLOOR_MAX_BUDGET = 1e-3
+#: Added to the label of a point compared after the ReLU its int8 graph folded into a QuantizeLinear.
+RELU_FOLDED = " + ReLU (folded into its QuantizeLinear)"
 
 
 def layer_budget(tol: Tolerance) -> Tolerance:
@@ -303,6 +310,25 @@ class Boundary:
     op: str
     scope: str
     feeds_bn: bool
+    #: Where the value is an int8 graph's DequantizeLinear output whose QuantizeLinear starts its range at 0 (its zero
+    #: point at the type's lowest value): that clamp is a ReLU the quantizer folded into it (ONNX Runtime removes a
+    #: Relu whose output it quantizes so), and the value is compared after a ReLU on both sides.
+    relu_folded: bool = False
+
+
+def zero_floored(q: Any, inits: dict[str, Any]) -> bool:
+    """Whether QuantizeLinear ``q`` clamps at exactly 0: its zero point is its type's lowest value (uint8 0, int8
+    -128), so nothing below 0 survives it (what a ReLU before it would do; the quantizer removes such a ReLU).
+    No zero point input means uint8's 0 (True); one that is not an initializer is unknown (False)."""
+    from onnx import numpy_helper
+
+    if len(q.input) < 3 or not q.input[2]:
+        return True  # the default zero point: uint8 0
+    zp = inits.get(q.input[2])
+    if zp is None:
+        return False
+    a = numpy_helper.to_array(zp)
+    return a.size == 1 and a.dtype in (np.uint8, np.int8) and int(a.reshape(-1)[0]) == int(np.iinfo(a.dtype).min)
 
 
 def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]], int]:
@@ -311,6 +337,7 @@ def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]]
     cons = G.consumers(model)
     index = {id(n): i for i, n in enumerate(model.graph.node)}
     outs = {o.name for o in model.graph.output}
+    inits = {t.name: t for t in model.graph.initializer}
     by_module: dict[str, list[Boundary]] = {}
     unmapped = 0
     for idx, n in enumerate(model.graph.node):
@@ -333,9 +360,11 @@ def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]]
             if leaves:
                 # In a QDQ (int8) graph, compare what the quantized graph computes: the value after its Q -> DQ
                 # pair. Exposing the float value before it would stop ONNX Runtime fusing the quantized kernel.
+                relu_folded = False
                 if len(readers) == 1 and readers[0].op_type == "QuantizeLinear":
                     dq = cons.get(readers[0].output[0], [])
                     if len(dq) == 1 and dq[0].op_type == "DequantizeLinear":
+                        relu_folded = n.op_type != "Relu" and zero_floored(readers[0], inits)
                         v = dq[0].output[0]
                         readers = cons.get(v, [])
                 by_module.setdefault(s, []).append(
@@ -346,6 +375,7 @@ def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]]
                         op=n.op_type,
                         scope=s,
                         feeds_bn=any(r.op_type == "BatchNormalization" for r in readers),
+                        relu_folded=relu_folded,
                     )
                 )
     return by_module, unmapped
@@ -413,6 +443,7 @@ class _Pair:
     ref: np.ndarray | None
     node_index: int
     key: tuple[Any, ...] | None = None  # where the torch tensor sits in a TorchCapture (see _captured)
+    relu_folded: bool = False  # compare both sides after a ReLU (see Boundary.relu_folded)
 
 
 def _fits(types: dict[str, tuple[int, list[int | str]]], value: str, arr: np.ndarray) -> bool:
@@ -491,7 +522,7 @@ def _pair(order: int, module: str, label: str, mtype: str, b: Boundary, target: 
         order=order, module=module, label=label, module_type=mtype, onnx_value=b.value, onnx_node=b.node_name,
         onnx_op=b.op, torch_module=target,
     )
-    return _Pair(point=point, ref=ref, node_index=b.node_index)
+    return _Pair(point=point, ref=ref, node_index=b.node_index, relu_folded=b.relu_folded)
 
 
 def _output_pair(model: Any, cap: TorchCapture, types: dict[str, Any], paired: set[str]) -> list[_Pair]:
@@ -566,6 +597,9 @@ def _pairs_onnx(model: Any, ref_model: Any) -> tuple[list[_Pair], int, list[str]
     test_types = G.value_types(model)
     ref_types = G.value_types(ref_model)
     ref_values = {o for n in ref_model.graph.node for o in n.output if o}
+    ref_relus = {n.output[0] for n in ref_model.graph.node if n.op_type == "Relu"}
+    cons = G.consumers(model)
+    inits = {t.name: t for t in model.graph.initializer}
     outs = {o.name for o in model.graph.output}
     pairs = []
     unmapped = 0
@@ -593,9 +627,16 @@ def _pairs_onnx(model: Any, ref_model: Any) -> tuple[list[_Pair], int, list[str]
                     ),
                     ref=None,
                     node_index=idx,
+                    # a Relu of the reference that the int8 graph folded into the QuantizeLinear reading this value
+                    relu_folded=n.op_type != "Relu" and v in ref_relus and _only_quantized_at_zero(v, cons, inits),
                 )
             )
     return pairs, unmapped, []
+
+
+def _only_quantized_at_zero(v: str, cons: dict[str, list[Any]], inits: dict[str, Any]) -> bool:
+    readers = cons.get(v, [])
+    return len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and zero_floored(readers[0], inits)
 
 
 def _compare(pair: _Pair, test: np.ndarray | None, budget: Tolerance) -> None:
@@ -610,6 +651,10 @@ def _compare(pair: _Pair, test: np.ndarray | None, budget: Tolerance) -> None:
     if tuple(ref.shape) != tuple(test.shape):
         p.note = f"shapes differ: reference {list(ref.shape)}, model {list(test.shape)}"
         return
+    if pair.relu_folded:  # the int8 graph's QuantizeLinear is the ReLU: compare what both compute after it
+        if min(float(np.min(ref)), float(np.min(test))) < 0 and not p.label.endswith(RELU_FOLDED):
+            p.label += RELU_FOLDED  # said only where the ReLU changes a side
+        ref, test = np.maximum(ref, 0), np.maximum(test, 0)
     c = compare_arrays(p.onnx_value, ref, test, budget)
     t64 = np.asarray(test, dtype=np.float64)
     p.compared = True

@@ -235,3 +235,29 @@ def test_torchscript_scope_names_and_dynamo_metadata(tinynets_dir):
     ops = {m.graph.node[i].op_type: s for i, s in scopes.items() if s}
     assert {"stem.0", "grouped", "dw", "pw", "fc"} <= set(scopes.values())
     assert "Conv" in ops
+
+
+def test_an_int8_graphs_folded_relu_is_compared_after_the_relu(cli_runner, exports_dir, tinynets_dir, tmp_path):
+    """ONNX Runtime's quantizer removes a Relu whose output it quantizes from 0 up: the conv's own output feeds the
+    QuantizeLinear, which clamps at 0. The conv's point is compared after a ReLU on both sides (the torch side is the
+    BN's pre-activation output), not reported as a departure of cosine ~0.7; so is each value by name against the
+    float ONNX file, whose Relu output carries the name."""
+    from deployinc.core.images import natural_images
+    from deployinc.precision.int8 import quantize_int8, write_int8
+    from deployinc.precision.recipe import recipe_for
+    from deployinc.verify.localize import RELU_FOLDED
+
+    src = export_model(exports_dir, spec="tinynets:build_trained")
+    res = quantize_int8(src, natural_images(32, SHAPE[1:], (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), seed=1),
+                        target="cpu", method="percentile", recipe=recipe_for("cpu"), weight_rounding="nearest")  # fmt: skip
+    q = tmp_path / "int8.onnx"
+    write_int8(res, q)
+    assert "Relu" not in {n.op_type for n in onnx.load(str(q)).graph.node}  # the quantizer folded every ReLU
+    for args in (["--trust-model-code"], ["--against", str(src)]):
+        report = tmp_path / "r.json"
+        r = invoke(cli_runner, ["verify", str(q), *args, "--localize", "--json", str(report), "--force"])
+        assert r.exit_code in (0, 1), r.stdout + r.stderr
+        points = [p for p in json.loads(report.read_text())["localization"]["points"] if p["compared"]]
+        folded = [p for p in points if p["label"].endswith(RELU_FOLDED)]
+        assert len(folded) >= 3, [p["label"] for p in points]  # stem, grouped, dw, pw: each conv's ReLU folded
+        assert min(p["cosine"] for p in points) > 0.97, [(p["label"], p["cosine"]) for p in points]
