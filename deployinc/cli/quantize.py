@@ -38,8 +38,8 @@ from .options import float_in, int_in, parse_floats
 @G.no_check("Skip the int8-vs-fp32 comparison on ORT CPU.")
 @click.option("--recipe", default="auto", show_default=True, help="auto: the QDQ types for this CPU's int8 path (u8s8 where it multiplies without saturation: VNNI, AMX, ARM dot product; u8s8 with 7-bit weights, reduce_range, on AVX2/AVX-512 without VNNI); or u8s8, u8s8-reduce-range, s8s8 to measure the alternatives. --target tensorrt is always s8s8.")
 @click.option("--weight-rounding", default="gptq", show_default=True, help="gptq: each layer's int8 weights rounded, on the quantizer's own scales, to move its output least on the calibration images (GPTQ; what makes int8 pass where nearest rounding does not); nearest: ONNX Runtime's round-to-nearest.")
-@G.fallback("none", "auto: keep in float the fewest layers that make the int8 model pass the int8 preset against the fp32 model on ORT CPU over --samples generated images (a bounded search); none: every layer int8.")
-@G.samples(32, example="32", help="With --fallback auto: the generated verification images the search judges on (not the calibration images).")
+@G.fallback("none", "auto: keep in float the fewest layers that make the int8 model pass the int8 preset against the fp32 model on ORT CPU (a bounded search, the one deploy runs: generated images in sets of --samples, at least 96, each set on its own, with a tenth of the cosine budget in hand); none: every layer int8.")
+@G.samples(16, example="16", help="With --fallback auto: the generated verification images of one set (verify's images; the search judges more sets of as many, not the calibration images).")
 @G.force()
 def quantize(
     model: str,
@@ -154,16 +154,16 @@ def quantize(
 
 def _quantize_with_fallback(model, src_model, images, spec, method, target, recipe, weight_rounding, samples, target_path, force, source) -> None:  # noqa: ANN001
     """``quantize --fallback auto``: int8 with the fewest layers kept in float that pass the int8 preset against the
-    fp32 model on ORT CPU (over ``samples`` generated images, not the calibration ones)."""
+    fp32 model on ORT CPU: deploy's search (generated images in sets of ``samples``, not the calibration ones)."""
     from ..precision import fallback as fb, int8 as int8_mod  # lazy: precision imports numpy; keeps it out of deployinc --help
     from ..subject import inputs  # lazy: the image input imports numpy; keeps it out of deployinc --help
 
-    val = inputs.sample_images(spec, samples, None, seed=0)
-    click.echo(f"layer fallback: judged by the int8 preset against the fp32 model on ORT CPU, {len(val)} generated image(s)")
+    val = inputs.sample_images(spec, fb.search_image_count(samples), None, seed=0)
     full = load_onnx(model).model
-    oracle = fb.onnx_oracle(full, val, spec.name, INT8)
+    oracle, plain = fb.int8_search_oracles(fb.onnx_oracle(full, val, spec.name, INT8), samples)
+    click.echo(f"layer fallback: judged by {oracle.tolerance.name} against the fp32 model on ORT CPU, {oracle.describe()} (generated)")
     result, found = fb.int8_with_fallback(model, images, oracle, method=method, target=target, recipe=recipe, spec=spec, data_source=source,
-                                          weight_rounding=weight_rounding, say=click.echo)  # fmt: skip
+                                          weight_rounding=weight_rounding, say=click.echo, whole_enough=plain)  # fmt: skip
     click.echo(found.summary())
     if not found.passed:
         raise CheckFailed(f"no set of float layers makes the int8 model pass: {found.judgement.line}", hint="try --method percentile or entropy, more calibration images, or keep the fp32 model")

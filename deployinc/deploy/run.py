@@ -9,7 +9,6 @@ run again with the same arguments picks up where it stopped. The package is asse
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -32,7 +31,7 @@ from ..io import atomic_write_bytes, atomic_write_text, load_onnx, save_onnx, sh
 from ..io.arrays import read_npz
 from ..metadata import read_provenance
 from ..precision.fp16 import convert_to_fp16
-from ..core.metrics import Tolerance, preset, task_failures
+from ..core.metrics import preset, task_failures
 from ..core.progress import Progress
 from ..precision import fallback as fb
 from ..precision.int8 import quantize_int8, write_int8
@@ -360,24 +359,12 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     return path
 
 
-#: Images a layer search judges at least, in sets of verify's --samples, each set on its own: verify's own images
-#: first, then more of the same seed. A float set chosen on verify's 16 alone sits at the edge of the preset, and
-#: images it was not chosen on fall below it by chance: the more images the search holds to the preset, the fewer
-#: (docs/benchmarks/verdict-stability-amd-epyc.md).
-SEARCH_IMAGES = 96
-#: The share of the int8 preset's cosine budget (1 - min_cosine) a layer search may spend on its images: a float set
-#: at the very edge on them (resnet50: worst of 96 images 0.9903, median 0.9925) still leaves about 1% of other
-#: images below 0.99, so the search keeps a tenth of the budget in hand. The candidate it makes is then verified,
-#: like every other, by the preset itself.
-SEARCH_BUDGET_SHARE = 0.9
-
-
 def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str, subject: Subject | None = None) -> fb.Oracle:
     """The judge of a layer-fallback search: verify's own inputs and eager-torch reference outputs for this deploy
     (its --samples, or the --accuracy-data images and their labels), computed once and kept with the state (read
     back through the one checked array reader)."""
     path = state / "oracle.npz"
-    samples = req.samples * -(-SEARCH_IMAGES // req.samples)  # the first set is verify's own (the generator's prefix)
+    samples = fb.search_image_count(req.samples)  # the first set is verify's own (the generator's prefix)
     try:
         z = read_npz(path, "deploy's oracle", "it is remade")
         x, labels = z["input"], z.get("labels")
@@ -397,16 +384,7 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str, subjec
         np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue(), force=True)
     goal = fb.TaskGoal(np.asarray(labels), max_drop=req.max_accuracy_drop) if labels is not None else None
-    return fb.Oracle(x, input_name, ref, search_tolerance(), goal=goal, threads=req.threads, set_size=req.samples)
-
-
-def search_tolerance() -> Tolerance:
-    """The int8 preset a layer search holds its candidates to: :data:`SEARCH_BUDGET_SHARE` of its cosine budget."""
-    tol = preset(INT8, B.REFERENCE)
-    if tol.min_cosine is None:
-        return tol
-    cos = round(1.0 - SEARCH_BUDGET_SHARE * (1.0 - tol.min_cosine), 6)
-    return dataclasses.replace(tol, min_cosine=cos, name=f"{tol.name} with {1 - SEARCH_BUDGET_SHARE:.0%} of its cosine budget in hand")
+    return fb.Oracle(x, input_name, ref, preset(INT8, B.REFERENCE), goal=goal, threads=req.threads, set_size=req.samples)
 
 
 def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any, subject: Subject | None = None) -> dict[str, Any]:
@@ -416,12 +394,11 @@ def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, s
         NoArtifact: The whole-model int8 passes (not needed), or no set of float layers passes.
     """
     images, source = _calibration(req, spec)
-    oracle = _oracle(req, state, fp32, spec.name, subject)
+    oracle, plain = _oracle(req, state, fp32, spec.name, subject), None
+    if oracle.goal is None:  # the search's judge, and the verdict's own (verify's images by the preset)
+        oracle, plain = fb.int8_search_oracles(oracle, req.samples)
     req.say(f"{name}: searching the layers to keep in float (judged by {'the task rule' if oracle.goal else oracle.tolerance.name} "
             f"on {oracle.describe()} against eager torch fp32)")  # fmt: skip
-    # the verdict's own judge, verify's images by the preset: a whole model it passes needs no search
-    plain = None if oracle.goal else dataclasses.replace(oracle, inputs=oracle.inputs[: req.samples], set_size=None, tolerance=preset(INT8, B.REFERENCE),
-                                                         reference={k: v[: req.samples] for k, v in oracle.reference.items()})  # fmt: skip
     recipe = recipe_for("cpu")
     res, found = fb.int8_with_fallback(fp32, images, oracle, method="percentile", target="cpu", recipe=recipe, spec=spec,
                                        data_source={"calibration": source}, state=state / f"{name}.search.json",

@@ -31,6 +31,8 @@ def test_quantize_fallback_keeps_the_planted_layer_in_float(cli_runner, planted_
     r = invoke(cli_runner, ["quantize", str(model), "--data", str(calib), "--fallback", "auto", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "1 of 4 layer(s) kept in float (94.1% of the layers' multiply-adds): 4 (/4/Conv) (and 2 computed in float with them)" in r.output
+    # deploy's search: verify's 16 images and more sets of as many, each on its own, a tenth of the budget in hand
+    assert "judged by int8 with 10% of its cosine budget in hand" in r.output and "96 verification images (6 sets of 16, each judged on its own)" in r.output
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     rec = json.loads(meta["deployinc.int8"])
     assert rec["fallback"]["float_nodes"] == ["/4/Conv"] and rec["recipe"]["name"] in ("u8s8", "u8s8-reduce-range")

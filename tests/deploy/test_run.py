@@ -190,6 +190,7 @@ def test_the_layer_search_judges_verify_images_and_more_sets_each_on_its_own(tmp
 
     from deployinc.core.images import natural_images
     from deployinc.deploy import run as D
+    from deployinc.precision import fallback as fb
 
     asked: list[int] = []
 
@@ -205,7 +206,10 @@ def test_the_layer_search_judges_verify_images_and_more_sets_each_on_its_own(tmp
     # verify's own 16 images are the first set: the generator's prefix
     assert np.array_equal(natural_images(16, (3, 8, 8), seed=0), natural_images(96, (3, 8, 8), seed=0)[:16])
     assert "6 sets of 16, each judged on its own" in o.describe()
-    assert o.tolerance.min_cosine == 0.991 and o.tolerance.min_top1 == 0.95  # a tenth of the cosine budget in hand
+    search, plain = fb.int8_search_oracles(o, 16)  # the search's judge and the verdict's own
+    assert search.tolerance.min_cosine == 0.991 and search.tolerance.min_top1 == 0.95  # a tenth of the cosine budget in hand
+    assert search.set_size == 16 and len(search.inputs) == 96
+    assert plain.tolerance.min_cosine == 0.99 and len(plain.inputs) == 16 and plain.set_size is None and len(plain.reference["logits"]) == 16
     D._oracle(DeployRequest(model="x", samples=16), tmp_path, fp32, "input")
     assert asked == [96]  # kept with the state
     o = D._oracle(DeployRequest(model="x", samples=100), tmp_path, fp32, "input")
