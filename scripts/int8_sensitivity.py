@@ -10,7 +10,11 @@ seeded natural-statistics images), and judges against the fp32 file on ORT CPU, 
 - the fp32 model with only its Conv/Gemm weights rounded to int8 per output channel (what the weights alone cost);
 - the whole int8 model with its weights rounded to nearest, and by GPTQ (deployinc's default);
 - every candidate layer of the GPTQ file alone kept in float (the fallback's ranking), with its share of the
-  layers' multiply-adds.
+  layers' multiply-adds;
+- each calibration method (minmax, entropy, percentile, mse) for the whole model, judged as deploy's layer search
+  judges (96 images in sets of ``--samples``, each on its own, by the preset itself);
+- the error block by block: ``deployinc verify --localize`` of the whole int8 file against eager torch, the cosine
+  at each value every path from the input to the output goes through (a block's output), on ``--samples`` images.
 
     python scripts/int8_sensitivity.py                       # googlenet, resnet50 -> docs/benchmarks/int8-sensitivity-<machine>.md
     python scripts/int8_sensitivity.py --models inception_cifar --out-md /tmp/s.md   # a smoke run
@@ -85,7 +89,45 @@ def measure_model(name: str, work: Path, args: argparse.Namespace) -> dict[str, 
             B.log(f"{name}: {k} layers judged")
     return {"model": name, "recipe": q.report["recipe"]["name"], "whole": whole.metrics, "whole_line": whole.line,
             "whole_nearest_line": whole_nearest.line, "gptq_layers": q.report["weight_rounding"].get("layers"),
-            "weights_only": wonly.metrics, "weights_only_line": wonly.line, "layers": layers}  # fmt: skip
+            "weights_only": wonly.metrics, "weights_only_line": wonly.line, "layers": layers,
+            "methods": methods(path, fp32, spec, cal, args), "blocks": blocks(q, work / f"{name}.int8.onnx", args)}  # fmt: skip
+
+
+def methods(path: Path, fp32: Any, spec: Any, cal: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The whole model int8 by each calibration method (GPTQ weights), judged on deploy's search images by the preset."""
+    from deployinc.core.images import natural_images
+    from deployinc.core.metrics import compare_outputs
+    from deployinc.precision import fallback as F
+    from deployinc.precision.int8 import quantize_int8
+
+    n, k = F.search_image_count(args.samples), args.samples
+    oracle = F.onnx_oracle(fp32, natural_images(n, spec.chw, spec.mean, spec.std, seed=0), spec.name, INT8, threads=args.threads)
+    rows = []
+    for method in ("minmax", "entropy", "percentile", "mse"):
+        q = quantize_int8(path, cal, method=method, target="cpu", spec=spec, weight_rounding="gptq")
+        test = oracle.outputs(q.model)
+        ref, out = (np.asarray(next(iter(d.values())), dtype=np.float64) for d in (oracle.reference, test))
+        cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
+        sets = [compare_outputs({a: v[i : i + k] for a, v in oracle.reference.items()}, {a: v[i : i + k] for a, v in test.items()}, oracle.tolerance)
+                for i in range(0, n, k)]  # fmt: skip
+        passing = sum(all(not c.failures for c in comps) for comps in sets)
+        rows.append({"method": method, "min_cosine": float(cos.min()), "median_cosine": float(np.median(cos)), "sets": len(sets), "sets_passing": passing})
+        B.log(f"{method}: worst image cosine {cos.min():.4f}, {passing} of {len(sets)} sets pass")
+    return rows
+
+
+def blocks(q: Any, path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The cosine against eager torch at each single-tensor cut of the whole int8 file (verify's localisation)."""
+    from deployinc.io import load_onnx, save_onnx
+    from deployinc.verify.core import verify
+    from deployinc.verify.localize import single_tensor_cuts
+
+    save_onnx(q.model, path, force=True)
+    rep = verify(path, providers="cpu", batches=[1], samples=args.samples, localize=True, localize_method="all", threads=args.threads)
+    cuts = set(single_tensor_cuts(load_onnx(path).model))
+    loc = rep.localization
+    points = [p for p in (loc.points if loc is not None else []) if p.compared and p.onnx_value in cuts]
+    return [{"module": p.module or "(output)", "type": p.module_type, "cosine": p.cosine} for p in points]
 
 
 def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: str, seconds: float) -> str:
@@ -111,6 +153,15 @@ def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: s
                 f"- each of the {len(e['layers'])} layers alone in float: min cosine from {min(cos):.4f} to {max(cos):.4f}"
                 + (f" (best: `{best['module']}`, {100 * best['share']:.2f}% of the multiply-adds)" if best else "")
                 + f"; {sum(bool(x['passed']) for x in e['layers'])} of them alone pass", ""]  # fmt: skip
+        out += [f"Calibration methods, the whole model (GPTQ weights), on {e['methods'][0]['sets'] * args.samples if e['methods'] else 0} "
+                f"images in sets of {args.samples}, each judged by the preset on its own:", ""]
+        out += Table(["method", "worst image cosine", "median image cosine", "sets passing"],
+                     [[x["method"], f"{x['min_cosine']:.4f}", f"{x['median_cosine']:.4f}", f"{x['sets_passing']} of {x['sets']}"]
+                      for x in e["methods"]]).markdown_lines()  # fmt: skip
+        out += ["", f"The error block by block (`deployinc verify --localize` of the whole int8 file against eager torch, {args.samples} "
+                "images, worst image): the cosine at each value every path from the input to the output goes through.", ""]
+        out += Table(["point (torch module)", "type", "cosine"], [[x["module"], x["type"], f"{x['cosine']:.4f}"] for x in e["blocks"]]).markdown_lines()
+        out += ["", "Each layer alone in float:", ""]
         out += Table(["layer (torch module)", "ONNX node", "min cosine, this layer alone in float", "share of multiply-adds"],
                      [[x["module"], x["node"], f"{x['cosine']:.4f}", f"{100 * x['share']:.2f}%"] for x in e["layers"]]).markdown_lines()  # fmt: skip
         out.append("")
