@@ -24,6 +24,13 @@ def test_a_small_model_gets_every_layer_judged(tmp_path):
         assert f"- each of the {len(layers)} layers alone in float: min cosine from" in text
         rows = [r for r in text.splitlines() if r.startswith("| ") and "%" in r]
         assert len(rows) == len(layers) and abs(sum(float(r.split("|")[4].strip(" %")) for r in rows) - 100.0) < 0.5
+        # every calibration method on deploy's search images (96 in sets of --samples), each set judged on its own
+        methods = [r for r in text.splitlines() if r.startswith(("| minmax |", "| entropy |", "| percentile |", "| mse |"))]
+        assert len(methods) == 4 and all(r.endswith(" of 24 |") for r in methods), methods
+        # the error block by block, from verify's localisation against eager torch: each inception block's output
+        blocks = [r.split("|")[1].strip() for r in text.splitlines() if "| InceptionV1Block |" in r]
+        assert blocks == ["inception1", "inception2", "inception3"], blocks
+        assert "| avgpool | AdaptiveAvgPool2d |" in text
     finally:
         sys.modules.pop("int8_sensitivity", None)
 
