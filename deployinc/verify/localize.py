@@ -24,7 +24,9 @@ per-layer budget, whose ``max_rel`` for fp32 is at least twice torch's own float
 float64 run of the reference: deep networks drift past 1e-4 by rounding alone). A point over budget is confirmed
 before it is named (:func:`_confirm`): a real departure propagates, so a point with a later point that every path
 from it to the output goes through agreeing again (or one that reaches no output) is *dropped (mapping)*: listed,
-never the diagnosis. The first confirmed point is the departure; on a correct export there is none. Each point also records
+never the diagnosis. Where the point agreeing again is a pooling (a global average), the error is real but differs
+from position to position and the average brings it back within budget (int8's noise through a deep network): such
+points are *averaged out*, named with the lowest cosine they reach, and not the diagnosis either. The first confirmed point is the departure; on a correct export there is none. Each point also records
 its largest activation magnitude, flagged beyond float16's 65504.
 
 ONNX reference (``--against``): values are paired by name.
@@ -58,6 +60,9 @@ FP16_MAX = 65504.0
 #: Layer budgets up to this max_rel (fp32's) are widened to the float32 noise floor; fp16's and int8's are far
 #: above it.
 FLOOR_MAX_BUDGET = 1e-3
+#: Averages over positions (ONNX ops, torch module types): an error that differs from position to position before one
+#: shrinks through it, so a point over budget with such a pooling agreeing after it is a real error it averages out.
+POOLS = frozenset({"GlobalAveragePool", "AveragePool", "ReduceMean", "AdaptiveAvgPool2d", "AvgPool2d", "AdaptiveAvgPool1d"})
 #: Added to the label of a point compared after the ReLU its int8 graph folded into a QuantizeLinear.
 RELU_FOLDED = " + ReLU (folded into its QuantizeLinear)"
 
@@ -98,6 +103,9 @@ class Point:
     dropped: str | None = None
     noise_floor: float | None = None
     max_rel_budget: float | None = None  # where the noise floor widened the layer budget
+    #: Dropped because a pooling that every path from it goes through agrees again (its label): a real error that
+    #: the average over positions brings back within budget (int8's noise), not a mapping error.
+    averaged_by: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -154,6 +162,16 @@ class Localization:
         again, or they reach no output (:func:`_confirm`)."""
         return [p for p in self.points if p.dropped]
 
+    @property
+    def mapping(self) -> list[Point]:
+        """The dropped points that are no error of the model: the tensors compared differ, or the graph removes it."""
+        return [p for p in self.dropped if not p.averaged_by]
+
+    @property
+    def averaged(self) -> list[Point]:
+        """The dropped points whose error a pooling averages back within budget (:attr:`Point.averaged_by`)."""
+        return [p for p in self.dropped if p.averaged_by]
+
     def budget_text(self) -> str:
         """The layer budget, and that the float32 noise floor widened it where it did."""
         text = self.budget.describe()
@@ -166,16 +184,25 @@ class Localization:
     def summary(self) -> str:
         if self.first is None:
             compared = [p for p in self.points if p.compared and not p.dropped]
+            dropped = f"; {len(self.mapping)} point(s) dropped (mapping)" if self.mapping else ""
+            if self.averaged:
+                worst_avg = min(self.averaged, key=lambda p: p.cosine if p.cosine is not None else 1.0)
+                return (
+                    f"no departure reaches the output: {len(self.averaged)} point(s) exceed the budget ({self.budget_text()}), "
+                    f"down to cosine {worst_avg.cosine:.6f} at {worst_avg.label}, and {worst_avg.averaged_by} averages "
+                    f"their error back within budget{dropped}"
+                )
             if not compared:
                 if self.dropped:
                     return f"no departure: the {len(self.dropped)} point(s) over budget were dropped (mapping)"
                 return "no intermediate tensor could be compared"
-            worst = max(compared, key=lambda p: p.max_rel or 0.0)
-            dropped = f"; {len(self.dropped)} point(s) dropped (mapping)" if self.dropped else ""
-            return (
-                f"no layer exceeds its budget ({self.budget_text()}) over {len(compared)} compared tensors; "
-                f"the largest error is at {worst.label} (max_rel {worst.max_rel:.2e}){dropped}"
-            )
+            if self.budget.max_rel is None:  # a cosine budget (int8): the worst cosine, not max_rel, says how far
+                worst = min(compared, key=lambda p: p.cosine if p.cosine is not None else 1.0)
+                largest = f"the lowest cosine is at {worst.label} ({worst.cosine:.6f})"
+            else:
+                worst = max(compared, key=lambda p: p.max_rel or 0.0)
+                largest = f"the largest error is at {worst.label} (max_rel {worst.max_rel:.2e})"
+            return f"no layer exceeds its budget ({self.budget_text()}) over {len(compared)} compared tensors; {largest}{dropped}"
         return f"first departure at {self.first.label}: {'; '.join(self.first.failures)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,7 +215,8 @@ class Localization:
             "last_good": self.last_good.to_dict() if self.last_good else None,
             "suspect_nodes": self.suspects,
             "fp16_overflow": [p.label for p in self.overflow],
-            "dropped_mapping": [{"label": p.label, "reason": p.dropped} for p in self.dropped],
+            "dropped_mapping": [{"label": p.label, "reason": p.dropped} for p in self.mapping],
+            "averaged_out": [{"label": p.label, "cosine": p.cosine, "reason": p.dropped} for p in self.averaged],
             "mapped_points": self.mapped,
             "unmapped_values": self.unmapped_values,
             "samples": self.samples,
@@ -753,8 +781,14 @@ def _conclude(model: Any, pairs: list[_Pair], loc: Localization) -> None:
     the ONNX nodes between them."""
     loc.points = [p.point for p in pairs]
     _confirm(model, pairs)
-    if loc.dropped:
-        loc.notes.append(_dropped_note(loc.dropped))
+    if loc.mapping:
+        loc.notes.append(_dropped_note(loc.mapping))
+    if loc.averaged:
+        loc.notes.append(
+            f"averaged out: {len(loc.averaged)} point(s) over budget from {loc.averaged[0].label} on, whose error a pooling "
+            "averages back within budget: a real error that differs from position to position (int8's rounding noise "
+            "grows so through a deep network), not offered as the departure"
+        )
     compared_in_order = [p for p in pairs if p.point.compared]
     first_idx = next((i for i, p in enumerate(compared_in_order) if p.point.failures and not p.point.dropped), None)
     if first_idx is None:
@@ -844,7 +878,11 @@ def _confirm(model: Any, pairs: list[_Pair]) -> None:
         while v:
             agree = next((q for q in at.get(v, []) if q.passed), None)
             if agree is not None:
-                p.point.dropped = f"departs here, but {agree.label}, which every path from it goes through, agrees"
+                if agree.onnx_op in POOLS or agree.module_type in POOLS:
+                    p.point.averaged_by = agree.label
+                    p.point.dropped = f"departs here, and {agree.label}, which every path from it goes through, averages it back within budget"
+                else:
+                    p.point.dropped = f"departs here, but {agree.label}, which every path from it goes through, agrees"
                 break
             v = ipdom.get(v)
 

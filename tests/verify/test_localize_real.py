@@ -213,6 +213,39 @@ def test_confirmation_rule_on_a_small_graph():
     assert got == {"a": None, "b1": None, "b2": None, "c": None, "e": None}  # b2 agreeing does not clear a
 
 
+def test_an_error_a_pooling_averages_back_is_named_so_not_a_mapping_error():
+    """x -> a -> b -> pool -> y: int8's noise grows through a and b (cosine below budget) and the global average pool
+    brings it back within budget. Neither is the departure, and neither is called a mapping error: the summary says
+    how low the cosine went, where, and which pooling averaged it out; a plain agreeing point still means mapping."""
+    from onnx import TensorProto, helper
+
+    from deployinc.core.metrics import Tolerance
+    from deployinc.verify.localize import Localization, Point, _conclude, _Pair
+
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("GlobalAveragePool", ["b"], ["pool"]), helper.make_node("Flatten", ["pool"], ["y"])]  # fmt: skip
+    value = helper.make_tensor_value_info
+    model = helper.make_model(helper.make_graph(nodes, "g", [value("x", TensorProto.FLOAT, [1])], [value("y", TensorProto.FLOAT, [1])]))
+
+    def pair(v, k, op, cos):
+        p = Point(order=k, module=v, label=f"{v} ({op})", module_type=op, onnx_value=v, onnx_node=v, onnx_op=op, torch_module=v)
+        p.compared, p.cosine, p.failures = True, cos, ([f"cosine {cos} < 0.99"] if cos < 0.99 else [])
+        return _Pair(point=p, ref=None, node_index=k)
+
+    budget = Tolerance(max_rel=None, max_abs=None, min_cosine=0.99, min_top1=None, min_top5=None, name="int8-layer")
+    loc = Localization(backend="ort-cpu", method="all", budget=budget)
+    _conclude(model, [pair("a", 0, "Relu", 0.985), pair("b", 1, "Relu", 0.95), pair("pool", 2, "GlobalAveragePool", 0.995)], loc)
+    assert loc.first is None and [p.module for p in loc.averaged] == ["a", "b"] and loc.mapping == []
+    assert "down to cosine 0.950000 at b (Relu), and pool (GlobalAveragePool) averages their error back" in loc.summary()
+    assert "dropped (mapping)" not in loc.summary() and any(n.startswith("averaged out: 2 point(s)") for n in loc.notes)
+    assert loc.to_dict()["averaged_out"][0]["label"] == "a (Relu)" and loc.to_dict()["dropped_mapping"] == []
+
+    loc = Localization(backend="ort-cpu", method="all", budget=budget)  # b agreeing: a is a mapping error
+    _conclude(model, [pair("a", 0, "Relu", 0.5), pair("b", 1, "Relu", 0.999), pair("pool", 2, "GlobalAveragePool", 0.999)], loc)
+    assert [p.module for p in loc.mapping] == ["a"] and not loc.averaged and "1 point(s) dropped (mapping)" in loc.summary()
+    assert "the lowest cosine is at b (Relu) (0.999000)" in loc.summary()  # a cosine budget: the worst cosine, not max_rel
+
+
 def test_module_scopes_of_real_exports():
     """TorchScript names of nested containers carry paths relative to an enclosing module (``conv.1.0`` inside
     ``features.12``, ``blocks.1.1`` at the root) and repeated calls a suffix (``relu_1``); the exporter's metadata
