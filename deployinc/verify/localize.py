@@ -188,9 +188,9 @@ class Localization:
             if self.averaged:
                 worst_avg = min(self.averaged, key=lambda p: p.cosine if p.cosine is not None else 1.0)
                 return (
-                    f"no departure reaches the output: {len(self.averaged)} point(s) exceed the budget ({self.budget_text()}), "
+                    f"no one layer departs: {len(self.averaged)} point(s) exceed the budget ({self.budget_text()}), "
                     f"down to cosine {worst_avg.cosine:.6f} at {worst_avg.label}, and {worst_avg.averaged_by} averages "
-                    f"their error back within budget{dropped}"
+                    f"their error back within budget on the {self.samples} image(s) localised{dropped}"
                 )
             if not compared:
                 if self.dropped:

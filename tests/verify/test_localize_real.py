@@ -233,10 +233,11 @@ def test_an_error_a_pooling_averages_back_is_named_so_not_a_mapping_error():
         return _Pair(point=p, ref=None, node_index=k)
 
     budget = Tolerance(max_rel=None, max_abs=None, min_cosine=0.99, min_top1=None, min_top5=None, name="int8-layer")
-    loc = Localization(backend="ort-cpu", method="all", budget=budget)
+    loc = Localization(backend="ort-cpu", method="all", budget=budget, samples=2)
     _conclude(model, [pair("a", 0, "Relu", 0.985), pair("b", 1, "Relu", 0.95), pair("pool", 2, "GlobalAveragePool", 0.995)], loc)
     assert loc.first is None and [p.module for p in loc.averaged] == ["a", "b"] and loc.mapping == []
-    assert "down to cosine 0.950000 at b (Relu), and pool (GlobalAveragePool) averages their error back" in loc.summary()
+    assert loc.summary().startswith("no one layer departs: 2 point(s) exceed the budget")
+    assert "down to cosine 0.950000 at b (Relu), and pool (GlobalAveragePool) averages their error back within budget on the 2 image(s)" in loc.summary()
     assert "dropped (mapping)" not in loc.summary() and any(n.startswith("averaged out: 2 point(s)") for n in loc.notes)
     assert loc.to_dict()["averaged_out"][0]["label"] == "a (Relu)" and loc.to_dict()["dropped_mapping"] == []
 
