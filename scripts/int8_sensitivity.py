@@ -11,8 +11,9 @@ seeded natural-statistics images), and judges against the fp32 file on ORT CPU, 
 - the whole int8 model with its weights rounded to nearest, and by GPTQ (deployinc's default);
 - every candidate layer of the GPTQ file alone kept in float (the fallback's ranking), with its share of the
   layers' multiply-adds;
-- each calibration method (minmax, entropy, percentile, mse) for the whole model, judged as deploy's layer search
-  judges (96 images in sets of ``--samples``, each on its own, by the preset itself);
+- each calibration method (minmax, entropy, percentile, mse) for the whole model, on the images deploy's layer
+  search judges (96, in sets of ``--samples``), each set on its own by the int8 preset itself (not the search's
+  tighter cosine);
 - the error block by block: ``deployinc verify --localize`` of the whole int8 file against eager torch, the cosine
   at each value every path from the input to the output goes through (a block's output), on ``--samples`` images.
 

@@ -618,3 +618,18 @@ def node_counts(model: Any) -> dict[str, int]:
         key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def activation_range(node: Any, inits: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A Relu's or Clip's output range (low, high; None: unbounded): a Clip's bounds from its initializer inputs, or
+    from its ``min``/``max`` attributes before opset 11."""
+    if node.op_type == "Relu":
+        return (0.0, None)
+    from onnx import numpy_helper
+
+    def bound(i: int, attr: str) -> float | None:
+        if len(node.input) > i and node.input[i] in inits:
+            return float(numpy_helper.to_array(inits[node.input[i]]).reshape(-1)[0])
+        return next((float(a.f) for a in node.attribute if a.name == attr), None)
+
+    return (bound(1, "min"), bound(2, "max"))

@@ -50,7 +50,8 @@ NOT_IN_KEY = ("out", "force", "keep_variants", "log", "require_backend", "requir
 #: second look. 11: int8 top-1 ties sized by the cosine budget (core.metrics.tie_cap); the search judges verify's
 #: images and more sets of as many (96 images at least), each on its own. 12: ties by the logits' spread, never
 #: wider than at cosine 0.99; a whole model verify's own judge passes is not searched.
-#: 13: an int8 graph's points whose ReLU the quantizer folded into a QuantizeLinear are localised after that ReLU;
+#: 13: an int8 graph's points whose ReLU or Clip the quantizer folded into a QuantizeLinear (its file records which)
+#: are localised after that clamp;
 #: points over budget whose error a pooling averages back are said so (not "dropped (mapping)").
 RECIPE = 13
 #: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model

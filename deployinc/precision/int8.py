@@ -37,6 +37,7 @@ import numpy as np
 
 from .._version import __version__
 from ..core.env import tensorrt_problem  # noqa: F401 - here too, where choose_target (and tests) look it up
+from ..core.graph import activation_range
 from ..core.metrics import compare_outputs, preset
 from ..errors import BadInputError, CheckFailed
 from ..io import check_output_path, load_onnx, save_onnx, scratch_dir, sha256_file
@@ -243,9 +244,10 @@ def quantize_int8(
         qmodel = onnx.load_model(str(out))  # loads any external data the quantizer wrote into memory
         rounding = _round_weights(qmodel, calib_input, images, spec.name, batch, weight_rounding, timings)
         kept_float = float_outputs(qmodel)
+        folded = folded_activations(onnx.load_model(str(calib_input), load_external_data=False), qmodel)
 
     _check_loads(qmodel)
-    _stamp(qmodel, src.model, method, target, len(images), recipe, exclude, rounding["weight_rounding"])
+    _stamp(qmodel, src.model, method, target, len(images), recipe, exclude, rounding["weight_rounding"], folded)
 
     report = _report(
         qmodel, ranges, model_path, method, percentile, calib_options, target, recipe,
@@ -429,7 +431,23 @@ def _preprocessed(work: Path, tmpdir: Path, warnings: list[str], timings: dict[s
         timings["preprocess_s"] = time.perf_counter() - t0
 
 
-def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, recipe: Int8Recipe, exclude: list[str], rounding: str) -> None:
+def folded_activations(fp32: Any, qmodel: Any) -> dict[str, list[float | None]]:
+    """The Relu and Clip outputs of ``fp32`` that ``qmodel`` computes without them: ONNX Runtime's quantizer removes
+    an activation whose range its QuantizeLinear covers (a Relu before a uint8 zero point of 0), and the node before
+    it writes the activation's output name, unclamped, for the QuantizeLinear to clamp. Name -> [low, high] (None:
+    unbounded); verify's localisation compares such a value after that clamp on both sides."""
+    producers = {o: n.op_type for n in qmodel.graph.node for o in n.output}
+    inits = {t.name: t for t in fp32.graph.initializer}
+
+    out: dict[str, list[float | None]] = {}
+    for n in fp32.graph.node:
+        if n.op_type in ("Relu", "Clip") and n.output and producers.get(n.output[0]) not in (None, "Relu", "Clip"):
+            out[n.output[0]] = list(activation_range(n, inits))
+    return out
+
+
+def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, recipe: Int8Recipe, exclude: list[str], rounding: str,
+           folded: dict[str, list[float | None]] | None = None) -> None:  # fmt: skip
     """The source's provenance, then what the quantizer added, then deployinc's int8 record, in ``qmodel``."""
     # Pre-processing may drop metadata; keep the source's provenance, then what the quantizer added, then ours.
     meta = {p.key: p.value for p in source.metadata_props}
@@ -438,7 +456,8 @@ def _stamp(qmodel: Any, source: Any, method: str, target: str, n_images: int, re
     meta["deployinc.precision"] = json.dumps(INT8)
     meta["deployinc.int8"] = json.dumps(
         {"method": method, "target": target, "calibration_images": int(n_images), "per_channel": bool(recipe.per_channel),
-         "excluded_nodes": len(exclude), "float_nodes": list(exclude)[:500], "recipe": recipe.to_dict(), "weight_rounding": rounding}
+         "excluded_nodes": len(exclude), "float_nodes": list(exclude)[:500], "recipe": recipe.to_dict(), "weight_rounding": rounding,
+         "folded_activations": folded or {}}
     )
     del qmodel.metadata_props[:]
     for k, v in meta.items():

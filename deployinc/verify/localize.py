@@ -13,11 +13,12 @@ module's scope is that module's output. Each comparison point must pair the *sam
   output, ``out += identity``) cannot change it;
 - one module call takes its last ONNX output value of the right shape; a module called ``k`` times pairs with
   ``k`` values in order (a shared ReLU), otherwise it is not compared;
-- in an int8 (QDQ) graph a point is the value after its QuantizeLinear -> DequantizeLinear pair. Where that
-  QuantizeLinear's range starts at 0 (uint8 zero point 0), ONNX Runtime's quantizer has removed the Relu before it
-  (the clamp is the ReLU), so the convolution's value is the ReLU's: both sides are compared after a ReLU
-  (:data:`RELU_FOLDED` in the label), not a pre- with a post-activation tensor. The same holds by name against an
-  ONNX reference whose Relu output carries the name.
+- in an int8 (QDQ) graph a point is the value after its QuantizeLinear -> DequantizeLinear pair. ONNX Runtime's
+  quantizer removes a Relu (or Clip) whose range that QuantizeLinear covers, so the convolution's value is clamped
+  there: both sides are compared after that clamp (the label says so), not a pre- with a post-activation tensor.
+  Which values: the ones deployinc's quantizer recorded (``folded_activations`` in the file's ``deployinc.int8``
+  metadata); in another int8 file, a value whose QuantizeLinear's zero point is its type's lowest (a clamp at 0,
+  taken as a folded ReLU). Against an ONNX reference, a value the reference's Relu or Clip writes.
 
 The pairs are compared in torch's execution order with :func:`~deployinc.core.metrics.compare_arrays` under a
 per-layer budget, whose ``max_rel`` for fp32 is at least twice torch's own float32 error at that point (a
@@ -48,7 +49,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -65,6 +66,8 @@ FLOOR_MAX_BUDGET = 1e-3
 POOLS = frozenset({"GlobalAveragePool", "AveragePool", "ReduceMean", "AdaptiveAvgPool2d", "AvgPool2d", "AdaptiveAvgPool1d"})
 #: Added to the label of a point compared after the ReLU its int8 graph folded into a QuantizeLinear.
 RELU_FOLDED = " + ReLU (folded into its QuantizeLinear)"
+
+Clamp = tuple[Optional[float], Optional[float]]  # (low, high) of a folded activation; None: unbounded
 
 
 def layer_budget(tol: Tolerance) -> Tolerance:
@@ -338,25 +341,42 @@ class Boundary:
     op: str
     scope: str
     feeds_bn: bool
-    #: Where the value is an int8 graph's DequantizeLinear output whose QuantizeLinear starts its range at 0 (its zero
-    #: point at the type's lowest value): that clamp is a ReLU the quantizer folded into it (ONNX Runtime removes a
-    #: Relu whose output it quantizes so), and the value is compared after a ReLU on both sides.
-    relu_folded: bool = False
+    #: Where the value is an int8 graph's DequantizeLinear output whose QuantizeLinear stands for a Relu or Clip the
+    #: quantizer removed: that activation's range, and the value is compared after it on both sides.
+    folded: Clamp | None = None
 
 
 def zero_floored(q: Any, inits: dict[str, Any]) -> bool:
-    """Whether QuantizeLinear ``q`` clamps at exactly 0: its zero point is its type's lowest value (uint8 0, int8
-    -128), so nothing below 0 survives it (what a ReLU before it would do; the quantizer removes such a ReLU).
-    No zero point input means uint8's 0 (True); one that is not an initializer is unknown (False)."""
-    from onnx import numpy_helper
+    """Whether QuantizeLinear ``q`` clamps at exactly 0: its one zero point is its type's lowest value (uint8 0,
+    int8 -128, 16-bit alike), so nothing below 0 survives it (what a ReLU before it would do). No zero point input
+    means 0 of the ``output_dtype`` (uint8 by default); one that is not an initializer is unknown (False)."""
+    from onnx import TensorProto, numpy_helper
 
     if len(q.input) < 3 or not q.input[2]:
-        return True  # the default zero point: uint8 0
+        out = next((int(a.i) for a in q.attribute if a.name == "output_dtype"), 0)
+        return out in (0, TensorProto.UINT8, TensorProto.UINT16)  # a zero point of 0 is the lowest of an unsigned type
     zp = inits.get(q.input[2])
     if zp is None:
         return False
     a = numpy_helper.to_array(zp)
-    return a.size == 1 and a.dtype in (np.uint8, np.int8) and int(a.reshape(-1)[0]) == int(np.iinfo(a.dtype).min)
+    ints = (np.uint8, np.int8, np.uint16, np.int16)
+    return a.size == 1 and a.dtype in ints and int(a.reshape(-1)[0]) == int(np.iinfo(a.dtype).min)
+
+
+def recorded_folds(model: Any) -> dict[str, Clamp] | None:
+    """The activations deployinc's quantizer recorded as folded into a QuantizeLinear (``folded_activations`` in
+    the ``deployinc.int8`` metadata: name -> [low, high]); None where the file has no such record."""
+    import json
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        rec = json.loads(meta.get("deployinc.int8", "null"))
+    except ValueError:
+        return None
+    folds = rec.get("folded_activations") if isinstance(rec, dict) else None
+    if not isinstance(folds, dict):
+        return None
+    return {str(k): (v[0], v[1]) for k, v in folds.items() if isinstance(v, list) and len(v) == 2}
 
 
 def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]], int]:
@@ -366,6 +386,7 @@ def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]]
     index = {id(n): i for i, n in enumerate(model.graph.node)}
     outs = {o.name for o in model.graph.output}
     inits = {t.name: t for t in model.graph.initializer}
+    recorded = recorded_folds(model)
     by_module: dict[str, list[Boundary]] = {}
     unmapped = 0
     for idx, n in enumerate(model.graph.node):
@@ -388,11 +409,14 @@ def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]]
             if leaves:
                 # In a QDQ (int8) graph, compare what the quantized graph computes: the value after its Q -> DQ
                 # pair. Exposing the float value before it would stop ONNX Runtime fusing the quantized kernel.
-                relu_folded = False
+                folded: Clamp | None = None
                 if len(readers) == 1 and readers[0].op_type == "QuantizeLinear":
                     dq = cons.get(readers[0].output[0], [])
                     if len(dq) == 1 and dq[0].op_type == "DequantizeLinear":
-                        relu_folded = n.op_type != "Relu" and zero_floored(readers[0], inits)
+                        if recorded is not None:
+                            folded = recorded.get(v)
+                        elif n.op_type not in ("Relu", "Clip") and zero_floored(readers[0], inits):
+                            folded = (0.0, None)
                         v = dq[0].output[0]
                         readers = cons.get(v, [])
                 by_module.setdefault(s, []).append(
@@ -403,7 +427,7 @@ def boundaries(model: Any, modules: set[str]) -> tuple[dict[str, list[Boundary]]
                         op=n.op_type,
                         scope=s,
                         feeds_bn=any(r.op_type == "BatchNormalization" for r in readers),
-                        relu_folded=relu_folded,
+                        folded=folded,
                     )
                 )
     return by_module, unmapped
@@ -471,7 +495,7 @@ class _Pair:
     ref: np.ndarray | None
     node_index: int
     key: tuple[Any, ...] | None = None  # where the torch tensor sits in a TorchCapture (see _captured)
-    relu_folded: bool = False  # compare both sides after a ReLU (see Boundary.relu_folded)
+    folded: Clamp | None = None  # compare both sides after this clamp (see Boundary.folded)
 
 
 def _fits(types: dict[str, tuple[int, list[int | str]]], value: str, arr: np.ndarray) -> bool:
@@ -550,7 +574,7 @@ def _pair(order: int, module: str, label: str, mtype: str, b: Boundary, target: 
         order=order, module=module, label=label, module_type=mtype, onnx_value=b.value, onnx_node=b.node_name,
         onnx_op=b.op, torch_module=target,
     )
-    return _Pair(point=point, ref=ref, node_index=b.node_index, relu_folded=b.relu_folded)
+    return _Pair(point=point, ref=ref, node_index=b.node_index, folded=b.folded)
 
 
 def _output_pair(model: Any, cap: TorchCapture, types: dict[str, Any], paired: set[str]) -> list[_Pair]:
@@ -625,9 +649,9 @@ def _pairs_onnx(model: Any, ref_model: Any) -> tuple[list[_Pair], int, list[str]
     test_types = G.value_types(model)
     ref_types = G.value_types(ref_model)
     ref_values = {o for n in ref_model.graph.node for o in n.output if o}
-    ref_relus = {n.output[0] for n in ref_model.graph.node if n.op_type == "Relu"}
+    ref_inits = {t.name: t for t in ref_model.graph.initializer}
+    ref_acts = {n.output[0]: G.activation_range(n, ref_inits) for n in ref_model.graph.node if n.op_type in ("Relu", "Clip") and n.output}
     cons = G.consumers(model)
-    inits = {t.name: t for t in model.graph.initializer}
     outs = {o.name for o in model.graph.output}
     pairs = []
     unmapped = 0
@@ -655,16 +679,20 @@ def _pairs_onnx(model: Any, ref_model: Any) -> tuple[list[_Pair], int, list[str]
                     ),
                     ref=None,
                     node_index=idx,
-                    # a Relu of the reference that the int8 graph folded into the QuantizeLinear reading this value
-                    relu_folded=n.op_type != "Relu" and v in ref_relus and _only_quantized_at_zero(v, cons, inits),
+                    # a Relu or Clip of the reference that the int8 graph folded into the QuantizeLinear reading this value
+                    folded=ref_acts.get(v) if n.op_type not in ("Relu", "Clip") and _only_quantized(v, cons) else None,
                 )
             )
     return pairs, unmapped, []
 
 
-def _only_quantized_at_zero(v: str, cons: dict[str, list[Any]], inits: dict[str, Any]) -> bool:
+def _bound(b: float | None, none: str) -> str:
+    return none if b is None else f"{b:g}"
+
+
+def _only_quantized(v: str, cons: dict[str, list[Any]]) -> bool:
     readers = cons.get(v, [])
-    return len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and zero_floored(readers[0], inits)
+    return len(readers) == 1 and readers[0].op_type == "QuantizeLinear"
 
 
 def _compare(pair: _Pair, test: np.ndarray | None, budget: Tolerance) -> None:
@@ -679,10 +707,12 @@ def _compare(pair: _Pair, test: np.ndarray | None, budget: Tolerance) -> None:
     if tuple(ref.shape) != tuple(test.shape):
         p.note = f"shapes differ: reference {list(ref.shape)}, model {list(test.shape)}"
         return
-    if pair.relu_folded:  # the int8 graph's QuantizeLinear is the ReLU: compare what both compute after it
-        if min(float(np.min(ref)), float(np.min(test))) < 0 and not p.label.endswith(RELU_FOLDED):
-            p.label += RELU_FOLDED  # said only where the ReLU changes a side
-        ref, test = np.maximum(ref, 0), np.maximum(test, 0)
+    if pair.folded is not None and pair.folded != (None, None):  # the int8 graph's QuantizeLinear is the activation
+        lo, hi = pair.folded
+        clamped_ref, clamped_test = np.clip(ref, lo, hi), np.clip(test, lo, hi)
+        if not (np.array_equal(clamped_ref, ref) and np.array_equal(clamped_test, test)) and " (folded into its QuantizeLinear)" not in p.label:
+            p.label += RELU_FOLDED if (lo, hi) == (0.0, None) else f" + Clip({_bound(lo, '-inf')}, {_bound(hi, 'inf')}) (folded into its QuantizeLinear)"
+        ref, test = clamped_ref, clamped_test  # said only where the clamp changes a side
     c = compare_arrays(p.onnx_value, ref, test, budget)
     t64 = np.asarray(test, dtype=np.float64)
     p.compared = True
@@ -780,7 +810,7 @@ def _conclude(model: Any, pairs: list[_Pair], loc: Localization) -> None:
     """The first confirmed point over budget (in torch's execution order), the last agreeing one before it, and
     the ONNX nodes between them."""
     loc.points = [p.point for p in pairs]
-    _confirm(model, pairs)
+    _confirm(model, pairs, pools_average=loc.budget.max_rel is None)  # int8's noise: only a cosine budget averages out
     if loc.mapping:
         loc.notes.append(_dropped_note(loc.mapping))
     if loc.averaged:
@@ -850,7 +880,7 @@ def post_dominators(model: Any) -> dict[str, str | None]:
     return ipdom
 
 
-def _confirm(model: Any, pairs: list[_Pair]) -> None:
+def _confirm(model: Any, pairs: list[_Pair], pools_average: bool = False) -> None:
     """Mark the points over budget that are no departure (``Point.dropped``).
 
     A wrong value propagates: what is computed from it is wrong too, up to the output. A point over budget with a
@@ -859,6 +889,8 @@ def _confirm(model: Any, pairs: list[_Pair]) -> None:
     torch tensor is not the ONNX value (a pre- against a post-activation tensor, say), or a difference the graph
     removes again (a normalisation); a point whose value reaches no output cannot make the output depart. Neither
     is named as the departure. On a correct export whose output agrees, every point over budget is dropped.
+    With ``pools_average`` (a cosine-only budget: int8), a point whose agreeing post-dominator is a pooling is
+    *averaged out* (``Point.averaged_by``): real noise that the average over positions shrinks back within budget.
     """
     compared = [p for p in pairs if p.point.compared]
     if not compared:
@@ -878,7 +910,7 @@ def _confirm(model: Any, pairs: list[_Pair]) -> None:
         while v:
             agree = next((q for q in at.get(v, []) if q.passed), None)
             if agree is not None:
-                if agree.onnx_op in POOLS or agree.module_type in POOLS:
+                if pools_average and (agree.onnx_op in POOLS or agree.module_type in POOLS):
                     p.point.averaged_by = agree.label
                     p.point.dropped = f"departs here, and {agree.label}, which every path from it goes through, averages it back within budget"
                 else:

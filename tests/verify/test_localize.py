@@ -252,7 +252,10 @@ def test_an_int8_graphs_folded_relu_is_compared_after_the_relu(cli_runner, expor
                         target="cpu", method="percentile", recipe=recipe_for("cpu"), weight_rounding="nearest")  # fmt: skip
     q = tmp_path / "int8.onnx"
     write_int8(res, q)
-    assert "Relu" not in {n.op_type for n in onnx.load(str(q)).graph.node}  # the quantizer folded every ReLU
+    qm = onnx.load(str(q))
+    assert "Relu" not in {n.op_type for n in qm.graph.node}  # the quantizer folded every ReLU, and the file says which
+    record = json.loads({p.key: p.value for p in qm.metadata_props}["deployinc.int8"])["folded_activations"]
+    assert len(record) == 4 and all(v == [0.0, None] for v in record.values()), record
     for args in (["--trust-model-code"], ["--against", str(src)]):
         report = tmp_path / "r.json"
         r = invoke(cli_runner, ["verify", str(q), *args, "--localize", "--json", str(report), "--force"])

@@ -241,10 +241,56 @@ def test_an_error_a_pooling_averages_back_is_named_so_not_a_mapping_error():
     assert "dropped (mapping)" not in loc.summary() and any(n.startswith("averaged out: 2 point(s)") for n in loc.notes)
     assert loc.to_dict()["averaged_out"][0]["label"] == "a (Relu)" and loc.to_dict()["dropped_mapping"] == []
 
+    fp32_budget = Tolerance(max_rel=1e-4, max_abs=None, min_cosine=0.99, min_top1=None, min_top5=None, name="fp32-layer")
+    loc = Localization(backend="ort-cpu", method="all", budget=fp32_budget, samples=2)  # an element budget: no averaging out
+    _conclude(model, [pair("a", 0, "Relu", 0.985), pair("b", 1, "Relu", 0.95), pair("pool", 2, "GlobalAveragePool", 0.995)], loc)
+    assert not loc.averaged and [p.module for p in loc.mapping] == ["a", "b"]
+
     loc = Localization(backend="ort-cpu", method="all", budget=budget)  # b agreeing: a is a mapping error
     _conclude(model, [pair("a", 0, "Relu", 0.5), pair("b", 1, "Relu", 0.999), pair("pool", 2, "GlobalAveragePool", 0.999)], loc)
     assert [p.module for p in loc.mapping] == ["a"] and not loc.averaged and "1 point(s) dropped (mapping)" in loc.summary()
     assert "the lowest cosine is at b (Relu) (0.999000)" in loc.summary()  # a cosine budget: the worst cosine, not max_rel
+
+
+def test_a_folded_activation_is_the_quantizers_record_not_any_zero_point_at_zero():
+    """A QuantizeLinear with a uint8 zero point of 0 after a convolution: a folded ReLU only where the file's record
+    says so (deployinc's quantizer lists the Relu/Clip outputs it removed); a convolution that merely stayed
+    non-negative on the calibration images is compared as it is, clipping and all. A file with no record falls back
+    to the zero point; the record names Clip bounds too."""
+    import json
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deployinc.precision.int8 import folded_activations
+    from deployinc.verify.localize import boundaries
+
+    def qdq(meta):
+        inits = [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w"), numpy_helper.from_array(np.float32(0.1), "s"),
+                 numpy_helper.from_array(np.uint8(0), "zp")]  # fmt: skip
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="/c/Conv"), helper.make_node("QuantizeLinear", ["y", "s", "zp"], ["yq"]),
+                 helper.make_node("DequantizeLinear", ["yq", "s", "zp"], ["yd"])]  # fmt: skip
+        value = helper.make_tensor_value_info
+        g = helper.make_graph(nodes, "g", [value("x", TensorProto.FLOAT, [1, 1, 2, 2])], [value("yd", TensorProto.FLOAT, [1, 1, 2, 2])], inits)
+        m = helper.make_model(g)
+        if meta is not None:
+            helper.set_model_props(m, {"deployinc.int8": json.dumps({"folded_activations": meta})})
+        return m
+
+    def folded(m):
+        return boundaries(m, {"c"})[0]["c"][0].folded
+
+    assert folded(qdq({})) is None  # deployinc's record: no activation was removed here
+    assert folded(qdq({"y": [0.0, None]})) == (0.0, None)
+    assert folded(qdq(None)) == (0.0, None)  # another tool's file: the zero point's clamp at 0
+
+    fp = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c1"]), helper.make_node("Relu", ["c1"], ["r"]),
+                            helper.make_node("Conv", ["r", "w"], ["c2"]), helper.make_node("Clip", ["c2", "lo", "hi"], ["k"]),
+                            helper.make_node("Relu", ["k"], ["out"])], "fp", [], [],
+                           [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")])  # fmt: skip
+    q = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["r"]), helper.make_node("Conv", ["r", "w"], ["k"]),
+                           helper.make_node("Relu", ["k"], ["out"])], "q", [], [])  # fmt: skip
+    assert folded_activations(helper.make_model(fp), helper.make_model(q)) == {"r": [0.0, None], "k": [0.0, 6.0]}  # the kept Relu: not listed
 
 
 def test_module_scopes_of_real_exports():
