@@ -47,6 +47,7 @@ agreeing point depends on) are reported as the suspects.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional
@@ -65,7 +66,8 @@ FLOOR_MAX_BUDGET = 1e-3
 #: shrinks through it, so a point over budget with such a pooling agreeing after it is a real error it averages out.
 POOLS = frozenset({"GlobalAveragePool", "AveragePool", "ReduceMean", "AdaptiveAvgPool2d", "AvgPool2d", "AdaptiveAvgPool1d"})
 #: Added to the label of a point compared after the ReLU its int8 graph folded into a QuantizeLinear.
-RELU_FOLDED = " + ReLU (folded into its QuantizeLinear)"
+FOLDED = " (folded into its QuantizeLinear)"
+RELU_FOLDED = " + ReLU" + FOLDED
 
 Clamp = tuple[Optional[float], Optional[float]]  # (low, high) of a folded activation; None: unbounded
 
@@ -189,7 +191,7 @@ class Localization:
             compared = [p for p in self.points if p.compared and not p.dropped]
             dropped = f"; {len(self.mapping)} point(s) dropped (mapping)" if self.mapping else ""
             if self.averaged:
-                worst_avg = min(self.averaged, key=lambda p: p.cosine if p.cosine is not None else 1.0)
+                worst_avg = _lowest_cosine(self.averaged)
                 return (
                     f"no one layer departs: {len(self.averaged)} point(s) exceed the budget ({self.budget_text()}), "
                     f"down to cosine {worst_avg.cosine:.6f} at {worst_avg.label}, and {worst_avg.averaged_by} averages "
@@ -200,7 +202,7 @@ class Localization:
                     return f"no departure: the {len(self.dropped)} point(s) over budget were dropped (mapping)"
                 return "no intermediate tensor could be compared"
             if self.budget.max_rel is None:  # a cosine budget (int8): the worst cosine, not max_rel, says how far
-                worst = min(compared, key=lambda p: p.cosine if p.cosine is not None else 1.0)
+                worst = _lowest_cosine(compared)
                 largest = f"the lowest cosine is at {worst.label} ({worst.cosine:.6f})"
             else:
                 worst = max(compared, key=lambda p: p.max_rel or 0.0)
@@ -228,6 +230,10 @@ class Localization:
             "seconds": round(self.seconds, 3),
             "points": [p.to_dict() for p in self.points],
         }
+
+
+def _lowest_cosine(points: list[Point]) -> Point:
+    return min(points, key=lambda p: p.cosine if p.cosine is not None else 1.0)
 
 
 # torch side --------------------------------------------------------------------------------------------------------
@@ -366,8 +372,6 @@ def zero_floored(q: Any, inits: dict[str, Any]) -> bool:
 def recorded_folds(model: Any) -> dict[str, Clamp] | None:
     """The activations deployinc's quantizer recorded as folded into a QuantizeLinear (``folded_activations`` in
     the ``deployinc.int8`` metadata: name -> [low, high]); None where the file has no such record."""
-    import json
-
     meta = {p.key: p.value for p in model.metadata_props}
     try:
         rec = json.loads(meta.get("deployinc.int8", "null"))
@@ -710,8 +714,8 @@ def _compare(pair: _Pair, test: np.ndarray | None, budget: Tolerance) -> None:
     if pair.folded is not None and pair.folded != (None, None):  # the int8 graph's QuantizeLinear is the activation
         lo, hi = pair.folded
         clamped_ref, clamped_test = np.clip(ref, lo, hi), np.clip(test, lo, hi)
-        if not (np.array_equal(clamped_ref, ref) and np.array_equal(clamped_test, test)) and " (folded into its QuantizeLinear)" not in p.label:
-            p.label += RELU_FOLDED if (lo, hi) == (0.0, None) else f" + Clip({_bound(lo, '-inf')}, {_bound(hi, 'inf')}) (folded into its QuantizeLinear)"
+        if not (np.array_equal(clamped_ref, ref) and np.array_equal(clamped_test, test)) and FOLDED not in p.label:
+            p.label += RELU_FOLDED if (lo, hi) == (0.0, None) else f" + Clip({_bound(lo, '-inf')}, {_bound(hi, 'inf')}){FOLDED}"
         ref, test = clamped_ref, clamped_test  # said only where the clamp changes a side
     c = compare_arrays(p.onnx_value, ref, test, budget)
     t64 = np.asarray(test, dtype=np.float64)
