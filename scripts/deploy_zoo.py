@@ -103,12 +103,13 @@ def run(entries: list[dict[str, Any]], work: Path, iters: int, log: Any, extra: 
 def cpu_text(res: Any) -> str:
     """``AMD EPYC (int8/bf16 flags: avx512_vnni, ...)``: the CPU the figures were measured on, from the run's own
     environment record (the baseline's), else this process's."""
-    from deployinc.core.env import cpu_model, speed_flags
+    from deployinc.core.env import cpu_model, features_text, isa_cap, speed_flags
 
     cpu = ((getattr(res, "baseline", None) or {}).get("environment") or {}).get("cpu") or {}
     model = cpu.get("model") if isinstance(cpu, dict) else None
-    flags = (cpu.get("int8_flags", []) + cpu.get("bf16_flags", [])) if isinstance(cpu, dict) and "int8_flags" in cpu else speed_flags()
-    return f"{model or cpu_model() or 'unknown CPU'} (int8/bf16 flags: {', '.join(flags) or 'none'})"
+    mine = isinstance(cpu, dict) and "int8_flags" in cpu
+    flags = (cpu.get("int8_flags", []) + cpu.get("bf16_flags", [])) if mine else speed_flags()
+    return f"{model or cpu_model() or 'unknown CPU'} (int8/bf16 flags: {features_text(flags, cpu.get('isa_cap') if mine else isa_cap())})"
 
 
 def evidence(res: Any) -> dict[str, Any]:
@@ -188,6 +189,24 @@ def evidence_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def made_lines(res: Any) -> list[str]:
+    """How each lower-precision artifact of a model was made (the chosen one first): the int8 recipe and, for a mixed
+    one, the layers kept in float with their share of the work and what the fallback cost in speed."""
+    from deployinc.deploy.report import precision_lines
+
+    seen: set[str] = set()
+    out: list[str] = []
+    for c in ([res.chosen] if res.chosen else []) + list(res.results):
+        art = c.get("artifact")
+        if c.get("precision") in (None, "fp32") or not art or art in seen:
+            continue
+        seen.add(art)
+        body = precision_lines(res, c)
+        if body:
+            out += [f"How `{art}` was made" + (" (the shipped artifact)" if c is res.chosen else "") + ":", "", *body]
+    return out
+
+
 def render(records: list[dict[str, Any]], machine: str, started: str, wall: float, command: str = "python scripts/deploy_zoo.py", threads: int | None = None) -> str:
     from deployinc.core.env import machine as machine_record
     from deployinc.core.table import Table
@@ -199,13 +218,17 @@ def render(records: list[dict[str, Any]], machine: str, started: str, wall: floa
         f"# deploy on {machine}",
         "",
         f"`{command}`, one run started {started}, {wall / 60:.1f} min, {'intra-op threads ' + str(threads) if threads else 'default threads'}. "
-        f"CPU: {m.cpu_model or 'unknown'}; int8/bf16 features: {', '.join(m.speed_flags) or 'none'}.",
+        f"CPU: {m.cpu_model or 'unknown'}; int8/bf16 features: {m.features}.",
         "Every number below comes from that run: each model's candidates and its eager-torch baseline were timed in",
         "the same process, one after the other (batch 1, p50 of the timed iterations). Random-weight models carry",
         "seeded weights with recalibrated BatchNorm statistics; their int8 verdicts say how quantization treats those",
         "weights, not trained ones, and their logits are nearly flat, so the raw top-1 agreement of a lower",
         "precision is low while the tie-aware check of its preset passes. The trained rows name their checkpoint and",
         "held-out images: there top-1 agreement and accuracy mean what they say.",
+        *([f"{m.isa_cap} caps the instruction set of oneDNN, which OpenVINO's and PyTorch's CPU kernels run on, so the",
+           "openvino rows and eager torch run as on a CPU without the hidden features; ONNX Runtime's own kernels ignore the",
+           "cap, so its rows (the x ORT fp32 baseline included) keep this CPU's full speed: compare an openvino row with",
+           "fp32-openvino for the like-for-like gain. The int8 recipe follows the cap."] if m.isa_cap else []),
         "",
         *Table(SUMMARY_HEAD, [_row(r) for r in records]).markdown_lines(),
         "",
@@ -220,6 +243,7 @@ def render(records: list[dict[str, Any]], machine: str, started: str, wall: floa
             lines += [f"Checkpoint: {r['weights']}, from {r['trained']}; verified on {r['accuracy_data']}" + (f", calibrated on {r['data']}" if r.get("data") else "") + ".", ""]
         lines += [f"Target {res.target} ({res.target_reason}); {res.why}.", "", markdown_table(res), ""]
         lines += provenance_lines(res) + [""]
+        lines += made_lines(res)
         if res.reused:
             lines += [f"Reused from an earlier deploy with the same model, data and options (deploy's cache): {', '.join(res.reused)}.", ""]
         if res.left_out:
@@ -237,17 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads of every deploy (deploy --threads; default: deploy's)")
     ap.add_argument("--calibration-images", type=int, default=None, help="int8 calibration images (deploy --calibration-images)")
     ap.add_argument("--no-compile", action="store_true", help="no torch.compile row in the eager baseline (deploy --no-compile)")
+    ap.add_argument("--require-backend", default=None, help="only ship a candidate on this backend (deploy --require-backend)")
     args = ap.parse_args(argv)
     entries = [{"model": m} for m in args.models.split(",") if m.strip()] + [_parse_trained(s) for s in args.trained]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    from deployinc.core.env import machine_slug
+    from deployinc.core.env import isa_cap, machine_slug
 
-    machine = machine_slug()
+    cap = isa_cap()  # a oneDNN cap (ONEDNN_MAX_CPU_ISA=AVX2: OpenVINO as on a CPU without VNNI) is another page
+    machine = machine_slug() + (f"-onednn-{cap.partition('=')[2].lower().replace('_', '-')}" if cap else "")
     out = Path(args.out) if args.out else ROOT / "docs" / "benchmarks" / f"deploy-{machine}.md"
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.perf_counter()
-    records = run(entries, work, args.iters, lambda s: print(s, flush=True), {"threads": args.threads, "calibration_images": args.calibration_images, "torch_compile": False if args.no_compile else None})
+    records = run(entries, work, args.iters, lambda s: print(s, flush=True), {"threads": args.threads, "calibration_images": args.calibration_images, "torch_compile": False if args.no_compile else None,
+                                                                          "require_backend": args.require_backend})
     command = "python scripts/deploy_zoo.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     text = render(records, machine, started, time.perf_counter() - t0, command.strip(), args.threads)
     out.parent.mkdir(parents=True, exist_ok=True)

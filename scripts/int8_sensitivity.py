@@ -136,7 +136,7 @@ def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: s
     from deployinc.precision.recipe import cpu_int8_path
 
     m = machine(gpu=False)
-    flags = ", ".join(m.speed_flags) or "none"
+    flags = m.features
     out = [f"# Where int8's error comes from, on {m.slug(cpus=False)}", "",
            f"Made by `python scripts/int8_sensitivity.py --models {args.models}` on {started} ({seconds:.0f} s). CPU: {m.cpu_model}; "
            f"int8/bf16 flags: {flags}; ONNX Runtime's int8 path here: {cpu_int8_path()}.", "",

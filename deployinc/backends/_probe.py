@@ -53,5 +53,6 @@ def tensorrt_problem() -> str | None:
 
 def bf16_native() -> bool:
     """Whether the CPU has native bf16 arithmetic: AMX-BF16 or AVX512-BF16 (``/proc/cpuinfo`` flags ``amx_bf16``,
-    ``avx512_bf16``); False where they cannot be read."""
-    return bool(env.cpu_flags() & set(env.BF16_FLAGS))
+    ``avx512_bf16``) that an ``ONEDNN_MAX_CPU_ISA`` cap leaves OpenVINO (:func:`~deployinc.core.env.runtime_flags`);
+    False where they cannot be read."""
+    return bool(env.runtime_flags() & set(env.BF16_FLAGS))

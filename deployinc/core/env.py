@@ -105,11 +105,58 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+#: The variables that cap oneDNN's instruction set (OpenVINO's CPU plugin runs on oneDNN and honours them; ONNX
+#: Runtime's own CPU kernels ignore them).
+ISA_CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+#: A cap -> the prefixes of the /proc/cpuinfo flags it hides. Caps below AVX2 (SSE41, AVX) count as AVX2: oneDNN's
+#: int8 kernels there multiply u8 by s8 with PMADDUBSW too, so they saturate as AVX2's do.
+ISA_CAP_HIDES = {
+    "SSE41": ("avx512", "avx_vnni", "amx"),
+    "AVX": ("avx512", "avx_vnni", "amx"),
+    "AVX2": ("avx512", "avx_vnni", "amx"),
+    "AVX2_VNNI": ("avx512", "amx"),
+    "AVX2_VNNI_2": ("avx512", "amx"),
+    "AVX512_CORE": ("avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx"),
+    "AVX512_CORE_VNNI": ("avx512_bf16", "avx512_fp16", "avx_vnni", "amx"),
+    "AVX512_CORE_BF16": ("avx512_fp16", "avx_vnni", "amx"),
+    "AVX512_CORE_FP16": ("amx",),
+}
+
+
+def isa_cap() -> str | None:
+    """The oneDNN instruction-set cap in force (``ONEDNN_MAX_CPU_ISA=AVX2``), as ``NAME=VALUE``; None where none
+    is set or it caps nothing this CPU has (``ALL``, ``DEFAULT``, an AMX level, a value oneDNN does not know)."""
+    for var in ISA_CAP_VARS:
+        value = os.environ.get(var, "").strip().upper()
+        if value:
+            return f"{var}={value}" if value in ISA_CAP_HIDES else None
+    return None
+
+
+def capped(flags: set[str], cap: str | None) -> set[str]:
+    """``flags`` less those the cap (:func:`isa_cap`'s ``NAME=VALUE``) hides from oneDNN."""
+    hides = ISA_CAP_HIDES.get((cap or "").partition("=")[2], ())
+    return {f for f in flags if not f.startswith(hides)} if hides else set(flags)
+
+
+def runtime_flags() -> set[str]:
+    """The CPU's flags as the int8 and bf16 runtimes may use them: :func:`cpu_flags` less what an
+    ``ONEDNN_MAX_CPU_ISA`` cap hides (deployinc then chooses for the capped path; ONNX Runtime, which ignores the
+    cap, computes the same numbers with the recipe chosen for it)."""
+    return capped(cpu_flags(), isa_cap())
+
+
 def speed_flags() -> list[str]:
-    """The CPU features that decide int8 and bf16 speed, in :data:`INT8_FLAGS` + :data:`BF16_FLAGS` order (empty
-    where /proc/cpuinfo cannot be read)."""
-    have = cpu_flags()
+    """The CPU features that decide int8 and bf16 speed, in :data:`INT8_FLAGS` + :data:`BF16_FLAGS` order, as the
+    runtimes may use them (:func:`runtime_flags`; empty where /proc/cpuinfo cannot be read)."""
+    have = runtime_flags()
     return [f for f in INT8_FLAGS + BF16_FLAGS if f in have]
+
+
+def features_text(flags: list[str] | tuple[str, ...], cap: str | None) -> str:
+    """``avx512_vnni, avx512_bf16`` (or ``none``), with the cap that hid the rest, for a report's machine line."""
+    text = ", ".join(flags) or "none"
+    return f"{text} ({cap}: OpenVINO's oneDNN kernels capped there; ONNX Runtime ignores the cap)" if cap else text
 
 
 def usable_cpus() -> int | None:
@@ -181,7 +228,9 @@ class Machine:
     Attributes:
         cpu_model: ``/proc/cpuinfo``'s model name (or what :mod:`platform` knows).
         logical_cpus: CPUs the machine has; ``usable_cpus``: those this process may run on (affinity).
-        int8_flags, bf16_flags: The CPU's fast-int8 and native-bf16 features (:data:`INT8_FLAGS`, :data:`BF16_FLAGS`).
+        int8_flags, bf16_flags: The CPU's fast-int8 and native-bf16 features (:data:`INT8_FLAGS`, :data:`BF16_FLAGS`)
+            that the runtimes may use (:func:`runtime_flags`).
+        isa_cap: The ``ONEDNN_MAX_CPU_ISA`` cap in force (:func:`isa_cap`), None without one.
         gpu: The first NVIDIA GPU's name (``nvidia-smi``) or a Jetson's board; None without one.
         host, platform, arch, python: Host name, :func:`platform.platform`, :func:`platform.machine`, Python version.
         versions: :func:`versions`.
@@ -192,6 +241,7 @@ class Machine:
     usable_cpus: int | None
     int8_flags: tuple[str, ...] = ()
     bf16_flags: tuple[str, ...] = ()
+    isa_cap: str | None = None
     gpu: str | None = None
     host: str = ""
     platform: str = ""
@@ -204,10 +254,15 @@ class Machine:
         """The int8 then the bf16 features."""
         return [*self.int8_flags, *self.bf16_flags]
 
+    @property
+    def features(self) -> str:
+        """The int8 and bf16 features for a report (:func:`features_text`)."""
+        return features_text(self.speed_flags, self.isa_cap)
+
     def cpu_record(self) -> dict[str, Any]:
         """The ``cpu`` block of :func:`environment` (JSON readers rely on these keys)."""
         return {"model": self.cpu_model, "logical_cpus": self.logical_cpus, "usable_cpus": self.usable_cpus,
-                "bf16_flags": sorted(self.bf16_flags), "int8_flags": sorted(self.int8_flags)}  # fmt: skip
+                "bf16_flags": sorted(self.bf16_flags), "int8_flags": sorted(self.int8_flags), "isa_cap": self.isa_cap}  # fmt: skip
 
     def slug(self, cpus: bool = True, accelerator: bool = False) -> str:
         """The machine as a file-name part, lower case: the CPU's maker and family (``amd-epyc``, ``intel-xeon``),
@@ -229,10 +284,10 @@ def gpu_name() -> str | None:
 
 def machine(gpu: bool = True) -> Machine:
     """This machine's record; ``gpu=False`` skips asking ``nvidia-smi`` (``gpu`` is then None)."""
-    flags = cpu_flags()
+    flags = runtime_flags()
     return Machine(
         cpu_model=cpu_model(), logical_cpus=os.cpu_count(), usable_cpus=usable_cpus(),
-        int8_flags=tuple(f for f in INT8_FLAGS if f in flags), bf16_flags=tuple(f for f in BF16_FLAGS if f in flags),
+        int8_flags=tuple(f for f in INT8_FLAGS if f in flags), bf16_flags=tuple(f for f in BF16_FLAGS if f in flags), isa_cap=isa_cap(),
         gpu=gpu_name() if gpu else None, host=socket.gethostname(), platform=platform.platform(), arch=platform.machine(),
         python=platform.python_version(), versions=versions(),
     )  # fmt: skip

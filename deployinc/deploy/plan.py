@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import backends as B
+from ..core.env import BF16_FLAGS, cpu_flags, isa_cap
 from ..errors import BadInputError
 from .request import DEPLOY_PRECISIONS, DeployRequest
 from ..core.precisions import BF16, FP32, INT8, INT8_CPU, INT8_CPU_MIXED, INT8_CPU_MIXED_QDQ, MIXED
@@ -113,7 +114,9 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
             if art is None:
                 continue
             if p == BF16 and not bf16_native:
-                left_out.append({"backend": b, "reason": "bf16: this CPU has no native bf16 (AMX or AVX512-BF16); it would be emulated"})
+                cap = isa_cap()
+                why = f"{cap} hides this CPU's native bf16 from OpenVINO" if cap and cpu_flags() & set(BF16_FLAGS) else "this CPU has no native bf16 (AMX or AVX512-BF16)"
+                left_out.append({"backend": b, "reason": f"bf16: {why}; it would be emulated"})
                 continue
             out.append(Candidate(p, b, art))
             if req.search and p == INT8:  # calibration: percentile (the default) and minmax

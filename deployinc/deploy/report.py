@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backends as B
-from ..core.env import BF16_FLAGS, INT8_FLAGS, speed_flags
+from ..core.env import BF16_FLAGS, INT8_FLAGS, features_text, isa_cap, speed_flags
 from ..io import load_onnx
 from ..metadata import read_provenance
 from ..models.loading import weights_text
@@ -278,7 +278,7 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
     lines += [
         f"Target {result.target} ({result.target_reason}); objective {req.objective} at batch {', '.join(map(str, req.batches))}; "
         f"{len(result.results)} candidates in {result.seconds:.0f} s.",
-        f"Machine: {cpu or 'unknown CPU'}; CPU features: {', '.join(speed_flags()) or 'none of ' + ', '.join(INT8_FLAGS + BF16_FLAGS)}.",
+        f"Machine: {cpu or 'unknown CPU'}; CPU features: {features_text(speed_flags(), isa_cap()) if speed_flags() or isa_cap() else 'none of ' + ', '.join(INT8_FLAGS + BF16_FLAGS)}.",
         "",
         "## Candidates",
         "",

@@ -20,6 +20,7 @@ from .._version import __version__
 from ..core import limits
 from ..core import graph as G
 from ..core.cache import read_regular
+from ..core.env import isa_cap
 from ..core.images import IMAGE_EXTENSIONS, list_images, load_image
 from ..core.metrics import MAX_ACCURACY_DROP
 from ..errors import BadInputError, DeployincError
@@ -53,7 +54,10 @@ NOT_IN_KEY = ("out", "force", "keep_variants", "log", "require_backend", "requir
 #: 13: an int8 graph's points whose ReLU or Clip the quantizer folded into a QuantizeLinear (its file records which)
 #: are localised after that clamp;
 #: points over budget whose error a pooling averages back are said so (not "dropped (mapping)").
-RECIPE = 13
+#: 14: the layer search also grows and bisects by gain per multiply-add and keeps the cheaper passing prefix;
+#: the int8 recipe follows an ONEDNN_MAX_CPU_ISA cap (OpenVINO's kernels).
+#: 15: the OpenVINO twin of a mixed file keeps its own set: the passing one of least work OpenVINO computes in float.
+RECIPE = 15
 #: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model
 #: lower precision fails; ``none`` does not.
 FALLBACKS = ("auto", "none")
@@ -264,6 +268,7 @@ class DeployRequest:
         fields["deployinc"] = __version__
         fields["recipe"] = RECIPE
         fields["cpu_int8_path"] = cpu_int8_path()  # the int8 recipe and its speed follow the CPU
+        fields["isa_cap"] = isa_cap()  # and OpenVINO's and torch's speed follow a oneDNN cap
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:24]
 

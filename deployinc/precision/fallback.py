@@ -11,7 +11,9 @@ presets (or the task rule when labels are given) against eager torch fp32 output
    keeping it *alone* in float gains: the drop of the mean per-image relative error (``|y - ref| / |ref|``) of the
    outputs. One evaluation per layer, each a model built by graph surgery (no re-quantization, no re-calibration).
 3. **Grow, then bisect** the prefix of that ranking: keep the top 1, 2, 4, 8, ... layers in float until the model
-   passes, then bisect between the last failing and the first passing count.
+   passes, then bisect between the last failing and the first passing count. Then the same over the ranking by gain
+   *per multiply-add* (where the layers' errors add up, the set of least float work for the gain needed is the
+   greedy one by that ratio): the cheaper of the two passing prefixes goes on.
 4. **Prune**: drop from the set, the costliest first (by multiply-adds: a layer kept in float costs time in
    proportion to its work, and an early high-resolution convolution can cost twenty small ones), every layer the
    model still passes without (a few more evaluations), so a set is neither larger nor slower than it must be.
@@ -59,8 +61,8 @@ LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FALLBACK_CHOICES = ("none", "auto")
 #: The most layers ranked; beyond it the search keeps the first ones in graph order (a bound on its time).
 MAX_RANKED = 256
-#: Evaluations beyond the ranking (grow, bisect, prune, final check).
-EXTRA_EVALUATIONS = 24
+#: Evaluations beyond the ranking (grow and bisect by gain, then by gain per multiply-add, prune, final check).
+EXTRA_EVALUATIONS = 40
 STATE_FORMAT = "deployinc-fallback/1"
 #: The generated images an int8 layer search judges at least: verify's own set first, then more sets of as many of
 #: the same seed (each judged on its own), so a float set that passes one draw of images by luck is not taken.
@@ -457,6 +459,11 @@ class FallbackResult:
     #: The same set kept in float with every int8 weight left behind its DequantizeLinear (``keep_float``'s
     #: ``constant_weights=False``), for a runtime that runs those layers in int8 (OpenVINO); None when not made.
     qdq_model: Any = None
+    #: For that runtime, the passing set of least work *it* computes in float (the chosen layers alone count there,
+    #: not those ONNX Runtime carries along), from every set judged: often the one above; with its rows and judgement.
+    twin_nodes: list[str] = field(default_factory=list)
+    twin_layers: list[dict[str, Any]] = field(default_factory=list)
+    twin_judgement: Judgement | None = None
 
     @property
     def passed(self) -> bool:
@@ -572,12 +579,7 @@ def search(
     if not everything.passed:
         say(f"fallback: even with every layer in float it fails ({everything.line}); no mixed model")
         return FallbackResult(build(list(cands)), list(cands), [], everything, whole, memo.fresh, budget, time.perf_counter() - t0, 0, len(cands), 1.0)
-    gains = _rank(ranked_cands, judge, whole, say, budget)
-    order = [n for n, _ in sorted(gains.items(), key=lambda kv: -kv[1])] + [n for n in cands if n not in gains]
-    chosen = _grow_and_bisect(order, judge, say)
     costs = layer_costs(fp32 if fp32 is not None else qmodel)
-    chosen = _prune(chosen, gains, costs, judge, say, lambda: memo.fresh < budget)
-
     carried: dict[tuple[str, ...], list[str]] = {}
 
     def in_float(nodes: Sequence[str]) -> list[str]:  # what runs in float: the set, and for int8 the layers it carries along
@@ -586,17 +588,37 @@ def search(
             carried[key] = sorted(set(key) | (set(runs_in_float(build(list(key)))) & set(cands) if int8 else set()))
         return carried[key]
 
-    chosen = _cheapest_passing(memo, chosen, lambda nodes: (sum(costs.get(n, 0) for n in in_float(nodes)), len(nodes)), set(cands), say)
+    def work(nodes: Sequence[str]) -> tuple[int, int]:
+        return sum(costs.get(n, 0) for n in in_float(nodes)), len(nodes)
+
+    gains = _rank(ranked_cands, judge, whole, say, budget)
+    order = [n for n, _ in sorted(gains.items(), key=lambda kv: -kv[1])] + [n for n in cands if n not in gains]
+    chosen = _grow_and_bisect(order, judge, say)
+    thrifty = thrifty_order(gains, costs, cands)
+    if set(thrifty[: len(chosen)]) != set(chosen) and memo.fresh < budget:  # the same gain for less work: each layer's gain per multiply-add
+        cheap = _grow_and_bisect(thrifty, judge, say, "the layers of most gain per multiply-add")
+        if work(cheap) < work(chosen):
+            chosen = cheap
+    chosen = _prune(chosen, gains, costs, judge, say, lambda: memo.fresh < budget)
+    chosen = _cheapest_passing(memo, chosen, work, set(cands), say)
     final = judge(chosen)
     total = sum(costs.get(n, 0) for n in cands) or 1
-    layers = [{"node": n, "module": module_label(qmodel, n), "gain": gains.get(n), "alone": judge([n]).line if n in gains else None,
-               "share": round(costs.get(n, 0) / total, 4)} for n in chosen]  # fmt: skip
+
+    def rows(nodes: Sequence[str]) -> list[dict[str, Any]]:
+        return [{"node": n, "module": module_label(qmodel, n), "gain": gains.get(n), "alone": judge([n]).line if n in gains else None,
+                 "share": round(costs.get(n, 0) / total, 4)} for n in nodes]  # fmt: skip
+
     also = [{"node": n, "module": module_label(qmodel, n), "share": round(costs.get(n, 0) / total, 4)} for n in in_float(chosen) if n not in chosen]
     share = sum(costs.get(n, 0) for n in in_float(chosen)) / total
     with_them = f" and {len(also)} more computed in float with them ({', '.join(x['module'] for x in also)})" if also else ""
     say(f"fallback: {len(chosen)} layer(s) in float{with_them} ({100 * share:.1f}% of the layers' multiply-adds): {final.line}")
-    return FallbackResult(build(chosen), chosen, layers, final, whole, memo.fresh, budget, time.perf_counter() - t0, len(gains), len(cands),
-                          share, also)  # fmt: skip
+    # a runtime that runs the carried-along layers in int8 (OpenVINO) pays for the chosen layers alone: its cheapest set
+    twin = _cheapest_passing(memo, chosen, lambda nodes: (sum(costs.get(n, 0) for n in nodes), len(nodes)), set(cands), lambda _s: None) if int8 else chosen
+    if twin != chosen:
+        say(f"fallback: where the layers carried along stay int8 (OpenVINO): {len(twin)} layer(s) in float "
+            f"({100 * sum(costs.get(n, 0) for n in twin) / total:.1f}% of the multiply-adds): {judge(twin).line}")  # fmt: skip
+    return FallbackResult(build(chosen), chosen, rows(chosen), final, whole, memo.fresh, budget, time.perf_counter() - t0, len(gains), len(cands),
+                          share, also, twin_nodes=list(twin), twin_layers=rows(twin), twin_judgement=judge(twin))  # fmt: skip
 
 
 def _rank(cands: list[str], judge: Callable[[Sequence[str]], Judgement], whole: Judgement, say: Callable[[str], None], budget: int) -> dict[str, float]:
@@ -611,7 +633,16 @@ def _rank(cands: list[str], judge: Callable[[Sequence[str]], Judgement], whole: 
     return gains
 
 
-def _grow_and_bisect(order: list[str], judge: Callable[[Sequence[str]], Judgement], say: Callable[[str], None]) -> list[str]:
+def thrifty_order(gains: dict[str, float], costs: dict[str, int], cands: Sequence[str]) -> list[str]:
+    """The layers by gain per multiply-add (the greedy answer to "most error removed for the least float work", where
+    the layers' errors add up), those that gained nothing alone last, by gain."""
+    useful = [n for n in gains if gains[n] > 0]
+    rest = sorted((n for n in gains if gains[n] <= 0), key=lambda n: -gains[n])
+    return sorted(useful, key=lambda n: -gains[n] / max(costs.get(n, 0), 1)) + rest + [n for n in cands if n not in gains]
+
+
+def _grow_and_bisect(order: list[str], judge: Callable[[Sequence[str]], Judgement], say: Callable[[str], None],
+                     what: str = "the most sensitive layer(s)") -> list[str]:  # fmt: skip
     """The shortest prefix of ``order`` that passes: doubling, then bisection (the full list passes)."""
     lo, hi = 0, 1
     while hi < len(order) and not judge(order[:hi]).passed:
@@ -623,7 +654,7 @@ def _grow_and_bisect(order: list[str], judge: Callable[[Sequence[str]], Judgemen
             hi = mid
         else:
             lo = mid
-    say(f"fallback: the {hi} most sensitive layer(s) in float pass")
+    say(f"fallback: {what}: the first {hi} in float pass")
     return order[:hi]
 
 
@@ -728,7 +759,8 @@ def int8_with_fallback(
     For ``target="cpu"`` (ONNX Runtime's CPU provider) the layers carried into float read constant float weights
     (:func:`keep_float`); for ``tensorrt``, which like OpenVINO runs such a layer in int8, they keep their
     DequantizeLinear. ``twin``: also make :attr:`FallbackResult.qdq_model`, the ``cpu`` file's form for OpenVINO,
-    stamped with the chosen layers alone (nothing is carried into float there).
+    with its own set (:attr:`FallbackResult.twin_nodes`: nothing is carried into float there, so the set of least
+    work differs where ONNX Runtime would carry costly layers along), stamped with it.
     """
     res = quantize_int8(fp32_path, images, method=method, target=target, recipe=recipe, spec=spec, data_source=data_source,
                         weight_rounding=weight_rounding)  # fmt: skip
@@ -739,12 +771,21 @@ def int8_with_fallback(
     if found.float_nodes and found.passed:
         meta = list(res.model.metadata_props)
         if twin and constant:
-            found.qdq_model = keep_float(res.model, found.float_nodes, fp32, constant_weights=False)
-            _stamp_with(found.qdq_model, meta, chosen_only(found.record()))
+            found.qdq_model = keep_float(res.model, found.twin_nodes or found.float_nodes, fp32, constant_weights=False)
+            _stamp_with(found.qdq_model, meta, twin_record(found))
         res.model = found.model
         _stamp_with(res.model, meta, found.record())
         res.report["fallback"] = found.record()
     return res, found
+
+
+def twin_record(found: FallbackResult) -> dict[str, Any]:
+    """The fallback record of :attr:`FallbackResult.qdq_model`: its own set (:attr:`FallbackResult.twin_nodes`), the
+    chosen layers alone in float."""
+    rec = found.record()
+    if found.twin_nodes and found.twin_judgement is not None:
+        rec.update(float_nodes=list(found.twin_nodes), layers=found.twin_layers, judgement=found.twin_judgement.to_dict())
+    return chosen_only(rec)
 
 
 def chosen_only(record: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,11 @@ CPU int8 path             how ORT multiplies u8 x s8                          re
 ========================  ================================================  ===========================================
 
 ONNX Runtime's quantization guide names the saturation of ``VPMADDUBSW`` on x86 without VNNI and advises
-``reduce_range`` there. On the AMD EPYC (Zen 3, AVX2 only) machines this project runs on, googlenet quantized
+``reduce_range`` there. OpenVINO's CPU plugin (oneDNN) takes the same instruction on those CPUs and saturates alike:
+capped with ``ONEDNN_MAX_CPU_ISA=AVX2`` on a VNNI machine, a u8s8 googlenet fell from a worst-image cosine of 0.992
+to 0.967 on OpenVINO, while its reduce_range file computed the same numbers capped or not
+(``scripts/int8_openvino_isa.py``). deployinc reads such a cap (:func:`deployinc.core.env.runtime_flags`): the path
+below is the one the runtimes may take, so a capped OpenVINO gets the recipe of a CPU without VNNI. On the AMD EPYC (Zen 3, AVX2 only) machines this project runs on, googlenet quantized
 u8s8 gave a minimum cosine of 0.956 against fp32, with ``reduce_range`` 0.977; on the Intel Xeon (VNNI) the unchanged
 recipe gave 0.987. What the alternatives measure on a given machine is in ``docs/benchmarks/int8-recipes-*.md``
 (``scripts/int8_recipes.py``).
@@ -62,9 +66,9 @@ class Int8Recipe:
 
 
 def cpu_int8_path(flags: set[str] | None = None, machine: str | None = None) -> str:
-    """The int8 instruction path ONNX Runtime takes on this CPU (``flags``: ``/proc/cpuinfo`` flags, read when
-    None; ``machine``: ``platform.machine()``)."""
-    flags = env.cpu_flags() if flags is None else set(flags)
+    """The int8 instruction path ONNX Runtime and OpenVINO take on this CPU (``flags``: ``/proc/cpuinfo`` flags,
+    read when None, less what an ``ONEDNN_MAX_CPU_ISA`` cap hides from OpenVINO; ``machine``: ``platform.machine()``)."""
+    flags = env.runtime_flags() if flags is None else set(flags)
     machine = (machine or platform.machine() or "").lower()
     if machine in ("aarch64", "arm64"):
         return "arm-dot" if {"asimddp", "dotprod"} & flags else "generic"
@@ -84,6 +88,7 @@ def cpu_int8_path(flags: set[str] | None = None, machine: str | None = None) -> 
 def recipe_for(target: str = "cpu", path: str | None = None, per_channel: bool = True) -> Int8Recipe:
     """The recipe for ``target`` (``cpu``: ORT's CPU kernels on the CPU ``path``, detected when None;
     ``tensorrt``: symmetric int8, which TensorRT requires)."""
+    cap = env.isa_cap() if path is None else None
     path = cpu_int8_path() if path is None else path
     if target == "tensorrt":
         return Int8Recipe("s8s8", "int8", "int8", False, per_channel, True, path,
@@ -93,9 +98,10 @@ def recipe_for(target: str = "cpu", path: str | None = None, per_channel: bool =
                "arm-dot": "the ARM dot-product instructions", "generic": "a plain path"}[path]  # fmt: skip
         return Int8Recipe("u8s8", "uint8", "int8", False, per_channel, False, path,
                           f"{how} multiply u8 x s8 into int32 without saturation: full 8-bit weights, uint8 activations")  # fmt: skip
+    where = f"on the {path} path {cap} leaves OpenVINO" if cap else f"on this {path} CPU"
     return Int8Recipe("u8s8-reduce-range", "uint8", "int8", True, per_channel, False, path,
-                      f"no VNNI on this {path} CPU: ORT's u8 x s8 kernel (VPMADDUBSW) sums pairs in int16 and saturates; "
-                      "7-bit weights (reduce_range) keep the sums in range, as ONNX Runtime's quantization guide advises")  # fmt: skip
+                      f"no VNNI {where}: the u8 x s8 kernels of ORT and of OpenVINO's oneDNN (VPMADDUBSW) sum pairs in int16 "
+                      "and saturate; 7-bit weights (reduce_range) keep the sums in range, as ONNX Runtime's quantization guide advises")  # fmt: skip
 
 
 def recipe_named(name: str, path: str | None = None, per_channel: bool = True) -> Int8Recipe:

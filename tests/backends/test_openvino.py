@@ -245,3 +245,52 @@ def test_check_without_the_runtime_says_how_to_install_it(cli_runner, tmp_path, 
     monkeypatch.setattr(OV, "core", missing)
     r = invoke(cli_runner, ["check", str(path), "--target", "openvino"])
     assert r.exit_code != 0 and "is not installed" in r.output and "deployinc[openvino]" in r.output and "Traceback" not in r.output
+
+
+# without VNNI -------------------------------------------------------------------------------------------------------
+
+_SATURATE = """
+import sys
+import numpy as np
+from deployinc.factory import onnx_runner
+from deployinc.precision.recipe import recipe_for
+for path in sys.argv[1:]:
+    with onnx_runner("openvino", path, threads=1) as r:
+        print(float(r.infer({"x": np.ones((1, 64, 8, 8), np.float32)})["y"][0, 0, 4, 4]))
+print(recipe_for("cpu").name)
+"""
+
+
+def _all_at_the_top(path, q: int) -> None:
+    """QDQ Conv, 64 channels, 3x3: activations quantize to 255, every weight to ``q``: the centre output is
+    64 x 9 x 1.0 x q x 0.01 exactly, and each u8 x s8 pair sum (2 x 255 x q) overflows int16 when q is 127."""
+    w = np.full((32, 64, 3, 3), q, np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0), helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1])]  # fmt: skip
+    inits = [numpy_helper.from_array(np.float32(1 / 255), "xs"), numpy_helper.from_array(np.uint8(0), "xz"), numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.full(32, 0.01, np.float32), "ws"), numpy_helper.from_array(np.zeros(32, np.int8), "wz")]  # fmt: skip
+    graph = helper.make_graph(nodes, "sat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 8, 8])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@needs_ov
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's AVX2 cap is an x86 setting")
+def test_openvino_without_vnni_saturates_8_bit_weights_and_the_recipe_there_is_7_bit(tmp_path):
+    """What the CPU recipe rests on, for OpenVINO as for ONNX Runtime: capped at AVX2 (what a Zen 3 has), oneDNN's
+    u8 x s8 kernel sums pairs in int16 and an 8-bit weight saturates it; the 7-bit weights of reduce_range come out
+    exact; and deployinc, seeing the cap, chooses reduce_range."""
+    import os
+    import subprocess
+    import sys
+
+    full, seven = tmp_path / "w127.onnx", tmp_path / "w63.onnx"
+    _all_at_the_top(full, 127)
+    _all_at_the_top(seven, 63)
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    out = subprocess.run([sys.executable, "-c", _SATURATE, str(full), str(seven)], env={**env, "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                         capture_output=True, text=True, timeout=300, check=True).stdout.split()  # fmt: skip
+    got_full, got_seven, recipe = float(out[0]), float(out[1]), out[2]
+    assert abs(got_seven - 64 * 9 * 63 * 0.01) < 1e-3  # 7-bit: exact
+    assert got_full < 0.75 * (64 * 9 * 127 * 0.01)  # 8-bit: the int16 pair sums clipped (370 of 731.52 here)
+    assert recipe == "u8s8-reduce-range"

@@ -85,3 +85,28 @@ def test_the_gpu_is_a_jetsons_board_or_nvidia_smis_first_gpu(monkeypatch):
     assert env.gpu_name() is None
     monkeypatch.setattr(hardware, "jetson", lambda: {"model": "NVIDIA Jetson AGX Orin"})
     assert env.gpu_name() == "NVIDIA Jetson AGX Orin"
+
+
+def test_a_onednn_cap_hides_the_features_openvino_may_not_use(monkeypatch):
+    from deployinc.core import env
+
+    hw = {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+    monkeypatch.setattr(env, "cpu_flags", lambda: set(hw))
+    for var in env.ISA_CAP_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert env.isa_cap() is None and env.runtime_flags() == hw
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert env.isa_cap() == "ONEDNN_MAX_CPU_ISA=AVX2" and env.runtime_flags() == {"avx2"} and env.speed_flags() == []
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert env.runtime_flags() == {"avx2", "avx512bw"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert env.speed_flags() == ["avx512_vnni"]
+    m = env.machine(gpu=False)
+    assert m.isa_cap == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" and m.cpu_record()["isa_cap"] == m.isa_cap
+    assert m.features == "avx512_vnni (ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI: OpenVINO's oneDNN kernels capped there; ONNX Runtime ignores the cap)"
+    for value in ("ALL", "AVX512_CORE_AMX", "no-such-isa"):  # caps nothing here, or oneDNN does not know it
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", value)
+        assert env.isa_cap() is None and env.runtime_flags() == hw
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # oneDNN's older name
+    assert env.isa_cap() == "DNNL_MAX_CPU_ISA=AVX2"

@@ -133,6 +133,17 @@ def test_plan_bf16_only_where_the_cpu_has_it() -> None:
     assert any("no native bf16" in d["reason"] for d in left)
 
 
+def test_plan_says_a_onednn_cap_hid_the_cpus_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployinc.deploy import plan as P
+
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(P, "isa_cap", lambda: "ONEDNN_MAX_CPU_ISA=AVX2")
+    req = DeployRequest(model="x", precisions=["fp32", "bf16"], search=False)
+    req.check()
+    _, left, _, _ = plan(req, _problem({"ort-cpu", "openvino"}), bf16_native=False, cpus=1)
+    assert {"backend": "openvino", "reason": "bf16: ONEDNN_MAX_CPU_ISA=AVX2 hides this CPU's native bf16 from OpenVINO; it would be emulated"} in left
+
+
 def test_plan_auto_picks_cuda_where_it_runs_and_int8_goes_to_tensorrt_symmetric() -> None:
     req = DeployRequest(model="x")
     req.check()

@@ -147,3 +147,12 @@ def test_image_folders_of_unreadable_files_are_refused(tmp_path: Path) -> None:
             check_image_folder(str(bad), "--data", labelled)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bad / "cls" / "c.png")
     check_image_folder(str(bad), "--data", False)  # one readable image is enough up front
+
+
+def test_a_onednn_cap_is_another_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capped, OpenVINO and torch run other kernels (and the int8 recipe may change): nothing timed uncapped is reused."""
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(var, raising=False)
+    base = DeployRequest(model="depthwise_cifar").key("digest")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # hides only bf16 here: the int8 path may stay the same
+    assert DeployRequest(model="depthwise_cifar").key("digest") != base

@@ -341,3 +341,38 @@ def test_the_cheapest_passing_set_judged_on_the_way_wins(tmp_path):
 
     assert F._cheapest_passing(memo, ["costly"], work, {"costly", "cheap", "other"}, lambda _s: None) == ["cheap"]
     assert F._cheapest_passing(memo, ["costly"], work, {"costly", "other"}, lambda _s: None) == ["costly"]  # not a candidate
+
+
+def test_the_search_prefers_the_gain_per_multiply_add_where_it_costs_less(monkeypatch):
+    """Errors that add up: two costly layers repair the model together (the most sensitive prefix), while the cheap
+    ones repair it with one costly layer for about half the float work. The second grow-and-bisect, by gain per
+    multiply-add, finds the cheaper set; the search keeps it."""
+    contrib = {"big1": 0.3, "big2": 0.25, "s1": 0.1, "s2": 0.1, "s3": 0.1, "s4": 0.1, "z": 0.0}
+    costs = {"big1": 100, "big2": 100, "s1": 5, "s2": 5, "s3": 5, "s4": 5, "z": 1}
+
+    class Additive:
+        def judge(self, nodes):
+            err = 1.0 - sum(contrib[n] for n in nodes)
+            return F.Judgement(err <= 0.5 + 1e-9, err, f"error {err:.2f}", "preset")
+
+    monkeypatch.setattr(F, "layer_costs", lambda _model: costs)
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    found = F.search(model, Additive(), build=lambda nodes: list(nodes), candidates=list(contrib))
+    work = sum(costs[n] for n in found.float_nodes)
+    assert found.passed and "big2" not in found.float_nodes and work <= 115, found.float_nodes  # by gain alone: big1 + big2, 200
+    assert F.thrifty_order({"a": 0.5, "b": 0.1, "c": -0.1}, {"a": 100, "b": 1, "c": 1}, ["a", "b", "c", "d"]) == ["b", "a", "c", "d"]
+
+
+def test_the_openvino_twin_gets_the_passing_set_of_least_work_it_computes_in_float(planted):
+    """ONNX Runtime carries a layer into float when every reader of its output is float; OpenVINO runs it in int8.
+    A set that is cheap for OpenVINO and costly for ORT (it carries the costliest layer along) goes to the twin, and
+    the ORT form keeps its own."""
+    net, path, q = planted
+    fp32 = onnx.load(str(path))
+    found = F.search(q, oracle_for(net), fp32=fp32)
+    assert found.passed and found.twin_nodes and found.twin_judgement is not None and found.twin_judgement.passed
+    costs = F.layer_costs(fp32)
+    own = sum(costs.get(n, 0) for n in found.twin_nodes)
+    assert own <= sum(costs.get(n, 0) for n in found.float_nodes)  # never costlier for the runtime it is made for
+    rec = F.twin_record(found)
+    assert rec["float_nodes"] == found.twin_nodes and rec["also_float"] == [] and [x["node"] for x in rec["layers"]] == found.twin_nodes

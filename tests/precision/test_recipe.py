@@ -30,6 +30,20 @@ def test_without_vnni_the_weights_are_7_bit():
         assert r.name == "u8s8-reduce-range" and r.reduce_range and r.activation == "uint8" and "saturat" in r.reason
 
 
+def test_a_onednn_cap_below_vnni_chooses_7_bit_weights_and_says_why(monkeypatch):
+    """On a VNNI machine, ONEDNN_MAX_CPU_ISA=AVX2 puts OpenVINO on the saturating path: the detected recipe follows
+    it and names the cap; an explicit path is taken as given."""
+    from deployinc.core import env
+
+    monkeypatch.setattr(env, "cpu_flags", lambda: set(ZEN4))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    r = recipe_for("cpu")
+    assert (r.name, r.cpu_path) == ("u8s8-reduce-range", "avx2") and "ONEDNN_MAX_CPU_ISA=AVX2 leaves OpenVINO" in r.reason
+    assert recipe_for("cpu", "avx512-vnni").name == "u8s8"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert recipe_for("cpu").name == "u8s8"
+
+
 def test_with_vnni_amx_or_dot_product_full_8_bit():
     for path in ("avx512-vnni", "avx-vnni", "amx-int8", "arm-dot"):
         r = recipe_for("cpu", path)

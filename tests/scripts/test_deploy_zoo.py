@@ -87,3 +87,15 @@ def test_bad_trained_spec_is_refused(dz, spec):
 def test_the_page_is_titled_with_the_machine_it_ran_on(dz):
     text = dz.render([], "amd-epyc-2cpu", "2026-12-07 04:22 UTC", 10.0)
     assert text.startswith("# deploy on amd-epyc-2cpu\n")
+
+
+def test_the_page_names_the_layers_a_mixed_artifact_keeps_in_float(dz):
+    res = _result()
+    res.artifacts["int8-cpu-mixed"]["fallback"].update({"candidates": 21, "evaluations": 30, "seconds": 12.5, "float_share": 0.05})
+    res.artifacts["int8-cpu-mixed"]["recipe"].update({"cpu_path": "avx512-vnni", "reason": "VNNI multiplies u8 by s8 without saturating"})
+    text = "\n".join(dz.made_lines(res))
+    assert "How `int8-cpu-mixed` was made (the shipped artifact):" in text
+    assert "1 of 21 layers kept in float, 5.0% of the layers' multiply-adds" in text and "`layer4.1.conv2`" in text
+    assert "p50 4.00 ms against 3.00 ms for the whole-model int8 (1.33x)" in text  # the fallback's cost, from the same run
+    assert text.count("How `") == 1  # the whole-model int8 artifact has no recipe recorded here: no empty heading
+    assert dz.made_lines(_result("fp32-ort-cpu")).count("How `int8-cpu-mixed` was made:") == 1  # not shipped, still named
