@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     records = run(entries, work, args.iters, lambda s: print(s, flush=True), {"threads": args.threads, "calibration_images": args.calibration_images, "torch_compile": False if args.no_compile else None,
                                                                           "require_backend": args.require_backend})
-    command = "python scripts/deploy_zoo.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = (f"{cap} " if cap else "") + "python scripts/deploy_zoo.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     text = render(records, machine, started, time.perf_counter() - t0, command.strip(), args.threads)
     out.parent.mkdir(parents=True, exist_ok=True)
     from deployinc.io import atomic_write_text

@@ -17,9 +17,9 @@ CPU int8 path             how ORT multiplies u8 x s8                          re
 
 ONNX Runtime's quantization guide names the saturation of ``VPMADDUBSW`` on x86 without VNNI and advises
 ``reduce_range`` there. OpenVINO's CPU plugin (oneDNN) takes the same instruction on those CPUs and saturates alike:
-capped with ``ONEDNN_MAX_CPU_ISA=AVX2`` on a VNNI machine, a u8s8 googlenet fell from a worst-image cosine of 0.992
-to 0.967 on OpenVINO, while its reduce_range file computed the same numbers capped or not
-(``scripts/int8_openvino_isa.py``). deployinc reads such a cap (:func:`deployinc.core.env.runtime_flags`): the path
+capped with ``ONEDNN_MAX_CPU_ISA=AVX2`` on a VNNI machine, a u8s8 googlenet fell from a worst-image cosine of 0.9866
+to 0.9501 on OpenVINO (resnet50: 0.9863 to 0.9749), while its reduce_range file gave 0.9863 (resnet50: 0.9853)
+capped or not (``scripts/int8_openvino_isa.py``, ``docs/benchmarks/int8-openvino-isa-*.md``). deployinc reads such a cap (:func:`deployinc.core.env.runtime_flags`): the path
 below is the one the runtimes may take, so a capped OpenVINO gets the recipe of a CPU without VNNI. On the AMD EPYC (Zen 3, AVX2 only) machines this project runs on, googlenet quantized
 u8s8 gave a minimum cosine of 0.956 against fp32, with ``reduce_range`` 0.977; on the Intel Xeon (VNNI) the unchanged
 recipe gave 0.987. What the alternatives measure on a given machine is in ``docs/benchmarks/int8-recipes-*.md``
