@@ -203,6 +203,7 @@ def report_dict(result: Any, triton_checked: str | None) -> dict[str, Any]:
         "artifacts": result.artifacts,
         "reused": result.reused,
         "cpu_flags": speed_flags(),
+        "isa_cap": isa_cap(),
         "triton_config_check": triton_checked or "parsed with Triton's ModelConfig schema",
         "seconds": round(result.seconds, 1),
         "notes": result.notes,

@@ -103,3 +103,12 @@ def test_the_second_look_is_reported_and_a_failing_one_says_to_verify_on_your_ow
     res.second_look = {"seed": 100, "samples": 16, "verdict": "error", "failures": ["openvino cannot run here"]}
     line = R.second_look_lines(res)[0]
     assert line.endswith("error (openvino cannot run here); nothing was judged.") and "FAIL" not in line and "preset" not in line
+
+
+def test_the_report_records_a_onednn_cap_beside_the_cpu_features(monkeypatch) -> None:
+    res = _result([])
+    res.__dict__.update(target="cpu", target_reason="asked", left_out=[], artifacts={}, reused=[], seconds=1.0, notes=[], second_look=None)
+    monkeypatch.setattr(R, "isa_cap", lambda: "ONEDNN_MAX_CPU_ISA=AVX2")
+    monkeypatch.setattr(R, "speed_flags", lambda: [])
+    d = R.report_dict(res, None)
+    assert d["isa_cap"] == "ONEDNN_MAX_CPU_ISA=AVX2" and d["cpu_flags"] == []
