@@ -189,6 +189,14 @@ def evidence_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def model_notes(res: Any) -> list[str]:
+    """Below a model's table: what the shipped file did on other images (deploy's second look), then how each
+    lower-precision artifact was made (:func:`made_lines`)."""
+    from deployinc.deploy.report import second_look_lines
+
+    return second_look_lines(res) + made_lines(res)
+
+
 def made_lines(res: Any) -> list[str]:
     """How each lower-precision artifact of a model was made (the chosen one first): the int8 recipe and, for a mixed
     one, the layers kept in float with their share of the work and what the fallback cost in speed."""
@@ -243,7 +251,7 @@ def render(records: list[dict[str, Any]], machine: str, started: str, wall: floa
             lines += [f"Checkpoint: {r['weights']}, from {r['trained']}; verified on {r['accuracy_data']}" + (f", calibrated on {r['data']}" if r.get("data") else "") + ".", ""]
         lines += [f"Target {res.target} ({res.target_reason}); {res.why}.", "", markdown_table(res), ""]
         lines += provenance_lines(res) + [""]
-        lines += made_lines(res)
+        lines += model_notes(res)
         if res.reused:
             lines += [f"Reused from an earlier deploy with the same model, data and options (deploy's cache): {', '.join(res.reused)}.", ""]
         if res.left_out:

@@ -139,7 +139,7 @@ def markdown(entries: list[dict[str, Any]], args: argparse.Namespace, started: s
     flags = m.features
     out = [f"# Where int8's error comes from, on {m.slug(cpus=False)}", "",
            f"Made by `python scripts/int8_sensitivity.py --models {args.models}` on {started} ({seconds:.0f} s). CPU: {m.cpu_model}; "
-           f"int8/bf16 flags: {flags}; ONNX Runtime's int8 path here: {cpu_int8_path()}.", "",
+           f"int8/bf16 flags: {flags}; the int8 path here: {cpu_int8_path()}.", "",
            f"Each model: {'the weights in ' + args.weights if args.weights else 'seeded random weights, BatchNorm recalibrated'}; "
            f"int8 by this CPU's recipe, percentile calibration on {args.calibration} seeded natural-statistics images; judged "
            f"against the fp32 file on ORT CPU by the int8 preset (per-image cosine >= 0.99) on {args.samples} other seeded "

@@ -120,16 +120,22 @@ ISA_CAP_HIDES = {
     "AVX512_CORE_VNNI": ("avx512_bf16", "avx512_fp16", "avx_vnni", "amx"),
     "AVX512_CORE_BF16": ("avx512_fp16", "avx_vnni", "amx"),
     "AVX512_CORE_FP16": ("amx",),
+    "AVX10_1_512": ("amx",),  # oneDNN's current name of AVX512_CORE_FP16
+    "AVX512_CORE_AMX": ("amx_fp16",),
+    "AVX10_1_512_AMX": ("amx_fp16",),
 }
 
 
 def isa_cap() -> str | None:
     """The oneDNN instruction-set cap in force (``ONEDNN_MAX_CPU_ISA=AVX2``), as ``NAME=VALUE``; None where none
-    is set or it caps nothing this CPU has (``ALL``, ``DEFAULT``, an AMX level, a value oneDNN does not know)."""
+    is set or it hides nothing this CPU has (``ALL``, ``DEFAULT``, the top AMX level, a value oneDNN does not know,
+    ``AVX2`` on a CPU without AVX-512 or VNNI)."""
     for var in ISA_CAP_VARS:
         value = os.environ.get(var, "").strip().upper()
         if value:
-            return f"{var}={value}" if value in ISA_CAP_HIDES else None
+            cap = f"{var}={value}"
+            have = cpu_flags()
+            return cap if value in ISA_CAP_HIDES and capped(have, cap) != have else None
     return None
 
 

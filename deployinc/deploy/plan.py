@@ -115,8 +115,8 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
                 continue
             if p == BF16 and not bf16_native:
                 cap = isa_cap()
-                why = f"{cap} hides this CPU's native bf16 from OpenVINO" if cap and cpu_flags() & set(BF16_FLAGS) else "this CPU has no native bf16 (AMX or AVX512-BF16)"
-                left_out.append({"backend": b, "reason": f"bf16: {why}; it would be emulated"})
+                lacks = f"{cap} hides this CPU's native bf16 from OpenVINO" if cap and cpu_flags() & set(BF16_FLAGS) else "this CPU has no native bf16 (AMX or AVX512-BF16)"
+                left_out.append({"backend": b, "reason": f"bf16: {lacks}; it would be emulated"})
                 continue
             out.append(Candidate(p, b, art))
             if req.search and p == INT8:  # calibration: percentile (the default) and minmax

@@ -785,6 +785,8 @@ def twin_record(found: FallbackResult) -> dict[str, Any]:
     rec = found.record()
     if found.twin_nodes and found.twin_judgement is not None:
         rec.update(float_nodes=list(found.twin_nodes), layers=found.twin_layers, judgement=found.twin_judgement.to_dict())
+    # the search judges every set on the ONNX Runtime form; the twin file itself is verified on its runtime by deploy
+    rec["judged_on"] = "the ONNX Runtime form of this set (carried-along layers in float from their dequantized int8 weights)"
     return chosen_only(rec)
 
 

@@ -98,10 +98,14 @@ def recipe_for(target: str = "cpu", path: str | None = None, per_channel: bool =
                "arm-dot": "the ARM dot-product instructions", "generic": "a plain path"}[path]  # fmt: skip
         return Int8Recipe("u8s8", "uint8", "int8", False, per_channel, False, path,
                           f"{how} multiply u8 x s8 into int32 without saturation: full 8-bit weights, uint8 activations")  # fmt: skip
-    where = f"on the {path} path {cap} leaves OpenVINO" if cap else f"on this {path} CPU"
-    return Int8Recipe("u8s8-reduce-range", "uint8", "int8", True, per_channel, False, path,
-                      f"no VNNI {where}: the u8 x s8 kernels of ORT and of OpenVINO's oneDNN (VPMADDUBSW) sum pairs in int16 "
-                      "and saturate; 7-bit weights (reduce_range) keep the sums in range, as ONNX Runtime's quantization guide advises")  # fmt: skip
+    if cap:
+        why = (f"{cap} leaves OpenVINO's oneDNN kernels the {path} path, without VNNI: their u8 x s8 instruction (VPMADDUBSW) sums "
+               "pairs in int16 and saturates; 7-bit weights (reduce_range) keep the sums in range (ONNX Runtime ignores the cap "
+               "and computes the same numbers with them)")  # fmt: skip
+    else:
+        why = (f"no VNNI on this {path} CPU: the u8 x s8 kernels of ORT and of OpenVINO's oneDNN (VPMADDUBSW) sum pairs in int16 "
+               "and saturate; 7-bit weights (reduce_range) keep the sums in range, as ONNX Runtime's quantization guide advises")  # fmt: skip
+    return Int8Recipe("u8s8-reduce-range", "uint8", "int8", True, per_channel, False, path, why)
 
 
 def recipe_named(name: str, path: str | None = None, per_channel: bool = True) -> Int8Recipe:

@@ -107,6 +107,10 @@ def test_a_onednn_cap_hides_the_features_openvino_may_not_use(monkeypatch):
     for value in ("ALL", "AVX512_CORE_AMX", "no-such-isa"):  # caps nothing here, or oneDNN does not know it
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", value)
         assert env.isa_cap() is None and env.runtime_flags() == hw
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX10_1_512")  # oneDNN's current name for AVX512_CORE_FP16: AMX hidden
+    assert env.isa_cap() == "ONEDNN_MAX_CPU_ISA=AVX10_1_512" and env.speed_flags() == ["avx512_vnni", "avx_vnni", "avx512_bf16"]
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # oneDNN's older name
     assert env.isa_cap() == "DNNL_MAX_CPU_ISA=AVX2"
+    monkeypatch.setattr(env, "cpu_flags", lambda: {"avx2", "fma"})  # a Zen 3: an AVX2 cap hides nothing it has
+    assert env.isa_cap() is None and env.features_text(env.speed_flags(), env.isa_cap()) == "none"

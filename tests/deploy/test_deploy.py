@@ -140,7 +140,8 @@ def test_plan_says_a_onednn_cap_hid_the_cpus_bf16(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(P, "isa_cap", lambda: "ONEDNN_MAX_CPU_ISA=AVX2")
     req = DeployRequest(model="x", precisions=["fp32", "bf16"], search=False)
     req.check()
-    _, left, _, _ = plan(req, _problem({"ort-cpu", "openvino"}), bf16_native=False, cpus=1)
+    _, left, _, why = plan(req, _problem({"ort-cpu", "openvino"}), bf16_native=False, cpus=1)
+    assert why == "auto: ORT CUDA cannot run here: ort-cuda is not here", why  # the target's reason, not the bf16 one
     assert {"backend": "openvino", "reason": "bf16: ONEDNN_MAX_CPU_ISA=AVX2 hides this CPU's native bf16 from OpenVINO; it would be emulated"} in left
 
 

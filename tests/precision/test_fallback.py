@@ -363,16 +363,25 @@ def test_the_search_prefers_the_gain_per_multiply_add_where_it_costs_less(monkey
     assert F.thrifty_order({"a": 0.5, "b": 0.1, "c": -0.1}, {"a": 100, "b": 1, "c": 1}, ["a", "b", "c", "d"]) == ["b", "a", "c", "d"]
 
 
-def test_the_openvino_twin_gets_the_passing_set_of_least_work_it_computes_in_float(planted):
-    """ONNX Runtime carries a layer into float when every reader of its output is float; OpenVINO runs it in int8.
-    A set that is cheap for OpenVINO and costly for ORT (it carries the costliest layer along) goes to the twin, and
-    the ORT form keeps its own."""
-    net, path, q = planted
-    fp32 = onnx.load(str(path))
-    found = F.search(q, oracle_for(net), fp32=fp32)
-    assert found.passed and found.twin_nodes and found.twin_judgement is not None and found.twin_judgement.passed
-    costs = F.layer_costs(fp32)
-    own = sum(costs.get(n, 0) for n in found.twin_nodes)
-    assert own <= sum(costs.get(n, 0) for n in found.float_nodes)  # never costlier for the runtime it is made for
+def test_the_openvino_twin_gets_the_passing_set_of_least_work_it_computes_in_float(monkeypatch):
+    """Two layers each repair the model alone: A (100 multiply-adds) and B (10). Keeping B in float makes ONNX Runtime
+    carry C (300) into float with it, so the ORT form keeps A (100 against 310); OpenVINO runs C in int8 all the same,
+    so its twin keeps B (10 against 100)."""
+    contrib, costs = {"A": 0.6, "B": 0.6, "C": 0.0}, {"A": 100, "B": 10, "C": 300}
+
+    class Additive:
+        def judge(self, model):
+            err = 1.0 - sum(contrib[n] for n in model)
+            return F.Judgement(err <= 0.5, err, f"error {err:.2f}", "preset")
+
+    monkeypatch.setattr(F, "layer_costs", lambda _model: costs)
+    monkeypatch.setattr(F, "keep_float", lambda _q, nodes, *_a, **_k: list(nodes))  # the "model": its float layers
+    monkeypatch.setattr(F, "runs_in_float", lambda model: ["C"] if "B" in model else [])  # B's float output carries C along
+    q = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    found = F.search(q, Additive(), candidates=["A", "B", "C"])
+    assert found.passed and found.float_nodes == ["A"] and found.twin_nodes == ["B"], (found.float_nodes, found.twin_nodes)
+    assert found.twin_judgement is not None and found.twin_judgement.passed
     rec = F.twin_record(found)
-    assert rec["float_nodes"] == found.twin_nodes and rec["also_float"] == [] and [x["node"] for x in rec["layers"]] == found.twin_nodes
+    assert rec["float_nodes"] == ["B"] and [x["node"] for x in rec["layers"]] == ["B"] and rec["also_float"] == []
+    assert rec["float_share"] == round(10 / 410, 4) and "ONNX Runtime form" in rec["judged_on"]
+    assert found.record()["float_nodes"] == ["A"]  # the ORT form's own record is unchanged

@@ -99,3 +99,11 @@ def test_the_page_names_the_layers_a_mixed_artifact_keeps_in_float(dz):
     assert "p50 4.00 ms against 3.00 ms for the whole-model int8 (1.33x)" in text  # the fallback's cost, from the same run
     assert text.count("How `") == 1  # the whole-model int8 artifact has no recipe recorded here: no empty heading
     assert dz.made_lines(_result("fp32-ort-cpu")).count("How `int8-cpu-mixed` was made:") == 1  # not shipped, still named
+
+
+def test_the_page_says_what_the_second_look_gave(dz):
+    res = _result()
+    res.second_look = {"samples": 16, "seed": 100, "verdict": "pass", "cosine": 0.9931, "top1_agreement": 0.9375}
+    text = "\n".join(dz.model_notes(res))
+    assert text.startswith("Judged again on 16 other generated images (seed 100") and "PASS (cosine 0.993100" in text
+    assert text.index("Judged again") < text.index("How `int8-cpu-mixed` was made")
