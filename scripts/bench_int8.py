@@ -202,8 +202,9 @@ def _row(rep: Any, backend: str) -> Any:
     return next((r for r in rows if r.ok and r.mode == "e2e"), next((r for r in rows if r.ok), rows[0] if rows else None))
 
 
-def bench_files(files: dict[str, Path], *, torch_with: str | None, rounds: int, iters: int, warmup: int, threads: int) -> dict[str, Any]:
-    """Batch-1 latency of each file on ort-cpu (and eager torch fp32 with the file ``torch_with``), each round
+def bench_files(files: dict[str, Path], *, torch_with: str | None, rounds: int, iters: int, warmup: int, threads: int | None,
+                backend: str = "ort-cpu") -> dict[str, Any]:  # fmt: skip
+    """Batch-1 latency of each file on ``backend`` (and eager torch fp32 with the file ``torch_with``), each round
     benching every file in turn with ``deployinc.bench``; returns per label the pooled statistics, each round's
     p50, and the bench configs and environment."""
     from deployinc.bench.harness import BenchSettings, benchmark
@@ -219,14 +220,14 @@ def bench_files(files: dict[str, Path], *, torch_with: str | None, rounds: int, 
     environment: dict[str, Any] | None = None
     for r in range(rounds):
         for label, model in models.items():
-            backends = (["torch"] if label == torch_with else []) + ["ort-cpu"]
+            backends = (["torch"] if label == torch_with else []) + [backend]
             s = BenchSettings(backends=backends, batches=[1], warmup=warmup, iters=iters, threads=threads)
             rep = benchmark(model, s, log=lambda m: log(f"  bench: {m}"))
             environment = environment or rep.environment
             configs.append({"label": label, "round": r + 1, **{k: rep.config.get(k) for k in ("backends", "precisions", "warmup", "iters", "threads", "load_average", "inputs")}})
-            for backend in backends:
-                key = TORCH if backend == "torch" else label
-                row = _row(rep, backend)
+            for b in backends:
+                key = TORCH if b == "torch" else label
+                row = _row(rep, b)
                 if row is None or not row.ok:
                     problems[key] = row.reason if row is not None else "no row"
                     p50s.setdefault(key, []).append(None)

@@ -7,7 +7,7 @@ AVX-512 CPU without VNNI (Skylake-SP). Each model is exported and quantized once
 reduce_range; percentile calibration on the same seeded natural-statistics images); then, in one child process per
 cap, ``deployinc verify --providers openvino`` judges each file by its preset against eager torch fp32 (int8 preset:
 per-image cosine >= 0.99, tie-aware top-1 >= 0.95) and each file is timed at batch 1 on OpenVINO (p50 of three
-stretches, files interleaved), against the fp32 file on OpenVINO under the same cap. What the numbers say of a real
+rounds of ``deployinc bench``, files interleaved), against the fp32 file on OpenVINO under the same cap. What the numbers say of a real
 CPU without VNNI: its kernels and saturation are the same code; its cache sizes and clock are not.
 
     python scripts/int8_openvino_isa.py                    # googlenet, resnet50 -> docs/benchmarks/int8-openvino-isa-<machine>.md
@@ -17,9 +17,9 @@ CPU without VNNI: its kernels and saturation are the same code; its cache sizes 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -61,38 +61,22 @@ def make_files(name: str, work: Path, calibration: int) -> dict[str, str]:
 
 
 def child(files: dict[str, str], samples: int, iters: int) -> dict[str, Any]:
-    """In the capped process: each file verified on OpenVINO and timed at batch 1 (files interleaved)."""
-    import numpy as np
-
+    """In the capped process: each file verified on OpenVINO, then timed at batch 1 with ``deployinc.bench``, three
+    rounds with the files in turn (:func:`bench_int8.bench_files`)."""
     import bench_int8 as B
     from deployinc.core.env import isa_cap
-    from deployinc.core.images import natural_images
-    from deployinc.factory import onnx_runner
-    from deployinc.io import load_onnx
     from deployinc.precision.recipe import cpu_int8_path, recipe_for
-    from deployinc.subject.inputs import input_spec
     from deployinc.verify.core import run as verify_run
     from deployinc.verify.request import VerifyRequest
 
     out: dict[str, Any] = {"cap": isa_cap(), "int8_path": cpu_int8_path(), "recipe": recipe_for("cpu").name, "files": {}}
     for label, path in files.items():
         d = verify_run(VerifyRequest(model=Path(path), providers="openvino", batches=[8], samples=samples, localize=False)).to_dict()
-        out["files"][label] = {"verify": B.verify_summary(d), "p50_ms": []}
-    spec = input_spec(load_onnx(files["fp32"], load_external=False).model)
-    x = {spec.name: natural_images(1, spec.chw, spec.mean, spec.std, seed=0)}
-    with contextlib.ExitStack() as stack:
-        runners = {label: stack.enter_context(onnx_runner("openvino", path)) for label, path in files.items()}
-        for r in runners.values():
-            for _ in range(5):
-                r.infer(x)
-        for _ in range(3):  # three stretches, the files in turn: a slow moment hits all of them
-            for label, r in runners.items():
-                t = []
-                for _ in range(iters):
-                    t0 = time.perf_counter()
-                    r.infer(x)
-                    t.append(time.perf_counter() - t0)
-                out["files"][label]["p50_ms"].append(round(float(np.median(t)) * 1e3, 3))
+        out["files"][label] = {"verify": B.verify_summary(d)}
+    lat = B.bench_files({k: Path(v) for k, v in files.items()}, torch_with=None, rounds=3, iters=iters, warmup=5, threads=None, backend="openvino")
+    for label, row in lat["rows"].items():
+        out["files"][label]["p50_ms"] = [round(v, 3) if v is not None else None for v in row["round_p50_ms"]]
+        out["files"][label]["unsteady"] = row.get("unsteady", [])
     return out
 
 
@@ -108,15 +92,19 @@ def run_capped(cap: str, files: dict[str, str], samples: int, iters: int) -> dic
 
 
 def rows(name: str, cap: str, res: dict[str, Any]) -> list[list[str]]:
-    """One table row per file: verdict, min cosine, top-1, p50 (the median of the stretches, their range), x fp32."""
-    fp = sorted(res["files"]["fp32"]["p50_ms"])[1]
+    """One table row per file: verdict, min cosine, top-1, p50 (the median of the rounds, their range; ``!`` where
+    bench called a round unsteady), and the median over rounds of fp32's p50 over the file's in the same round."""
+    import bench_int8 as B
+
+    lat = {label: {"round_p50_ms": f.get("p50_ms") or []} for label, f in res["files"].items()}
     out = []
     for label, f in res["files"].items():
-        v, p = f["verify"], sorted(f["p50_ms"])
+        v, p = f["verify"], sorted(x for x in lat[label]["round_p50_ms"] if x is not None)
         cos = f"{v['min_cosine']:.4f}" if "min_cosine" in v else "-"
         top = f"{v['top1_tie_aware']:.3f}" if "top1_tie_aware" in v else "-"
-        out.append([name, cap, res["int8_path"], label, str(v["verdict"]).upper(), cos, top, f"{p[1]:.2f} ({p[0]:.2f}-{p[2]:.2f})",
-                    f"{fp / p[1]:.2f}x"])  # fmt: skip
+        p50 = f"{statistics.median(p):.2f} ({p[0]:.2f}-{p[-1]:.2f})" + ("!" if f.get("unsteady") else "") if p else "-"
+        ratio = B.round_ratio(lat, "fp32", label)
+        out.append([name, cap, res["int8_path"], label, str(v["verdict"]).upper(), cos, top, p50, f"{ratio:.2f}x" if ratio else "-"])
     return out
 
 
@@ -125,8 +113,8 @@ def markdown(entries: list[dict[str, Any]], started: str, seconds: float, args: 
     from deployinc.core.table import Table
 
     m = machine(gpu=False)
-    head = ["model", "oneDNN cap", "int8 path deployinc sees", "file", "verdict", "min cosine", "top-1 (tie-aware)", "p50 ms (3 stretches)",
-            "x OpenVINO fp32"]  # fmt: skip
+    head = ["model", "oneDNN cap", "int8 path deployinc sees", "file", "verdict", "min cosine", "top-1 (tie-aware)", "p50 ms (3 rounds)",
+            "x OpenVINO fp32 (same round)"]  # fmt: skip
     body = [row for e in entries for cap in CAPS for row in rows(e["model"], cap, e["caps"][cap])]
     chosen = "; ".join(f"{cap}: {entries[0]['caps'][cap]['recipe']}" for cap in CAPS) if entries else "-"
     return "\n".join([
@@ -136,7 +124,7 @@ def markdown(entries: list[dict[str, Any]], started: str, seconds: float, args: 
         f"int8/bf16 flags: {m.features}; default threads.",
         "",
         __doc__.split("\n\n")[1].replace("\n", " "),
-        f"Verified on {args.samples} seeded images at batch 8; timed over {args.iters} runs per stretch.",
+        f"Verified on {args.samples} seeded images at batch 8; timed over {args.iters} runs per round.",
         "",
         *Table(head, body).markdown_lines(),
         "",

@@ -259,6 +259,7 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
     req, chosen = result.request, result.chosen
     env = result.baseline.get("environment") or {}
     cpu = (env.get("cpu") or {}).get("model") if isinstance(env.get("cpu"), dict) else env.get("cpu")
+    flags, cap = speed_flags(), isa_cap()
     lines = [f"# deploy: {req.model}", ""]
     if chosen is not None:
         m = chosen.get("metrics") or {}
@@ -279,7 +280,7 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
     lines += [
         f"Target {result.target} ({result.target_reason}); objective {req.objective} at batch {', '.join(map(str, req.batches))}; "
         f"{len(result.results)} candidates in {result.seconds:.0f} s.",
-        f"Machine: {cpu or 'unknown CPU'}; CPU features: {features_text(speed_flags(), isa_cap()) if speed_flags() or isa_cap() else 'none of ' + ', '.join(INT8_FLAGS + BF16_FLAGS)}.",
+        f"Machine: {cpu or 'unknown CPU'}; CPU features: {features_text(flags, cap) if flags or cap else 'none of ' + ', '.join(INT8_FLAGS + BF16_FLAGS)}.",
         "",
         "## Candidates",
         "",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -411,22 +410,25 @@ def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, s
     write_int8(res, path, force=True)
     if found.qdq_model is not None:  # before this artifact's record: a run killed in between remakes both
         save_onnx(found.qdq_model, path.with_name(f"{name}-{QDQ}.onnx"), force=True)
-    return {"made": f"quantize --target cpu --method percentile ({recipe.describe()}) + layer fallback: "
-                    f"{len(found.float_nodes)} layer(s) in float", "calibration": source, "recipe": recipe.to_dict(),
-            "fallback": found.record(), "qdq_fallback": fb.twin_record(found)}  # fmt: skip
+    twin = fb.twin_record(found)
+
+    def made(n: int) -> str:
+        return f"quantize --target cpu --method percentile ({recipe.describe()}) + layer fallback: {n} layer(s) in float"
+
+    return {"made": made(len(found.float_nodes)), "calibration": source, "recipe": recipe.to_dict(), "fallback": found.record(),
+            "qdq_fallback": twin, "qdq_made": made(len(twin["float_nodes"]))}  # fmt: skip
 
 
 def _qdq_info(mixed: dict[str, Any]) -> dict[str, Any]:
     """The record of a mixed artifact's ``-qdq`` twin: the layers the ORT form carries into float keep their int8
     weights here, so a runtime that runs them in int8 (OpenVINO) computes only the chosen ones in float; the chosen
-    set is the search's cheapest passing one by that measure (``qdq_fallback``; the ORT form's own set in a record
-    from before it was kept)."""
-    info = {k: v for k, v in mixed.items() if k not in ("path", "reused", "seconds", "qdq_fallback")}
+    set is the search's cheapest passing one by that measure (``qdq_fallback``, made as ``qdq_made`` says; without
+    them, the ORT form's own set)."""
+    info = {k: v for k, v in mixed.items() if k not in ("path", "reused", "seconds", "qdq_fallback", "qdq_made")}
     own = mixed.get("qdq_fallback") or (fb.chosen_only(mixed["fallback"]) if mixed.get("fallback") else None)
     if own:
         info["fallback"] = own
-        info["made"] = re.sub(r"\d+ layer\(s\) in float$", f"{len(own.get('float_nodes') or [])} layer(s) in float", str(mixed.get("made", "")))
-    info["made"] = f"{info.get('made', mixed.get('made', ''))}; carried-along layers' weights left int8 (behind DequantizeLinear)"
+    info["made"] = f"{mixed.get('qdq_made') or mixed.get('made', '')}; carried-along layers' weights left int8 (behind DequantizeLinear)"
     return info
 
 

@@ -588,8 +588,11 @@ def search(
             carried[key] = sorted(set(key) | (set(runs_in_float(build(list(key)))) & set(cands) if int8 else set()))
         return carried[key]
 
-    def work(nodes: Sequence[str]) -> tuple[int, int]:
-        return sum(costs.get(n, 0) for n in in_float(nodes)), len(nodes)
+    def cost(nodes: Sequence[str]) -> int:
+        return sum(costs.get(n, 0) for n in nodes)
+
+    def work(nodes: Sequence[str]) -> tuple[int, int]:  # what ONNX Runtime computes in float: the set and what it carries
+        return cost(in_float(nodes)), len(nodes)
 
     gains = _rank(ranked_cands, judge, whole, say, budget)
     order = [n for n, _ in sorted(gains.items(), key=lambda kv: -kv[1])] + [n for n in cands if n not in gains]
@@ -602,21 +605,21 @@ def search(
     chosen = _prune(chosen, gains, costs, judge, say, lambda: memo.fresh < budget)
     chosen = _cheapest_passing(memo, chosen, work, set(cands), say)
     final = judge(chosen)
-    total = sum(costs.get(n, 0) for n in cands) or 1
+    total = cost(cands) or 1
 
     def rows(nodes: Sequence[str]) -> list[dict[str, Any]]:
         return [{"node": n, "module": module_label(qmodel, n), "gain": gains.get(n), "alone": judge([n]).line if n in gains else None,
                  "share": round(costs.get(n, 0) / total, 4)} for n in nodes]  # fmt: skip
 
     also = [{"node": n, "module": module_label(qmodel, n), "share": round(costs.get(n, 0) / total, 4)} for n in in_float(chosen) if n not in chosen]
-    share = sum(costs.get(n, 0) for n in in_float(chosen)) / total
+    share = cost(in_float(chosen)) / total
     with_them = f" and {len(also)} more computed in float with them ({', '.join(x['module'] for x in also)})" if also else ""
     say(f"fallback: {len(chosen)} layer(s) in float{with_them} ({100 * share:.1f}% of the layers' multiply-adds): {final.line}")
     # a runtime that runs the carried-along layers in int8 (OpenVINO) pays for the chosen layers alone: its cheapest set
-    twin = _cheapest_passing(memo, chosen, lambda nodes: (sum(costs.get(n, 0) for n in nodes), len(nodes)), set(cands), lambda _s: None) if int8 else chosen
+    twin = _cheapest_passing(memo, chosen, lambda nodes: (cost(nodes), len(nodes)), set(cands), lambda _s: None) if int8 else chosen
     if twin != chosen:
         say(f"fallback: where the layers carried along stay int8 (OpenVINO): {len(twin)} layer(s) in float "
-            f"({100 * sum(costs.get(n, 0) for n in twin) / total:.1f}% of the multiply-adds): {judge(twin).line}")  # fmt: skip
+            f"({100 * cost(twin) / total:.1f}% of the multiply-adds): {judge(twin).line}")  # fmt: skip
     return FallbackResult(build(chosen), chosen, rows(chosen), final, whole, memo.fresh, budget, time.perf_counter() - t0, len(gains), len(cands),
                           share, also, twin_nodes=list(twin), twin_layers=rows(twin), twin_judgement=judge(twin))  # fmt: skip
 

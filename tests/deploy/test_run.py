@@ -148,8 +148,8 @@ def test_the_qdq_twin_of_a_mixed_artifact_names_only_the_chosen_layers_in_float(
     assert mixed["fallback"]["also_float"]  # the mixed artifact's own record is untouched
     own = {"float_nodes": ["c7", "c9"], "layers": [{"node": "c7", "module": "b.c7", "share": 0.004}, {"node": "c9", "module": "b.c9", "share": 0.002}],
            "also_float": [], "float_share": 0.006}  # fmt: skip
-    twin = _qdq_info({**mixed, "qdq_fallback": own})  # the search's cheapest set where carried-along layers stay int8
-    assert twin["fallback"] == own and "qdq_fallback" not in twin
+    twin = _qdq_info({**mixed, "qdq_fallback": own, "qdq_made": "quantize + layer fallback: 2 layer(s) in float"})  # the twin's own set
+    assert twin["fallback"] == own and "qdq_fallback" not in twin and "qdq_made" not in twin
     assert twin["made"] == "quantize + layer fallback: 2 layer(s) in float; carried-along layers' weights left int8 (behind DequantizeLinear)"
 
 

@@ -43,3 +43,15 @@ def dz():
 def dfold():
     yield load_script("digits_folder")
     sys.modules.pop("digits_folder", None)
+
+
+@pytest.fixture(scope="module")
+def isa():
+    yield load_script("int8_openvino_isa")
+    sys.modules.pop("int8_openvino_isa", None)
+
+
+@pytest.fixture(scope="module")
+def sens():
+    yield load_script("int8_sensitivity")
+    sys.modules.pop("int8_sensitivity", None)
