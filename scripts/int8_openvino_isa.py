@@ -128,6 +128,8 @@ def markdown(entries: list[dict[str, Any]], started: str, seconds: float, args: 
         "",
         *Table(head, body).markdown_lines(),
         "",
+        "`!`: deployinc bench called a round's timing unsteady; the ratios compare files within a round.",
+        "",
         f"deployinc's recipe under each cap: {chosen}.",
         "",
     ])  # fmt: skip
