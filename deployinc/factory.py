@@ -18,7 +18,7 @@ from typing import Any
 
 from . import backends as B
 from .backends.onnxruntime import gpu_provider_problem
-from .core.precisions import FP32
+from .core.precisions import FP32, INT8
 
 __all__ = ["onnx_runner", "gpu_provider_problem"]
 
@@ -34,6 +34,7 @@ def onnx_runner(
     cuda_graph: bool = False,
     tf32: bool = False,
     name: str | None = None,
+    float_precision: str | None = None,
 ) -> Any:
     """An inactive runner of an ONNX model on ``backend`` (one of :data:`deployinc.backends.ONNX_BACKENDS`).
 
@@ -50,6 +51,8 @@ def onnx_runner(
         cuda_graph: Capture a CUDA graph (ORT CUDA and TensorRT providers).
         tf32: Allow TF32 on the CUDA provider (off: fp32 means fp32).
         name: The runner's name in reports (default: ``backend``).
+        float_precision: What an int8 file's float layers compute in, on a backend whose record lists it in
+            ``float_precisions`` (None or fp32: fp32).
 
     Raises:
         BackendUnavailable: The backend cannot run here (the message says why).
@@ -57,6 +60,11 @@ def onnx_runner(
     rec = B.REGISTRY.get(backend)
     if rec is None or not rec.onnx or rec.build is None:
         raise ValueError(f"{backend!r} is not an ONNX backend ({', '.join(B.ONNX_BACKENDS)})")
+    extra: dict[str, Any] = {}
+    if float_precision not in (None, FP32):
+        if precision != INT8 or float_precision not in rec.float_precisions:
+            raise ValueError(f"{backend} cannot compute the float layers of a {precision} file in {float_precision}")
+        extra["float_precision"] = float_precision
     file = Path(path) if path is not None else (Path(os.fspath(model)) if not isinstance(model, bytes) else None)
     return rec.build(model, file=file, precision=precision, threads=threads, trt_batch=trt_batch, cuda_graph=cuda_graph,
-                     tf32=tf32, name=name or backend)  # fmt: skip
+                     tf32=tf32, name=name or backend, **extra)  # fmt: skip

@@ -202,16 +202,17 @@ def made_lines(res: Any) -> list[str]:
     one, the layers kept in float with their share of the work and what the fallback cost in speed."""
     from deployinc.deploy.report import precision_lines
 
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     out: list[str] = []
     for c in ([res.chosen] if res.chosen else []) + list(res.results):
-        art = c.get("artifact")
-        if c.get("precision") in (None, "fp32") or not art or art in seen:
+        art, floats = c.get("artifact"), (c.get("options") or {}).get("float")
+        if c.get("precision") in (None, "fp32") or not art or (art, floats) in seen:
             continue
-        seen.add(art)
+        seen.add((art, floats))
         body = precision_lines(res, c)
         if body:
-            out += [f"How `{art}` was made" + (" (the shipped artifact)" if c is res.chosen else "") + ":", "", *body]
+            run = f", run with its float layers in {floats}" if floats else ""
+            out += [f"How `{art}` was made{run}" + (" (the shipped artifact)" if c is res.chosen else "") + ":", "", *body]
     return out
 
 

@@ -41,7 +41,7 @@ from .torch import BASELINE  # noqa: E402 - registered above
 __all__ = [
     "ALIASES", "BACKENDS", "BASELINE", "COMPUTE_PRECISION_BACKENDS", "FUSING_BACKENDS", "GPU_BACKENDS",
     "ONNX_BACKENDS", "REFERENCE", "TORCH_BACKENDS", "Backend", "backend_problem", "bf16_native", "canonical", "get",
-    "names", "names_text", "parse_backends", "precision_problem", "register", "targets",
+    "float_precision_problem", "names", "names_text", "parse_backends", "precision_problem", "register", "targets",
 ]  # fmt: skip
 
 
@@ -106,6 +106,22 @@ def precision_problem(precision: str, backends: list[str] | tuple[str, ...]) -> 
     if not other:
         return None
     return f"{precision} asked of {', '.join(other)}, which cannot compute in {precision} ({precision} runs on {', '.join(able)} only)"
+
+
+def float_precision_problem(float_precision: str | None, precision: str | None, backends: list[str] | tuple[str, ...]) -> tuple[str, str] | None:
+    """Why an int8 file's float layers cannot compute in ``float_precision`` on ``backends`` (``None`` when they
+    can, or when none was asked): (the problem, a hint)."""
+    if float_precision in (None, "fp32"):
+        return None
+    able = names(lambda r: float_precision in r.float_precisions)
+    if not able:
+        return f"--float-precision {float_precision!r} is not one any backend computes in", "use fp32 or bf16"
+    if precision is not None and precision != "int8":  # None: not known yet (verify detects it from the file)
+        return f"--float-precision {float_precision} applies to an int8 file, not an {precision} one", "drop --float-precision"
+    other = [b for b in backends if b not in able]
+    if other:
+        return f"--float-precision {float_precision} asked of {', '.join(other)}, which computes an int8 file's float layers in fp32", f"use --providers {able[0]}"
+    return None
 
 
 def canonical(name: str) -> str | None:

@@ -46,12 +46,15 @@ class Backend:
             when its output stays float (OpenVINO's low-precision transformations); ONNX Runtime needs a
             QuantizeLinear after it. Deploy's mixed int8 candidate then runs the artifact that keeps the int8
             weights of the layers carried into float (``int8-cpu-mixed-qdq``).
+        float_precisions: Precisions besides fp32 it can compute an int8 file's float layers in (OpenVINO: bf16,
+            where the CPU has it natively; what OpenVINO itself does by default on a CPU with AMX). The int8 layers
+            stay int8; verify judges the file by the int8 preset either way.
         check_target: The static support table ``deployinc check`` judges it with (None: none).
         checker: A check by the backend's own runtime instead of a table: the ONNX file's path -> a
             :class:`deployinc.trt.check.CheckReport` (``check --target`` then asks it).
         triton: Precision -> its Triton execution-accelerator block (None: the plain provider).
         build: Builds an inactive runner of an ONNX model (see :func:`deployinc.factory.onnx_runner`).
-        usage: Precision and thread count -> the Python lines that run the shipped ``model.onnx`` on it.
+        usage: Precision, thread count and float precision (None: fp32) -> the Python lines that run the shipped ``model.onnx`` on it.
         options: Anything else a stage asks of one kind of backend (torch: ``prepared``, ``compile``).
     """
 
@@ -75,11 +78,12 @@ class Backend:
     bench_default: bool = False
     search: tuple[str, ...] = ()
     int8_float_output: bool = False
+    float_precisions: tuple[str, ...] = ()
     check_target: str | None = None
     checker: Callable[[str], Any] | None = None
     triton: Callable[[str], dict[str, str] | None] | None = None
     build: Callable[..., Any] | None = None
-    usage: Callable[[str, int | None], list[str]] | None = None
+    usage: Callable[[str, int | None, str | None], list[str]] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def artifact(self, precision: str) -> str | None:

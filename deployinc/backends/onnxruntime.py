@@ -62,7 +62,7 @@ def _runner(provider: str) -> Any:
 
 
 def _usage(ep: str) -> Any:
-    def usage(precision: str, threads: int | None) -> list[str]:
+    def usage(precision: str, threads: int | None, float_precision: str | None = None) -> list[str]:
         so = "so = ort.SessionOptions()" + (f"; so.intra_op_num_threads = {threads}" if threads else "")
         return ["import numpy as np, onnxruntime as ort", so, f'sess = ort.InferenceSession("model.onnx", sess_options=so, providers=["{ep}"])', *_ORT_RUN]
 
@@ -72,7 +72,7 @@ def _usage(ep: str) -> Any:
 _ORT_RUN = ["name = sess.get_inputs()[0].name", "logits = sess.run(None, {name: images})[0]  # images: N x C x H x W float32, normalised"]
 
 
-def _openvino_usage(precision: str, threads: int | None) -> list[str]:
+def _openvino_usage(precision: str, threads: int | None, float_precision: str | None = None) -> list[str]:
     hint = "bf16" if precision == "bf16" else "f32"
     so = "so = ort.SessionOptions()" + (f"; so.intra_op_num_threads = {threads}" if threads else "")
     return [

@@ -9,6 +9,10 @@ it for the CPU with two properties deployinc always sets, so a number means what
   carry their own types and run at ``f32``.
 * ``INFERENCE_NUM_THREADS``: the thread count asked for (0, OpenVINO's default, when none is).
 
+An int8 file can also run with ``bf16`` as its hint (``float_precision="bf16"``): its int8 layers stay int8, and the
+layers it leaves in float (a mixed file's fallback, the ops between) compute in bf16, what OpenVINO does by default
+on a CPU with AMX. It needs native bf16 like the bf16 precision does.
+
 Unlike ONNX Runtime's OpenVINO plugin provider (``ort-openvino``), which lists Intel hardware only, the runtime runs
 on any x86-64 CPU (an AMD EPYC included) and on ARM. The batch dimension stays dynamic: one compiled model serves
 every batch size. This module is the whole backend: its record, its probe and its runner.
@@ -23,6 +27,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.precisions import BF16, FP32
 from ..errors import BackendUnavailable, OnnxFileError
 from ..runners.base import BaseRunner
 from ..runners.steps import TimedSteps
@@ -72,25 +77,28 @@ def _problem() -> str | None:
     return None if DEVICE in devices else f"the OpenVINO runtime offers no CPU device here (devices: {', '.join(devices) or 'none'})"
 
 
-def compile_config(precision: str, threads: int | None) -> dict[str, Any]:
-    """The CPU properties for a runner's precision and thread count."""
-    return {"INFERENCE_PRECISION_HINT": PRECISION_HINTS.get(precision, "f32"), "INFERENCE_NUM_THREADS": int(threads or 0)}
+def compile_config(precision: str, threads: int | None, float_precision: str | None = None) -> dict[str, Any]:
+    """The CPU properties for a runner's precision, thread count and (an int8 file's) float precision."""
+    hint = PRECISION_HINTS.get(precision, "f32") if float_precision in (None, FP32) else PRECISION_HINTS[float_precision]
+    return {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads or 0)}
 
 
 class OpenVINORunner(BaseRunner):
     """An ONNX model (a path or serialised bytes) compiled by the OpenVINO runtime for the CPU."""
 
-    def __init__(self, model: str | os.PathLike[str] | bytes, *, precision: str = "fp32", threads: int | None = None, name: str = NAME):
+    def __init__(self, model: str | os.PathLike[str] | bytes, *, precision: str = "fp32", threads: int | None = None, name: str = NAME,
+                 float_precision: str | None = None):  # fmt: skip
         super().__init__()
         self.model = model if isinstance(model, bytes) else str(os.fspath(model))
         self.precision, self.threads, self.name, self.device = precision, threads, name, "cpu"
+        self.float_precision = None if float_precision == FP32 else float_precision
         self.compiled: Any = None
         self.request: Any = None
 
     def _activate(self) -> None:
         ov_core = core()
         caps = capabilities()
-        if self.precision == "bf16" and "BF16" not in caps:
+        if BF16 in (self.precision, self.float_precision) and "BF16" not in caps:
             raise BackendUnavailable(
                 f"this CPU has no native bf16 (OpenVINO's capabilities: {' '.join(caps) or 'none'}): OpenVINO would compute in f32",
                 hint="bf16 needs AMX-BF16 or AVX512-BF16 (Xeon Sapphire Rapids or newer, Zen 4 or newer); run fp32 here",
@@ -100,7 +108,7 @@ class OpenVINORunner(BaseRunner):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError / its own types for a model it cannot read
             msg = " | ".join(ln.strip() for ln in str(exc).strip().splitlines()[:3])[:300] or type(exc).__name__
             raise OnnxFileError(f"the OpenVINO runtime cannot read the model: {msg}", hint="run deployinc check on it; try --providers ort-cpu") from exc
-        config = compile_config(self.precision, self.threads)
+        config = compile_config(self.precision, self.threads, self.float_precision)
         try:
             self.compiled = ov_core.compile_model(model, DEVICE, config)
         except Exception as exc:  # noqa: BLE001 - a model the CPU plugin does not take: skipped with the reason
@@ -115,6 +123,7 @@ class OpenVINORunner(BaseRunner):
             "openvino_capabilities": caps,
             "openvino_config": {k: _text(self.compiled.get_property(k)) for k in config},  # what it compiled with
             "threads": self.threads,
+            **({"float_precision": self.float_precision} if self.float_precision else {}),
         }
 
     def _deactivate(self) -> None:
@@ -147,8 +156,8 @@ def _text(value: Any) -> str:
 
 
 def _build(model: Any, *, file: Path | None, precision: str, threads: int | None, trt_batch: str | None,
-           cuda_graph: bool, tf32: bool, name: str) -> OpenVINORunner:  # fmt: skip
-    return OpenVINORunner(model, precision=precision, threads=threads, name=name)
+           cuda_graph: bool, tf32: bool, name: str, float_precision: str | None = None) -> OpenVINORunner:  # fmt: skip
+    return OpenVINORunner(model, precision=precision, threads=threads, name=name, float_precision=float_precision)
 
 
 def check(model: str) -> Any:
@@ -202,8 +211,8 @@ def _first_line(exc: BaseException) -> str:
     return "; ".join(useful[:2])[:240]
 
 
-def _usage(precision: str, threads: int | None) -> list[str]:
-    config = json.dumps(compile_config(precision, threads))
+def _usage(precision: str, threads: int | None, float_precision: str | None = None) -> list[str]:
+    config = json.dumps(compile_config(precision, threads, float_precision))
     return [
         "import numpy as np, openvino as ov  # pip install openvino",
         "core = ov.Core()",
@@ -216,7 +225,7 @@ register(
     Backend(
         NAME, "the OpenVINO runtime on the CPU (reads the ONNX file; any x86-64 CPU)", "openvino", _problem,
         aliases=("ov", "openvino-runtime"), artifacts={"fp32": "fp32", "bf16": "fp32", "int8": "int8-cpu"},
-        from_fp32=("bf16",), int8_float_output=True, rank=1, targets=("cpu",), check_target=NAME, checker=check,
+        from_fp32=("bf16",), int8_float_output=True, float_precisions=("bf16",), rank=1, targets=("cpu",), check_target=NAME, checker=check,
         triton=lambda _p: {"name": "openvino"}, build=_build, usage=_usage,
     ),
 )  # fmt: skip

@@ -118,7 +118,7 @@ def _build(model: Any, *, file: Path | None, precision: str, threads: int | None
     return runner
 
 
-def _usage(precision: str, threads: int | None) -> list[str]:
+def _usage(precision: str, threads: int | None, float_precision: str | None = None) -> list[str]:
     return [
         "import numpy as np, onnxruntime as ort",
         f"import onnxruntime_ep_nv_tensorrt_rtx as rtx  # pip install {DISTRIBUTION}",

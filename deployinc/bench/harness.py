@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import isolate
 from .. import backends as B
-from ..backends import BACKENDS, COMPUTE_PRECISION_BACKENDS, TORCH_BACKENDS, precision_problem
+from ..backends import BACKENDS, COMPUTE_PRECISION_BACKENDS, TORCH_BACKENDS, float_precision_problem, precision_problem
 from ..core import env
 from ..core.limits import BATCH_MAX, MAX_TIME_S_MAX, THREADS_MAX
 from ..errors import BackendCrashed, BackendUnavailable, BadInputError, DeployincError
@@ -126,6 +126,7 @@ class BenchSettings:
     threads: int | None = None
     device: str = "auto"
     cuda_graph: bool = False
+    float_precision: str | None = None  # an int8 file's float layers on a backend that offers it (OpenVINO: bf16)
     rounds: int = 1
     max_time_s: float | None = None
     keep_samples: bool = True
@@ -154,6 +155,10 @@ class BenchSettings:
         if self.precisions is not None:
             self.precisions = check_precisions(self.precisions)
             _check_compute_precisions(self.precisions, self.backends)
+        for p in self.precisions or [None]:
+            fp = float_precision_problem(self.float_precision, p, [b for b in self.backends if b not in TORCH_BACKENDS])
+            if fp is not None:
+                raise BadInputError(fp[0], hint=fp[1])
         if self.threads is not None and not 1 <= self.threads <= THREADS_MAX:
             raise BadInputError(
                 f"--threads {self.threads} must be from 1 to {THREADS_MAX}", hint=f"allowed: 1..{THREADS_MAX}; this machine has {default_threads()} usable CPUs"
@@ -260,6 +265,7 @@ class _Builder:
         return onnx_runner(
             backend, self.onnx_source(backend, precision), precision=precision, threads=self.s.threads, path=self.model.path,
             trt_batch=str(batch) if self.model.static_batch is None else None, cuda_graph=self.s.cuda_graph, tf32=self.s.tf32,
+            float_precision=self.s.float_precision if precision == INT8 else None,
         )  # fmt: skip
 
     def build(self, backend: str, precision: str, batch: int) -> Any:

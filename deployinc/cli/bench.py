@@ -25,6 +25,7 @@ _ALL = B.BENCH_DEFAULT
 @G.backends("Comma-separated backends (unavailable ones are skipped with the reason).", default=_ALL)
 @G.batch("Batch sizes to sweep, e.g. 1,8,32.", default="1")
 @G.precisions("Precisions: fp32, fp16, bf16, int8 (comma-separated; bf16: what " + B.compute_text(BF16) + " computes in, other backends skip it). Default: what the file computes in (an fp16 or int8 file at its own precision; eager torch at fp32).")
+@G.float_precision()
 @G.warmup(10, "Warm-up runs before timing (the first is reported as first-run cost).")
 @G.iters(100, f"Timed iterations per measurement, 1..{limits.ITERS_MAX}.")
 @G.rounds()
@@ -53,6 +54,7 @@ def bench(
     backends: str,
     batch: str,
     precisions: str | None,
+    float_precision: str | None,
     warmup: int,
     iters: int,
     rounds: int,
@@ -84,6 +86,7 @@ def bench(
       deployinc bench resnet50 --warmup 20 --iters 200 --threads 2 --json out.json --md out.md --plot out.png
       deployinc bench googlenet.onnx --backends torch,ort-cpu,ort-openvino --precision fp32,bf16
       deployinc bench googlenet.onnx --baseline last.json --max-slowdown 1.10
+      deployinc bench googlenet-int8.onnx --backends openvino --float-precision bf16   # int8, float layers in bf16
       deployinc bench model.onnx --reference mypkg.nets:build --weights ckpt.pt --inputs inputs.npz --timeout 300
 
     Latency is p50/p90/p99/mean/std/min over per-iteration samples (time.perf_counter, device synchronised before
@@ -105,7 +108,7 @@ def bench(
     settings = harness.BenchSettings(
         backends=names, batches=batches, precisions=precision_list, warmup=warmup, iters=iters, threads=threads,
         device=device, cuda_graph=cuda_graph, rounds=rounds, max_time_s=max_time, tf32=tf32, timeout_s=timeout,
-        machine_probes=machine_probes,
+        machine_probes=machine_probes, float_precision=float_precision,
     )  # fmt: skip
     settings.validate()
     outputs = [p for p in (json_path, csv_path, md_path, plot_path) if p]

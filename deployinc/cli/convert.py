@@ -7,6 +7,7 @@ unless they are kept in fp32 (--keep-overflow-fp32). Exit codes: 0 written, 1 ov
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -34,7 +35,7 @@ def default_out(model: str, suffix: str) -> Path:
 @click.option("--keep-fp32-node", "keep_nodes", multiple=True, help="Node name to keep in fp32 (repeatable).")
 @click.option("--keep-overflow-fp32", is_flag=True, help="Keep layers that overflow fp16 (and their consumers) in fp32 instead of failing.")
 @G.image_data("Folder of sample images for the overflow check (default: generated natural-image statistics).")
-@G.samples(8, "Number of sample images (bounded by memory).", example="8")
+@G.samples(8, "Number of sample images (bounded by memory); --fallback auto judges sets of this many, 96 images at least, each set on its own.", example="8")
 @G.no_check("Skip the overflow check and the fp32-vs-fp16 comparison.")
 @G.fallback("none", "auto: keep in fp32 the fewest layers (Conv, Gemm, MatMul) that make the fp16 model pass the fp16 preset against the fp32 model on the sample images (a bounded search); none: convert every layer.")
 @G.mean("Normalisation mean, comma-separated (default: the model's metadata, else ImageNet's).")
@@ -143,11 +144,12 @@ def _convert_with_fallback(src, target, samples, data, mean, std, threads, force
         raise BadInputError("--fallback auto decides which layers stay fp32 itself (and keeps the I/O fp32)",
                             hint="drop --fp16-io / --keep-fp32-op / --keep-fp32-node, or use --fallback none")  # fmt: skip
     spec = inputs.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
-    limits.check_input_memory("--samples", samples, samples, spec.chw, unit="sample images")
-    images = inputs.sample_images(spec, samples, data)
-    click.echo(f"fp16 layer fallback: judged by the fp16 preset against the fp32 model on ORT CPU, {len(images)} sample image(s) "
+    n = fb.search_image_count(samples)  # as deploy's and quantize's searches: sets of --samples, each judged on its own
+    limits.check_input_memory("--samples", n, n, spec.chw, unit="sample images")
+    images = inputs.sample_images(spec, n, data)
+    oracle = replace(fb.onnx_oracle(src, images, spec.name, FP16, threads=threads), set_size=samples)
+    click.echo(f"fp16 layer fallback: judged by the fp16 preset against the fp32 model on ORT CPU, {oracle.describe()} "
                f"({'from ' + data if data else 'natural-image statistics'})")  # fmt: skip
-    oracle = fb.onnx_oracle(src, images, spec.name, FP16, threads=threads)
     model, found = fb.fp16_with_fallback(src, oracle, say=click.echo, threads=threads)
     click.echo(found.summary())
     if not found.passed:

@@ -21,7 +21,7 @@ import click
 
 from .. import backends as B
 from ..core import limits
-from ..core.precisions import BF16, PRECISIONS
+from ..core.precisions import BF16, FP32, PRECISIONS
 from .options import (
     batch_list_callback, check_with, float_in, int_in, mean_callback, num_classes_callback, parse_batches, parse_floats,
     parse_shape, seed_callback, shape_callback, std_callback, tolerance_callback,
@@ -151,6 +151,16 @@ def precisions(help: str) -> Decorator:
     return click.option("--precisions", "--precision", "precisions", default=None, help=help)
 
 
+def float_precision() -> Decorator:
+    """``--float-precision``: what an int8 file's float layers compute in, on a backend that offers a choice."""
+    able = B.names(lambda r: BF16 in r.float_precisions)
+    return click.option(
+        "--float-precision", type=click.Choice([FP32, BF16]), default=None,
+        help=f"What an int8 file's layers left in float compute in (default fp32); bf16 on {', '.join(able) or 'no backend'}, "
+        "where the CPU has native bf16 (what deploy's int8-...-float-bf16 candidates ran). The int8 preset judges it.",
+    )  # fmt: skip
+
+
 def fallback(default: str, help: str) -> Decorator:
     """The layer-fallback search: ``auto`` keeps the fewest layers in float that pass; ``none`` does not search."""
     return click.option("--fallback", default=default, show_default=True, help=help)
@@ -268,7 +278,7 @@ MODEL = Group(
 def _verify_backends(v: dict[str, Any]) -> dict[str, Any]:
     B.parse_backends(v["backends"], option="--providers", default="cpu")  # verify.backends.parse_providers, without numpy
     return {
-        "providers": v["backends"], "precision": v["precision"],
+        "providers": v["backends"], "precision": v["precision"], "float_precision": v["float_precision"],
         "batches": parse_batches(v["batch"]) if v["batch"] is not None else None,
         "isolate": v["isolate"], "timeout": v["timeout"], "threads": v["threads"], "allow_skip": v["allow_skip"],
     }  # fmt: skip
@@ -297,6 +307,7 @@ VERIFY = Groups(
         [
             backends("Comma-separated backends, the same names as on bench and deploy: " + B.names_help() + ".", default="cpu"),
             precision("Tolerance preset (and TensorRT build precision; bf16: what " + B.compute_text(BF16) + " computes in); default: what the file holds.", list(PRECISIONS)),
+            float_precision(),
             batch("Batch sizes, comma-separated (default 1,8; a static batch runs at its size)."),
             click.option("--isolate/--no-isolate", default=None, help="Run each ONNX backend in its own subprocess, so a native crash or hang is that backend failing (default: GPU backends, and every backend for files deployinc did not write). An isolated backend is stopped after --timeout: 300 s by default, 1800 s for ort-trt and trt-engine."),
             timeout("Seconds one backend may take; past it the backend is stopped and fails (runs every ONNX backend in its own process). Default for a backend in its own process (--isolate): 300 s, 1800 s for ort-trt and trt-engine (engine builds)."),

@@ -56,6 +56,10 @@ def precision_notes(chosen: dict[str, Any], artifact: dict[str, Any]) -> list[st
     recipe = artifact.get("recipe")
     if recipe:
         out[0] += f" (int8 recipe {recipe.get('name')}, for the CPU int8 path {recipe.get('cpu_path')})"
+    floats = (chosen.get("options") or {}).get("float")
+    if floats:
+        out.append(f"its float layers computed in {floats} (OpenVINO's INFERENCE_PRECISION_HINT {floats}); "
+                   f"a server that runs them in fp32 computes what the candidate without it did")  # fmt: skip
     layers = (artifact.get("fallback") or {}).get("layers") or []
     if layers:
         out.append(f"kept in float ({len(layers)} layers): " + ", ".join(str(x.get("module")) for x in layers))

@@ -16,6 +16,12 @@ backend at one compute precision with a few session options. The plan follows th
 model with the fewest layers kept in float that pass (:mod:`deployinc.precision.fallback`), made only where the
 whole-model int8 fails (the search judges it first, and says "not needed" otherwise).
 
+On a CPU with native bf16 (AMX or AVX512-BF16), the search also runs OpenVINO's mixed int8 candidate with the
+layers it keeps in float computed in bf16 (``float: bf16``, what OpenVINO does by default on an AMX CPU): they cost
+about half as much on AVX512-BF16, far less with AMX. The int8 layers are unchanged, and the int8 preset judges it
+as it judges the others; bf16 adds its own error to the float layers, so it may fail where the fp32-float one
+passes (a whole-model int8 file has no float layers worth the candidate).
+
 The choice: the fastest passing candidate for the objective; candidates within :data:`TIE` of the fastest are
 a tie, which goes to fp32, then to the fewest dependencies. A candidate whose timing stayed unsteady when measured
 again (bench's flags: rounds that disagree, a p50 over twice the minimum, a load average above the core count) is
@@ -50,7 +56,8 @@ class Candidate:
 
     @property
     def id(self) -> str:
-        extra = "".join(f"-{v}" if k in ("calibration", "fallback") else f"-{k}{'' if v is True else v}" for k, v in sorted(self.options.items()))
+        extra = "".join(f"-{v}" if k in ("calibration", "fallback") else f"-{k}-{v}" if k == "float" else f"-{k}{'' if v is True else v}"
+                        for k, v in sorted(self.options.items()))  # fmt: skip
         return f"{self.precision}-{self.backend}{extra}"
 
     def describe(self) -> str:
@@ -129,6 +136,9 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
         for c in [c for c in out if c.precision == INT8 and c.artifact == INT8_CPU]:
             art = INT8_CPU_MIXED_QDQ if B.get(c.backend).int8_float_output else INT8_CPU_MIXED
             out.append(Candidate(c.precision, c.backend, art, {**c.options, "fallback": MIXED}))
+    if bf16_native and req.search and (not req.precisions or BF16 in precisions):  # a mixed file's float layers in bf16
+        out += [Candidate(c.precision, c.backend, c.artifact, {**c.options, "float": BF16}) for c in list(out)
+                if c.artifact == INT8_CPU_MIXED_QDQ and BF16 in B.get(c.backend).float_precisions and "threads" not in c.options]  # fmt: skip
     if not out:
         raise BadInputError(
             f"no candidate: none of the precisions {', '.join(precisions)} runs on {', '.join(usable)}",

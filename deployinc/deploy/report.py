@@ -162,6 +162,10 @@ def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
     recipe = art.get("recipe")
     if recipe:
         out.append(f"int8 recipe {recipe.get('name')} for this CPU's int8 path ({recipe.get('cpu_path')}): {recipe.get('reason')}.")
+    floats = (cand.get("options") or {}).get("float")
+    if floats:
+        out.append(f"{cand.get('backend')} computes the layers the file leaves in float in {floats} (its inference precision hint), "
+                   "the int8 layers in int8.")  # fmt: skip
     layers = float_layers(result, cand)
     if layers:
         fbk = art.get("fallback") or {}
@@ -173,8 +177,9 @@ def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
                 + (f"; {100 * x['share']:.1f}% of the multiply-adds" if isinstance(x.get("share"), (int, float)) else "") for x in layers]  # fmt: skip
         out += [f"- `{x['module']}` (ONNX node `{x['node']}`): computed in float with them (its output feeds only float layers now, so "
                 f"ONNX Runtime no longer runs it in int8); {100 * float(x.get('share') or 0):.1f}% of the multiply-adds" for x in fbk.get("also_float") or []]  # fmt: skip
+        same = {k: v for k, v in (cand.get("options") or {}).items() if k not in ("fallback", "float")}  # threads: as this one ran
         whole = next((r for r in result.results if r.get("artifact") == INT8_CPU and r.get("backend") == cand.get("backend")
-                      and (r.get("options") or {}).get("threads") == (cand.get("options") or {}).get("threads")), None)  # fmt: skip
+                      and (r.get("options") or {}) == same), None)  # fmt: skip
         key = str(result.request.batches[0])
         mine = ((cand.get("timing") or {}).get(key) or {}).get("p50_ms")
         theirs = (((whole or {}).get("timing") or {}).get(key) or {}).get("p50_ms")
@@ -230,13 +235,14 @@ def second_look_lines(result: Any) -> list[str]:
 def verify_command(look: dict[str, Any]) -> str:
     """The verify command that judges the shipped file as deploy ran it (backend, compute precision, threads)."""
     threads = f" --threads {look['threads']}" if look.get("threads") else ""
-    return f"deployinc verify model.onnx --data <images> --providers {look.get('backend', B.REFERENCE)} --precision {look.get('precision', INT8)}{threads}"
+    floats = f" --float-precision {look['float_precision']}" if look.get("float_precision") else ""
+    return f"deployinc verify model.onnx --data <images> --providers {look.get('backend', B.REFERENCE)} --precision {look.get('precision', INT8)}{floats}{threads}"
 
 
 def _run_snippet(chosen: dict[str, Any]) -> list[str]:
-    b, p, threads = chosen["backend"], chosen["precision"], chosen.get("options", {}).get("threads")
+    b, p, opts = chosen["backend"], chosen["precision"], chosen.get("options", {})
     usage = B.get(b).usage
-    return ["```python", *(usage(p, threads) if usage is not None else []), "```"]
+    return ["```python", *(usage(p, opts.get("threads"), opts.get("float")) if usage is not None else []), "```"]
 
 
 def _speed_sentence(result: Any, chosen: dict[str, Any], key: str, t: dict[str, Any], sp: dict[str, Any]) -> str:

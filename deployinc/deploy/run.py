@@ -207,7 +207,7 @@ def _second_look(req: DeployRequest, state: Path, chosen: dict[str, Any] | None,
         return {k: v for k, v in known.items() if k != "format"}
     cand = Candidate(chosen["precision"], chosen["backend"], chosen["artifact"], dict(chosen.get("options") or {}))
     look: dict[str, Any] = {"seed": SECOND_LOOK_SEED, "samples": req.samples, "backend": cand.backend, "precision": cand.precision,
-                            "threads": cand.options.get("threads", req.threads)}  # fmt: skip
+                            "threads": cand.options.get("threads", req.threads), "float_precision": cand.options.get("float")}  # fmt: skip
     try:
         out = _verify(req, model, cand, subject, seed=SECOND_LOOK_SEED)
     except DeployincError as exc:  # it informs, and never costs the package
@@ -507,6 +507,7 @@ def _verify(req: DeployRequest, path: Path, cand: Candidate, subject: Subject | 
     vreq = VerifyRequest(
         model=path, providers=cand.backend, precision=cand.precision, samples=req.samples, threads=threads,
         data=req.accuracy_data, labels=bool(req.accuracy_data), trust_model_code=req.trust_model_code, seed=seed,
+        float_precision=cand.options.get("float"),
     )  # fmt: skip
     vr = verify_run(vreq, subject)
     out: dict[str, Any] = {"metrics": _metrics(vr, cand.backend), "failures": vr.failures()[:8], "verify_seconds": round(sum(vr.timings.values()), 2)}
@@ -551,7 +552,7 @@ def _bench(req: DeployRequest, path: Path, cand: Candidate) -> dict[str, Any]:
     threads = cand.options.get("threads", req.threads)
     s = BenchSettings(
         backends=[cand.backend], batches=list(req.batches), precisions=[cand.precision], warmup=req.warmup, iters=req.iters,
-        threads=threads, cuda_graph=bool(cand.options.get("cuda_graph")),
+        threads=threads, cuda_graph=bool(cand.options.get("cuda_graph")), float_precision=cand.options.get("float"),
     )  # fmt: skip
     s.validate()
     with _peak_rss() as mem:

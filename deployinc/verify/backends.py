@@ -74,6 +74,7 @@ def make_onnx_runner(
     batches: list[int],
     static_batch: bool,
     onnx_path: Path | None = None,
+    float_precision: str | None = None,
 ) -> Any:
     """An (inactive) runner of an ONNX model on an ONNX backend, from the one factory
     (:func:`deployinc.factory.onnx_runner`): TensorRT's profile covers every batch size verify runs, and the CUDA
@@ -83,7 +84,7 @@ def make_onnx_runner(
         BackendUnavailable: The backend cannot run here.
     """
     return onnx_runner(name, model, precision=precision, threads=threads, path=onnx_path,
-                       trt_batch=trt_batch_range(batches, static_batch), tf32=False)  # fmt: skip
+                       trt_batch=trt_batch_range(batches, static_batch), tf32=False, float_precision=float_precision)  # fmt: skip
 
 
 def open_backend(
@@ -96,6 +97,7 @@ def open_backend(
     threads: int | None,
     batches: list[int],
     static_batch: bool,
+    float_precision: str | None = None,
 ) -> Opened:
     """Create and activate one backend; a backend that cannot run here comes back skipped with the reason."""
     import time
@@ -112,6 +114,7 @@ def open_backend(
                 batches=batches,
                 static_batch=static_batch,
                 onnx_path=onnx_path,
+                float_precision=float_precision,
             )
         elif rec.device == "gpu":
             if reference is None or reference.module is None:
@@ -156,6 +159,7 @@ def run_isolated_outputs(
     threads: int | None,
     static_batch: bool,
     input_elem_type: int,
+    float_precision: str | None = None,
 ) -> dict[str, Any]:
     """Run one ONNX backend over ``x`` at every batch size; meant for a subprocess (:func:`deployinc.isolate.call_isolated`).
 
@@ -170,7 +174,7 @@ def run_isolated_outputs(
 
     runner = make_onnx_runner(
         name, Path(onnx_path), precision=precision, threads=threads, batches=batches, static_batch=static_batch,
-        onnx_path=Path(onnx_path),
+        onnx_path=Path(onnx_path), float_precision=float_precision,
     )
     runner.activate()
     try:

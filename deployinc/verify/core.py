@@ -492,6 +492,7 @@ class _Subject:
     backends: list[str]
     threads: int
     isolate: bool | None
+    float_precision: str | None = None  # what an int8 file's float layers compute in (None: fp32)
 
 
 def run(req: Any, subject: Subject | None = None) -> VerifyReport:
@@ -580,6 +581,9 @@ def open_subject(req: Any, notes: list[str]) -> _Subject:
     detected, why = G.detect_precision(mproto)
     prec = req.precision or detected
     _check_precision_request(req.precision, detected, backend_names, path)
+    fp = B.float_precision_problem(req.float_precision, prec, backend_names)
+    if fp is not None:
+        raise BadInputError(f"{path.name}: {fp[0]}", hint=fp[1])
     chw = _geometry(req, gi, prov)
     mean, std = _normalisation(req, prov, chw)
     batches, static = _batches(req, gi, notes)
@@ -587,9 +591,16 @@ def open_subject(req: Any, notes: list[str]) -> _Subject:
     limits.check_input_memory("--samples", req.samples, max(req.samples, *batches), chw)  # before any is made
     return _Subject(
         model=mproto, path=path, prov=prov, gi=gi, out_dims=[G.dims_of(o) for o in mproto.graph.output],
-        precision=prec, precision_source="--precision" if req.precision else f"detected: {why}", chw=chw,
+        precision=prec, chw=chw,
+        precision_source=("--precision" if req.precision else f"detected: {why}") + _float_note(req.float_precision),
         mean=mean, std=std, batches=batches, static=static, backends=backend_names, threads=threads, isolate=isolate,
+        float_precision=req.float_precision,
     )  # fmt: skip
+
+
+def _float_note(float_precision: str | None) -> str:
+    """The precision source's note on ``--float-precision``: the int8 file's float layers computed in it."""
+    return f"; its float layers in {float_precision} (--float-precision)" if float_precision not in (None, FP32) else ""
 
 
 #: Backends that build at a precision of their own (an fp32 file runs as fp16 there when asked).
@@ -821,7 +832,7 @@ def run_backends(
         if name in B.TORCH_BACKENDS and name != B.BASELINE and ref.module is None:
             br = BackendResult(name, "skipped", tol, tol_src, reason=f"{name} needs a torch reference (not --against or --load-outputs)")
         elif _isolated(name, subj.isolate, subj.prov is not None):
-            br = _run_isolated(name, subj.path, x, subj.batches, subj.precision, subj.threads, bool(subj.static), subj.gi, ref_out, tol, tol_src, say, req.timeout, outputs)
+            br = _run_isolated(name, subj, x, ref_out, tol, tol_src, say, req.timeout, outputs)
         else:
             br = _run_in_process(name, subj, ref, x, ref_out, tol, tol_src, say, outputs)
         timings[f"backend:{name}"] = time.perf_counter() - t
@@ -896,7 +907,7 @@ def _run_in_process(
 ) -> BackendResult:  # fmt: skip
     opened = open_backend(
         name, onnx_path=subj.path, onnx_bytes=None, reference=ref, precision=subj.precision, threads=subj.threads,
-        batches=subj.batches, static_batch=bool(subj.static),
+        batches=subj.batches, static_batch=bool(subj.static), float_precision=subj.float_precision,
     )  # fmt: skip
     if opened.skipped:
         say(f"{name}: skipped ({opened.reason})")
@@ -994,7 +1005,7 @@ def localize_step(req: Any, report: VerifyReport, subj: _Subject, ref: Any, ref_
     say(f"localising on {target.name} ({method})")
     report.localization = _localize(
         subj.model, subj.path, ref, ref_model, x[: (subj.static or LOCALIZE_SAMPLES)], subj.gi, target, subj.precision,
-        subj.threads, subj.batches, bool(subj.static), method, say,
+        subj.threads, subj.batches, bool(subj.static), method, say, subj.float_precision,
     )  # fmt: skip
     timings["localize"] = time.perf_counter() - t
 
@@ -1010,13 +1021,8 @@ def _isolated(name: str, isolate: bool | None, ours: bool) -> bool:
 
 def _run_isolated(
     name: str,
-    path: Path,
+    subj: _Subject,
     x: np.ndarray,
-    batch_list: list[int],
-    prec: str,
-    threads: int,
-    static: bool,
-    gi: G.GraphInput,
     ref_out: dict[str, np.ndarray],
     tol: Tolerance,
     tol_src: str,
@@ -1034,13 +1040,14 @@ def _run_isolated(
         got = isolation.call_isolated(
             "deployinc.verify.backends:run_isolated_outputs",
             name,
-            str(path),
+            str(subj.path),
             x,
-            batch_list,
-            precision=prec,
-            threads=threads,
-            static_batch=static,
-            input_elem_type=gi.elem_type,
+            subj.batches,
+            precision=subj.precision,
+            threads=subj.threads,
+            static_batch=bool(subj.static),
+            input_elem_type=subj.gi.elem_type,
+            float_precision=subj.float_precision,
             timeout=isolated_timeout(name, timeout),
             label=name,
         )
@@ -1051,7 +1058,7 @@ def _run_isolated(
         say(f"{name}: crashed ({exc.message})")
         return BackendResult(name, "crashed", tol, tol_src, reason=exc.message, hint=exc.hint)
     br = BackendResult(name, "ran", tol, tol_src, describe=got["describe"], activate_seconds=got["activate_seconds"])
-    for b in batch_list:
+    for b in subj.batches:
         n = (x.shape[0] // b) * b
         if outputs is not None:
             outputs[f"{name}/b{b}"] = got["outputs"][b]
@@ -1076,6 +1083,7 @@ def _localize(
     static: bool,
     method: str,
     say: Callable[[str], None],
+    float_precision: str | None = None,
 ) -> Any:
     scratch: list[Any] = []  # a temporary folder for truncated models, removed on return
 
@@ -1089,7 +1097,8 @@ def _localize(
             save_onnx(model_proto, p, force=True)
             return make_onnx_runner(backend, p, precision=prec, threads=threads, batches=batch_list, static_batch=static, onnx_path=p)
         data = model_proto.SerializeToString()
-        return make_onnx_runner(backend, data, precision=prec, threads=threads, batches=batch_list, static_batch=static)
+        floats = float_precision if backend == target.name else None  # the reference backend runs the graph as it is
+        return make_onnx_runner(backend, data, precision=prec, threads=threads, batches=batch_list, static_batch=static, float_precision=floats)
 
     def run_on(backend: str, model_proto: Any, names: list[str], feed_gi: G.GraphInput) -> dict[str, np.ndarray]:
         r = runner_for(model_proto, backend)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..backends import COMPUTE_PRECISION_BACKENDS, precision_problem
+from ..backends import COMPUTE_PRECISION_BACKENDS, float_precision_problem, precision_problem
 from ..core import limits
 from ..core.metrics import PRECISIONS
 from ..errors import BadInputError
@@ -37,6 +37,7 @@ class VerifyRequest:
     against: str | os.PathLike[str] | None = None
     providers: str | Sequence[str] = "cpu"
     precision: str | None = None
+    float_precision: str | None = None
     batches: Sequence[int] | None = None
     samples: int = DEFAULT_SAMPLES
     data: str | os.PathLike[str] | None = None
@@ -84,6 +85,9 @@ class VerifyRequest:
                     f"--precision {problem}",
                     hint=f"{self.precision} runs on {', '.join(able)}: --providers {able[0]} --precision {self.precision}",
                 )
+        fp = float_precision_problem(self.float_precision, self.precision, names)
+        if fp is not None:
+            raise BadInputError(fp[0], hint=fp[1])
         given = [n for n, v in (("--reference", self.reference), ("--against", self.against), ("--load-outputs", self.load_outputs)) if v is not None]
         if len(given) > 1:
             raise BadInputError(f"{' and '.join(given)} were all given", hint="use one reference: a torch model, an ONNX file, or saved outputs")

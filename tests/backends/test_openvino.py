@@ -294,3 +294,129 @@ def test_openvino_without_vnni_saturates_8_bit_weights_and_the_recipe_there_is_7
     assert abs(got_seven - 64 * 9 * 63 * 0.01) < 1e-3  # 7-bit: exact
     assert got_full < 0.75 * (64 * 9 * 127 * 0.01)  # 8-bit: the int16 pair sums clipped (370 of 731.52 here)
     assert recipe == "u8s8-reduce-range"
+
+
+# an int8 file's float layers in bf16 (--float-precision) ---------------------------------------------------------------
+
+
+def _int8_conv_only(convnet, tmp_path):
+    """The tiny classifier with its Conv in int8 and its Gemm left in float (a mixed file)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": _x(4)} for _ in range(4)])
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            return next(self.items, None)
+
+    qdq = tmp_path / "net.mixed.onnx"
+    quantize_static(str(convnet), str(qdq), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])  # fmt: skip
+    return qdq
+
+
+def test_the_float_precision_is_openvinos_hint_for_an_int8_file_and_nothing_else():
+    assert OV.compile_config("int8", 2, "bf16") == {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": 2}
+    assert OV.compile_config("int8", None, None)["INFERENCE_PRECISION_HINT"] == "f32"
+    assert OV.compile_config("int8", None, "fp32")["INFERENCE_PRECISION_HINT"] == "f32"
+    assert B.get("openvino").float_precisions == ("bf16",) and B.get("ort-cpu").float_precisions == ()
+    assert "INFERENCE_PRECISION_HINT\": \"bf16\"" in "\n".join(B.get("openvino").usage("int8", None, "bf16"))
+    with pytest.raises(ValueError, match="ort-cpu cannot compute the float layers"):
+        onnx_runner("ort-cpu", "m.onnx", precision="int8", float_precision="bf16")
+    with pytest.raises(ValueError, match="of a fp32 file"):
+        onnx_runner("openvino", "m.onnx", precision="fp32", float_precision="bf16")
+
+
+def test_float_precision_problems_name_the_backend_and_the_precision():
+    assert B.float_precision_problem(None, "fp32", ["ort-cpu"]) is None
+    assert B.float_precision_problem("fp32", "fp32", ["ort-cpu"]) is None
+    assert B.float_precision_problem("bf16", "int8", ["openvino"]) is None
+    assert B.float_precision_problem("bf16", None, ["openvino"]) is None  # verify detects the file's precision later
+    problem, hint = B.float_precision_problem("bf16", "int8", ["ort-cpu", "openvino"])
+    assert "ort-cpu" in problem and hint == "use --providers openvino"
+    problem, _ = B.float_precision_problem("bf16", "fp16", ["openvino"])
+    assert "applies to an int8 file, not an fp16 one" in problem
+
+
+@needs_bf16
+def test_an_int8_file_with_its_float_layers_in_bf16_runs_them_in_bf16(convnet, tmp_path):
+    qdq = _int8_conv_only(convnet, tmp_path)
+    x = _x(8)
+    with onnx_runner("openvino", qdq, precision="int8", threads=1) as r:
+        assert r.details["openvino_config"]["INFERENCE_PRECISION_HINT"] == "f32" and "float_precision" not in r.details
+        f32 = r.infer({"input": x})["logits"]
+    with onnx_runner("openvino", qdq, precision="int8", threads=1, float_precision="bf16") as r:
+        assert r.details["openvino_config"]["INFERENCE_PRECISION_HINT"] == "bf16" and r.details["float_precision"] == "bf16"
+        bf = r.infer({"input": x})["logits"]
+    cos = float((bf * f32).sum() / (np.linalg.norm(bf) * np.linalg.norm(f32)))
+    assert cos > 0.999 and not np.array_equal(bf, f32)  # the Gemm left in float now rounds to bf16
+
+
+@needs_ov
+def test_float_layers_in_bf16_are_refused_where_the_cpu_cannot_compute_them(monkeypatch, convnet, tmp_path):
+    qdq = _int8_conv_only(convnet, tmp_path)
+    monkeypatch.setattr(OV, "capabilities", lambda: ["WINOGRAD", "FP32", "INT8"])
+    with pytest.raises(BackendUnavailable, match="no native bf16"):
+        onnx_runner("openvino", qdq, precision="int8", float_precision="bf16").activate()
+
+
+def test_verify_and_bench_refuse_float_precision_where_it_cannot_apply(cli_runner, convnet, tmp_path):
+    out = tmp_path / "v.json"
+    r = invoke(cli_runner, ["verify", str(convnet), "--against", str(convnet), "--providers", "cpu", "--float-precision", "bf16", "--json", str(out)])
+    assert r.exit_code == 2 and "computes an int8 file's float layers in fp32" in r.output and "Traceback" not in r.output, r.output
+    assert not out.exists()
+    r = invoke(cli_runner, ["verify", str(convnet), "--against", str(convnet), "--providers", "openvino", "--float-precision", "bf16"])
+    assert r.exit_code == 2 and "applies to an int8 file, not an fp32 one" in r.output, r.output
+    r = invoke(cli_runner, ["bench", str(convnet), "--backends", "openvino", "--precision", "fp32", "--float-precision", "bf16", "--no-progress"])
+    assert r.exit_code == 2 and "applies to an int8 file" in r.output and "Traceback" not in r.output, r.output
+    r = invoke(cli_runner, ["verify", str(convnet), "--float-precision", "fp8"])
+    assert r.exit_code == 2 and "fp8" in r.output, r.output
+
+
+@needs_bf16
+def test_verify_judges_an_int8_file_with_bf16_float_layers_by_the_int8_preset(cli_runner, convnet, tmp_path):
+    qdq = _int8_conv_only(convnet, tmp_path)
+    out = tmp_path / "v.json"
+    r = invoke(cli_runner, ["verify", str(qdq), "--against", str(convnet), "--providers", "openvino", "--float-precision", "bf16",
+                            "--samples", "8", "--batch", "1,4", "--localize", "--json", str(out)])  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["precision"] == "int8" and "float layers in bf16" in data["precision_source"], data["precision_source"]
+    row = next(b for b in data["backends"] if b["backend"] == "openvino")
+    assert row["status"] == "ran" and row["tolerance"]["name"] == "int8", row
+    assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
+    assert data["localization"] is not None and data["localization"]["backend"] == "openvino", data["localization"]  # ORT CPU beside it
+
+
+def test_deploy_adds_openvinos_int8_candidates_with_bf16_float_layers_only_where_the_cpu_has_bf16():
+    from deployinc.deploy.plan import plan
+    from deployinc.deploy.request import DeployRequest
+
+    def ids(bf16_native: bool, **kw: object) -> dict[str, object]:
+        req = DeployRequest(model="x", **kw)  # type: ignore[arg-type]
+        req.check()
+        cands, *_ = plan(req, lambda b: None if b in ("ort-cpu", "openvino") else "no", bf16_native=bf16_native, cpus=2)
+        return {c.id: c for c in cands}
+
+    got = ids(True)
+    floats = {k: c for k, c in got.items() if c.options.get("float")}  # type: ignore[attr-defined]
+    assert set(floats) == {"int8-openvino-mixed-float-bf16"}, sorted(got)  # the mixed file's float layers; not ORT's
+    assert floats["int8-openvino-mixed-float-bf16"].artifact == "int8-cpu-mixed-qdq"  # type: ignore[attr-defined]
+    assert floats["int8-openvino-mixed-float-bf16"].precision == "int8"  # type: ignore[attr-defined]
+    assert not any(k.endswith("float-bf16") for k in ids(False))  # no native bf16: OpenVINO would emulate it
+    assert not any(k.endswith("float-bf16") for k in ids(True, search=False))  # --no-search: one candidate each
+    assert not any(k.endswith("float-bf16") for k in ids(True, precisions=("fp32", "int8")))  # bf16 not asked
+    assert "int8-openvino-mixed-float-bf16" in ids(True, precisions=("int8", "bf16"))
+
+
+def test_deploys_report_and_package_name_the_float_precision():
+    from deployinc.deploy.package import precision_notes
+    from deployinc.deploy.report import _run_snippet, verify_command
+
+    look = {"backend": "openvino", "precision": "int8", "threads": None, "float_precision": "bf16"}
+    assert "--providers openvino --precision int8 --float-precision bf16" in verify_command(look)
+    assert "--float-precision" not in verify_command({**look, "float_precision": None})
+    chosen = {"backend": "openvino", "precision": "int8", "options": {"fallback": "mixed", "float": "bf16"}}
+    assert any('"INFERENCE_PRECISION_HINT": "bf16"' in line for line in _run_snippet(chosen))
+    assert any("float layers computed in bf16" in n for n in precision_notes(chosen, {}))
+    assert not any("bf16" in n for n in precision_notes({**chosen, "options": {}}, {}))

@@ -86,4 +86,5 @@ def test_convert_fallback_writes_a_model_that_passes(cli_runner, planted_files, 
     r = invoke(cli_runner, ["convert", str(model), "--fallback", "auto", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "fp16 layer fallback" in r.output and out.is_file()
+    assert "96 verification images (12 sets of 8, each judged on its own)" in r.output, r.output  # as deploy's search
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in onnx.load(str(out)).graph.initializer)

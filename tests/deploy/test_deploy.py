@@ -120,7 +120,7 @@ def test_plan_the_openvino_mixed_candidate_runs_the_twin_that_keeps_int8_weights
     cands, _, _, _ = plan(req, _problem({"ort-cpu", "openvino"}), bf16_native=True, cpus=2)
     mixed = {c.backend: c.artifact for c in cands if "mixed" in c.id}
     assert mixed == {"ort-cpu": "int8-cpu-mixed", "openvino": "int8-cpu-mixed-qdq"}
-    assert [c.id for c in cands if c.backend == "openvino" and "mixed" in c.id] == ["int8-openvino-mixed"]  # ids unchanged
+    assert [c.id for c in cands if c.backend == "openvino" and "mixed" in c.id] == ["int8-openvino-mixed", "int8-openvino-mixed-float-bf16"]  # ids unchanged
 
 
 def test_plan_bf16_only_where_the_cpu_has_it() -> None:
