@@ -7,11 +7,12 @@ drawn. This script exports the fp32 reference of ``--model`` (seeded random weig
 judges every file given against it on ORT CPU, by the preset of the file's own precision, on ``--sets`` fresh sets
 of ``--samples`` seeded natural-statistics images (seeds 100, 101, ...; none of them verify's, the calibration's or
 a layer search's), and writes how many sets each file passes. Files run on ORT CPU, or on the backend named after
-the path (``LABEL=PATH@openvino``: the file as deploy ships it for that backend, at the file's precision).
+the path (``LABEL=PATH@openvino``: the file as deploy ships it for that backend, at the file's precision;
+``LABEL=PATH@openvino:bf16``: an int8 file with its float layers in bf16, as deploy's ``-float-bf16`` candidate).
 
     python scripts/verdict_stability.py --model googlenet \\
         --file shipped=build/deploy-zoo/googlenet.deploy/model.onnx --file whole-int8=/tmp/gn.int8.onnx
-    python scripts/verdict_stability.py --model resnet50 --file shipped=build/deploy-zoo/resnet50.deploy/model.onnx@openvino
+    python scripts/verdict_stability.py --model resnet50 --file shipped=build/deploy-zoo/resnet50.deploy/model.onnx@openvino:bf16
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ FIRST_SEED = 100
 
 
 def _oracle_on(backend: str | None, base: Any) -> Any:
-    """``base`` (an ORT CPU oracle), its candidate run on ``backend`` instead (None: ORT CPU)."""
+    """``base`` (an ORT CPU oracle), its candidate run on ``backend`` instead (None: ORT CPU; ``openvino:bf16``: an
+    int8 file's float layers in bf16)."""
     if backend is None:
         return base
+    backend, _, floats = backend.partition(":")
     import numpy as np
 
     from deployinc.factory import onnx_runner
@@ -47,7 +50,8 @@ def _oracle_on(backend: str | None, base: Any) -> Any:
         def outputs(self, model: Any) -> dict[str, Any]:
             from deployinc.core.graph import detect_precision
 
-            runner = onnx_runner(backend, model.SerializeToString(), precision=detect_precision(model)[0], threads=self.threads)
+            runner = onnx_runner(backend, model.SerializeToString(), precision=detect_precision(model)[0], threads=self.threads,
+                                 float_precision=floats or None)  # fmt: skip
             runner.activate()
             try:
                 parts = [runner.infer({self.input_name: np.ascontiguousarray(self.inputs[i : i + self.batch])}) for i in range(0, len(self.inputs), self.batch)]
@@ -107,7 +111,8 @@ def markdown(model: str, files: dict[str, Path], results: dict[str, list[Any]], 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="the model the files were made from (its fp32 export is the reference)")
-    ap.add_argument("--file", action="append", default=[], metavar="LABEL=PATH[@BACKEND]", help="a file to judge (on ORT CPU, or BACKEND), repeatable")
+    ap.add_argument("--file", action="append", default=[], metavar="LABEL=PATH[@BACKEND[:bf16]]",
+                    help="a file to judge (on ORT CPU, or BACKEND; :bf16: an int8 file's float layers in bf16), repeatable")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--sets", type=int, default=8)
     ap.add_argument("--samples", type=int, default=16)

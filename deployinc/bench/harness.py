@@ -386,6 +386,9 @@ def resolve_precisions(model: BenchModel, s: BenchSettings) -> tuple[list[str], 
     fp = model.file_precision
     why = model.file_precision_why or "detected"
     if s.precisions is None:
+        floats = float_precision_problem(s.float_precision, fp, [b for b in s.backends if b not in TORCH_BACKENDS])
+        if floats is not None:
+            raise BadInputError(f"{model.path.name}: {floats[0]}", hint=floats[1])
         return [fp], f"the file's ({fp}: {why})"
     wrong = [p for p in s.precisions if p != fp]
     if fp != FP32 and wrong and any(b not in TORCH_BACKENDS for b in s.backends):

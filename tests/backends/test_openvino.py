@@ -370,6 +370,8 @@ def test_verify_and_bench_refuse_float_precision_where_it_cannot_apply(cli_runne
     assert r.exit_code == 2 and "applies to an int8 file, not an fp32 one" in r.output, r.output
     r = invoke(cli_runner, ["bench", str(convnet), "--backends", "openvino", "--precision", "fp32", "--float-precision", "bf16", "--no-progress"])
     assert r.exit_code == 2 and "applies to an int8 file" in r.output and "Traceback" not in r.output, r.output
+    r = invoke(cli_runner, ["bench", str(convnet), "--backends", "openvino", "--float-precision", "bf16", "--no-progress"])
+    assert r.exit_code == 2 and "net.onnx: --float-precision bf16 applies to an int8 file, not an fp32 one" in r.output, r.output
     r = invoke(cli_runner, ["verify", str(convnet), "--float-precision", "fp8"])
     assert r.exit_code == 2 and "fp8" in r.output, r.output
 

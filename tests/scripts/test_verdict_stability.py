@@ -13,15 +13,21 @@ from onnx import numpy_helper
 from tests.scripts.conftest import load_script
 
 
+def _reference(tmp_path):
+    """The work folder and the fp32 reference the script would export there itself."""
+    from deployinc.export import export_pipeline
+
+    work = tmp_path / "w"
+    work.mkdir()
+    ref = work / "inception_cifar.onnx"
+    export_pipeline("inception_cifar", out=ref, threads=1)
+    return work, ref
+
+
 def test_fp32_passes_every_set_and_a_broken_file_none(tmp_path):
     mod = load_script("verdict_stability")
     try:
-        work = tmp_path / "w"
-        work.mkdir()
-        from deployinc.export import export_pipeline
-
-        ref = work / "inception_cifar.onnx"
-        export_pipeline("inception_cifar", out=ref, threads=1)
+        work, ref = _reference(tmp_path)
         broken = onnx.load(str(ref))
         w = next(t for t in broken.graph.initializer if numpy_helper.to_array(t).ndim == 4)
         w.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(w) * -3.0).astype(np.float32), w.name))
@@ -36,5 +42,47 @@ def test_fp32_passes_every_set_and_a_broken_file_none(tmp_path):
         assert "| openvino | 3 of 3 | PPP" in rows["ov"]  # the same file run by OpenVINO
         with pytest.raises(SystemExit):
             mod.main(["--model", "inception_cifar", "--file", "nolabel"])
+    finally:
+        sys.modules.pop("verdict_stability", None)
+
+
+def _bf16_here() -> bool:
+    import deployinc.backends as B
+
+    if B.backend_problem("openvino") is not None:
+        return False
+    from deployinc.backends import openvino as OV
+
+    return "BF16" in OV.capabilities()
+
+
+@pytest.mark.skipif(not _bf16_here(), reason="needs the OpenVINO runtime on a CPU with native bf16")
+def test_an_int8_file_with_its_float_layers_in_bf16_is_judged_as_deploy_runs_it(tmp_path):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from deployinc.core.images import natural_images
+
+    mod = load_script("verdict_stability")
+    try:
+        work, ref = _reference(tmp_path)
+        name = onnx.load(str(ref)).graph.input[0].name
+        shape = [d.dim_value for d in onnx.load(str(ref)).graph.input[0].type.tensor_type.shape.dim][1:]
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.items = iter([{name: natural_images(4, shape, seed=s)} for s in range(4)])
+
+            def get_next(self):  # type: ignore[no-untyped-def]
+                return next(self.items, None)
+
+        q = tmp_path / "q.onnx"  # the convolutions in int8, the rest left in float
+        quantize_static(str(ref), str(q), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])  # fmt: skip
+        out = tmp_path / "s.md"
+        assert mod.main(["--model", "inception_cifar", "--file", f"f32={q}@openvino", "--file", f"bf={q}@openvino:bf16",
+                         "--sets", "2", "--samples", "4", "--threads", "1", "--work", str(work), "--out-md", str(out)]) == 0  # fmt: skip
+        rows = {r.split("|")[1].strip(): r.split("|") for r in out.read_text().splitlines() if r.startswith(("| f32", "| bf"))}
+        assert rows["bf"][3].strip() == "openvino:bf16" and rows["f32"][3].strip() == "openvino", rows
+        assert rows["bf"][6] != rows["f32"][6]  # bf16 float layers: other numbers than the same file's fp32 ones
     finally:
         sys.modules.pop("verdict_stability", None)
