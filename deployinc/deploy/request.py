@@ -57,7 +57,8 @@ NOT_IN_KEY = ("out", "force", "keep_variants", "log", "require_backend", "requir
 #: 14: the layer search also grows and bisects by gain per multiply-add and keeps the cheaper passing prefix;
 #: the int8 recipe follows an ONEDNN_MAX_CPU_ISA cap (OpenVINO's kernels).
 #: 15: the OpenVINO twin of a mixed file keeps its own set: the passing one of least work OpenVINO computes in float.
-RECIPE = 15
+#: 16: a mixed file run with its float layers in bf16 (OpenVINO) keeps the search's margin on the search's images.
+RECIPE = 16
 #: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model
 #: lower precision fails; ``none`` does not.
 FALLBACKS = ("auto", "none")

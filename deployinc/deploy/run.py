@@ -14,7 +14,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -387,6 +387,26 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str, subjec
     return fb.Oracle(x, input_name, ref, preset(INT8, B.REFERENCE), goal=goal, threads=req.threads, set_size=req.samples)
 
 
+def _margin(req: DeployRequest, state: Path, fp32: Path, art: Path, cand: Candidate, res: dict[str, Any], subject: Subject | None) -> None:
+    """A mixed file run with its float layers at a lower precision (``float: bf16``) keeps the margin its layer search
+    kept: judged in that form, on that backend, on the search's images (verify's and more, each set on its own) by the
+    search's tolerance (a tenth of the cosine budget in hand). Its float set was searched at fp32; the lower
+    precision may spend that margin, and a file at its preset's edge passes verify's 16 images by luck. Failing it
+    makes the candidate fail, with the reason (it is still timed). With ``--accuracy-data`` the task rule on those
+    images is the judge, and verify ran it already."""
+    oracle = _oracle(req, state, fp32, image_input(load_onnx(fp32).model, str(fp32)).name, subject)
+    if oracle.goal is not None:
+        return
+    search, _ = fb.int8_search_oracles(oracle, req.samples)
+    on = replace(search, backend=cand.backend, float_precision=cand.options["float"])
+    j = on.judge(load_onnx(art).model)
+    res["margin"] = {"passed": j.passed, "line": j.line, "images": len(on.inputs), "rule": j.rule}
+    if not j.passed:
+        res["verdict"] = "fail"
+        res["failures"] = [f"its float layers in {cand.options['float']} spend the margin the layer search kept, on the search's "
+                           f"{len(on.inputs)} images: {j.line}"] + list(res.get("failures") or [])  # fmt: skip
+
+
 def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any, subject: Subject | None = None) -> dict[str, Any]:
     """The int8 model with the fewest layers kept in float that pass (see :mod:`deployinc.precision.fallback`).
 
@@ -584,6 +604,8 @@ def _candidate(
         art = _artifact(req, state, fp32, cand.artifact, artifacts, subject)
         progress.step("verifying")
         res.update(_verify(req, art, cand, subject))
+        if res["verdict"] == "pass" and cand.options.get("float") and cand.options.get("fallback"):
+            _margin(req, state, fp32, art, cand, res, subject)
         if res["verdict"] in ("pass", "fail", "inconclusive"):  # each row of the table has its time
             progress.step("timing")
             res.update(_bench(req, art, cand))

@@ -127,6 +127,10 @@ class Oracle:
     #: Judge the inputs by the preset in consecutive sets of this many (each must pass, as verify would judge each
     #: set on its own); None: all at once.
     set_size: int | None = None
+    #: Run the candidate on this ONNX backend instead of ORT CPU (None), with an int8 file's float layers in
+    #: ``float_precision`` there (OpenVINO: bf16): the form a deploy candidate ships in.
+    backend: str | None = None
+    float_precision: str | None = None
 
     def describe(self) -> str:
         """``48 verification images (3 sets of 16, each judged on its own)``."""
@@ -135,6 +139,8 @@ class Oracle:
         return f"{n} verification images{sets}"
 
     def outputs(self, model: Any) -> dict[str, np.ndarray]:
+        if self.backend is not None:
+            return self._backend_outputs(model)
         sess = cpu_session(model, threads=self.threads)  # the CPU provider computes what ORT CPU ships
         names = [o.name for o in sess.get_outputs()]
         got: dict[str, list[np.ndarray]] = {k: [] for k in names}
@@ -142,6 +148,17 @@ class Oracle:
             for k, v in zip(names, sess.run(None, {self.input_name: np.ascontiguousarray(chunk, dtype=np.float32)})):
                 got[k].append(np.asarray(v))
         return {k: np.concatenate(v) for k, v in got.items()}
+
+    def _backend_outputs(self, model: Any) -> dict[str, np.ndarray]:
+        from ..factory import onnx_runner  # lazy: the factory loads the backend records; the search itself needs ORT only
+
+        precision, _ = detect_precision(model)
+        runner = onnx_runner(str(self.backend), model.SerializeToString(), precision=precision, threads=self.threads,
+                             float_precision=self.float_precision)  # fmt: skip
+        with runner:
+            name = runner.input_names()[0]
+            parts = [runner.infer({name: np.ascontiguousarray(chunk, dtype=np.float32)}) for chunk in batches(self.inputs, self.batch)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def judge(self, model: Any) -> Judgement:
         test = self.outputs(model)

@@ -422,3 +422,44 @@ def test_deploys_report_and_package_name_the_float_precision():
     assert any('"INFERENCE_PRECISION_HINT": "bf16"' in line for line in _run_snippet(chosen))
     assert any("float layers computed in bf16" in n for n in precision_notes(chosen, {}))
     assert not any("bf16" in n for n in precision_notes({**chosen, "options": {}}, {}))
+
+
+@needs_bf16
+def test_an_oracle_on_openvino_judges_the_form_deploy_ships(convnet, tmp_path):
+    from deployinc.core.metrics import preset
+    from deployinc.precision import fallback as F
+
+    qdq = _int8_conv_only(convnet, tmp_path)
+    x = _x(8)
+    base = F.Oracle(x, "input", {"logits": _ort(convnet, x)}, preset("int8"), threads=1)
+    on_ort = base.outputs(onnx.load(qdq))["logits"]
+    on_ov = F.Oracle(x, "input", base.reference, base.tolerance, threads=1, backend="openvino", float_precision="bf16").outputs(onnx.load(qdq))["logits"]
+    with onnx_runner("openvino", qdq, precision="int8", threads=1, float_precision="bf16") as r:
+        direct = r.infer({"input": x})["logits"]
+    assert np.allclose(on_ov, direct, rtol=1e-5, atol=1e-6) and not np.allclose(on_ov, on_ort, rtol=1e-6, atol=1e-7)
+
+
+@needs_bf16
+@pytest.mark.parametrize("min_cosine, verdict", [(0.9, "pass"), (0.999999999, "fail")])
+def test_a_bf16_float_candidate_must_keep_the_layer_searchs_margin(monkeypatch, convnet, tmp_path, min_cosine, verdict):
+    """deploy's int8-openvino-mixed-float-bf16 is judged again in that form on the search's images by the search's
+    tolerance (a tenth of the cosine budget in hand); spending that margin fails it, with the reason."""
+    from dataclasses import replace
+
+    from deployinc.core.metrics import preset
+    from deployinc.deploy import run as R
+    from deployinc.deploy.plan import Candidate
+    from deployinc.deploy.request import DeployRequest
+    from deployinc.precision import fallback as F
+
+    qdq = _int8_conv_only(convnet, tmp_path)
+    x = _x(8)
+    oracle = F.Oracle(x, "input", {"logits": _ort(convnet, x)}, replace(preset("int8"), min_cosine=min_cosine), threads=1, set_size=4)
+    monkeypatch.setattr(R, "_oracle", lambda *a, **k: oracle)
+    req = DeployRequest(model="x", samples=4)
+    cand = Candidate("int8", "openvino", "int8-cpu-mixed-qdq", {"fallback": "mixed", "float": "bf16"})
+    res = {"verdict": "pass", "failures": []}
+    R._margin(req, tmp_path, convnet, qdq, cand, res, None)
+    assert res["verdict"] == verdict and res["margin"]["images"] == 8 and res["margin"]["passed"] is (verdict == "pass"), res
+    if verdict == "fail":
+        assert res["failures"][0].startswith("its float layers in bf16 spend the margin the layer search kept, on the search's 8 images: FAIL")
