@@ -40,7 +40,10 @@ def _oracle_on(backend: str | None, base: Any) -> Any:
     int8 file's float layers in bf16)."""
     if backend is None:
         return base
-    backend, _, floats = backend.partition(":")
+    import deployinc.backends as B
+
+    name, _, floats = backend.partition(":")
+    backend = str(B.canonical(name) or name)
     import numpy as np
 
     from deployinc.factory import onnx_runner
@@ -60,6 +63,22 @@ def _oracle_on(backend: str | None, base: Any) -> Any:
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     return OnBackend(base.inputs, base.input_name, base.reference, base.tolerance, threads=base.threads)
+
+
+def _backend_problem(backend: str, path: Path) -> str | None:
+    """Why ``BACKEND[:FLOAT]`` cannot run the file at ``path`` (None when it can)."""
+    import deployinc.backends as B
+    from deployinc.core.graph import detect_precision
+    from deployinc.io import load_onnx
+
+    name, _, floats = backend.partition(":")
+    if B.canonical(name) is None or not B.get(str(B.canonical(name))).onnx:
+        return f"{name!r} is not an ONNX backend ({', '.join(B.ONNX_BACKENDS)})"
+    if not floats:
+        return None
+    precision, _ = detect_precision(load_onnx(path).model)
+    problem = B.float_precision_problem(floats, precision, [str(B.canonical(name))])
+    return f"{problem[0]} ({problem[1]})" if problem else None
 
 
 def judge_files(model: str, files: dict[str, Path], args: argparse.Namespace, backends: dict[str, str | None] | None = None) -> dict[str, list[Any]]:
@@ -129,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         path, at, backend = rest.rpartition("@") if "@" in rest else (rest, "", "")
         if not sep or not Path(path).is_file():
             ap.error(f"--file {item!r}: give LABEL=PATH[@BACKEND] of an existing ONNX file")
+        problem = _backend_problem(backend, Path(path)) if backend else None
+        if problem:
+            ap.error(f"--file {item!r}: {problem}")
         files[label], backends[label] = Path(path), (backend or None)
     if not files or args.sets < 1 or args.samples < 1:
         ap.error("give at least one --file, and --sets / --samples of at least 1")

@@ -117,7 +117,7 @@ def float_precision_problem(float_precision: str | None, precision: str | None, 
     if not able:
         return f"--float-precision {float_precision!r} is not one any backend computes in", "use fp32 or bf16"
     if precision is not None and precision != "int8":  # None: not known yet (verify detects it from the file)
-        return f"--float-precision {float_precision} applies to an int8 file, not an {precision} one", "drop --float-precision"
+        return f"--float-precision {float_precision} applies to an int8 file, and this one runs at {precision}", "drop --float-precision, or give the int8 file (and no other --precision)"
     other = [b for b in backends if b not in able]
     if other:
         return f"--float-precision {float_precision} asked of {', '.join(other)}, which computes an int8 file's float layers in fp32", f"use --providers {able[0]}"

@@ -155,8 +155,12 @@ class BenchSettings:
         if self.precisions is not None:
             self.precisions = check_precisions(self.precisions)
             _check_compute_precisions(self.precisions, self.backends)
+        onnx_backends = [b for b in self.backends if b not in TORCH_BACKENDS]
+        if self.float_precision not in (None, FP32) and not onnx_backends:
+            raise BadInputError("--float-precision applies to an ONNX backend's int8 file, and only eager torch was asked",
+                                hint="add the backend to --backends, e.g. --backends torch,openvino")  # fmt: skip
         for p in self.precisions or [None]:
-            fp = float_precision_problem(self.float_precision, p, [b for b in self.backends if b not in TORCH_BACKENDS])
+            fp = float_precision_problem(self.float_precision, p, onnx_backends)
             if fp is not None:
                 raise BadInputError(fp[0], hint=fp[1])
         if self.threads is not None and not 1 <= self.threads <= THREADS_MAX:
@@ -598,6 +602,7 @@ def _start_report(model: BenchModel, s: BenchSettings, precisions: list[str], pr
             "timeout_s": s.timeout_s,
             "isolated_timeout_s": timeout,
             "tf32": s.tf32,
+            "float_precision": s.float_precision,
             "torch_cuda_settings": torch_cuda,
             "timer": "time.perf_counter",
             "inputs": model.inputs_desc,

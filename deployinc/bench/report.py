@@ -302,6 +302,7 @@ class BenchReport:
             f"Model `{self.model.get('name')}` (input {self.model.get('input_chw')}, file sha256 "
             f"{str(self.model.get('sha256'))[:12]}); warm-up {cfg.get('warmup')}, iterations {cfg.get('iters')}"
             f"{', rounds ' + str(cfg.get('rounds')) if cfg.get('rounds', 1) != 1 else ''}, threads {cfg.get('threads')}, "
+            f"{'an int8 file' + chr(39) + 's float layers in ' + str(cfg.get('float_precision')) + ' (--float-precision), ' if cfg.get('float_precision') else ''}"
             f"created {self.created}."
         )
         load = cfg.get("load_average") or {}

@@ -144,8 +144,8 @@ def _convert_with_fallback(src, target, samples, data, mean, std, threads, force
         raise BadInputError("--fallback auto decides which layers stay fp32 itself (and keeps the I/O fp32)",
                             hint="drop --fp16-io / --keep-fp32-op / --keep-fp32-node, or use --fallback none")  # fmt: skip
     spec = inputs.input_spec(src, parse_floats(mean, "--mean"), parse_floats(std, "--std", positive=True))
-    n = fb.search_image_count(samples)  # as deploy's and quantize's searches: sets of --samples, each judged on its own
-    limits.check_input_memory("--samples", n, n, spec.chw, unit="sample images")
+    n = fb.search_image_count(samples)  # in sets of --samples, each judged on its own, as deploy's search judges
+    limits.check_input_memory("--samples", samples, n, spec.chw, unit="sample images (--fallback auto judges 96 at least)")
     images = inputs.sample_images(spec, n, data)
     oracle = replace(fb.onnx_oracle(src, images, spec.name, FP16, threads=threads), set_size=samples)
     click.echo(f"fp16 layer fallback: judged by the fp16 preset against the fp32 model on ORT CPU, {oracle.describe()} "

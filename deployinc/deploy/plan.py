@@ -203,12 +203,14 @@ def choose(results: list[dict[str, Any]], req: DeployRequest) -> tuple[dict[str,
     scored = steady or scored
     best = max(s for s, _ in scored)
     tied = [(s, r) for s, r in scored if s >= best * (1 - TIE)]
-    tied.sort(key=lambda sr: (sr[1]["precision"] != FP32, DEPENDENCY_RANK.get(sr[1]["backend"], 9), -sr[0]))
+    # a tie goes to fp32, then to fewer dependencies, then to float layers computed at fp32 (less error; a server
+    # configuration that cannot set OpenVINO's hint runs them so)
+    tied.sort(key=lambda sr: (sr[1]["precision"] != FP32, DEPENDENCY_RANK.get(sr[1]["backend"], 9), bool((sr[1].get("options") or {}).get("float")), -sr[0]))
     s, pick = tied[0]
     what = f"p50 at batch {req.batches[0]}" if req.objective == "latency" else "images/s"
     if len(tied) > 1:
         others = ", ".join(r["id"] for _, r in tied[1:])
-        why = f"fastest passing by {what} within {TIE:.0%} of the best (tied with {others}; ties go to fp32, then fewer dependencies)"
+        why = f"fastest passing by {what} within {TIE:.0%} of the best (tied with {others}; ties go to fp32, then fewer dependencies, then fp32 float layers)"
     else:
         why = f"fastest passing candidate by {what}"
     return pick, why + note

@@ -162,7 +162,7 @@ def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
     recipe = art.get("recipe")
     if recipe:
         out.append(f"int8 recipe {recipe.get('name')} for this CPU's int8 path ({recipe.get('cpu_path')}): {recipe.get('reason')}.")
-    floats = (cand.get("options") or {}).get("float")
+    floats = _floats(cand)
     if floats:
         out.append(f"{cand.get('backend')} computes the layers the file leaves in float in {floats} (its inference precision hint), "
                    "the int8 layers in int8.")  # fmt: skip
@@ -184,7 +184,8 @@ def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
         mine = ((cand.get("timing") or {}).get(key) or {}).get("p50_ms")
         theirs = (((whole or {}).get("timing") or {}).get(key) or {}).get("p50_ms")
         if mine and theirs:
-            out.append(f"What the fallback cost in speed: p50 {mine:.2f} ms against {theirs:.2f} ms for the whole-model int8 ({mine / theirs:.2f}x), same run.")
+            out.append(f"What the fallback cost in speed: p50 {mine:.2f} ms against {theirs:.2f} ms for the whole-model int8 ({mine / theirs:.2f}x), same run"
+                       + _float_speed(result, cand, key) + ".")  # fmt: skip
     return out + ([""] if out else [])
 
 
@@ -273,7 +274,8 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
         sp = (chosen.get("speedup") or {}).get(key) or {}
         t = (chosen.get("timing") or {}).get(key) or {}
         lines += [
-            f"**Ship `model.onnx`: {chosen['precision']} on {chosen['backend']}** ({result.why}).",
+            f"**Ship `model.onnx`: {chosen['precision']} on {chosen['backend']}"
+            + (f", its float layers in {_floats(chosen)}" if _floats(chosen) else "") + f"** ({result.why}).",
             "",
             f"{_speed_sentence(result, chosen, key, t, sp)}; accepted by the "
             f"{chosen.get('rule') or 'preset ' + str(m.get('preset', '?'))} (cosine {_num(m.get('cosine'), '.6f')}, top-1 agreement "
@@ -318,8 +320,40 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
             f"`triton/` is a model repository for Triton's onnxruntime backend (`tritonserver --model-repository=triton`); "
             f"its config.pbtxt {'was ' + (triton_checked or 'parsed with Triton ModelConfig schema') if triton_checked else 'parses with Triton ModelConfig schema (tritonclient model_config_pb2)'}.",
             "",
+            *_triton_float_lines(result, chosen),
         ]  # fmt: skip
     return "\n".join(lines)
+
+
+def _float_speed(result: Any, cand: dict[str, Any], key: str) -> str:
+    """For a candidate whose float layers ran below fp32: the same file with fp32 float layers, same run."""
+    twin = _sibling(result, cand) if _floats(cand) else None
+    ms = (((twin or {}).get("timing") or {}).get(key) or {}).get("p50_ms")
+    return f" (its float layers in {_floats(cand)}; {ms:.2f} ms with them in fp32)" if ms else ""
+
+
+def _floats(cand: dict[str, Any]) -> str | None:
+    """The precision a candidate's float layers ran in, when not fp32 (``float: bf16``)."""
+    return (cand.get("options") or {}).get("float")
+
+
+def _sibling(result: Any, cand: dict[str, Any]) -> dict[str, Any] | None:
+    """The same artifact on the same backend with its float layers at fp32 (the candidate without ``float``)."""
+    same = {k: v for k, v in (cand.get("options") or {}).items() if k != "float"}
+    return next((r for r in result.results if r.get("artifact") == cand.get("artifact") and r.get("backend") == cand.get("backend")
+                 and (r.get("options") or {}) == same), None)  # fmt: skip
+
+
+def _triton_float_lines(result: Any, chosen: dict[str, Any]) -> list[str]:
+    """What the Triton package cannot set: OpenVINO's precision hint for the float layers (the accelerator takes no
+    parameters), so a server runs them at fp32: the sibling candidate's numbers and verdict."""
+    floats = _floats(chosen)
+    if not floats:
+        return []
+    twin = _sibling(result, chosen)
+    said = f" ({twin['id']}: {str(twin.get('verdict', '?')).upper()} here)" if twin else ""
+    return [f"Triton's OpenVINO accelerator takes no precision hint: a server built from `triton/` computes the float layers "
+            f"in fp32, as the candidate without {floats} float layers did{said}; `## Run it` above sets the hint.", ""]  # fmt: skip
 
 
 def write_plot(result: Any, path: Path) -> Path | None:

@@ -399,12 +399,16 @@ def _margin(req: DeployRequest, state: Path, fp32: Path, art: Path, cand: Candid
         return
     search, _ = fb.int8_search_oracles(oracle, req.samples)
     on = replace(search, backend=cand.backend, float_precision=cand.options["float"])
-    j = on.judge(load_onnx(art).model)
+    model = load_onnx(art).model
+    j = on.judge(model)
     res["margin"] = {"passed": j.passed, "line": j.line, "images": len(on.inputs), "rule": j.rule}
     if not j.passed:
+        at_fp32 = replace(on, float_precision=None).judge(model)  # whose margin it is: bf16's, or the backend's own
+        res["margin"]["fp32_float_layers"] = at_fp32.line
+        why = (f"its float layers in {cand.options['float']} spend the margin the layer search kept" if at_fp32.passed else
+               f"this file on {cand.backend} misses the layer search's margin even with fp32 float layers ({at_fp32.line})")  # fmt: skip
         res["verdict"] = "fail"
-        res["failures"] = [f"its float layers in {cand.options['float']} spend the margin the layer search kept, on the search's "
-                           f"{len(on.inputs)} images: {j.line}"] + list(res.get("failures") or [])  # fmt: skip
+        res["failures"] = [f"{why}, on the search's {len(on.inputs)} images: {j.line}"] + list(res.get("failures") or [])
 
 
 def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any, subject: Subject | None = None) -> dict[str, Any]:

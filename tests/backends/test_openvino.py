@@ -336,7 +336,7 @@ def test_float_precision_problems_name_the_backend_and_the_precision():
     problem, hint = B.float_precision_problem("bf16", "int8", ["ort-cpu", "openvino"])
     assert "ort-cpu" in problem and hint == "use --providers openvino"
     problem, _ = B.float_precision_problem("bf16", "fp16", ["openvino"])
-    assert "applies to an int8 file, not an fp16 one" in problem
+    assert "applies to an int8 file, and this one runs at fp16" in problem
 
 
 @needs_bf16
@@ -367,25 +367,28 @@ def test_verify_and_bench_refuse_float_precision_where_it_cannot_apply(cli_runne
     assert r.exit_code == 2 and "computes an int8 file's float layers in fp32" in r.output and "Traceback" not in r.output, r.output
     assert not out.exists()
     r = invoke(cli_runner, ["verify", str(convnet), "--against", str(convnet), "--providers", "openvino", "--float-precision", "bf16"])
-    assert r.exit_code == 2 and "applies to an int8 file, not an fp32 one" in r.output, r.output
+    assert r.exit_code == 2 and "applies to an int8 file, and this one runs at fp32" in r.output, r.output
     r = invoke(cli_runner, ["bench", str(convnet), "--backends", "openvino", "--precision", "fp32", "--float-precision", "bf16", "--no-progress"])
     assert r.exit_code == 2 and "applies to an int8 file" in r.output and "Traceback" not in r.output, r.output
     r = invoke(cli_runner, ["bench", str(convnet), "--backends", "openvino", "--float-precision", "bf16", "--no-progress"])
-    assert r.exit_code == 2 and "net.onnx: --float-precision bf16 applies to an int8 file, not an fp32 one" in r.output, r.output
+    assert r.exit_code == 2 and "net.onnx: --float-precision bf16 applies to an int8 file, and this one runs at fp32" in r.output, r.output
     r = invoke(cli_runner, ["verify", str(convnet), "--float-precision", "fp8"])
     assert r.exit_code == 2 and "fp8" in r.output, r.output
 
 
 @needs_bf16
-def test_verify_judges_an_int8_file_with_bf16_float_layers_by_the_int8_preset(cli_runner, convnet, tmp_path):
+@pytest.mark.parametrize("isolate", ["--isolate", "--no-isolate"])
+def test_verify_judges_an_int8_file_with_bf16_float_layers_by_the_int8_preset(cli_runner, convnet, tmp_path, isolate):
     qdq = _int8_conv_only(convnet, tmp_path)
     out = tmp_path / "v.json"
     r = invoke(cli_runner, ["verify", str(qdq), "--against", str(convnet), "--providers", "openvino", "--float-precision", "bf16",
-                            "--samples", "8", "--batch", "1,4", "--localize", "--json", str(out)])  # fmt: skip
+                            "--samples", "8", "--batch", "1,4", "--localize", isolate, "--json", str(out)])  # fmt: skip
     data = json.loads(out.read_text())
     assert data["precision"] == "int8" and "float layers in bf16" in data["precision_source"], data["precision_source"]
     row = next(b for b in data["backends"] if b["backend"] == "openvino")
     assert row["status"] == "ran" and row["tolerance"]["name"] == "int8", row
+    assert row["runner"]["openvino_config"]["INFERENCE_PRECISION_HINT"] == "bf16" and row["runner"]["float_precision"] == "bf16", row["runner"]
+    assert bool(row["runner"].get("isolated")) is (isolate == "--isolate")
     assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
     assert data["localization"] is not None and data["localization"]["backend"] == "openvino", data["localization"]  # ORT CPU beside it
 
@@ -424,6 +427,31 @@ def test_deploys_report_and_package_name_the_float_precision():
     assert not any("bf16" in n for n in precision_notes({**chosen, "options": {}}, {}))
 
 
+def test_deploys_report_says_the_shipped_files_float_layers_ran_in_bf16_and_what_triton_runs():
+    from types import SimpleNamespace
+
+    from deployinc.deploy.report import _triton_float_lines, precision_lines
+
+    def res(cid: str, options: dict, verdict: str, p50: float, artifact: str = "int8-cpu-mixed-qdq") -> dict:
+        return {"id": cid, "artifact": artifact, "backend": "openvino", "precision": "int8", "options": options, "verdict": verdict,
+                "timing": {"1": {"p50_ms": p50}}}  # fmt: skip
+
+    chosen = res("int8-openvino-mixed-float-bf16", {"fallback": "mixed", "float": "bf16"}, "pass", 8.0)
+    twin = res("int8-openvino-mixed", {"fallback": "mixed"}, "fail", 10.0)
+    whole = res("int8-openvino", {}, "fail", 5.0, artifact="int8-cpu")
+    layer = {"module": "conv1", "node": "n1", "gain": 1e-3, "share": 0.1}
+    fallback = {"layers": [layer], "candidates": 3, "evaluations": 5, "seconds": 1.0, "float_share": 0.1}
+    result = SimpleNamespace(results=[whole, twin, chosen], request=SimpleNamespace(batches=[1]),
+                             artifacts={"int8-cpu-mixed-qdq": {"fallback": fallback}})  # fmt: skip
+    lines = precision_lines(result, chosen)
+    assert any(line.startswith("openvino computes the layers the file leaves in float in bf16") for line in lines), lines
+    assert any("8.00 ms against 5.00 ms for the whole-model int8 (1.60x), same run (its float layers in bf16; 10.00 ms with them in fp32)." in line
+               for line in lines), lines  # fmt: skip
+    triton = " ".join(_triton_float_lines(result, chosen))
+    assert "computes the float layers in fp32" in triton and "(int8-openvino-mixed: FAIL here)" in triton
+    assert _triton_float_lines(result, twin) == []
+
+
 @needs_bf16
 def test_an_oracle_on_openvino_judges_the_form_deploy_ships(convnet, tmp_path):
     from deployinc.core.metrics import preset
@@ -440,10 +468,15 @@ def test_an_oracle_on_openvino_judges_the_form_deploy_ships(convnet, tmp_path):
 
 
 @needs_bf16
-@pytest.mark.parametrize("min_cosine, verdict", [(0.9, "pass"), (0.999999999, "fail")])
-def test_a_bf16_float_candidate_must_keep_the_layer_searchs_margin(monkeypatch, convnet, tmp_path, min_cosine, verdict):
+@pytest.mark.parametrize("reference, min_cosine, verdict, why", [
+    ("torch", 0.9, "pass", None),
+    ("fp32-float", 0.999999999, "fail", "its float layers in bf16 spend the margin the layer search kept"),
+    ("torch", 0.999999999, "fail", "this file on openvino misses the layer search's margin even with fp32 float layers"),
+])  # fmt: skip
+def test_a_bf16_float_candidate_must_keep_the_layer_searchs_margin(monkeypatch, convnet, tmp_path, reference, min_cosine, verdict, why):
     """deploy's int8-openvino-mixed-float-bf16 is judged again in that form on the search's images by the search's
-    tolerance (a tenth of the cosine budget in hand); spending that margin fails it, with the reason."""
+    tolerance (a tenth of the cosine budget in hand); spending that margin fails it, and the reason says whether bf16
+    spent it or the backend's own int8 form already misses it (judged with fp32 float layers)."""
     from dataclasses import replace
 
     from deployinc.core.metrics import preset
@@ -454,12 +487,51 @@ def test_a_bf16_float_candidate_must_keep_the_layer_searchs_margin(monkeypatch, 
 
     qdq = _int8_conv_only(convnet, tmp_path)
     x = _x(8)
-    oracle = F.Oracle(x, "input", {"logits": _ort(convnet, x)}, replace(preset("int8"), min_cosine=min_cosine), threads=1, set_size=4)
+    if reference == "torch":  # the fp32 model: the int8 convolution's own error counts too
+        ref = _ort(convnet, x)
+    else:  # the same file on OpenVINO with fp32 float layers: only bf16's error counts
+        with onnx_runner("openvino", qdq, precision="int8", threads=1) as r:
+            ref = r.infer({"input": x})["logits"]
+    oracle = F.Oracle(x, "input", {"logits": ref}, replace(preset("int8"), min_cosine=min_cosine), threads=1, set_size=4)
     monkeypatch.setattr(R, "_oracle", lambda *a, **k: oracle)
     req = DeployRequest(model="x", samples=4)
     cand = Candidate("int8", "openvino", "int8-cpu-mixed-qdq", {"fallback": "mixed", "float": "bf16"})
     res = {"verdict": "pass", "failures": []}
     R._margin(req, tmp_path, convnet, qdq, cand, res, None)
     assert res["verdict"] == verdict and res["margin"]["images"] == 8 and res["margin"]["passed"] is (verdict == "pass"), res
-    if verdict == "fail":
-        assert res["failures"][0].startswith("its float layers in bf16 spend the margin the layer search kept, on the search's 8 images: FAIL")
+    if why is not None:
+        assert res["failures"][0].startswith(why) and "on the search's 8 images: FAIL" in res["failures"][0], res["failures"]
+
+
+@needs_bf16
+def test_bench_runs_and_records_an_int8_files_float_layers_in_bf16(cli_runner, convnet, tmp_path, monkeypatch):
+    import deployinc.bench.harness as H
+
+    qdq = _int8_conv_only(convnet, tmp_path)
+    asked: list[object] = []
+    real = H.onnx_runner
+
+    def spy(*a, **k):  # type: ignore[no-untyped-def]
+        asked.append(k.get("float_precision"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(H, "onnx_runner", spy)
+    out, md = tmp_path / "b.json", tmp_path / "b.md"
+    r = invoke(cli_runner, ["bench", str(qdq), "--backends", "openvino", "--float-precision", "bf16", "--iters", "3", "--warmup", "1",
+                            "--no-progress", "--json", str(out), "--md", str(md)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert asked and set(asked) == {"bf16"}, asked  # the runner bench built and timed
+    assert json.loads(out.read_text())["config"]["float_precision"] == "bf16"
+    assert "an int8 file's float layers in bf16 (--float-precision)" in md.read_text()
+    r = invoke(cli_runner, ["bench", str(qdq), "--backends", "torch", "--float-precision", "bf16", "--no-progress"])
+    assert r.exit_code == 2 and "only eager torch was asked" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_baseline_benched_with_other_float_layers_is_noted():
+    from deployinc.bench.regression import check_same_model
+    from deployinc.bench.report import BenchReport
+
+    a = BenchReport(model={"name": "m"}, config={"threads": 2, "float_precision": "bf16"}, environment={})
+    b = BenchReport(model={"name": "m"}, config={"threads": 2}, environment={})
+    assert any("float layers ran in bf16 here and in fp32 in the baseline" in n for n in check_same_model(a, b, "b.json"))
+    assert not any("float layers" in n for n in check_same_model(b, b, "b.json"))

@@ -49,6 +49,15 @@ def test_a_tie_goes_to_fewer_dependencies() -> None:
     assert choose([_res("fp32-ort-openvino", "fp32", "ort-openvino", 9.0), _res("fp32-ort-cpu", "fp32", "ort-cpu", 10.0)], req)[0]["id"] == "fp32-ort-openvino"
 
 
+def test_a_tie_goes_to_float_layers_at_fp32_over_bf16() -> None:
+    req = _req()
+    bf = {**_res("int8-openvino-mixed-float-bf16", "int8", "openvino", 9.8), "options": {"fallback": "mixed", "float": "bf16"}}
+    fp = {**_res("int8-openvino-mixed", "int8", "openvino", 10.0), "options": {"fallback": "mixed"}}
+    pick, why = choose([bf, fp], req)
+    assert pick["id"] == "int8-openvino-mixed" and "then fp32 float layers" in why
+    assert choose([{**bf, "timing": {"1": {**bf["timing"]["1"], "p50_ms": 9.0, "images_per_s": 111.1}}}, fp], req)[0]["id"] == bf["id"]
+
+
 def test_min_top1_agreement_refuses_an_unknown_agreement() -> None:
     req = _req(min_top1_agreement=0.9)
     unknown = _res("fp32-ort-cpu", "fp32", "ort-cpu", 10.0, agree=None)

@@ -3,6 +3,7 @@ broken layer passes none, and each file's precision picks its preset."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -57,7 +58,7 @@ def _bf16_here() -> bool:
 
 
 @pytest.mark.skipif(not _bf16_here(), reason="needs the OpenVINO runtime on a CPU with native bf16")
-def test_an_int8_file_with_its_float_layers_in_bf16_is_judged_as_deploy_runs_it(tmp_path):
+def test_an_int8_file_with_its_float_layers_in_bf16_is_judged_as_deploy_runs_it(tmp_path, capsys):
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from deployinc.core.images import natural_images
@@ -83,6 +84,13 @@ def test_an_int8_file_with_its_float_layers_in_bf16_is_judged_as_deploy_runs_it(
                          "--sets", "2", "--samples", "4", "--threads", "1", "--work", str(work), "--out-md", str(out)]) == 0  # fmt: skip
         rows = {r.split("|")[1].strip(): r.split("|") for r in out.read_text().splitlines() if r.startswith(("| f32", "| bf"))}
         assert rows["bf"][3].strip() == "openvino:bf16" and rows["f32"][3].strip() == "openvino", rows
-        assert rows["bf"][6] != rows["f32"][6]  # bf16 float layers: other numbers than the same file's fp32 ones
+        args = argparse.Namespace(work=str(work), threads=1, sets=1, samples=4, weights=None)
+        got = mod.judge_files("inception_cifar", {"f32": q, "bf": q}, args, {"f32": "openvino", "bf": "ov:bf16"})
+        assert got["bf"][0].metrics["cosine"] != got["f32"][0].metrics["cosine"]  # bf16 float layers: other numbers
+        for bad, why in ((f"x={q}@ort-cpu:bf16", "computes an int8 file's float layers in fp32"), (f"x={ref}@openvino:bf16", "applies to an int8 file"),
+                         (f"x={q}@nope", "is not an ONNX backend"), (f"x={q}@openvino:fp16", "is not one any backend computes in")):  # fmt: skip
+            with pytest.raises(SystemExit):
+                mod.main(["--model", "inception_cifar", "--file", bad, "--work", str(work)])
+            assert why in capsys.readouterr().err
     finally:
         sys.modules.pop("verdict_stability", None)
