@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.precisions import FP32
 from ..errors import BadInputError
 from .cpu_link import LINK_CHANGE
 from .report import FORMAT, BenchReport, BenchRow
@@ -191,7 +192,7 @@ def check_same_model(current: BenchReport, baseline: BenchReport, baseline_path:
         notes.append(f"thread counts differ ({ta} vs {tb})")
     fa, fb = _obj(current.config).get("float_precision"), _obj(baseline.config).get("float_precision")
     if fa != fb:
-        notes.append(f"an int8 file's float layers ran in {fa or 'fp32'} here and in {fb or 'fp32'} in the baseline (--float-precision)")
+        notes.append(f"an int8 file's float layers ran in {fa or FP32} here and in {fb or FP32} in the baseline (--float-precision)")
     link_a, link_b = _round_trip(current), _round_trip(baseline)
     if link_a and link_b and max(link_a, link_b) / min(link_a, link_b) > LINK_CHANGE:
         notes.append(
