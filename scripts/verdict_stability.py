@@ -37,32 +37,15 @@ FIRST_SEED = 100
 
 def _oracle_on(backend: str | None, base: Any) -> Any:
     """``base`` (an ORT CPU oracle), its candidate run on ``backend`` instead (None: ORT CPU; ``openvino:bf16``: an
-    int8 file's float layers in bf16)."""
+    int8 file's float layers in bf16): the layer search's own Oracle, pointed at that backend."""
     if backend is None:
         return base
+    from dataclasses import replace
+
     import deployinc.backends as B
 
     name, _, floats = backend.partition(":")
-    backend = str(B.canonical(name) or name)
-    import numpy as np
-
-    from deployinc.factory import onnx_runner
-    from deployinc.precision import fallback as F
-
-    class OnBackend(F.Oracle):
-        def outputs(self, model: Any) -> dict[str, Any]:
-            from deployinc.core.graph import detect_precision
-
-            runner = onnx_runner(backend, model.SerializeToString(), precision=detect_precision(model)[0], threads=self.threads,
-                                 float_precision=floats or None)  # fmt: skip
-            runner.activate()
-            try:
-                parts = [runner.infer({self.input_name: np.ascontiguousarray(self.inputs[i : i + self.batch])}) for i in range(0, len(self.inputs), self.batch)]
-            finally:
-                runner.deactivate()
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-    return OnBackend(base.inputs, base.input_name, base.reference, base.tolerance, threads=base.threads)
+    return replace(base, backend=str(B.canonical(name) or name), float_precision=floats or None)
 
 
 def _backend_problem(backend: str, path: Path) -> str | None:

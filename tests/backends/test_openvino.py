@@ -121,17 +121,7 @@ def test_fp32_matches_ort_cpu_at_every_batch_size(convnet):
 
 @needs_ov
 def test_int8_runs_a_qdq_file(convnet, tmp_path):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"input": _x(4)} for _ in range(4)])
-
-        def get_next(self):  # type: ignore[no-untyped-def]
-            return next(self.items, None)
-
-    qdq = tmp_path / "net.int8.onnx"
-    quantize_static(str(convnet), str(qdq), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    qdq = _qdq(convnet, tmp_path / "net.int8.onnx")
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(qdq).graph.node)
     with onnx_runner("openvino", qdq, precision="int8", threads=1) as r:
         got = r.infer({"input": _x(8)})["logits"]
@@ -299,8 +289,9 @@ def test_openvino_without_vnni_saturates_8_bit_weights_and_the_recipe_there_is_7
 # an int8 file's float layers in bf16 (--float-precision) ---------------------------------------------------------------
 
 
-def _int8_conv_only(convnet, tmp_path):
-    """The tiny classifier with its Conv in int8 and its Gemm left in float (a mixed file)."""
+def _qdq(convnet, out, op_types=None):
+    """``convnet`` quantized by ONNX Runtime (QDQ, uint8 activations, int8 weights) on four batches of ``_x(4)``;
+    ``op_types``: only those ops (None: all it quantizes)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -310,10 +301,14 @@ def _int8_conv_only(convnet, tmp_path):
         def get_next(self):  # type: ignore[no-untyped-def]
             return next(self.items, None)
 
-    qdq = tmp_path / "net.mixed.onnx"
-    quantize_static(str(convnet), str(qdq), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])  # fmt: skip
-    return qdq
+    quantize_static(str(convnet), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, **({"op_types_to_quantize": op_types} if op_types else {}))  # fmt: skip
+    return out
+
+
+def _int8_conv_only(convnet, tmp_path):
+    """The tiny classifier with its Conv in int8 and its Gemm left in float (a mixed file)."""
+    return _qdq(convnet, tmp_path / "net.mixed.onnx", ["Conv"])
 
 
 def test_the_float_precision_is_openvinos_hint_for_an_int8_file_and_nothing_else():
