@@ -81,12 +81,15 @@ INT8_CPU_MIXED = f"{INT8_CPU}-{MIXED}"
 #: The suffix of a mixed artifact whose carried-along layers keep their weights behind DequantizeLinear.
 QDQ = "qdq"
 INT8_CPU_MIXED_QDQ = f"{INT8_CPU_MIXED}-{QDQ}"
+#: That file's set widened until it passes with its float layers in bf16 (the form OpenVINO runs it in on a CPU with
+#: native bf16): ``int8-cpu-mixed-qdq-bf16``.
+INT8_CPU_MIXED_BF16 = f"{INT8_CPU_MIXED_QDQ}-{BF16}"
 #: The whole-model int8 artifacts, in the order deploy's report lists their calibration.
 INT8_ARTIFACTS: tuple[str, ...] = (INT8_CPU, INT8_CPU_MINMAX, INT8_TRT, INT8_TRT_MINMAX)
 
 
 #: Every name this table defines: what ``tests/test_layout.py`` counts when written elsewhere.
-NAMES: frozenset[str] = frozenset((*PRECISIONS, *INT8_ARTIFACTS, INT8_CPU_MIXED, MIXED, INT8_CPU_MIXED_QDQ))
+NAMES: frozenset[str] = frozenset((*PRECISIONS, *INT8_ARTIFACTS, INT8_CPU_MIXED, MIXED, INT8_CPU_MIXED_QDQ, INT8_CPU_MIXED_BF16))
 
 
 def variant(artifact: str, suffix: str) -> str:

@@ -37,7 +37,7 @@ from .. import backends as B
 from ..core.env import BF16_FLAGS, cpu_flags, isa_cap
 from ..errors import BadInputError
 from .request import DEPLOY_PRECISIONS, DeployRequest
-from ..core.precisions import BF16, FP32, INT8, INT8_CPU, INT8_CPU_MIXED, INT8_CPU_MIXED_QDQ, MIXED
+from ..core.precisions import BF16, FP32, INT8, INT8_CPU, INT8_CPU_MIXED, INT8_CPU_MIXED_BF16, INT8_CPU_MIXED_QDQ, MIXED
 
 #: Candidates whose objective is within this fraction of the best are tied.
 TIE = 0.03
@@ -137,7 +137,7 @@ def plan(req: DeployRequest, problem: Any, bf16_native: bool, cpus: int) -> tupl
             art = INT8_CPU_MIXED_QDQ if B.get(c.backend).int8_float_output else INT8_CPU_MIXED
             out.append(Candidate(c.precision, c.backend, art, {**c.options, "fallback": MIXED}))
     if bf16_native and req.search and (not req.precisions or BF16 in precisions):  # a mixed file's float layers in bf16
-        out += [Candidate(c.precision, c.backend, c.artifact, {**c.options, "float": BF16}) for c in list(out)
+        out += [Candidate(c.precision, c.backend, INT8_CPU_MIXED_BF16, {**c.options, "float": BF16}) for c in list(out)
                 if c.artifact == INT8_CPU_MIXED_QDQ and BF16 in B.get(c.backend).float_precisions and "threads" not in c.options]  # fmt: skip
     if not out:
         raise BadInputError(

@@ -12,7 +12,7 @@ from ..io import load_onnx
 from ..metadata import read_provenance
 from ..models.loading import weights_text
 from .plan import eligible
-from ..core.precisions import FP32, INT8, INT8_ARTIFACTS, INT8_CPU
+from ..core.precisions import FP32, INT8, INT8_ARTIFACTS, INT8_CPU, INT8_CPU_MIXED_BF16, INT8_CPU_MIXED_QDQ
 from ..core.table import Table
 
 #: After a figure that rests on an unsteady timing (bench's mark).
@@ -174,7 +174,9 @@ def precision_lines(result: Any, cand: dict[str, Any]) -> list[str]:
         out.append(f"{len(layers)} of {fbk.get('candidates', '?')} layers kept in float{work} (the layer fallback, {fbk.get('evaluations', '?')} "
                    f"evaluations, {fbk.get('seconds', '?')} s); every other layer runs in int8:")  # fmt: skip
         out += [f"- `{x['module']}` (ONNX node `{x['node']}`): alone in float it lowers the mean error by {_num(x.get('gain'), '.2e')}"
-                + (f"; {100 * x['share']:.1f}% of the multiply-adds" if isinstance(x.get("share"), (int, float)) else "") for x in layers]  # fmt: skip
+                + (f"; {100 * x['share']:.1f}% of the multiply-adds" if isinstance(x.get("share"), (int, float)) else "")
+                + (f"; added for its float layers in {x['for']} (below)" if x.get("for") else "") for x in layers]  # fmt: skip
+        out += _widened_lines(art)
         out += [f"- `{x['module']}` (ONNX node `{x['node']}`): computed in float with them (its output feeds only float layers now, so "
                 f"ONNX Runtime no longer runs it in int8); {100 * float(x.get('share') or 0):.1f}% of the multiply-adds" for x in fbk.get("also_float") or []]  # fmt: skip
         same = {k: v for k, v in (cand.get("options") or {}).items() if k not in ("fallback", "float")}  # threads: as this one ran
@@ -325,11 +327,30 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
     return "\n".join(lines)
 
 
+def _widened_lines(art: dict[str, Any]) -> list[str]:
+    """How a mixed file made for bf16 float layers kept the layer search's margin in that form (``bf16`` record)."""
+    bf = art.get("float_form") or {}
+    if not bf.get("line") and not bf.get("note"):
+        return []
+    fp = bf.get("float_precision")
+    where = f"on {bf.get('backend')} with its float layers in {fp}, on the search's {bf.get('images', '?')} images by the search's tolerance"
+    if bf.get("added"):
+        return [f"Judged {where}: the searched set {bf.get('base_line')}; with the {len(bf['added'])} layer(s) next in the search's ranking "
+                f"in float too it {bf.get('line')} ({bf.get('evaluations', '?')} evaluations)."]  # fmt: skip
+    if bf.get("note"):
+        return [f"Judged {where}: {bf.get('base_line', '')}; {bf['note']}." if bf.get("base_line") else f"{bf['note']}."]
+    return [f"Judged {where}: the searched set {bf.get('line')}."]
+
+
 def _float_speed(result: Any, cand: dict[str, Any], key: str) -> str:
-    """For a candidate whose float layers ran below fp32: the same file with fp32 float layers, same run."""
+    """For a candidate whose float layers ran below fp32: the searched file with fp32 float layers, same run."""
     twin = _sibling(result, cand) if _floats(cand) else None
     ms = (((twin or {}).get("timing") or {}).get(key) or {}).get("p50_ms")
-    return f" (its float layers in {_floats(cand)}; {ms:.2f} ms with them in fp32)" if ms else ""
+    if not ms:
+        return ""
+    more = len((((result.artifacts.get(cand.get("artifact", "")) or {}).get("float_form") or {}).get("added")) or [])
+    return (f" (its float layers in {_floats(cand)}" + (f", {more} more of them than {twin['id']}" if more and twin else "")
+            + f"; {ms:.2f} ms for {'that file' if more else 'the same file'} with them in fp32)")
 
 
 def _floats(cand: dict[str, Any]) -> str | None:
@@ -338,9 +359,11 @@ def _floats(cand: dict[str, Any]) -> str | None:
 
 
 def _sibling(result: Any, cand: dict[str, Any]) -> dict[str, Any] | None:
-    """The same artifact on the same backend with its float layers at fp32 (the candidate without ``float``)."""
+    """The candidate without ``float`` on the same backend: the searched file (the one this candidate's artifact was
+    made from) with its float layers at fp32."""
     same = {k: v for k, v in (cand.get("options") or {}).items() if k != "float"}
-    return next((r for r in result.results if r.get("artifact") == cand.get("artifact") and r.get("backend") == cand.get("backend")
+    arts = {cand.get("artifact"), INT8_CPU_MIXED_QDQ if cand.get("artifact") == INT8_CPU_MIXED_BF16 else None}
+    return next((r for r in result.results if r.get("artifact") in arts and r.get("backend") == cand.get("backend")
                  and (r.get("options") or {}) == same), None)  # fmt: skip
 
 

@@ -58,7 +58,8 @@ NOT_IN_KEY = ("out", "force", "keep_variants", "log", "require_backend", "requir
 #: the int8 recipe follows an ONEDNN_MAX_CPU_ISA cap (OpenVINO's kernels).
 #: 15: the OpenVINO twin of a mixed file keeps its own set: the passing one of least work OpenVINO computes in float.
 #: 16: a mixed file run with its float layers in bf16 (OpenVINO) keeps the search's margin on the search's images.
-RECIPE = 16
+#: 17: that form is its own artifact (int8-cpu-mixed-qdq-bf16), its set widened by the ranking until it keeps the margin.
+RECIPE = 17
 #: What ``--fallback`` takes: ``auto`` adds a mixed candidate (a few layers kept in float) where whole-model
 #: lower precision fails; ``none`` does not.
 FALLBACKS = ("auto", "none")

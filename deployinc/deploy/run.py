@@ -46,7 +46,7 @@ from ..subject.inputs import input_spec, sample_images
 from .package import write_package
 from .plan import Candidate, choose, plan
 from .request import DeployRequest, model_digest
-from ..core.precisions import FP16, FP32, INT8, INT8_CPU, QDQ
+from ..core.precisions import BF16, FP16, FP32, INT8, INT8_CPU, INT8_CPU_MIXED_BF16, INT8_CPU_MIXED_QDQ, QDQ
 
 #: Results this format writes; an older cached result is recomputed.
 RESULT_FORMAT = 1
@@ -321,7 +321,9 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     spec = input_spec(src)
     info: dict[str, Any]
     try:
-        if name.endswith(f"-{QDQ}"):  # written beside its mixed artifact, by the same search
+        if name == INT8_CPU_MIXED_BF16:
+            info = _bf16_form(req, state, fp32, path, artifacts, subject)
+        elif name.endswith(f"-{QDQ}"):  # written beside its mixed artifact, by the same search
             base = name[: -len(QDQ) - 1]
             _artifact(req, state, fp32, base, artifacts, subject)
             if not path.is_file():  # a state from before the twin was written: remake the pair
@@ -387,34 +389,68 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str, subjec
     return fb.Oracle(x, input_name, ref, preset(INT8, B.REFERENCE), goal=goal, threads=req.threads, set_size=req.samples)
 
 
-def _margin(req: DeployRequest, state: Path, fp32: Path, art: Path, cand: Candidate, res: dict[str, Any], subject: Subject | None) -> None:
-    """A mixed file run with its float layers at a lower precision (``float: bf16``) keeps the margin its layer search
-    kept: judged in that form, on that backend, on the search's images (verify's and more, each set on its own) by the
-    search's tolerance (a tenth of the cosine budget in hand). Its float set was searched at fp32; the lower
-    precision may spend that margin, and a file at its preset's edge passes verify's 16 images by luck. Where the same
-    form with fp32 float layers keeps the margin and this one does not, the candidate fails, with the reason (it is
-    still timed); where that form misses it too (the backend's own int8 rounding, not bf16), it is judged as that
-    candidate is, by verify alone. With ``--accuracy-data`` the task rule on those images is the judge, and verify
-    ran it already."""
+def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifacts: dict[str, dict[str, Any]], subject: Subject | None) -> dict[str, Any]:
+    """The mixed file's OpenVINO form made for its float layers in bf16 (:data:`INT8_CPU_MIXED_BF16`): its set was
+    searched with those layers in fp32, keeping a tenth of the cosine budget in hand; bf16 adds its own error and may
+    spend that margin, and a file at its preset's edge passes verify's 16 images by luck. So the file is judged in
+    the form it ships in (that backend, its float layers in bf16), on the search's images by the search's tolerance,
+    and where it misses the margin the next layers of the search's ranking join its set until it holds
+    (:func:`deployinc.precision.fallback.widen`). Where the form with fp32 float layers misses the margin too (the
+    backend's own int8 rounding, not bf16), or with ``--accuracy-data`` (the task rule, which verify applies), the file
+    is kept as it is, and judged by verify alone as that candidate is.
+
+    Raises:
+        NoArtifact: Even :data:`~deployinc.precision.fallback.WIDEN_MOST` more layers in float do not keep the margin.
+    """
+    base = _artifact(req, state, fp32, INT8_CPU_MIXED_QDQ, artifacts, subject)
+    info = {k: v for k, v in artifacts[INT8_CPU_MIXED_QDQ].items() if k not in ("path", "reused", "seconds")}
+    model = load_onnx(base).model
     oracle = _oracle(req, state, fp32, image_input(load_onnx(fp32).model, str(fp32)).name, subject)
-    if oracle.goal is not None:
-        return
-    search, _ = fb.int8_search_oracles(oracle, req.samples)
-    on = replace(search, backend=cand.backend, float_precision=cand.options["float"])
-    model = load_onnx(art).model
-    j = on.judge(model)
-    res["margin"] = {"passed": j.passed, "line": j.line, "images": len(on.inputs), "rule": j.rule}
-    if j.passed:
-        return
-    at_fp32 = replace(on, float_precision=None).judge(model)  # whose margin it is: bf16's, or the backend's own int8 form's
-    res["margin"]["fp32_float_layers"] = at_fp32.line
-    if not at_fp32.passed:  # the candidate without bf16 misses it too, and is judged by verify alone: so is this one
-        res["margin"]["note"] = (f"this file on {cand.backend} misses the layer search's margin with fp32 float layers too, so "
-                                 f"{cand.options['float']} is not what spends it; judged by verify alone, as that candidate is")  # fmt: skip
-        return
-    res["verdict"] = "fail"
-    res["failures"] = [f"its float layers in {cand.options['float']} spend the margin the layer search kept (it holds with fp32 float "
-                       f"layers), on the search's {len(on.inputs)} images: {j.line}"] + list(res.get("failures") or [])  # fmt: skip
+    backend = B.names(lambda r: BF16 in r.float_precisions)[0]
+    fallback = dict(info.get("fallback") or {})
+    kept: dict[str, Any] = {"backend": backend, "float_precision": BF16, "added": []}
+    if oracle.goal is None:
+        search, _ = fb.int8_search_oracles(oracle, req.samples)
+        on = replace(search, backend=backend, float_precision=BF16)
+        req.say(f"{INT8_CPU_MIXED_BF16}: judging {INT8_CPU_MIXED_QDQ} on {backend} with its float layers in {BF16} "
+                f"({on.tolerance.name}, {on.describe()})")  # fmt: skip
+        wide = fb.widen(model, fallback.get("float_nodes") or [], fallback.get("ranking") or [], on, fp32=load_onnx(fp32).model,
+                        state=state / f"{INT8_CPU_MIXED_BF16}.search.json", state_key=sha256_file(base), say=req.say)  # fmt: skip
+        kept.update(base_line=wide.base.line, line=wide.judgement.line, evaluations=wide.evaluations, images=len(on.inputs))
+        if wide.passed and wide.added:
+            model = wide.model
+            rows = _added_rows(fallback, wide.added, fp32)
+            kept["added"] = rows
+            fallback.update(float_nodes=list(fallback.get("float_nodes") or []) + wide.added, layers=list(fallback.get("layers") or []) + rows,
+                            judgement=wide.judgement.to_dict(), judged_on=f"{backend} with its float layers in {BF16} (the set widened there)",
+                            float_share=round(float(fallback.get("float_share") or 0) + sum(r["share"] for r in rows), 4))  # fmt: skip
+            fb.stamp(model, INT8, fallback)
+        elif not wide.passed:
+            at_fp32 = replace(on, float_precision=None).judge(model)
+            kept["fp32_float_layers"] = at_fp32.line
+            if at_fp32.passed:  # bf16's own error spends the margin, and the next layers of the ranking do not restore it
+                raise NoArtifact(f"its float layers in {BF16} spend the margin the layer search kept (it holds with fp32 float layers), and "
+                                 f"{len(wide.added)} more layer(s) in float do not restore it: {wide.judgement.line}", "fail")  # fmt: skip
+            kept["note"] = (f"with fp32 float layers too this file misses the layer search's margin on {backend}, so {BF16} is not what "
+                            "spends it: kept as it is, and judged by verify alone, as that candidate is")  # fmt: skip
+    else:
+        kept["note"] = "judged on the task (--accuracy-data) by verify, as every candidate is: the set is kept as it is"
+    save_onnx(model, path, force=True)
+    info.update(fallback=fallback, float_form=kept)
+    if kept["added"]:
+        info["made"] += f"; {len(kept['added'])} more layer(s) in float to keep the search's margin with {BF16} float layers on {backend}"
+    return info
+
+
+def _added_rows(fallback: dict[str, Any], added: list[str], fp32: Path) -> list[dict[str, Any]]:
+    """The fallback record's rows of the layers :func:`_bf16_form` added: module (named in the fp32 file, whose
+    weights keep their module's name), gain alone in float (the search's ranking), share of the layers' multiply-adds."""
+    model = load_onnx(fp32).model
+    costs = fb.layer_costs(model)
+    total = sum(costs.values()) or 1
+    gains = {r.get("node"): r.get("gain") for r in fallback.get("ranking") or []}
+    return [{"node": n, "module": fb.module_label(model, n), "gain": gains.get(n), "alone": None, "share": round(costs.get(n, 0) / total, 4),
+             "for": BF16} for n in added]  # fmt: skip
 
 
 def _mixed(req: DeployRequest, state: Path, fp32: Path, name: str, path: Path, spec: Any, subject: Subject | None = None) -> dict[str, Any]:
@@ -614,8 +650,6 @@ def _candidate(
         art = _artifact(req, state, fp32, cand.artifact, artifacts, subject)
         progress.step("verifying")
         res.update(_verify(req, art, cand, subject))
-        if res["verdict"] == "pass" and cand.options.get("float") and cand.options.get("fallback"):
-            _margin(req, state, fp32, art, cand, res, subject)
         if res["verdict"] in ("pass", "fail", "inconclusive"):  # each row of the table has its time
             progress.step("timing")
             res.update(_bench(req, art, cand))

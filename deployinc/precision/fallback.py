@@ -153,8 +153,10 @@ class Oracle:
         from ..factory import onnx_runner  # lazy: the factory loads the backend records; the search itself needs ORT only
 
         precision, _ = detect_precision(model)
-        runner = onnx_runner(str(self.backend), model.SerializeToString(), precision=precision, threads=self.threads,
-                             float_precision=self.float_precision)  # fmt: skip
+        floats = self.float_precision
+        if precision == FP32 and floats:  # every layer kept in float: the whole file computes at that precision
+            precision, floats = floats, None
+        runner = onnx_runner(str(self.backend), model.SerializeToString(), precision=precision, threads=self.threads, float_precision=floats)
         with runner:
             name = runner.input_names()[0]
             parts = [runner.infer({name: np.ascontiguousarray(chunk, dtype=np.float32)}) for chunk in batches(self.inputs, self.batch)]
@@ -284,7 +286,8 @@ def keep_float(qmodel: Any, names: Sequence[str], fp32: Any = None, constant_wei
 
     ``fp32``: the float model ``qmodel`` was quantized from. A layer found there by name reads exactly the tensors
     it reads in fp32 (the quantizer may have folded a Relu into a QuantizeLinear: those nodes are put back) and its
-    own fp32 weights. A layer not found there computes in float on its dequantized inputs and weights.
+    own fp32 weights. A layer not found there computes in float on its dequantized inputs and weights. Given a model
+    an earlier ``keep_float`` made, it adds ``names`` to that model's set (reusing the float tensors it made).
     ``constant_weights``: the layers carried into float read their weights as float constants (ONNX Runtime's
     form); False keeps them behind their DequantizeLinear (OpenVINO's: it runs such a layer in int8 with a float
     output, where ONNX Runtime computes it in float).
@@ -366,6 +369,9 @@ class _FloatSource:
 
         if t in self.renamed:
             return self.renamed[t]
+        if f"{t}_float" in self.q_inits or f"{t}_float" in self.q_producer:  # made by an earlier keep_float: the same values
+            self.renamed[t] = f"{t}_float"
+            return self.renamed[t]
         if t in self.inits:  # a weight: the fp32 values under a new name (the quantized graph may use the old one)
             init = onnx.TensorProto()
             init.CopyFrom(self.inits[t])
@@ -401,6 +407,8 @@ class _FloatSource:
         src = d.input[0]
         if src not in self.q_inits:
             return None
+        if src not in self.renamed and f"{src}_float" in self.q_inits:  # made by an earlier keep_float
+            self.renamed[src] = f"{src}_float"
         if src not in self.renamed:
             axis = next((a.i for a in d.attribute if a.name == "axis"), 1)
             zero = self.to_array(self.q_inits[d.input[2]]) if len(d.input) > 2 and d.input[2] in self.q_inits else None
@@ -481,6 +489,8 @@ class FallbackResult:
     twin_nodes: list[str] = field(default_factory=list)
     twin_layers: list[dict[str, Any]] = field(default_factory=list)
     twin_judgement: Judgement | None = None
+    #: Every ranked layer by its gain alone in float, most first (what :func:`widen` adds from).
+    ranking: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -500,7 +510,7 @@ class FallbackResult:
         return {"float_nodes": self.float_nodes, "layers": self.layers, "judgement": self.judgement.to_dict(),
                 "whole_model": self.whole.to_dict(), "evaluations": self.evaluations, "budget": self.budget,
                 "candidates": self.candidates, "ranked": self.ranked, "seconds": round(self.seconds, 1),
-                "float_share": round(self.float_share, 4), "also_float": self.also_float}  # fmt: skip
+                "float_share": round(self.float_share, 4), "also_float": self.also_float, "ranking": self.ranking}  # fmt: skip
 
 
 class _Memo:
@@ -637,8 +647,9 @@ def search(
     if twin != chosen:
         say(f"fallback: where the layers carried along stay int8 (OpenVINO): {len(twin)} layer(s) in float "
             f"({100 * cost(twin) / total:.1f}% of the multiply-adds): {judge(twin).line}")  # fmt: skip
+    ranking = [{"node": n, "gain": gains[n]} for n in order if n in gains]
     return FallbackResult(build(chosen), chosen, rows(chosen), final, whole, memo.fresh, budget, time.perf_counter() - t0, len(gains), len(cands),
-                          share, also, twin_nodes=list(twin), twin_layers=rows(twin), twin_judgement=judge(twin))  # fmt: skip
+                          share, also, twin_nodes=list(twin), twin_layers=rows(twin), twin_judgement=judge(twin), ranking=ranking)  # fmt: skip
 
 
 def _rank(cands: list[str], judge: Callable[[Sequence[str]], Judgement], whole: Judgement, say: Callable[[str], None], budget: int) -> dict[str, float]:
@@ -759,7 +770,7 @@ def stamp(model: Any, key: str, fallback: dict[str, Any]) -> None:
     except ValueError:
         record = {}
     record = record if isinstance(record, dict) else {}
-    record["fallback"] = {k: v for k, v in fallback.items() if k != "whole_model"}
+    record["fallback"] = {k: v for k, v in fallback.items() if k not in ("whole_model", "ranking")}
     meta[f"deployinc.{key}"] = json.dumps(record)
     del model.metadata_props[:]
     for k, v in meta.items():
@@ -815,6 +826,82 @@ def chosen_only(record: dict[str, Any]) -> dict[str, Any]:
     (OpenVINO) sees it: only the chosen layers in float, and their share of the work."""
     share = sum(float(x.get("share") or 0.0) for x in record.get("layers") or [])
     return {**record, "also_float": [], "float_share": round(share, 4)}
+
+
+#: Most layers :func:`widen` adds to a searched set (1, 2, 4, 8 more in each of its two orders, then bisection).
+WIDEN_MOST = 8
+
+
+@dataclass
+class Widened:
+    """A searched set widened to pass in the form it ships in (:func:`widen`)."""
+
+    model: Any
+    added: list[str]
+    judgement: Judgement
+    base: Judgement
+    evaluations: int
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.judgement.passed
+
+
+def widen(qmodel: Any, nodes: Sequence[str], ranking: Sequence[dict[str, Any]], oracle: Oracle, *, fp32: Any = None,
+          state: Path | None = None, state_key: str = "", say: Callable[[str], None] | None = None, most: int = WIDEN_MOST) -> Widened:  # fmt: skip
+    """``qmodel``, a mixed QDQ file whose layers ``nodes`` compute in float (:func:`keep_float`'s OpenVINO form), with
+    the fewest more layers in float that ``oracle`` passes, taken from the search's ``ranking`` (each layer's gain
+    alone in float: :attr:`FallbackResult.ranking`).
+
+    The set was searched in one form (ONNX Runtime's, its float layers in fp32); a file shipped in another (OpenVINO
+    with its float layers in bf16) adds that form's own error and may spend the margin the search kept. Judged: the
+    file itself; then, in two orders as the search tries them (by gain, and by gain per multiply-add), 1, 2, 4... up
+    to ``most`` more layers until one passes, and bisection below it; the passing addition of fewer multiply-adds
+    wins (not passed, no model, when none does). A killed run resumes from ``state`` (judgements under ``state_key``).
+    """
+    t0 = time.perf_counter()
+    say = say or (lambda _line: None)
+    memo = _Memo(state, state_key)
+
+    def judge(extra: Sequence[str]) -> Judgement:
+        hit = memo.get(extra)
+        if hit is None:
+            hit = oracle.judge(keep_float(qmodel, list(extra), fp32, constant_weights=False))
+            memo.put(extra, hit)
+        return hit
+
+    def done(model: Any, added: list[str], j: Judgement) -> Widened:
+        return Widened(model, added, j, base, memo.fresh, time.perf_counter() - t0)
+
+    base = judge([])
+    say(f"widen: the file itself: {base.line}")
+    if base.passed:
+        return done(qmodel, [], base)
+    gains = {r["node"]: float(r.get("gain") or 0.0) for r in ranking if r.get("node") and r["node"] not in set(nodes)}
+    costs = layer_costs(fp32 if fp32 is not None else qmodel)
+    orders = [list(gains)[: max(0, most)], thrifty_order(gains, costs, list(gains))[: max(0, most)]]
+    found = [got for k, order in enumerate(orders) if order and order not in orders[:k] and (got := _first_passing(order, judge)) is not None]
+    if not found:
+        tried = orders[0]
+        return done(None, tried, judge(tried) if tried else base)
+    added = min(found, key=lambda a: (sum(costs.get(n, 0) for n in a), len(a)))
+    say(f"widen: with {len(added)} more layer(s) in float: {judge(added).line}")
+    return done(keep_float(qmodel, added, fp32, constant_weights=False), added, judge(added))
+
+
+def _first_passing(order: list[str], judge: Callable[[Sequence[str]], Judgement]) -> list[str] | None:
+    """The shortest prefix of ``order`` that passes, found by doubling (1, 2, 4... up to all of it) and bisection
+    below the first passing one; None when none does (a longer prefix may do worse, so none is assumed to pass)."""
+    lo, hi = 0, 1
+    while not judge(order[:hi]).passed:
+        if hi >= len(order):
+            return None
+        lo, hi = hi, min(2 * hi, len(order))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if judge(order[:mid]).passed else (mid, hi)
+    return order[:hi]
 
 
 def _stamp_with(model: Any, meta: list[Any], fallback: dict[str, Any]) -> None:

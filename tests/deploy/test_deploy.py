@@ -118,8 +118,9 @@ def test_plan_the_openvino_mixed_candidate_runs_the_twin_that_keeps_int8_weights
     req = DeployRequest(model="x")
     req.check()
     cands, _, _, _ = plan(req, _problem({"ort-cpu", "openvino"}), bf16_native=True, cpus=2)
-    mixed = {c.backend: c.artifact for c in cands if "mixed" in c.id}
-    assert mixed == {"ort-cpu": "int8-cpu-mixed", "openvino": "int8-cpu-mixed-qdq"}
+    mixed = {c.id: c.artifact for c in cands if "mixed" in c.id}
+    assert mixed == {"int8-ort-cpu-mixed": "int8-cpu-mixed", "int8-ort-cpu-mixed-threads1": "int8-cpu-mixed", "int8-openvino-mixed": "int8-cpu-mixed-qdq",
+                     "int8-openvino-mixed-float-bf16": "int8-cpu-mixed-qdq-bf16"}  # its set made to hold in that form  # fmt: skip
     assert [c.id for c in cands if c.backend == "openvino" and "mixed" in c.id] == ["int8-openvino-mixed", "int8-openvino-mixed-float-bf16"]  # ids unchanged
 
 

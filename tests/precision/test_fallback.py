@@ -385,3 +385,66 @@ def test_the_openvino_twin_gets_the_passing_set_of_least_work_it_computes_in_flo
     assert rec["float_nodes"] == ["B"] and [x["node"] for x in rec["layers"]] == ["B"] and rec["also_float"] == []
     assert rec["float_share"] == round(10 / 410, 4) and "ONNX Runtime form" in rec["judged_on"]
     assert found.record()["float_nodes"] == ["A"]  # the ORT form's own record is unchanged
+
+
+def test_keep_float_on_a_file_it_made_adds_to_its_set(planted):
+    """The bf16 widening adds layers to a mixed file: keep_float of keep_float is keep_float of the union (a valid
+    graph: the float copies the first call made are reused, not duplicated)."""
+    net, path, q = planted
+    fp32 = onnx.load(str(path))
+    a, b, c = _conv_names(q)
+    twice = F.keep_float(F.keep_float(q, [a], fp32, constant_weights=False), [c], fp32, constant_weights=False)
+    once = F.keep_float(q, [a, c], fp32, constant_weights=False)
+    onnx.checker.check_model(twice)
+    names = [n.name for n in twice.graph.node if n.name]
+    assert len(names) == len(set(names)) and len(twice.graph.node) == len(once.graph.node)
+    x = natural_images(4, (3, 32, 32), MEAN, STD, seed=3)
+    run = lambda m: cpu_session(m, threads=1).run(None, {"input": x})[0]  # noqa: E731
+    assert np.array_equal(run(twice), run(once)) and set(F.layer_candidates(twice)) & {a, b, c} == {b}
+
+
+class _Planted:
+    """An oracle that passes a model only where ``needed`` all compute in float, counting its calls."""
+
+    def __init__(self, needed: set[str], any_of: bool = False) -> None:
+        self.needed, self.any_of, self.calls = needed, any_of, 0
+
+    def judge(self, model) -> F.Judgement:
+        self.calls += 1
+        int8 = set(F.layer_candidates(model))
+        ok = bool(self.needed - int8) if self.any_of else not (self.needed & int8)
+        return F.Judgement(ok, 0.0 if ok else 1.0, "PASS" if ok else "FAIL", "planted")
+
+
+def test_widen_adds_the_fewest_next_layers_of_the_ranking_and_resumes(planted, tmp_path):
+    net, path, q = planted
+    fp32 = onnx.load(str(path))
+    a, b, c = _conv_names(q)
+    base = F.keep_float(q, [a], fp32, constant_weights=False)
+    ranking = [{"node": n, "gain": g} for n, g in ((a, 3.0), (b, 2.0), (c, 1.0))]  # a is in the set already
+    oracle = _Planted({c})
+    state = tmp_path / "widen.json"
+    w = F.widen(base, [a], ranking, oracle, fp32=fp32, state=state, state_key="k")  # type: ignore[arg-type]
+    assert w.passed and w.added == [b, c] and not w.base.passed and not set(F.layer_candidates(w.model)) & {a, b, c}
+    assert w.evaluations == oracle.calls == 3  # the file, 1 more, 2 more
+    again = F.widen(base, [a], ranking, _Planted({c}), fp32=fp32, state=state, state_key="k")  # type: ignore[arg-type]
+    assert again.added == [b, c] and again.evaluations == 0  # a killed run resumes from the state file
+    assert F.widen(base, [a], ranking, _Planted({b}), fp32=fp32).added == [b]  # type: ignore[arg-type]
+    held = F.widen(base, [a], ranking, _Planted(set()), fp32=fp32)  # type: ignore[arg-type]
+    assert held.passed and held.added == [] and held.model is base and held.evaluations == 1
+    short = F.widen(base, [a], ranking, _Planted({c}), fp32=fp32, most=1)  # type: ignore[arg-type]
+    assert not short.passed and short.model is None and short.added == [b]  # none within reach passes: nothing to ship
+
+
+def test_widen_keeps_the_addition_of_fewer_multiply_adds(planted):
+    """Like the search, widen tries the ranking by gain and by gain per multiply-add: where either layer would do,
+    the cheap head beats the costly convolution that gained more."""
+    net, path, q = planted
+    fp32 = onnx.load(str(path))
+    a, b, c = _conv_names(q)
+    head = next(n.name for n in q.graph.node if n.op_type == "Gemm")
+    ranking = [{"node": c, "gain": 3.0}, {"node": head, "gain": 1.0}, {"node": b, "gain": 0.5}]
+    w = F.widen(q, [], ranking, _Planted({c, head}, any_of=True), fp32=fp32)  # type: ignore[arg-type]
+    assert w.passed and w.added == [head], w.added
+    costs = F.layer_costs(fp32)
+    assert costs[head] < costs[c]
