@@ -335,7 +335,7 @@ def _widened_lines(art: dict[str, Any]) -> list[str]:
     fp = bf.get("float_precision")
     where = f"on {bf.get('backend')} with its float layers in {fp}, on the search's {bf.get('images', '?')} images by the search's tolerance"
     if bf.get("added"):
-        return [f"Judged {where}: the searched set {bf.get('base_line')}; with the {len(bf['added'])} layer(s) next in the search's ranking "
+        return [f"Judged {where}: the searched set {bf.get('base_line')}; with {len(bf['added'])} more layer(s) of the search's ranking "
                 f"in float too it {bf.get('line')} ({bf.get('evaluations', '?')} evaluations)."]  # fmt: skip
     if bf.get("note"):
         return [f"Judged {where}: {bf.get('base_line', '')}; {bf['note']}." if bf.get("base_line") else f"{bf['note']}."]

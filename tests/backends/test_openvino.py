@@ -448,7 +448,7 @@ def test_deploys_report_says_the_shipped_files_float_layers_ran_in_bf16_and_what
                "int8-openvino-mixed; 10.00 ms for that file with them in fp32)." in line for line in lines), lines  # fmt: skip
     assert any("`layer2.conv`" in line and "added for its float layers in bf16" in line for line in lines), lines
     assert any(line.startswith("Judged on openvino with its float layers in bf16, on the search's 96 images by the search's tolerance: the searched "
-                               "set FAIL cosine 0.9903; with the 1 layer(s) next") and "PASS cosine 0.9913 (2 evaluations)" in line for line in lines), lines  # fmt: skip
+                               "set FAIL cosine 0.9903; with 1 more layer(s) of the search's ranking") and "PASS cosine 0.9913 (2 evaluations)" in line for line in lines), lines  # fmt: skip
     same = precision_lines(SimpleNamespace(**{**vars(result), "artifacts": {"int8-cpu-mixed-qdq-bf16": {"fallback": fallback, "float_form": {**bf16, "added": []}}}}), chosen)
     assert any("(its float layers in bf16; 10.00 ms for the same file with them in fp32)." in line for line in same), same
     triton = " ".join(_triton_float_lines(result, chosen))
