@@ -57,7 +57,11 @@ def precision_notes(chosen: dict[str, Any], artifact: dict[str, Any]) -> list[st
     if recipe:
         out[0] += f" (int8 recipe {recipe.get('name')}, for the CPU int8 path {recipe.get('cpu_path')})"
     floats = (chosen.get("options") or {}).get("float")
-    if floats:
+    form = artifact.get("float_form") or {}
+    if floats and form.get("added"):
+        out.append(f"its float layers computed in {floats} (OpenVINO's INFERENCE_PRECISION_HINT {floats}); with them in fp32 "
+                   f"(a server without the hint) it was judged on the layer search's images: {form.get('fp32_float_layers', 'not judged')}")  # fmt: skip
+    elif floats:
         out.append(f"its float layers computed in {floats} (OpenVINO's INFERENCE_PRECISION_HINT {floats}); "
                    f"a server that runs them in fp32 computes what the candidate without it did")  # fmt: skip
     layers = (artifact.get("fallback") or {}).get("layers") or []

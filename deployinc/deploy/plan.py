@@ -18,9 +18,10 @@ whole-model int8 fails (the search judges it first, and says "not needed" otherw
 
 On a CPU with native bf16 (AMX or AVX512-BF16), the search also runs OpenVINO's mixed int8 candidate with the
 layers it keeps in float computed in bf16 (``float: bf16``, what OpenVINO does by default on an AMX CPU): they cost
-about half as much on AVX512-BF16, far less with AMX. The int8 layers are unchanged, and the int8 preset judges it
-as it judges the others; bf16 adds its own error to the float layers, so it may fail where the fp32-float one
-passes (a whole-model int8 file has no float layers worth the candidate).
+about half as much on AVX512-BF16, far less with AMX. bf16 adds its own error to the float layers, so the candidate
+runs a file of its own (``int8-cpu-mixed-qdq-bf16``): the mixed file, with more of the search's ranked layers in
+float where bf16 would spend the search's margin; the int8 preset judges it as it judges the others (a whole-model
+int8 file has no float layers worth the candidate).
 
 The choice: the fastest passing candidate for the objective; candidates within :data:`TIE` of the fastest are
 a tie, which goes to fp32, then to the fewest dependencies. A candidate whose timing stayed unsteady when measured

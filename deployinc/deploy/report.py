@@ -328,7 +328,7 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
 
 
 def _widened_lines(art: dict[str, Any]) -> list[str]:
-    """How a mixed file made for bf16 float layers kept the layer search's margin in that form (``bf16`` record)."""
+    """How a mixed file made for bf16 float layers kept the layer search's margin in that form (its ``float_form``)."""
     bf = art.get("float_form") or {}
     if not bf.get("line") and not bf.get("note"):
         return []
@@ -362,17 +362,23 @@ def _sibling(result: Any, cand: dict[str, Any]) -> dict[str, Any] | None:
     """The candidate without ``float`` on the same backend: the searched file (the one this candidate's artifact was
     made from) with its float layers at fp32."""
     same = {k: v for k, v in (cand.get("options") or {}).items() if k != "float"}
-    arts = {cand.get("artifact"), INT8_CPU_MIXED_QDQ if cand.get("artifact") == INT8_CPU_MIXED_BF16 else None}
+    arts = {cand.get("artifact")} | ({INT8_CPU_MIXED_QDQ} if cand.get("artifact") == INT8_CPU_MIXED_BF16 else set())
     return next((r for r in result.results if r.get("artifact") in arts and r.get("backend") == cand.get("backend")
                  and (r.get("options") or {}) == same), None)  # fmt: skip
 
 
 def _triton_float_lines(result: Any, chosen: dict[str, Any]) -> list[str]:
     """What the Triton package cannot set: OpenVINO's precision hint for the float layers (the accelerator takes no
-    parameters), so a server runs them at fp32: the sibling candidate's numbers and verdict."""
+    parameters), so a server runs them at fp32: the sibling candidate's numbers and verdict, or where the file's set
+    was widened for bf16 (another file than the sibling's), that file's own judgement with fp32 float layers."""
     floats = _floats(chosen)
     if not floats:
         return []
+    form = ((result.artifacts.get(chosen.get("artifact", "")) or {}).get("float_form")) or {}
+    if form.get("added"):
+        return [f"Triton's OpenVINO accelerator takes no precision hint: a server built from `triton/` computes this file's float "
+                f"layers in fp32 (judged so on the layer search's images: {form.get('fp32_float_layers', 'not judged')}); "
+                "`## Run it` above sets the hint.", ""]  # fmt: skip
     twin = _sibling(result, chosen)
     said = f" ({twin['id']}: {str(twin.get('verdict', '?')).upper()} here)" if twin else ""
     return [f"Triton's OpenVINO accelerator takes no precision hint: a server built from `triton/` computes the float layers "

@@ -54,7 +54,8 @@ RESULT_FORMAT = 1
 
 class NoArtifact(DeployincError):
     """An artifact that is not made, with the verdict its candidates get: ``skipped`` (a mixed model where the
-    whole-model one passes: not needed) or ``fail`` (no set of float layers passes)."""
+    whole-model one passes: not needed) or ``fail`` (no set of float layers passes; or, for the bf16-float file, bf16
+    spends the search's margin and no widening within reach restores it)."""
 
     def __init__(self, message: str, verdict: str) -> None:
         super().__init__(message)
@@ -351,6 +352,8 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     except NoArtifact as exc:
         artifacts[name] = {"error": exc.message, "verdict": exc.verdict}
         raise
+    except BackendUnavailable:
+        raise  # the candidate is skipped with the reason, as verify would skip it
     except DeployincError as exc:
         artifacts[name] = {"error": f"{name} could not be made: {exc.message}"}
         raise DeployincError(artifacts[name]["error"]) from exc
@@ -394,13 +397,17 @@ def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifact
     searched with those layers in fp32, keeping a tenth of the cosine budget in hand; bf16 adds its own error and may
     spend that margin, and a file at its preset's edge passes verify's 16 images by luck. So the file is judged in
     the form it ships in (that backend, its float layers in bf16), on the search's images by the search's tolerance,
-    and where it misses the margin the next layers of the search's ranking join its set until it holds
-    (:func:`deployinc.precision.fallback.widen`). Where the form with fp32 float layers misses the margin too (the
-    backend's own int8 rounding, not bf16), or with ``--accuracy-data`` (the task rule, which verify applies), the file
-    is kept as it is, and judged by verify alone as that candidate is.
+    and where it misses the margin more layers of the search's ranking join its set until it holds
+    (:func:`deployinc.precision.fallback.widen`); a widened file is also judged with its float layers in fp32 (what a
+    server that cannot set the hint computes: Triton's OpenVINO accelerator). Where no widening within reach holds and
+    the form with fp32 float layers misses the margin too (the backend's own int8 rounding, not bf16), or with
+    ``--accuracy-data`` (the task rule, which verify applies), the file is kept as it is, and judged by verify alone
+    as that candidate is.
 
     Raises:
-        NoArtifact: Even :data:`~deployinc.precision.fallback.WIDEN_MOST` more layers in float do not keep the margin.
+        NoArtifact: No widening within reach keeps the margin where the fp32-float form does (``fail``), or the
+            ``-qdq`` file itself is not made (its own verdict).
+        BackendUnavailable: The backend cannot run here.
     """
     base = _artifact(req, state, fp32, INT8_CPU_MIXED_QDQ, artifacts, subject)
     info = {k: v for k, v in artifacts[INT8_CPU_MIXED_QDQ].items() if k not in ("path", "reused", "seconds")}
@@ -409,6 +416,8 @@ def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifact
     backend = B.names(lambda r: BF16 in r.float_precisions)[0]
     fallback = dict(info.get("fallback") or {})
     kept: dict[str, Any] = {"backend": backend, "float_precision": BF16, "added": []}
+    if oracle.goal is None and not fallback.get("ranking"):
+        raise DeployincError(f"{INT8_CPU_MIXED_QDQ} carries no layer ranking to widen its set from (made by an older deployinc)")
     if oracle.goal is None:
         search, _ = fb.int8_search_oracles(oracle, req.samples)
         on = replace(search, backend=backend, float_precision=BF16)
@@ -419,8 +428,9 @@ def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifact
         kept.update(base_line=wide.base.line, line=wide.judgement.line, evaluations=wide.evaluations, images=len(on.inputs))
         if wide.passed and wide.added:
             model = wide.model
-            rows = _added_rows(fallback, wide.added, fp32)
+            rows = _added_rows(fallback, wide.added, fp32, model)
             kept["added"] = rows
+            kept["fp32_float_layers"] = replace(on, float_precision=None).judge(model).line  # what a server without the hint runs
             fallback.update(float_nodes=list(fallback.get("float_nodes") or []) + wide.added, layers=list(fallback.get("layers") or []) + rows,
                             judgement=wide.judgement.to_dict(), judged_on=f"{backend} with its float layers in {BF16} (the set widened there)",
                             float_share=round(float(fallback.get("float_share") or 0) + sum(r["share"] for r in rows), 4))  # fmt: skip
@@ -442,12 +452,13 @@ def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifact
     return info
 
 
-def _added_rows(fallback: dict[str, Any], added: list[str], fp32: Path) -> list[dict[str, Any]]:
+def _added_rows(fallback: dict[str, Any], added: list[str], fp32: Path, widened: Any) -> list[dict[str, Any]]:
     """The fallback record's rows of the layers :func:`_bf16_form` added: module (named in the fp32 file, whose
-    weights keep their module's name), gain alone in float (the search's ranking), share of the layers' multiply-adds."""
+    weights keep their module's name), gain alone in float (the search's ranking), share of the multiply-adds of the
+    layers the search could keep in float (those ``widened`` still runs in int8, and its float ones), as the search's."""
     model = load_onnx(fp32).model
     costs = fb.layer_costs(model)
-    total = sum(costs.values()) or 1
+    total = sum(costs.get(n, 0) for n in set(fb.layer_candidates(widened)) | set(fallback.get("float_nodes") or []) | set(added)) or 1
     gains = {r.get("node"): r.get("gain") for r in fallback.get("ranking") or []}
     return [{"node": n, "module": fb.module_label(model, n), "gain": gains.get(n), "alone": None, "share": round(costs.get(n, 0) / total, 4),
              "for": BF16} for n in added]  # fmt: skip

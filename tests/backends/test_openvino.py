@@ -418,7 +418,10 @@ def test_deploys_report_and_package_name_the_float_precision():
     assert "--float-precision" not in verify_command({**look, "float_precision": None})
     chosen = {"backend": "openvino", "precision": "int8", "options": {"fallback": "mixed", "float": "bf16"}}
     assert any('"INFERENCE_PRECISION_HINT": "bf16"' in line for line in _run_snippet(chosen))
-    assert any("float layers computed in bf16" in n for n in precision_notes(chosen, {}))
+    assert any("float layers computed in bf16" in n and "what the candidate without it did" in n for n in precision_notes(chosen, {}))
+    widened = {"float_form": {"added": [{"node": "n"}], "fp32_float_layers": "PASS cosine 0.9921"}}
+    assert any("with them in fp32 (a server without the hint) it was judged on the layer search's images: PASS cosine 0.9921" in n
+               for n in precision_notes(chosen, widened))  # fmt: skip
     assert not any("bf16" in n for n in precision_notes({**chosen, "options": {}}, {}))
 
 
@@ -438,7 +441,7 @@ def test_deploys_report_says_the_shipped_files_float_layers_ran_in_bf16_and_what
     added = {"module": "layer2.conv", "node": "n2", "gain": 5e-4, "share": 0.05, "for": "bf16"}
     fallback = {"layers": [layer], "candidates": 3, "evaluations": 5, "seconds": 1.0, "float_share": 0.1}
     bf16 = {"backend": "openvino", "float_precision": "bf16", "images": 96, "evaluations": 2, "added": [added],
-            "base_line": "FAIL cosine 0.9903", "line": "PASS cosine 0.9913"}  # fmt: skip
+            "base_line": "FAIL cosine 0.9903", "line": "PASS cosine 0.9913", "fp32_float_layers": "PASS cosine 0.9921"}  # fmt: skip
     result = SimpleNamespace(results=[whole, twin, chosen], request=SimpleNamespace(batches=[1]),
                              artifacts={"int8-cpu-mixed-qdq": {"fallback": fallback},
                                         "int8-cpu-mixed-qdq-bf16": {"fallback": {**fallback, "layers": [layer, added]}, "float_form": bf16}})  # fmt: skip
@@ -451,7 +454,9 @@ def test_deploys_report_says_the_shipped_files_float_layers_ran_in_bf16_and_what
                                "set FAIL cosine 0.9903; with 1 more layer(s) of the search's ranking") and "PASS cosine 0.9913 (2 evaluations)" in line for line in lines), lines  # fmt: skip
     same = precision_lines(SimpleNamespace(**{**vars(result), "artifacts": {"int8-cpu-mixed-qdq-bf16": {"fallback": fallback, "float_form": {**bf16, "added": []}}}}), chosen)
     assert any("(its float layers in bf16; 10.00 ms for the same file with them in fp32)." in line for line in same), same
-    triton = " ".join(_triton_float_lines(result, chosen))
+    triton = " ".join(_triton_float_lines(result, chosen))  # the widened file is not the sibling's: its own fp32-float judgement
+    assert "computes this file's float layers in fp32 (judged so on the layer search's images: PASS cosine 0.9921)" in triton, triton
+    triton = " ".join(_triton_float_lines(SimpleNamespace(**{**vars(result), "artifacts": {}}), chosen))  # the same file as the sibling's
     assert "computes the float layers in fp32" in triton and "(int8-openvino-mixed: FAIL here)" in triton
     assert _triton_float_lines(result, twin) == []
 
@@ -528,8 +533,9 @@ def test_the_bf16_form_of_a_mixed_file_keeps_the_layer_searchs_margin(monkeypatc
         assert added == ["conv"] and bf["line"].startswith("PASS") and bf["base_line"].startswith("FAIL") and info["fallback"]["float_nodes"] == ["fc", "conv"]
         assert stamped["float_nodes"] == ["fc", "conv"] and "ranking" not in stamped and "1 more layer(s) in float" in info["made"]
         assert all(r["for"] == "bf16" and r["module"] for r in bf["added"])
-    else:
-        assert np.array_equal(onnx.load(out).graph.initializer[0].raw_data, onnx.load(qdq).graph.initializer[0].raw_data)
+        assert bf["fp32_float_layers"].startswith("PASS")  # what a server without the hint computes, judged too
+    else:  # the file as it was: the same layers in int8
+        assert F.layer_candidates(onnx.load(out)) == F.layer_candidates(onnx.load(qdq)) == ["conv"]
 
 
 @needs_bf16

@@ -146,6 +146,10 @@ def test_int8_with_fallback_also_makes_the_form_that_keeps_int8_weights(planted)
     assert weight_from(res.model) == "constant" and weight_from(found.qdq_model) == "DequantizeLinear"
     records = [json.loads({p.key: p.value for p in m.metadata_props}["deployinc.int8"])["fallback"] for m in (res.model, found.qdq_model)]
     assert records[0]["float_nodes"] == records[1]["float_nodes"] == found.float_nodes
+    ranking = found.record()["ranking"]  # what the bf16 widening adds from: every layer ranked, most gain first
+    assert len(ranking) == found.ranked > 0 and set(found.float_nodes) <= {r["node"] for r in ranking}
+    assert [r["gain"] for r in ranking] == sorted((r["gain"] for r in ranking), reverse=True)
+    assert F.twin_record(found)["ranking"] == found.record()["ranking"] and "ranking" not in records[1]
     assert records[0]["also_float"] and records[1]["also_float"] == []  # OpenVINO runs conv2 in int8: only conv3 in float
     assert records[1]["float_share"] < records[0]["float_share"]
     # without twin=True none is made; for TensorRT the carried layers keep their DequantizeLinear (it runs them int8)
