@@ -1,6 +1,6 @@
 """Issue 7: a kill -9 at random moments during `deployinc export inception_v3` never damages the previous output.
 
-Eight trials. Half kill at a uniformly random moment of the export; half wait until the writer holds a file open
+Six trials. Half kill at a uniformly random moment of the export; half wait until the writer holds a file open
 in the output folder (the write has begun) and kill a random 0-60 ms later, which is the window that matters. After
 each kill the target must be the previous file or a complete new one. "Writing" is read from /proc/PID/fd, so the
 test holds on both kinds of filesystem: where ``O_TMPFILE`` files can be linked (the file has no name while it is
@@ -53,9 +53,11 @@ def _writing(pid: int, folder: Path) -> bool:
     return False
 
 
-#: Kills, half at a random moment and half aimed at the write (8 keeps the suite well under its 10-minute budget on
-#: a 2-core VM, where each inception_v3 export takes about 7 s; every trial still checks the folder and the file).
-TRIALS = 8
+#: Kills, half at a random moment and half aimed at the write (6 keeps the suite under its 10-minute budget on a
+#: 2-core VM, where each inception_v3 export takes about 8 s; every trial still checks the folder and the file).
+TRIALS = 6
+#: Of them, at least this many must land while the writer holds the file open (the window that matters).
+KILLED_WHILE_WRITING = 2
 
 
 @pytest.mark.slow
@@ -106,6 +108,6 @@ def test_kill_9_during_export_keeps_previous_output(tmp_path):
         outcomes["new"] += 1
         previous = data
     assert outcomes["old"] + outcomes["new"] == TRIALS
-    assert killed_while_writing >= 3, f"only {killed_while_writing} kills landed during a write"
+    assert killed_while_writing >= KILLED_WHILE_WRITING, f"only {killed_while_writing} kills landed during a write"
     subprocess.run(_export_cmd(out, ckpt, 99), check=True, capture_output=True)  # the next write sweeps leftovers
     assert _temporaries(outdir) == []
