@@ -323,7 +323,7 @@ def _artifact(req: DeployRequest, state: Path, fp32: Path, name: str, artifacts:
     info: dict[str, Any]
     try:
         if name == INT8_CPU_MIXED_BF16:
-            info = _bf16_form(req, state, fp32, path, artifacts, subject)
+            info = _bf16_form(req, state, fp32, src, spec.name, path, artifacts, subject)
         elif name.endswith(f"-{QDQ}"):  # written beside its mixed artifact, by the same search
             base = name[: -len(QDQ) - 1]
             _artifact(req, state, fp32, base, artifacts, subject)
@@ -392,7 +392,8 @@ def _oracle(req: DeployRequest, state: Path, fp32: Path, input_name: str, subjec
     return fb.Oracle(x, input_name, ref, preset(INT8, B.REFERENCE), goal=goal, threads=req.threads, set_size=req.samples)
 
 
-def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifacts: dict[str, dict[str, Any]], subject: Subject | None) -> dict[str, Any]:
+def _bf16_form(req: DeployRequest, state: Path, fp32: Path, src: Any, input_name: str, path: Path, artifacts: dict[str, dict[str, Any]],
+               subject: Subject | None) -> dict[str, Any]:  # fmt: skip
     """The mixed file's OpenVINO form made for its float layers in bf16 (:data:`INT8_CPU_MIXED_BF16`): its set was
     searched with those layers in fp32, keeping a tenth of the cosine budget in hand; bf16 adds its own error and may
     spend that margin, and a file at its preset's edge passes verify's 16 images by luck. So the file is judged in
@@ -402,7 +403,7 @@ def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifact
     server that cannot set the hint computes: Triton's OpenVINO accelerator). Where no widening within reach holds and
     the form with fp32 float layers misses the margin too (the backend's own int8 rounding, not bf16), or with
     ``--accuracy-data`` (the task rule, which verify applies), the file is kept as it is, and judged by verify alone
-    as that candidate is.
+    as that candidate is. ``src``: the fp32 model (``fp32``'s, loaded), whose image input is ``input_name``.
 
     Raises:
         NoArtifact: No widening within reach keeps the margin where the fp32-float form does (``fail``), or the
@@ -412,23 +413,23 @@ def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifact
     base = _artifact(req, state, fp32, INT8_CPU_MIXED_QDQ, artifacts, subject)
     info = {k: v for k, v in artifacts[INT8_CPU_MIXED_QDQ].items() if k not in ("path", "reused", "seconds")}
     model = load_onnx(base).model
-    oracle = _oracle(req, state, fp32, image_input(load_onnx(fp32).model, str(fp32)).name, subject)
+    oracle = _oracle(req, state, fp32, input_name, subject)
     backend = B.names(lambda r: BF16 in r.float_precisions)[0]
     fallback = dict(info.get("fallback") or {})
     kept: dict[str, Any] = {"backend": backend, "float_precision": BF16, "added": []}
-    if oracle.goal is None and not fallback.get("ranking"):
-        raise DeployincError(f"{INT8_CPU_MIXED_QDQ} carries no layer ranking to widen its set from (made by an older deployinc)")
     if oracle.goal is None:
+        if not fallback.get("ranking"):
+            raise DeployincError(f"{INT8_CPU_MIXED_QDQ} carries no layer ranking to widen its set from (made by an older deployinc)")
         search, _ = fb.int8_search_oracles(oracle, req.samples)
         on = replace(search, backend=backend, float_precision=BF16)
         req.say(f"{INT8_CPU_MIXED_BF16}: judging {INT8_CPU_MIXED_QDQ} on {backend} with its float layers in {BF16} "
                 f"({on.tolerance.name}, {on.describe()})")  # fmt: skip
-        wide = fb.widen(model, fallback.get("float_nodes") or [], fallback.get("ranking") or [], on, fp32=load_onnx(fp32).model,
+        wide = fb.widen(model, fallback.get("float_nodes") or [], fallback.get("ranking") or [], on, fp32=src,
                         state=state / f"{INT8_CPU_MIXED_BF16}.search.json", state_key=sha256_file(base), say=req.say)  # fmt: skip
         kept.update(base_line=wide.base.line, line=wide.judgement.line, evaluations=wide.evaluations, images=len(on.inputs))
         if wide.passed and wide.added:
             model = wide.model
-            rows = _added_rows(fallback, wide.added, fp32, model)
+            rows = _added_rows(fallback, wide.added, src, model)
             kept["added"] = rows
             kept["fp32_float_layers"] = replace(on, float_precision=None).judge(model).line  # what a server without the hint runs
             fallback.update(float_nodes=list(fallback.get("float_nodes") or []) + wide.added, layers=list(fallback.get("layers") or []) + rows,
@@ -452,15 +453,14 @@ def _bf16_form(req: DeployRequest, state: Path, fp32: Path, path: Path, artifact
     return info
 
 
-def _added_rows(fallback: dict[str, Any], added: list[str], fp32: Path, widened: Any) -> list[dict[str, Any]]:
-    """The fallback record's rows of the layers :func:`_bf16_form` added: module (named in the fp32 file, whose
-    weights keep their module's name), gain alone in float (the search's ranking), share of the multiply-adds of the
-    layers the search could keep in float (those ``widened`` still runs in int8, and its float ones), as the search's."""
-    model = load_onnx(fp32).model
-    costs = fb.layer_costs(model)
+def _added_rows(fallback: dict[str, Any], added: list[str], fp32: Any, widened: Any) -> list[dict[str, Any]]:
+    """The fallback record's rows of the layers :func:`_bf16_form` added: module (named in the fp32 model ``fp32``,
+    whose weights keep their module's name), gain alone in float (the search's ranking), share of the multiply-adds of
+    the layers the search could keep in float (those ``widened`` still runs in int8, and its float ones), as the search's."""
+    costs = fb.layer_costs(fp32)
     total = sum(costs.get(n, 0) for n in set(fb.layer_candidates(widened)) | set(fallback.get("float_nodes") or []) | set(added)) or 1
     gains = {r.get("node"): r.get("gain") for r in fallback.get("ranking") or []}
-    return [{"node": n, "module": fb.module_label(model, n), "gain": gains.get(n), "alone": None, "share": round(costs.get(n, 0) / total, 4),
+    return [{"node": n, "module": fb.module_label(fp32, n), "gain": gains.get(n), "alone": None, "share": round(costs.get(n, 0) / total, 4),
              "for": BF16} for n in added]  # fmt: skip
 
 

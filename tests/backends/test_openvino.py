@@ -519,10 +519,11 @@ def test_the_bf16_form_of_a_mixed_file_keeps_the_layer_searchs_margin(monkeypatc
     out = tmp_path / "int8-cpu-mixed-qdq-bf16.onnx"
     if case == "spent":
         with pytest.raises(R.NoArtifact, match="spend the margin the layer search kept .* do not restore it") as err:
-            R._bf16_form(req, tmp_path, convnet, out, artifacts, None)
+            R._artifact(req, tmp_path, convnet, "int8-cpu-mixed-qdq-bf16", artifacts)
         assert err.value.verdict == "fail" and not out.exists()
         return
-    info = R._bf16_form(req, tmp_path, convnet, out, artifacts, None)
+    R._artifact(req, tmp_path, convnet, "int8-cpu-mixed-qdq-bf16", artifacts)  # made through deploy's artifact step
+    info = artifacts["int8-cpu-mixed-qdq-bf16"]
     bf = info["float_form"]
     assert bf["backend"] == "openvino" and bf["images"] == 8 and out.is_file(), bf
     added = [r["node"] for r in bf["added"]]
