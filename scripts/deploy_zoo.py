@@ -219,7 +219,7 @@ def made_lines(res: Any) -> list[str]:
 def render(records: list[dict[str, Any]], machine: str, started: str, wall: float, command: str = "python scripts/deploy_zoo.py", threads: int | None = None) -> str:
     from deployinc.core.env import machine as machine_record
     from deployinc.core.table import Table
-    from deployinc.deploy.report import markdown_table, provenance_lines
+    from deployinc.deploy.report import markdown_table, provenance_lines, runoff_lines
 
     m = machine_record(gpu=False)
 
@@ -229,7 +229,9 @@ def render(records: list[dict[str, Any]], machine: str, started: str, wall: floa
         f"`{command}`, one run started {started}, {wall / 60:.1f} min, {'intra-op threads ' + str(threads) if threads else 'default threads'}. "
         f"CPU: {m.cpu_model or 'unknown'}; int8/bf16 features: {m.features}.",
         "Every number below comes from that run: each model's candidates and its eager-torch baseline were timed in",
-        "the same process, one after the other (batch 1, p50 of the timed iterations). Random-weight models carry",
+        "the same process, one after the other (batch 1, p50 of the timed iterations); then deploy's run-off timed the",
+        "fastest passing ones again with ORT CPU fp32, interleaved (their rows say so, with their first timings), and",
+        "chose on that. Random-weight models carry",
         "seeded weights with recalibrated BatchNorm statistics; their int8 verdicts say how quantization treats those",
         "weights, not trained ones, and their logits are nearly flat, so the raw top-1 agreement of a lower",
         "precision is low while the tie-aware check of its preset passes. The trained rows name their checkpoint and",
@@ -250,7 +252,7 @@ def render(records: list[dict[str, Any]], machine: str, started: str, wall: floa
         lines += [f"## {r['label']}", ""]
         if r.get("trained"):
             lines += [f"Checkpoint: {r['weights']}, from {r['trained']}; verified on {r['accuracy_data']}" + (f", calibrated on {r['data']}" if r.get("data") else "") + ".", ""]
-        lines += [f"Target {res.target} ({res.target_reason}); {res.why}.", "", markdown_table(res), ""]
+        lines += [f"Target {res.target} ({res.target_reason}); {res.why}.", "", markdown_table(res), "", *runoff_lines(res)]
         lines += provenance_lines(res) + [""]
         lines += model_notes(res)
         if res.reused:

@@ -282,6 +282,19 @@ class _Builder:
         return self.onnx_runner(backend, precision, batch)
 
 
+def open_steps(model: BenchModel, s: BenchSettings, backend: str, precision: str, batch: int) -> tuple[Any, Any]:
+    """An activated runner of ``model`` on ``backend`` at ``precision`` and its timed steps for a batch of ``batch``:
+    what the matrix times, for a caller that interleaves measurements of its own (deploy's run-off). The caller
+    deactivates the runner."""
+    runner = _Builder(model, s, lambda _m: None).build(backend, precision, batch)
+    runner.activate()
+    try:
+        return runner, _steps(runner, model.inputs(batch), s.cuda_graph)
+    except BaseException:
+        runner.deactivate()
+        raise
+
+
 def _steps(runner: Any, x: np.ndarray, cuda_graph: bool) -> Any:
     """The runner's timed steps; a runner without ``bench_steps`` is timed through ``infer`` (end to end)."""
     if isinstance(runner, TorchRunner):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from ..io import load_onnx
 from ..metadata import read_provenance
 from ..models.loading import weights_text
 from .plan import eligible
+from .runoff import round_ratios
 from ..core.precisions import FP32, INT8, INT8_ARTIFACTS, INT8_CPU, INT8_CPU_MIXED_BF16, INT8_CPU_MIXED_QDQ
 from ..core.table import Table
 
@@ -39,6 +41,8 @@ def speedup_flags(result: Any, r: dict[str, Any], key: str) -> dict[str, list[st
     torch_row = ((result.baseline.get("rows") or {}).get("torch") or {}).get("timing", {}).get(key)
     plain = next((x for x in result.results if x["id"] == f"{FP32}-{B.REFERENCE}"), None)
     plain_row = ((plain or {}).get("timing") or {}).get(key)
+    if plain is not None and "first_timing" in plain and "first_timing" not in r and key == str(result.request.batches[0]):
+        plain_row = plain["first_timing"]  # what a candidate the run-off left out is compared with
     mine = [f"{r['id']}: {'; '.join(own)}"] if own else []
     torch_flags = [f"eager torch: {'; '.join(_row_flags(torch_row))}"] if _row_flags(torch_row) else []
     plain_flags = [f"{FP32}-{B.REFERENCE}: {'; '.join(_row_flags(plain_row))}"] if _row_flags(plain_row) and plain is not r else []
@@ -55,6 +59,8 @@ def any_unsteady(result: Any) -> bool:
 def _why_not(r: dict[str, Any], req: Any) -> str:
     t = (r.get("timing") or {}).get(str(req.batches[0])) or {}
     shaky = f"unsteady timing: {'; '.join(_row_flags(t))}" if _row_flags(t) else ""
+    if "first_timing" in r:
+        shaky = " | ".join(x for x in (f"run-off figures (first timing p50 {_num(r['first_timing'].get('p50_ms'), '.2f')} ms)", shaky) if x)
     if r.get("verdict") == "pass":
         bar = eligible(r, req)
         if bar:
@@ -216,7 +222,29 @@ def report_dict(result: Any, triton_checked: str | None) -> dict[str, Any]:
         "seconds": round(result.seconds, 1),
         "notes": result.notes,
         "second_look": result.second_look,
+        "runoff": getattr(result, "runoff", None),
     }
+
+
+def runoff_lines(result: Any) -> list[str]:
+    """What the run-off timed again (:mod:`.runoff`), the first timings it replaced, and the shipped candidate's
+    speedup over ORT CPU fp32 round by round."""
+    data = getattr(result, "runoff", None)
+    if not data:
+        return []
+    rows = data.get("rows") or {}
+    firsts = "; ".join(f"{r['id']} {_num(r['first_timing'].get('p50_ms'), '.2f')}" for r in result.results if r["id"] in rows and "first_timing" in r)
+    text = (f"Run-off: before the choice, {', '.join(f'`{i}`' for i in data['order'])} were timed again in one process, "
+            f"{data['rounds']} rounds of {data['per_round']} at batch {data['batch']}, every one in turn within a round (the "
+            f"order rotated), so that each saw the same machine; their rows give these figures (first timings, p50 ms: {firsts}).")  # fmt: skip
+    chosen = result.chosen
+    ratios = sorted(round_ratios(data, chosen["id"])) if chosen is not None else []
+    if ratios:
+        text += (f" Round by round, `{chosen['id']}` ran {ratios[0]:.2f}-{ratios[-1]:.2f}x ORT CPU fp32 "
+                 f"(median {statistics.median(ratios):.2f}x).")  # fmt: skip
+    if data.get("dropped"):
+        text += " Not timed again (their first timings stand): " + "; ".join(f"{k}: {v}" for k, v in data["dropped"].items()) + "."
+    return [text, ""]
 
 
 def second_look_lines(result: Any) -> list[str]:
@@ -297,7 +325,9 @@ def render_markdown(result: Any, data: dict[str, Any], plot_name: str | None, tr
         markdown_table(result),
         "",
         *([UNSTEADY_LEGEND + ".", ""] if any_unsteady(result) else []),
-        "x torch / x ORT fp32: p50 of eager torch / of ORT CPU fp32 over this candidate's p50, same batch, same run. "
+        *runoff_lines(result),
+        "x torch / x ORT fp32: p50 of eager torch / of ORT CPU fp32 over this candidate's p50, same batch, same run "
+        "(between two rows of the run-off: from its interleaved rounds). "
         "peak MiB: growth of this process's peak resident memory while the candidate was timed. top-1 agr. (raw): the "
         "share of inputs whose arg-max equals eager torch fp32's; the verdict's top-1 check is tie-aware (an input "
         "whose reference top two are within the preset's budget counts as agreeing), which matters for random "

@@ -110,13 +110,28 @@ def test_fp32_matches_ort_cpu_at_every_batch_size(convnet):
     with onnx_runner("openvino", convnet, threads=1) as r:
         assert (r.name, r.device, r.input_names(), r.output_names()) == ("openvino", "cpu", ["input"], ["logits"])
         assert r.details["openvino_config"] == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"}
-        for n in (1, 5, 8):  # one compiled model, a dynamic batch
+        assert r.compiled_shapes() == [((1, 3, 16, 16),)]  # the dynamic batch compiled static, for 1 first
+        for n in (1, 5, 8):  # a model compiled for each batch size fed
             got = r.infer({"input": _x(n)})["logits"]
             np.testing.assert_allclose(got, _ort(convnet, _x(n)), rtol=1e-4, atol=1e-5)
-        steps = r.bench_steps({"input": _x(2)})
+        steps = r.bench_steps({"input": _x(2)})  # compiled for batch 2 before any timing
+        assert r.compiled_shapes() == [((1, 3, 16, 16),), ((5, 3, 16, 16),), ((8, 3, 16, 16),), ((2, 3, 16, 16),)]
         steps.e2e()
+        r.infer({"input": _x(3)})  # a fifth shape: the oldest is dropped
+        assert len(r.compiled_shapes()) == r.MAX_SHAPES and ((1, 3, 16, 16),) not in r.compiled_shapes()
+        assert all(p.get_partial_shape().is_static for c, _ in r._by_shape.values() for p in c.inputs)
     with onnx_runner("openvino", convnet.read_bytes(), path=convnet, name="mine") as r:  # an in-memory model
         assert r.name == "mine" and r.infer({"input": _x(2)})["logits"].shape == (2, 5)
+
+
+@needs_ov
+def test_the_usage_snippet_runs_the_file_at_a_static_batch_of_one(convnet, tmp_path, monkeypatch):
+    (tmp_path / "model.onnx").write_bytes(convnet.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    scope = {"images": _x(1)}
+    exec("\n".join(B.get("openvino").usage("fp32", 1)), scope)  # noqa: S102 - the README/report lines, run as written
+    assert scope["model"].inputs[0].partial_shape.is_static
+    np.testing.assert_allclose(scope["logits"], _ort(convnet, _x(1)), rtol=1e-4, atol=1e-5)
 
 
 @needs_ov

@@ -134,6 +134,8 @@ def test_deploy_builds_the_torch_reference_once(tmp_path: Path, monkeypatch, zoo
     again = evaluate(DeployRequest(model=str(fp32), **options))
     assert set(again.reused) >= {"baseline", *(r["id"] for r in result.results)}
     assert builds == [], "a deploy with every result cached builds no reference"
+    assert result.runoff is not None and {k: v for k, v in (again.runoff or {}).items() if k != "format"} == result.runoff  # read back, not timed again
+    assert again.chosen is not None and result.chosen is not None and again.chosen["id"] == result.chosen["id"]
 
 
 def test_the_qdq_twin_of_a_mixed_artifact_names_only_the_chosen_layers_in_float() -> None:
