@@ -110,6 +110,9 @@ def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str
             except DeployincError as exc:
                 dropped[r["id"]] = exc.message
                 continue
+            except Exception as exc:  # noqa: BLE001 - a runtime's own error opening it again: its first timing stands, with the reason
+                dropped[r["id"]] = _reason(exc)
+                continue
             modes = steps.modes()
             opened.append((r["id"], runner, modes.get("e2e") or next(iter(modes.values())), steps.sync))
         per_round = max(3, req.iters // 2)
@@ -119,7 +122,13 @@ def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str
         for rnd in range(ROUNDS):
             k = rnd % max(1, len(opened))
             for ident, _, step, sync in opened[k:] + opened[:k]:
-                m = measure(step, iters=per_round, warmup=req.warmup if rnd == 0 else 1, sync=sync, time_first=False)
+                if ident in dropped:
+                    continue
+                try:
+                    m = measure(step, iters=per_round, warmup=req.warmup if rnd == 0 else 1, sync=sync, time_first=False)
+                except Exception as exc:  # noqa: BLE001 - a runner failing mid run-off keeps its first timing, with the reason
+                    dropped[ident] = _reason(exc)
+                    continue
                 samples[ident] += m.samples
                 round_p50[ident].append(summarize(m.samples, batch).p50)
         load = max(x for x in (load_before, _load(), 0.0) if x is not None)
@@ -129,12 +138,18 @@ def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     rows = {}
     for ident, got in samples.items():
+        if ident in dropped:
+            continue
         st = summarize(got, batch)
         rows[ident] = {"p50_ms": st.p50, "p99_ms": st.p99, "min_ms": st.min, "images_per_s": batch * 1000.0 / st.p50 if st.p50 > 0 else None,
                        "mean_images_per_s": st.throughput, "mode": "e2e", "iters": st.iters, "round_p50_ms": round_p50[ident],
                        "unsteady": unsteady_reasons(p50=st.p50, min_ms=st.min, load=load or None, cpus=cpus)}  # fmt: skip
-    return {"version": FORMAT, "batch": batch, "rounds": ROUNDS, "per_round": per_round, "order": [i for i, *_ in opened],
+    return {"version": FORMAT, "batch": batch, "rounds": ROUNDS, "per_round": per_round, "order": [i for i, *_ in opened if i not in dropped],
             "rows": rows, "dropped": dropped, "finished": time.time()}  # fmt: skip
+
+
+def _reason(exc: BaseException) -> str:
+    return f"failed when timed again: {' '.join(str(exc).split())[:200] or type(exc).__name__}"
 
 
 def _load() -> float | None:

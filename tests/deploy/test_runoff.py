@@ -87,6 +87,29 @@ def test_the_run_off_times_them_again_interleaved_and_keeps_the_first_timing(fil
         RO._measure = real  # type: ignore[assignment]
 
 
+def test_a_runner_that_fails_in_the_run_off_keeps_its_first_timing(files, monkeypatch):
+    good, _ = files
+    from deployinc.runners.ort import OrtRunner
+
+    real = OrtRunner.bench_steps
+
+    def failing(self: Any, feeds: Any) -> Any:
+        steps = real(self, feeds)
+        if self.threads == 1:  # the one-thread candidate's runtime errors mid-run
+            def boom() -> None:
+                raise RuntimeError("ORT: something native went wrong")
+
+            steps.e2e = boom
+        return steps
+
+    monkeypatch.setattr(OrtRunner, "bench_steps", failing)
+    rows = [_row("fp32-ort-cpu", 10.0), _row("fp32-ort-cpu-threads1", 9.0, options={"threads": 1}), _row("fp16-ort-cpu", 9.5)]
+    data = RO.run_off(_req(threads=2), rows, lambda r: good, None, lambda d: None)
+    assert data is not None and data["dropped"] == {"fp32-ort-cpu-threads1": "failed when timed again: ORT: something native went wrong"}
+    assert set(data["rows"]) == set(data["order"]) == {"fp32-ort-cpu", "fp16-ort-cpu"}
+    assert rows[1]["timing"]["1"]["p50_ms"] == 9.0 and "first_timing" not in rows[1]
+
+
 def _result(rows: list[dict[str, Any]], chosen: str, data: dict[str, Any] | None) -> SimpleNamespace:
     req = _req()
     baseline = {"rows": {"torch": {"timing": {"1": {"p50_ms": 20.0}}}}}
