@@ -229,9 +229,9 @@ def render(records: list[dict[str, Any]], machine: str, started: str, wall: floa
         f"`{command}`, one run started {started}, {wall / 60:.1f} min, {'intra-op threads ' + str(threads) if threads else 'default threads'}. "
         f"CPU: {m.cpu_model or 'unknown'}; int8/bf16 features: {m.features}.",
         "Every number below comes from that run: each model's candidates and its eager-torch baseline were timed in",
-        "the same process, one after the other (batch 1, p50 of the timed iterations); then deploy's run-off timed the",
-        "fastest passing ones again with ORT CPU fp32, interleaved (their rows say so, with their first timings), and",
-        "chose on that. Random-weight models carry",
+        "the same process, one after the other (batch 1, p50 of the timed iterations); where a model's section has a",
+        "run-off paragraph, deploy then timed its fastest passing candidates again with ORT CPU fp32, interleaved (their",
+        "rows say so, with their first timings), and chose on that. Random-weight models carry",
         "seeded weights with recalibrated BatchNorm statistics; their int8 verdicts say how quantization treats those",
         "weights, not trained ones, and their logits are nearly flat, so the raw top-1 agreement of a lower",
         "precision is low while the tie-aware check of its preset passes. The trained rows name their checkpoint and",

@@ -108,6 +108,7 @@ class OpenVINORunner(BaseRunner):
         self.request: Any = None
         self._read: Any = None
         self._by_shape: dict[tuple[tuple[int, ...], ...], tuple[Any, Any]] = {}
+        self._dynamic: tuple[Any, Any] | None = None  # the model as read, where a static shape would not compile
 
     def _activate(self) -> None:
         ov_core = core()
@@ -125,7 +126,13 @@ class OpenVINORunner(BaseRunner):
         config = compile_config(self.precision, self.threads, self.float_precision)
         self._by_shape = {}
         first = _batch_of_one(self._read)
-        self.compiled, self.request = self._compile(first) if first is not None else self._compile(None)
+        self._dynamic = None
+        try:
+            self.compiled, self.request = self._compile(first) if first is not None else self._compile(None)
+        except BackendUnavailable:
+            if first is None:
+                raise
+            self._dynamic = self.compiled, self.request = self._compile(None)  # it will not take a static batch: as it is
         import openvino as ov
 
         self.details = {
@@ -133,7 +140,7 @@ class OpenVINORunner(BaseRunner):
             "openvino_device": str(ov_core.get_property(DEVICE, "FULL_DEVICE_NAME")),
             "openvino_capabilities": caps,
             "openvino_config": {k: _text(self.compiled.get_property(k)) for k in config},  # what it compiled with
-            "openvino_shapes": "static, compiled per input shape fed",
+            "openvino_shapes": "as read (dynamic): a static shape would not compile" if self._dynamic else "static, compiled per input shape fed",
             "threads": self.threads,
             **({"float_precision": self.float_precision} if self.float_precision else {}),
         }
@@ -141,12 +148,13 @@ class OpenVINORunner(BaseRunner):
     def _compile(self, shapes: tuple[tuple[int, ...], ...] | None) -> tuple[Any, Any]:
         """The compiled model and its infer request for input ``shapes`` (None: the model's own, dynamic ones)."""
         if shapes is not None and shapes in self._by_shape:
+            self._by_shape[shapes] = self._by_shape.pop(shapes)  # the most recently used goes last, evicted last
             return self._by_shape[shapes]
-        model = self._read
-        if shapes is not None:
-            model = self._read.clone()
-            model.reshape({port: list(shape) for port, shape in zip(model.inputs, shapes)})
         try:
+            model = self._read
+            if shapes is not None:
+                model = self._read.clone()
+                model.reshape({port: list(shape) for port, shape in zip(model.inputs, shapes)})
             compiled = core().compile_model(model, DEVICE, compile_config(self.precision, self.threads, self.float_precision))
         except Exception as exc:  # noqa: BLE001 - a model the CPU plugin does not take: skipped with the reason
             msg = " | ".join(ln.strip() for ln in str(exc).strip().splitlines()[:3])[:300] or type(exc).__name__
@@ -160,17 +168,21 @@ class OpenVINORunner(BaseRunner):
 
     def _for(self, feeds: dict[str, np.ndarray]) -> tuple[Any, Any]:
         """The compiled model and request for these inputs' shapes (the read model's fixed ones: the one compiled)."""
-        if all(i.get_partial_shape().is_static for i in self._read.inputs):
-            return self.compiled, self.request
+        if self._dynamic is not None or all(i.get_partial_shape().is_static for i in self._read.inputs):
+            return self._dynamic or (self.compiled, self.request)
         names = [i.get_any_name() for i in self._read.inputs]
-        return self._compile(tuple(tuple(int(d) for d in feeds[n].shape) for n in names))
+        try:
+            return self._compile(tuple(tuple(int(d) for d in feeds[n].shape) for n in names))
+        except BackendUnavailable:  # a graph that will not take a static shape (a batch fixed inside it): the dynamic model
+            self._dynamic = self._compile(None)
+            return self._dynamic
 
     def compiled_shapes(self) -> list[tuple[tuple[int, ...], ...]]:
         """The input shapes a model is compiled for now, static each (empty for a model whose shapes are fixed)."""
         return list(self._by_shape)
 
     def _deactivate(self) -> None:
-        self.request = self.compiled = self._read = None
+        self.request = self.compiled = self._read = self._dynamic = None
         self._by_shape = {}
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

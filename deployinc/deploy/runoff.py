@@ -8,8 +8,10 @@ about the minutes as about the files. The run-off takes the passing, eligible ca
 once and times them in :data:`ROUNDS` rounds, every runner in turn within a round (the order rotated from round to
 round), so that each sees the same machine. Their rows then hold the run-off's figures (the first timing is kept as
 ``first_timing``): the choice and every speedup between two of them rest on the same minutes. Only for the latency
-objective (the first batch size). A runner that cannot be opened again keeps its first timing, and the run-off says
-why.
+objective (the first batch size). A candidate that cannot be timed again is not chosen (its verdict becomes
+``error``, with the reason); a run-off that could not time two of them, or ORT CPU fp32, is dropped. A run-off row is
+marked unsteady by the spread and load rules only, not by its rounds disagreeing: the machine drifting from round to
+round is what the interleaving shares out, and the report gives the shipped file's speedup round by round.
 """
 
 from __future__ import annotations
@@ -78,7 +80,12 @@ def run_off(req: Any, results: list[dict[str, Any]], path_of: Callable[[dict[str
         req.say(f"run-off: {', '.join(key)} timed again, interleaved, {ROUNDS} rounds")
         data = _measure(req, picked, path_of, batch)
         data["key"] = key
-        save(data)
+        rows = data["rows"]
+        if len(rows) < 2 or (reference_id() in key and reference_id() not in rows):
+            req.say("run-off: too few of them could be timed again (ORT CPU fp32 among them); the first timings stand")
+            return None
+        if not data["dropped"]:  # a failure is not kept: the next run times them again
+            save(data)
     apply(results, data)
     return data
 
@@ -88,6 +95,9 @@ def apply(results: list[dict[str, Any]], data: dict[str, Any]) -> None:
     ``first_timing``."""
     b = str(data["batch"])
     for r in results:
+        why = (data.get("dropped") or {}).get(r["id"])
+        if why and r.get("verdict") == "pass":  # not ranked on a first timing beside the run-off's: it failed to run again
+            r["verdict"], r["reason"] = "error", f"the run-off could not time it again: {why}"
         row = (data.get("rows") or {}).get(r["id"])
         if row is None or "first_timing" in r:
             continue
@@ -96,7 +106,7 @@ def apply(results: list[dict[str, Any]], data: dict[str, Any]) -> None:
 
 
 def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str, Any]], Path], batch: int) -> dict[str, Any]:
-    opened: list[tuple[str, Any, Callable[[], Any], Any]] = []
+    opened: list[tuple[str, Any, Callable[[], Any], Any]] = []  # id, runner, the timed step, its steps
     dropped: dict[str, str] = {}
     try:
         for r in picked:
@@ -114,18 +124,18 @@ def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str
                 dropped[r["id"]] = _reason(exc)
                 continue
             modes = steps.modes()
-            opened.append((r["id"], runner, modes.get("e2e") or next(iter(modes.values())), steps.sync))
+            opened.append((r["id"], runner, modes.get("e2e") or next(iter(modes.values())), steps))
         per_round = max(3, req.iters // 2)
         samples: dict[str, list[float]] = {i: [] for i, *_ in opened}
         round_p50: dict[str, list[float]] = {i: [] for i, *_ in opened}
         load_before = _load()
         for rnd in range(ROUNDS):
             k = rnd % max(1, len(opened))
-            for ident, _, step, sync in opened[k:] + opened[:k]:
+            for ident, _, step, steps in opened[k:] + opened[:k]:
                 if ident in dropped:
                     continue
                 try:
-                    m = measure(step, iters=per_round, warmup=req.warmup if rnd == 0 else 1, sync=sync, time_first=False)
+                    m = measure(step, iters=per_round, warmup=req.warmup if rnd == 0 else 1, sync=steps.sync, time_first=False)
                 except Exception as exc:  # noqa: BLE001 - a runner failing mid run-off keeps its first timing, with the reason
                     dropped[ident] = _reason(exc)
                     continue
@@ -133,9 +143,11 @@ def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str
                 round_p50[ident].append(summarize(m.samples, batch).p50)
         load = max(x for x in (load_before, _load(), 0.0) if x is not None)
     finally:
-        for _, runner, _, _ in opened:
+        for _, runner, _, steps in opened:
+            if steps.close is not None:
+                steps.close()
             runner.deactivate()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = os.cpu_count() or 1  # as bench's matrix counts them
     rows = {}
     for ident, got in samples.items():
         if ident in dropped:

@@ -56,38 +56,57 @@ def files(tmp_path):
     return good, bad
 
 
-def test_the_run_off_times_them_again_interleaved_and_keeps_the_first_timing(files):
-    good, bad = files
-    rows = [_row("fp32-ort-cpu", 10.0), _row("fp32-ort-cpu-threads1", 9.0, options={"threads": 1}), _row("int8-ort-cpu", 8.5, artifact="broken")]
+def test_the_run_off_times_them_again_interleaved_and_keeps_the_first_timing(files, monkeypatch):
+    good, _ = files
+    rows = [_row("fp32-ort-cpu", 10.0), _row("fp32-ort-cpu-threads1", 9.0, options={"threads": 1})]
+    calls: list[Any] = []
+    real_measure = RO.measure
+
+    def spy(step: Any, **kw: Any) -> Any:
+        calls.append(step)
+        return real_measure(step, **kw)
+
+    monkeypatch.setattr(RO, "measure", spy)
     saved: list[dict[str, Any]] = []
     req = _req()
-    data = RO.run_off(req, rows, lambda r: bad if r["artifact"] == "broken" else good, None, saved.append)
+    data = RO.run_off(req, rows, lambda r: good, None, saved.append)
     assert data is not None and saved == [data] and req.said and "run-off" in req.said[0]
-    assert data["order"] == ["fp32-ort-cpu-threads1", "fp32-ort-cpu"] and set(data["rows"]) == set(data["order"])
-    assert "int8-ort-cpu" in data["dropped"]  # a file that cannot be opened again keeps its first timing, and says why
-    for r in rows[:2]:
+    assert data["order"] == ["fp32-ort-cpu-threads1", "fp32-ort-cpu"] and set(data["rows"]) == set(data["order"]) and not data["dropped"]
+    first, second = calls[0], calls[1]
+    assert first is not second and len(calls) == 2 * RO.ROUNDS
+    assert calls == [first, second, second, first] * (RO.ROUNDS // 2)  # every round both, the order rotated
+    for r in rows:
         row = r["timing"]["1"]
         assert r["first_timing"]["p50_ms"] in (10.0, 9.0) and row["p50_ms"] < 5.0  # a 16 px convnet: well under a millisecond
         assert len(row["round_p50_ms"]) == RO.ROUNDS and row["iters"] == RO.ROUNDS * data["per_round"]
-    assert rows[2]["timing"]["1"]["p50_ms"] == 8.5 and "first_timing" not in rows[2]
     assert len(RO.round_ratios(data, "fp32-ort-cpu-threads1")) == RO.ROUNDS and RO.round_ratios(data, "fp32-ort-cpu") == []
 
     def no_measure(*_a: Any) -> Any:
         raise AssertionError("measured again")
 
-    again = [_row("fp32-ort-cpu", 10.0), _row("fp32-ort-cpu-threads1", 9.0, options={"threads": 1}), _row("int8-ort-cpu", 8.5, artifact="broken")]
-    RO._measure, real = no_measure, RO._measure  # type: ignore[assignment]
-    try:
-        assert RO.run_off(req, again, lambda r: good, data, saved.append) is data  # the same contenders' same results: reused
-        assert again[0]["timing"]["1"] == rows[0]["timing"]["1"] and again[0]["first_timing"]["p50_ms"] == 10.0
-        newer = [_row("fp32-ort-cpu", 10.0), _row("fp32-ort-cpu-threads1", 9.0, finished=2.0)]  # a remade candidate
-        with pytest.raises(AssertionError, match="measured again"):
-            RO.run_off(req, newer, lambda r: good, data, saved.append)
-    finally:
-        RO._measure = real  # type: ignore[assignment]
+    again = [_row("fp32-ort-cpu", 10.0), _row("fp32-ort-cpu-threads1", 9.0, options={"threads": 1})]
+    monkeypatch.setattr(RO, "_measure", no_measure)
+    assert RO.run_off(req, again, lambda r: good, data, saved.append) is data  # the same contenders' same results: reused
+    assert again[0]["timing"]["1"] == rows[0]["timing"]["1"] and again[0]["first_timing"]["p50_ms"] == 10.0
+    newer = [_row("fp32-ort-cpu", 10.0), _row("fp32-ort-cpu-threads1", 9.0, finished=2.0)]  # a remade candidate
+    with pytest.raises(AssertionError, match="measured again"):
+        RO.run_off(req, newer, lambda r: good, data, saved.append)
 
 
-def test_a_runner_that_fails_in_the_run_off_keeps_its_first_timing(files, monkeypatch):
+def test_a_file_that_cannot_be_opened_again_is_not_chosen_and_without_ort_fp32_there_is_no_run_off(files):
+    good, bad = files
+    rows = [_row("fp32-ort-cpu", 10.0), _row("fp32-ort-cpu-threads1", 9.0, options={"threads": 1}), _row("fp16-ort-cpu", 8.5, artifact="broken")]
+    saved: list[dict[str, Any]] = []
+    data = RO.run_off(_req(), rows, lambda r: bad if r["artifact"] == "broken" else good, None, saved.append)
+    assert data is not None and set(data["dropped"]) == {"fp16-ort-cpu"} and saved == []  # a failure is timed again next run
+    assert rows[2]["verdict"] == "error" and rows[2]["reason"].startswith("the run-off could not time it again")
+    assert rows[2]["timing"]["1"]["p50_ms"] == 8.5 and "first_timing" not in rows[2]
+    lone = [_row("fp32-ort-cpu", 10.0, artifact="broken"), _row("fp32-ort-cpu-threads1", 9.0, options={"threads": 1}), _row("fp16-ort-cpu", 9.5)]
+    assert RO.run_off(_req(), lone, lambda r: bad if r["artifact"] == "broken" else good, None, saved.append) is None
+    assert saved == [] and all("first_timing" not in r and r["verdict"] == "pass" for r in lone)  # first timings stand
+
+
+def test_a_runner_that_fails_in_the_run_off_is_not_chosen(files, monkeypatch):
     good, _ = files
     from deployinc.runners.ort import OrtRunner
 
@@ -107,7 +126,7 @@ def test_a_runner_that_fails_in_the_run_off_keeps_its_first_timing(files, monkey
     data = RO.run_off(_req(threads=2), rows, lambda r: good, None, lambda d: None)
     assert data is not None and data["dropped"] == {"fp32-ort-cpu-threads1": "failed when timed again: ORT: something native went wrong"}
     assert set(data["rows"]) == set(data["order"]) == {"fp32-ort-cpu", "fp16-ort-cpu"}
-    assert rows[1]["timing"]["1"]["p50_ms"] == 9.0 and "first_timing" not in rows[1]
+    assert rows[1]["timing"]["1"]["p50_ms"] == 9.0 and "first_timing" not in rows[1] and rows[1]["verdict"] == "error"
 
 
 def _result(rows: list[dict[str, Any]], chosen: str, data: dict[str, Any] | None) -> SimpleNamespace:
