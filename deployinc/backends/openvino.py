@@ -20,9 +20,9 @@ Each input shape a runner is fed gets a model compiled for that shape alone (``M
 OpenVINO's guide advises for latency and ``benchmark_app -shape`` does): a dynamic batch dimension compiled as such
 costs OpenVINO's CPU plugin its static memory plan and shape-specialised kernels: googlenet's whole-model int8 file
 at batch 1 ran 7-18% faster compiled static, its mixed file up to 6% (eight rounds interleaved in one process, a
-2-core AMD EPYC VM, 2026-12-07). The first compile, at activation,
-is for a batch of 1 (the batch latency is judged at); verify's batch 8 compiles another. A model with other dynamic
-dimensions than the batch is compiled per fed shape too. This module is the whole backend: its record, its probe and
+2-core AMD EPYC VM, 2026-12-07). The first compile, at activation, is for a batch of 1 (the batch latency is judged
+at); verify's batch 8 compiles another. A model with other dynamic dimensions than the batch is compiled per fed shape
+too; one that will not take a static shape runs as read. This module is the whole backend: its record, its probe and
 its runner.
 """
 
@@ -95,7 +95,8 @@ class OpenVINORunner(BaseRunner):
     """An ONNX model (a path or serialised bytes) compiled by the OpenVINO runtime for the CPU, once per input shape
     it is fed (at most :attr:`MAX_SHAPES` kept)."""
 
-    #: Compiled models kept (one per input shape: verify's batches 1 and 8, a benchmark's sizes); the oldest goes first.
+    #: Compiled models kept (one per input shape: verify's batches 1 and 8, a benchmark's sizes); the least recently
+    #: used goes first.
     MAX_SHAPES = 4
 
     def __init__(self, model: str | os.PathLike[str] | bytes, *, precision: str = "fp32", threads: int | None = None, name: str = NAME,
@@ -109,6 +110,8 @@ class OpenVINORunner(BaseRunner):
         self._read: Any = None
         self._by_shape: dict[tuple[tuple[int, ...], ...], tuple[Any, Any]] = {}
         self._dynamic: tuple[Any, Any] | None = None  # the model as read, where a static shape would not compile
+        self._names: list[str] = []
+        self._fixed = False
 
     def _activate(self) -> None:
         ov_core = core()
@@ -125,10 +128,12 @@ class OpenVINORunner(BaseRunner):
             raise OnnxFileError(f"the OpenVINO runtime cannot read the model: {msg}", hint="run deployinc check on it; try --providers ort-cpu") from exc
         config = compile_config(self.precision, self.threads, self.float_precision)
         self._by_shape = {}
+        self._names = [i.get_any_name() for i in self._read.inputs]
+        self._fixed = all(i.get_partial_shape().is_static for i in self._read.inputs)  # one compiled model serves it
         first = _batch_of_one(self._read)
         self._dynamic = None
         try:
-            self.compiled, self.request = self._compile(first) if first is not None else self._compile(None)
+            self.compiled, self.request = self._compile(first)
         except BackendUnavailable:
             if first is None:
                 raise
@@ -168,11 +173,10 @@ class OpenVINORunner(BaseRunner):
 
     def _for(self, feeds: dict[str, np.ndarray]) -> tuple[Any, Any]:
         """The compiled model and request for these inputs' shapes (the read model's fixed ones: the one compiled)."""
-        if self._dynamic is not None or all(i.get_partial_shape().is_static for i in self._read.inputs):
+        if self._dynamic is not None or self._fixed:
             return self._dynamic or (self.compiled, self.request)
-        names = [i.get_any_name() for i in self._read.inputs]
         try:
-            return self._compile(tuple(tuple(int(d) for d in feeds[n].shape) for n in names))
+            return self._compile(tuple(tuple(int(d) for d in feeds[n].shape) for n in self._names))
         except BackendUnavailable:  # a graph that will not take a static shape (a batch fixed inside it): the dynamic model
             self._dynamic = self._compile(None)
             return self._dynamic

@@ -13,7 +13,7 @@ from ..io import load_onnx
 from ..metadata import read_provenance
 from ..models.loading import weights_text
 from .plan import eligible
-from .runoff import round_ratios
+from .runoff import reference_row, round_ratios
 from ..core.precisions import FP32, INT8, INT8_ARTIFACTS, INT8_CPU, INT8_CPU_MIXED_BF16, INT8_CPU_MIXED_QDQ
 from ..core.table import Table
 
@@ -40,9 +40,7 @@ def speedup_flags(result: Any, r: dict[str, Any], key: str) -> dict[str, list[st
     own = _row_flags((r.get("timing") or {}).get(key))
     torch_row = ((result.baseline.get("rows") or {}).get("torch") or {}).get("timing", {}).get(key)
     plain = next((x for x in result.results if x["id"] == f"{FP32}-{B.REFERENCE}"), None)
-    plain_row = ((plain or {}).get("timing") or {}).get(key)
-    if plain is not None and "first_timing" in plain and "first_timing" not in r and key == str(result.request.batches[0]):
-        plain_row = plain["first_timing"]  # what a candidate the run-off left out is compared with
+    plain_row = reference_row(plain, r, key, result.request.batches[0])
     mine = [f"{r['id']}: {'; '.join(own)}"] if own else []
     torch_flags = [f"eager torch: {'; '.join(_row_flags(torch_row))}"] if _row_flags(torch_row) else []
     plain_flags = [f"{FP32}-{B.REFERENCE}: {'; '.join(_row_flags(plain_row))}"] if _row_flags(plain_row) and plain is not r else []
@@ -243,7 +241,7 @@ def runoff_lines(result: Any) -> list[str]:
         text += (f" Round by round, `{chosen['id']}` ran {ratios[0]:.2f}-{ratios[-1]:.2f}x ORT CPU fp32 "
                  f"(median {statistics.median(ratios):.2f}x).")  # fmt: skip
     if data.get("dropped"):
-        text += " Not timed again (their first timings stand): " + "; ".join(f"{k}: {v}" for k, v in data["dropped"].items()) + "."
+        text += " Could not be timed again, so not chosen: " + "; ".join(f"{k}: {v}" for k, v in data["dropped"].items()) + "."
     return [text, ""]
 
 

@@ -45,7 +45,7 @@ from ..subject import Subject
 from ..subject.inputs import input_spec, sample_images
 from .package import write_package
 from .plan import Candidate, choose, plan
-from .runoff import run_off
+from .runoff import reference_row, run_off
 from .request import DeployRequest, model_digest
 from ..core.precisions import BF16, FP16, FP32, INT8, INT8_CPU, INT8_CPU_MIXED_BF16, INT8_CPU_MIXED_QDQ, QDQ
 
@@ -707,13 +707,10 @@ def _speedups(results: list[dict[str, Any]], baseline: dict[str, Any], req: Depl
     one it did not with ORT fp32's first timing."""
     torch_rows = (baseline.get("rows") or {}).get(B.BASELINE, {}).get("timing", {})
     plain = next((r for r in results if r["id"] == f"{FP32}-{B.REFERENCE}"), None)
-    plain_rows = (plain or {}).get("timing") or {}
     for r in results:
         sp: dict[str, dict[str, float | None]] = {}
         for b, row in (r.get("timing") or {}).items():
             t = torch_rows.get(b, {}).get("p50_ms")
-            o = plain_rows.get(b, {}).get("p50_ms")
-            if plain is not None and "first_timing" in plain and "first_timing" not in r and b == str(req.batches[0]):
-                o = plain["first_timing"].get("p50_ms")  # a candidate the run-off left out: against ORT fp32's first timing
+            o = (reference_row(plain, r, b, req.batches[0]) or {}).get("p50_ms")
             sp[b] = {"vs_torch": (t / row["p50_ms"]) if t else None, "vs_ort_fp32": (o / row["p50_ms"]) if o else None}
         r["speedup"] = sp

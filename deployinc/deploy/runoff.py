@@ -46,6 +46,16 @@ def reference_id() -> str:
     return f"{FP32}-{B.REFERENCE}"
 
 
+def reference_row(plain: dict[str, Any] | None, r: dict[str, Any], key: str, first_batch: int) -> dict[str, Any] | None:
+    """The timing of ORT CPU fp32 (``plain``) that candidate ``r``'s speedup at batch ``key`` is over: the run-off's
+    where both were in it (or neither was), ORT fp32's first timing where only it was."""
+    if plain is None:
+        return None
+    if "first_timing" in plain and "first_timing" not in r and key == str(first_batch):
+        return plain["first_timing"]
+    return ((plain.get("timing") or {}).get(key)) or None
+
+
 def contenders(results: list[dict[str, Any]], req: Any) -> list[dict[str, Any]]:
     """The candidates the run-off times: the fastest passing, eligible ones within :data:`SPAN` of the best, and ORT
     CPU fp32 (empty when that leaves fewer than two, or for the throughput objective)."""

@@ -674,19 +674,11 @@ def thrifty_order(gains: dict[str, float], costs: dict[str, int], cands: Sequenc
 
 def _grow_and_bisect(order: list[str], judge: Callable[[Sequence[str]], Judgement], say: Callable[[str], None],
                      what: str = "the most sensitive layer(s)") -> list[str]:  # fmt: skip
-    """The shortest prefix of ``order`` that passes: doubling, then bisection (the full list passes)."""
-    lo, hi = 0, 1
-    while hi < len(order) and not judge(order[:hi]).passed:
-        lo, hi = hi, min(2 * hi, len(order))
-    hi = min(hi, len(order))
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if judge(order[:mid]).passed:
-            hi = mid
-        else:
-            lo = mid
-    say(f"fallback: {what}: the first {hi} in float pass")
-    return order[:hi]
+    """The shortest prefix of ``order`` that passes (:func:`_first_passing`); the full list passes (the search judged
+    it first, so judging it again is a memo hit)."""
+    chosen = _first_passing(order, judge) or order
+    say(f"fallback: {what}: the first {len(chosen)} in float pass")
+    return chosen
 
 
 def _cheapest_passing(memo: _Memo, chosen: list[str], work: Callable[[Sequence[str]], tuple[int, int]], cands: set[str],
