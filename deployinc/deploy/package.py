@@ -32,7 +32,7 @@ from ..io import copy_onnx, sha256_file
 from ..io.atomic import work_dir
 from .report import render_markdown, report_dict, write_plot
 from .request import MANIFEST
-from .triton import triton_config, validate, write_repository
+from .triton import io_specs, triton_config, validate, write_repository
 
 def accelerator_for(chosen: dict[str, Any]) -> dict[str, str] | None:
     """The Triton execution-accelerator block of the chosen candidate (None: the plain provider): its backend
@@ -73,12 +73,30 @@ def precision_notes(chosen: dict[str, Any], artifact: dict[str, Any]) -> list[st
     return out
 
 
+def timing_notes(chosen: dict[str, Any], max_batch_size: int) -> list[str]:
+    """config.pbtxt's comment line on what deploy timed: the batch sizes and their p50, and the larger batches the
+    dynamic batcher may form that nobody timed (empty when every batch up to ``max_batch_size`` was timed)."""
+    timed = {int(b): r["p50_ms"] for b, r in (chosen.get("timing") or {}).items() if r and r.get("p50_ms")}
+    if not timed:
+        return []
+    sizes = ", ".join(f"batch {b}: p50 {timed[b]:.2f} ms" for b in sorted(timed))
+    line = f"deploy timed it on {chosen['backend']} at {sizes}"
+    if max_batch_size > max(timed):
+        line += (f"; the dynamic batcher below may form batches up to {max_batch_size}, which were not timed "
+                 f"(deploy --batch 1,{max_batch_size} times them)")  # fmt: skip
+    return [line]
+
+
 def triton_text(name: str, model_path: Path, chosen: dict[str, Any], batches: list[int], notes: Sequence[str] = ()) -> str:
     """config.pbtxt for the chosen candidate: max_batch_size from the dynamic batch (the largest benchmarked size,
-    at least 8), preferred sizes from the benchmark, instance group for the target, and its accelerator."""
+    at least 8), preferred sizes from the benchmark, instance group for the target, and its accelerator; its
+    comment lines are ``notes`` and what deploy timed."""
     model = onnx.load(str(model_path), load_external_data=False)
+    largest = max([*batches, 8])
+    if io_specs(model)[2]:
+        notes = [*notes, *timing_notes(chosen, largest)]
     return triton_config(
-        name, model, max_batch_size=max([*batches, 8]), preferred_batch_sizes=preferred_batches(chosen),
+        name, model, max_batch_size=largest, preferred_batch_sizes=preferred_batches(chosen),
         kind="gpu" if chosen["backend"] in B.GPU_BACKENDS else "cpu", accelerator=accelerator_for(chosen), notes=notes,
     )  # fmt: skip
 

@@ -586,3 +586,22 @@ def test_a_baseline_benched_with_other_float_layers_is_noted():
     b = BenchReport(model={"name": "m"}, config={"threads": 2}, environment={})
     assert any("float layers ran in bf16 here and in fp32 in the baseline" in n for n in check_same_model(a, b, "b.json"))
     assert not any("float layers" in n for n in check_same_model(b, b, "b.json"))
+
+
+@needs_ov
+def test_a_graph_that_will_not_take_a_static_batch_of_one_runs_as_read(tmp_path):
+    """A graph whose batch is fixed inside it (a Reshape to a leading 2) cannot be compiled for batch 1: the runner
+    falls back to the model as read (dynamic), says so in its details, and computes what ORT CPU computes."""
+    shape = numpy_helper.from_array(np.array([2, -1], np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, None])], [shape])  # fmt: skip
+    path = tmp_path / "fixed-inside.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    with onnx_runner("openvino", path, threads=1) as r:
+        assert r.details["openvino_shapes"] == "as read (dynamic): a static shape would not compile"
+        assert r.compiled_shapes() == []
+        got = r.infer({"input": x})["out"]
+    with onnx_runner("ort-cpu", path, threads=1) as o:
+        np.testing.assert_allclose(got, o.infer({"input": x})["out"], rtol=1e-6)

@@ -384,3 +384,23 @@ def test_deploys_config_with_the_default_batch_lets_triton_batch_up_to_8(tmp_pat
     chosen["timing"]["32"] = {"images_per_s": 400.0}
     assert _parse(triton_text("m", path, chosen, [1, 32])).max_batch_size == 32
     assert _parse(triton_text("m", path, chosen, [4])).max_batch_size == 8
+
+
+def test_deploys_config_says_which_batches_were_timed(tmp_path):
+    """The config's comments give the batch sizes deploy timed and their p50, and say when the dynamic batcher may
+    form larger batches than any timed; a static-batch model (served unbatched) gets no such line."""
+    from deployinc.deploy.package import triton_text
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_classifier(), str(path))
+    chosen = {"backend": "openvino", "precision": "int8", "timing": {"1": {"images_per_s": 350.0, "p50_ms": 2.784}}}
+    text = triton_text("m", path, chosen, [1])
+    line = next(x for x in text.splitlines() if x.startswith("# deploy timed"))
+    assert "on openvino at batch 1: p50 2.78 ms" in line
+    assert "batches up to 8, which were not timed (deploy --batch 1,8 times them)" in line
+    chosen["timing"]["8"] = {"images_per_s": 900.0, "p50_ms": 8.9}
+    line = next(x for x in triton_text("m", path, chosen, [1, 8]).splitlines() if x.startswith("# deploy timed"))
+    assert line == "# deploy timed it on openvino at batch 1: p50 2.78 ms, batch 8: p50 8.90 ms"
+    static = tmp_path / "static.onnx"
+    onnx.save(_classifier(batch=1), str(static))
+    assert "# deploy timed" not in triton_text("m", static, chosen, [1])
