@@ -20,10 +20,10 @@ Each input shape a runner is fed gets a model compiled for that shape alone (``M
 OpenVINO's guide advises for latency and ``benchmark_app -shape`` does): a dynamic batch dimension compiled as such
 costs OpenVINO's CPU plugin its static memory plan and shape-specialised kernels: googlenet's whole-model int8 file
 at batch 1 ran 7-18% faster compiled static, its mixed file up to 6% (eight rounds interleaved in one process, a
-2-core AMD EPYC VM with avx512_vnni and avx512_bf16, 2026-12-07). The first compile, at activation, is for a batch of 1 (the batch latency is judged
-at); verify's batch 8 compiles another. A model with other dynamic dimensions than the batch is compiled per fed shape
-too; one that will not take a static shape runs as read. This module is the whole backend: its record, its probe and
-its runner.
+2-core AMD EPYC VM with avx512_vnni and avx512_bf16, 2026-12-07). The first compile, at activation, is for a batch of
+1 (the batch latency is judged at); verify's batch 8 compiles another. A model with other dynamic dimensions than the
+batch is compiled per fed shape too; one that will not take a static shape runs as read. This module is the whole
+backend: its record, its probe and its runner.
 """
 
 from __future__ import annotations

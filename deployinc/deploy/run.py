@@ -552,7 +552,7 @@ def _baseline(req: DeployRequest, state: Path, fp32: Path, target: str, reused: 
     if subject is not None:
         model.use_subject(subject)
     rep = benchmark_steady(model, s, log=lambda _m: None)  # an unsteady row: measured again once
-    data: dict[str, Any] = {"rows": {}, "environment": rep.environment, "finished": time.time()}
+    data: dict[str, Any] = {"rows": {}, "environment": rep.environment, "finished": time.time()}  # wall clock: a cache stamp
     for name in names:
         timing, problem = _timing(rep.rows, list(req.batches), name)
         data["rows"][name] = {"timing": timing, "problem": problem}
@@ -680,7 +680,7 @@ def _candidate(
     except DeployincError as exc:
         res["verdict"], res["reason"] = "error", exc.message
     res["seconds"] = round(time.perf_counter() - t, 2)
-    res["finished"] = time.time()
+    res["finished"] = time.time()  # wall clock on purpose: the run-off's cache key compares it across processes
     _write_json(path, res)
     progress.done(_line(res, req))
     return res

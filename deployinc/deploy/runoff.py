@@ -130,7 +130,7 @@ def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str
             except DeployincError as exc:
                 dropped[r["id"]] = exc.message
                 continue
-            except Exception as exc:  # noqa: BLE001 - a runtime's own error opening it again: its first timing stands, with the reason
+            except Exception as exc:  # noqa: BLE001 - a runtime's own error opening it again: not chosen, with the reason
                 dropped[r["id"]] = _reason(exc)
                 continue
             modes = steps.modes()
@@ -146,7 +146,7 @@ def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str
                     continue
                 try:
                     m = measure(step, iters=per_round, warmup=req.warmup if rnd == 0 else 1, sync=steps.sync, time_first=False)
-                except Exception as exc:  # noqa: BLE001 - a runner failing mid run-off keeps its first timing, with the reason
+                except Exception as exc:  # noqa: BLE001 - a runner failing mid run-off: not chosen, with the reason
                     dropped[ident] = _reason(exc)
                     continue
                 samples[ident] += m.samples
@@ -166,6 +166,7 @@ def _measure(req: Any, picked: list[dict[str, Any]], path_of: Callable[[dict[str
         rows[ident] = {"p50_ms": st.p50, "p99_ms": st.p99, "min_ms": st.min, "images_per_s": batch * 1000.0 / st.p50 if st.p50 > 0 else None,
                        "mean_images_per_s": st.throughput, "mode": "e2e", "iters": st.iters, "round_p50_ms": round_p50[ident],
                        "unsteady": unsteady_reasons(p50=st.p50, min_ms=st.min, load=load or None, cpus=cpus)}  # fmt: skip
+    # "finished" is wall clock on purpose: a stamp compared across processes (the cache), not a duration
     return {"version": FORMAT, "batch": batch, "rounds": ROUNDS, "per_round": per_round, "order": [i for i, *_ in opened if i not in dropped],
             "rows": rows, "dropped": dropped, "finished": time.time()}  # fmt: skip
 
